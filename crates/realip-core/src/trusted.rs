@@ -1,0 +1,497 @@
+//! Sets of trusted proxy addresses.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::addr::{PeerAddr, canonical_ip};
+
+/// An error from parsing a trusted-proxy entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The entry is empty.
+    #[error("empty trusted proxy entry")]
+    Empty,
+    /// The entry is neither an IP address, a CIDR, nor `unix:`.
+    #[error(
+        "invalid trusted proxy {input:?}: expected an IP address (10.0.0.1, ::1), a CIDR (10.0.0.0/8, fd00::/8) or \"unix:\""
+    )]
+    Invalid {
+        /// The entry as given.
+        input: String,
+    },
+}
+
+/// A set of trusted proxy addresses: IPv4 and IPv6 CIDRs, and optionally Unix socket peers.
+///
+/// This is NGINX's `set_real_ip_from` list. Lookups canonicalize IPv4-mapped IPv6 addresses
+/// first, so `::ffff:10.0.0.1` matches `10.0.0.0/8`. Ranges are merged into sorted,
+/// non-overlapping intervals and looked up by binary search, so the cost of [`contains`]
+/// grows with the logarithm of the set size: a set of thousands of cloud ranges costs a few
+/// more comparisons than a set of ten.
+///
+/// An empty set (the [`Default`]) trusts nobody.
+///
+/// ```
+/// use realip_core::TrustedProxies;
+///
+/// let mut trusted = TrustedProxies::parse_list(["10.0.0.0/8", "2001:db8::/32", "unix:"]).unwrap();
+/// trusted.insert("192.168.0.10/32".parse().unwrap());
+/// assert!(trusted.contains("10.200.0.1".parse().unwrap()));
+/// assert!(trusted.contains("192.168.0.10".parse().unwrap()));
+/// assert!(!trusted.contains("192.168.0.11".parse().unwrap()));
+/// assert!(trusted.contains("2001:db8::42".parse().unwrap()));
+/// assert!(trusted.contains_unix());
+///
+/// let err = TrustedProxies::parse_list(["10.0.0.0/33"]).unwrap_err();
+/// assert!(err.to_string().contains("10.0.0.0/33"));
+/// ```
+///
+/// [`contains`]: TrustedProxies::contains
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+    unix: bool,
+}
+
+impl TrustedProxies {
+    /// An empty set: trusts nobody.
+    pub const fn new() -> Self {
+        Self {
+            nets: Vec::new(),
+            v4: Vec::new(),
+            v6: Vec::new(),
+            unix: false,
+        }
+    }
+
+    /// Loopback: `127.0.0.0/8`, `::1` and Unix socket peers.
+    pub fn loopback() -> Self {
+        Self::from_nets(
+            [
+                IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+                IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+            ],
+            true,
+        )
+    }
+
+    /// Private networks: loopback (as [`loopback`](Self::loopback)), RFC 1918
+    /// (`10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16`) and IPv6 unique local
+    /// addresses (`fc00::/7`).
+    pub fn private() -> Self {
+        let mut set = Self::loopback();
+        set.extend([
+            IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 0, 0), 8)),
+            IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(172, 16, 0, 0), 12)),
+            IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(192, 168, 0, 0), 16)),
+            IpNet::V6(Ipv6Net::new_assert(
+                Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+                7,
+            )),
+        ]);
+        set
+    }
+
+    /// Link-local networks: `169.254.0.0/16` and `fe80::/10`.
+    pub fn link_local() -> Self {
+        Self::from_nets(
+            [
+                IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(169, 254, 0, 0), 16)),
+                IpNet::V6(Ipv6Net::new_assert(
+                    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+                    10,
+                )),
+            ],
+            false,
+        )
+    }
+
+    /// Every address and Unix socket peers. Use only when every peer that can reach the
+    /// socket is a proxy you control (for example a port bound to a private interface).
+    pub fn any() -> Self {
+        Self::from_nets(
+            [
+                IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0)),
+                IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 0)),
+            ],
+            true,
+        )
+    }
+
+    fn from_nets(nets: impl IntoIterator<Item = IpNet>, unix: bool) -> Self {
+        let mut set = Self::new();
+        set.unix = unix;
+        set.extend(nets);
+        set
+    }
+
+    /// Parses a list of entries: IP addresses (`10.0.0.1`, `::1`), CIDRs (`10.0.0.0/8`),
+    /// or `unix:` for Unix socket peers. Host bits in a CIDR are ignored (`10.1.2.3/8` is
+    /// `10.0.0.0/8`), as NGINX does.
+    pub fn parse_list<I, S>(entries: I) -> Result<Self, ParseError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut nets = Vec::new();
+        let mut unix = false;
+        for entry in entries {
+            match parse_entry(entry.as_ref())? {
+                Entry::Net(net) => nets.push(net),
+                Entry::Unix => unix = true,
+            }
+        }
+        Ok(Self::from_nets(nets, unix))
+    }
+
+    /// Parses and adds one entry (see [`parse_list`](Self::parse_list)).
+    pub fn add(&mut self, entry: &str) -> Result<(), ParseError> {
+        match parse_entry(entry)? {
+            Entry::Net(net) => self.insert(net),
+            Entry::Unix => self.unix = true,
+        }
+        Ok(())
+    }
+
+    /// Adds a network.
+    pub fn insert(&mut self, net: IpNet) {
+        self.extend([net]);
+    }
+
+    /// Adds a network, builder style.
+    #[must_use]
+    pub fn with(mut self, net: IpNet) -> Self {
+        self.insert(net);
+        self
+    }
+
+    /// Trusts (or stops trusting) peers on Unix domain sockets.
+    pub fn set_unix(&mut self, trusted: bool) {
+        self.unix = trusted;
+    }
+
+    /// Trusts peers on Unix domain sockets, builder style.
+    #[must_use]
+    pub fn with_unix(mut self) -> Self {
+        self.unix = true;
+        self
+    }
+
+    /// Whether `ip` is in the set. IPv4-mapped IPv6 addresses match IPv4 ranges.
+    #[inline]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match canonical_ip(ip) {
+            IpAddr::V4(v4) => lookup(&self.v4, u32::from(v4)),
+            IpAddr::V6(v6) => lookup(&self.v6, u128::from(v6)),
+        }
+    }
+
+    /// Whether Unix domain socket peers are trusted.
+    pub const fn contains_unix(&self) -> bool {
+        self.unix
+    }
+
+    /// Whether a transport peer is trusted: its IP is in the set, or it is a Unix socket
+    /// peer and Unix peers are trusted.
+    pub fn contains_peer(&self, peer: &PeerAddr) -> bool {
+        match peer.ip() {
+            Some(ip) => self.contains(ip),
+            None => self.unix,
+        }
+    }
+
+    /// Whether the set trusts nobody.
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty() && !self.unix
+    }
+
+    /// The networks as they were added (not merged).
+    pub fn networks(&self) -> &[IpNet] {
+        &self.nets
+    }
+
+    fn rebuild(&mut self) {
+        let mut v4: Vec<(u32, u32)> = Vec::new();
+        let mut v6: Vec<(u128, u128)> = Vec::new();
+        for net in &self.nets {
+            match net {
+                IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
+                IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
+            }
+        }
+        self.v4 = merge(v4);
+        self.v6 = merge(v6);
+    }
+}
+
+impl Extend<IpNet> for TrustedProxies {
+    fn extend<T: IntoIterator<Item = IpNet>>(&mut self, iter: T) {
+        let before = self.nets.len();
+        self.nets.extend(iter.into_iter().map(|net| net.trunc()));
+        if self.nets.len() != before {
+            self.rebuild();
+        }
+    }
+}
+
+impl FromIterator<IpNet> for TrustedProxies {
+    fn from_iter<T: IntoIterator<Item = IpNet>>(iter: T) -> Self {
+        Self::from_nets(iter, false)
+    }
+}
+
+impl FromStr for TrustedProxies {
+    type Err = ParseError;
+
+    /// Parses entries separated by commas and/or whitespace.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse_list(
+            s.split(|c: char| c == ',' || c.is_ascii_whitespace())
+                .filter(|e| !e.is_empty()),
+        )
+    }
+}
+
+impl fmt::Debug for TrustedProxies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        for net in &self.nets {
+            list.entry(&format_args!("{net}"));
+        }
+        if self.unix {
+            list.entry(&format_args!("unix:"));
+        }
+        list.finish()
+    }
+}
+
+enum Entry {
+    Net(IpNet),
+    Unix,
+}
+
+fn parse_entry(entry: &str) -> Result<Entry, ParseError> {
+    let entry = entry.trim();
+    if entry.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    if entry.eq_ignore_ascii_case("unix:") {
+        return Ok(Entry::Unix);
+    }
+    let invalid = || ParseError::Invalid {
+        input: entry.to_owned(),
+    };
+    if entry.contains('/') {
+        let net: IpNet = entry.parse().map_err(|_| invalid())?;
+        Ok(Entry::Net(canonical_net(net).trunc()))
+    } else {
+        let ip: IpAddr = entry.parse().map_err(|_| invalid())?;
+        Ok(Entry::Net(IpNet::from(canonical_ip(ip))))
+    }
+}
+
+/// `::ffff:10.0.0.0/104` becomes `10.0.0.0/8`, so that mapped ranges match canonical lookups.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(Ipv4Net::new_assert(v4, v6.prefix_len() - 96)),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+fn merge<T: Ord + Copy + num::Succ>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        if let Some(last) = out.last_mut() {
+            // Overlapping or adjacent: extend the previous interval.
+            if last.1 >= start || last.1.succ() == Some(start) {
+                if end > last.1 {
+                    last.1 = end;
+                }
+                continue;
+            }
+        }
+        out.push((start, end));
+    }
+    out.shrink_to_fit();
+    out
+}
+
+#[inline]
+fn lookup<T: Ord + Copy>(ranges: &[(T, T)], value: T) -> bool {
+    // Index of the first interval starting after `value`; the candidate is the one before it.
+    let idx = ranges.partition_point(|&(start, _)| start <= value);
+    idx > 0 && ranges[idx - 1].1 >= value
+}
+
+mod num {
+    pub(super) trait Succ: Sized {
+        fn succ(self) -> Option<Self>;
+    }
+    impl Succ for u32 {
+        fn succ(self) -> Option<Self> {
+            self.checked_add(1)
+        }
+    }
+    impl Succ for u128 {
+        fn succ(self) -> Option<Self> {
+            self.checked_add(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_every_entry_form() {
+        let set = TrustedProxies::parse_list([
+            "10.0.0.0/8",
+            "127.0.0.1",
+            "::1",
+            "unix:",
+            " 2001:db8::/32 ",
+            "192.168.1.77/24",
+        ])
+        .unwrap();
+        assert!(set.contains(ip("10.255.255.255")));
+        assert!(set.contains(ip("127.0.0.1")));
+        assert!(!set.contains(ip("127.0.0.2")));
+        assert!(set.contains(ip("::1")));
+        assert!(set.contains(ip("2001:db8:ffff::1")));
+        assert!(!set.contains(ip("2001:db9::1")));
+        // Host bits are dropped: 192.168.1.77/24 is 192.168.1.0/24.
+        assert!(set.contains(ip("192.168.1.1")));
+        assert!(set.contains_unix());
+        assert_eq!(set.networks()[4].to_string(), "192.168.1.0/24");
+    }
+
+    #[test]
+    fn rejects_bad_entries_with_the_input_in_the_message() {
+        for bad in ["10.0.0.0/33", "10.0.0", "example.com", "::1/129", "unix", "1.2.3.4:80"] {
+            let err = TrustedProxies::parse_list([bad]).unwrap_err();
+            assert_eq!(
+                err,
+                ParseError::Invalid {
+                    input: bad.to_owned()
+                },
+                "{bad}"
+            );
+            assert!(err.to_string().contains(bad));
+        }
+        assert_eq!(TrustedProxies::parse_list([" "]).unwrap_err(), ParseError::Empty);
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_match_ipv4_ranges_and_mapped_ranges_match_ipv4_peers() {
+        let set: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        assert!(set.contains(ip("::ffff:10.1.1.1")));
+        assert!(!set.contains(ip("::ffff:11.1.1.1")));
+        let mapped: TrustedProxies = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert!(mapped.contains(ip("10.9.9.9")));
+        assert!(mapped.contains(ip("::ffff:10.9.9.9")));
+        assert!(!mapped.contains(ip("11.0.0.1")));
+    }
+
+    #[test]
+    fn presets() {
+        let lo = TrustedProxies::loopback();
+        assert!(lo.contains(ip("127.5.5.5")) && lo.contains(ip("::1")) && lo.contains_unix());
+        assert!(!lo.contains(ip("10.0.0.1")));
+        let private = TrustedProxies::private();
+        for yes in ["10.1.1.1", "172.31.0.1", "192.168.0.1", "fd12::1", "127.0.0.1"] {
+            assert!(private.contains(ip(yes)), "{yes}");
+        }
+        for no in ["172.32.0.1", "8.8.8.8", "2001:db8::1", "169.254.1.1"] {
+            assert!(!private.contains(ip(no)), "{no}");
+        }
+        assert!(TrustedProxies::link_local().contains(ip("fe80::1")));
+        assert!(TrustedProxies::any().contains(ip("203.0.113.1")));
+        let empty = TrustedProxies::new();
+        assert!(empty.is_empty() && !empty.contains(ip("127.0.0.1")) && !empty.contains_unix());
+    }
+
+    #[test]
+    fn peers() {
+        let set: TrustedProxies = "127.0.0.1".parse().unwrap();
+        assert!(set.contains_peer(&PeerAddr::Inet("127.0.0.1:9".parse().unwrap())));
+        assert!(!set.contains_peer(&PeerAddr::Unix(None)));
+        assert!(set.clone().with_unix().contains_peer(&PeerAddr::Unix(None)));
+    }
+
+    #[test]
+    fn edges_of_the_address_space() {
+        let set: TrustedProxies = "0.0.0.0/1, 128.0.0.0/1, ::/0".parse().unwrap();
+        assert!(set.contains(ip("0.0.0.0")) && set.contains(ip("255.255.255.255")));
+        assert!(set.contains(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
+        let one: TrustedProxies = "255.255.255.255".parse().unwrap();
+        assert!(one.contains(ip("255.255.255.255")) && !one.contains(ip("255.255.255.254")));
+    }
+
+    fn naive(nets: &[IpNet], ip: IpAddr) -> bool {
+        nets.iter().any(|n| n.contains(&canonical_ip(ip)))
+    }
+
+    proptest! {
+        #[test]
+        fn lookup_agrees_with_a_linear_scan(
+            nets in prop::collection::vec((any::<u32>(), 0u8..=32), 0..64),
+            probes in prop::collection::vec(any::<u32>(), 1..64),
+        ) {
+            let nets: Vec<IpNet> = nets
+                .into_iter()
+                .map(|(a, len)| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::from(a), len).trunc()))
+                .collect();
+            let set: TrustedProxies = nets.iter().copied().collect();
+            for p in probes {
+                let ip = IpAddr::V4(Ipv4Addr::from(p));
+                prop_assert_eq!(set.contains(ip), naive(&nets, ip));
+                // Probes near a boundary are the interesting ones.
+                for n in &nets {
+                    if let IpNet::V4(n) = n {
+                        for edge in [n.network(), n.broadcast()] {
+                            let e = u32::from(edge);
+                            for v in [e.wrapping_sub(1), e, e.wrapping_add(1)] {
+                                let ip = IpAddr::V4(Ipv4Addr::from(v));
+                                prop_assert_eq!(set.contains(ip), naive(&nets, ip));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn v6_lookup_agrees_with_a_linear_scan(
+            nets in prop::collection::vec((any::<u128>(), 0u8..=128), 0..32),
+            probes in prop::collection::vec(any::<u128>(), 1..32),
+        ) {
+            let nets: Vec<IpNet> = nets
+                .into_iter()
+                .map(|(a, len)| IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::from(a), len).trunc()))
+                .filter(|n| !matches!(n, IpNet::V6(v) if v.network().to_ipv4_mapped().is_some()))
+                .collect();
+            let set: TrustedProxies = nets.iter().copied().collect();
+            for p in probes {
+                let ip = IpAddr::V6(Ipv6Addr::from(p));
+                if Ipv6Addr::from(p).to_ipv4_mapped().is_some() { continue; }
+                prop_assert_eq!(set.contains(ip), naive(&nets, ip));
+            }
+        }
+    }
+}
