@@ -1,1 +1,50 @@
-fn main() {}
+//! `realip-broker`: an example MQTT 3.1.1 broker that reports each client's real address
+//! behind reverse proxies, like EMQX's `peername`.
+//!
+//! It serves MQTT over TCP (optionally behind PROXY protocol, via `realip-listener`) and over
+//! WebSocket (axum, with forwarded headers resolved by `realip-tower`), and an EMQX-shaped
+//! admin API that shows who every client really is. `realip-broker ctl clients show ID` asks a
+//! running broker from the command line.
+//!
+//! Run `realip-broker --help` for the flags; see `examples/broker/README.md`.
+//!
+//! Once every listener is bound, the broker prints one line on stdout (a stable interface for
+//! scripts and tests; `off` marks a disabled listener):
+//!
+//! ```text
+//! listening tcp=0.0.0.0:1883 ws=0.0.0.0:8083 admin=127.0.0.1:18083
+//! ```
+
+mod acl;
+mod admin;
+mod broker;
+mod config;
+mod ctl;
+mod server;
+mod session;
+mod ws;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Ctl(args)) => ctl::run(args).await,
+        None => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            server::run(cli.run).await
+        }
+    }
+}

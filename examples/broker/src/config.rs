@@ -1,0 +1,502 @@
+//! Command line and TOML configuration, merged into one [`Config`].
+//!
+//! Every run flag can also be set in the TOML file given with `--config`, under the same name
+//! without the leading dashes (`tcp = "0.0.0.0:1883"`, `tcp-proxy-protocol = true`,
+//! `trusted-proxy = ["10.0.0.0/8"]`). A flag given on the command line overrides the file;
+//! a repeatable flag given on the command line replaces the file's whole list; a boolean flag
+//! is on when either the command line or the file turns it on.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use realip_core::TrustedProxies;
+use serde::Deserialize;
+
+/// Default MQTT over TCP listener.
+pub(crate) const DEFAULT_TCP: &str = "0.0.0.0:1883";
+/// Default MQTT over WebSocket listener.
+pub(crate) const DEFAULT_WS: &str = "0.0.0.0:8083";
+/// Default admin (REST API) listener.
+pub(crate) const DEFAULT_ADMIN: &str = "127.0.0.1:18083";
+/// Default WebSocket path.
+pub(crate) const DEFAULT_WS_PATH: &str = "/mqtt";
+/// Default time allowed for a PROXY protocol header, in seconds.
+pub(crate) const DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS: f64 = 3.0;
+
+/// An MQTT 3.1.1 broker that knows who its clients really are behind reverse proxies.
+#[derive(Debug, Parser)]
+#[command(
+    name = "realip-broker",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Query a running broker through its admin API (like `emqx ctl`).
+    Ctl(CtlArgs),
+}
+
+/// `realip-broker ctl ...`
+#[derive(Debug, Args)]
+pub(crate) struct CtlArgs {
+    /// Admin API address of the running broker.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
+    pub(crate) admin: String,
+    #[command(subcommand)]
+    pub(crate) command: CtlCommand,
+}
+
+/// `ctl` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CtlCommand {
+    /// Connected clients.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+}
+
+/// `ctl clients ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClientsCommand {
+    /// One line per connected client.
+    List,
+    /// One client, by client id.
+    Show {
+        /// The MQTT client id.
+        clientid: String,
+    },
+}
+
+/// Flags of the broker itself (no subcommand).
+#[derive(Debug, Default, Args)]
+pub(crate) struct RunArgs {
+    /// TOML file with the same keys as these flags (CLI overrides the file).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// MQTT over TCP listener address, or `off` [default: 0.0.0.0:1883].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) tcp: Option<String>,
+    /// Require a PROXY protocol header (v1 or v2) on the TCP listener.
+    #[arg(long)]
+    pub(crate) tcp_proxy_protocol: bool,
+    /// Seconds allowed for a PROXY protocol header to arrive [default: 3].
+    #[arg(long, value_name = "SECS")]
+    pub(crate) proxy_protocol_timeout: Option<f64>,
+    /// Sources allowed to send PROXY headers (repeatable) [default: any].
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) proxy_from: Vec<String>,
+
+    /// MQTT over WebSocket listener address, or `off` [default: 0.0.0.0:8083].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) ws: Option<String>,
+    /// WebSocket path [default: /mqtt].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ws_path: Option<String>,
+    /// Require a PROXY protocol header on the WebSocket listener.
+    #[arg(long)]
+    pub(crate) ws_proxy_protocol: bool,
+    /// Header carrying the client address on the WebSocket upgrade request
+    /// (X-Forwarded-For, X-Real-IP, Forwarded, ...); none = the transport peer.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) ws_header: Option<String>,
+    /// Header carrying the client port (e.g. X-Forwarded-Port).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) ws_port_header: Option<String>,
+    /// How to pick the address from the header: trusted|hops:N|single|leftmost|forwarded.
+    #[arg(long, value_name = "STRATEGY")]
+    pub(crate) ws_strategy: Option<String>,
+    /// Walk the header from the right past every trusted proxy (NGINX `real_ip_recursive on`).
+    #[arg(long)]
+    pub(crate) ws_recursive: bool,
+    /// Proxies whose forwarded headers are believed (repeatable) [default: loopback].
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) trusted_proxy: Vec<String>,
+
+    /// Admin REST API listener address, or `off` [default: 127.0.0.1:18083].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) admin: Option<String>,
+
+    /// Only clients whose real address is in one of these ranges may connect (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) allow: Vec<String>,
+    /// Clients whose real address is in one of these ranges are refused (repeatable; wins over --allow).
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) deny: Vec<String>,
+}
+
+/// The TOML file: the same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    tcp: Option<String>,
+    tcp_proxy_protocol: Option<bool>,
+    proxy_protocol_timeout: Option<f64>,
+    proxy_from: Option<Vec<String>>,
+    ws: Option<String>,
+    ws_path: Option<String>,
+    ws_proxy_protocol: Option<bool>,
+    ws_header: Option<String>,
+    ws_port_header: Option<String>,
+    ws_strategy: Option<String>,
+    ws_recursive: Option<bool>,
+    trusted_proxy: Option<Vec<String>>,
+    admin: Option<String>,
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
+}
+
+/// How the WebSocket listener picks the client address out of the forwarded header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Strategy {
+    /// Right-to-left walk over trusted proxies (see `--ws-recursive`).
+    Trusted,
+    /// The entry N hops from the right (Envoy's `xff_num_trusted_hops`).
+    Hops(usize),
+    /// A single-value header (X-Real-IP): exactly one value, from a trusted peer.
+    Single,
+    /// The leftmost entry (only safe when the outermost proxy overwrites the header).
+    Leftmost,
+    /// RFC 7239 `Forwarded`, walked from the right.
+    Forwarded,
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        match s.to_ascii_lowercase().as_str() {
+            "trusted" => Ok(Self::Trusted),
+            "single" => Ok(Self::Single),
+            "leftmost" => Ok(Self::Leftmost),
+            "forwarded" => Ok(Self::Forwarded),
+            other => match other.strip_prefix("hops:") {
+                Some(n) => n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Self::Hops)
+                    .ok_or_else(|| format!("invalid --ws-strategy {s:?}: hops:N needs N >= 1")),
+                None => Err(format!(
+                    "invalid --ws-strategy {s:?}: expected trusted, hops:N, single, leftmost or forwarded"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Trusted => f.write_str("trusted"),
+            Self::Hops(n) => write!(f, "hops:{n}"),
+            Self::Single => f.write_str("single"),
+            Self::Leftmost => f.write_str("leftmost"),
+            Self::Forwarded => f.write_str("forwarded"),
+        }
+    }
+}
+
+/// Forwarded-header settings of the WebSocket listener.
+#[derive(Clone, Debug)]
+pub(crate) struct Forwarding {
+    /// The address header, as given (e.g. `X-Forwarded-For`).
+    pub(crate) header: String,
+    /// The port header, when configured.
+    pub(crate) port_header: Option<String>,
+    pub(crate) strategy: Strategy,
+    pub(crate) recursive: bool,
+    pub(crate) trusted: TrustedProxies,
+}
+
+/// The merged, validated configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) tcp: Option<SocketAddr>,
+    pub(crate) tcp_proxy_protocol: bool,
+    pub(crate) proxy_protocol_timeout: Duration,
+    /// `None` = any source may send a PROXY header.
+    pub(crate) proxy_from: Option<TrustedProxies>,
+    pub(crate) ws: Option<SocketAddr>,
+    pub(crate) ws_path: String,
+    pub(crate) ws_proxy_protocol: bool,
+    pub(crate) forwarding: Option<Forwarding>,
+    /// Trusted proxies as configured (also used by `forwarding`).
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) admin: Option<SocketAddr>,
+    pub(crate) allow: Option<TrustedProxies>,
+    pub(crate) deny: TrustedProxies,
+}
+
+impl Config {
+    /// Merges the command line over the `--config` file (if any) and validates the result.
+    pub(crate) fn load(args: RunArgs) -> Result<Self, String> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    fn merge(args: RunArgs, file: FileConfig) -> Result<Self, String> {
+        let list = |cli: Vec<String>, file: Option<Vec<String>>| {
+            if cli.is_empty() {
+                file.unwrap_or_default()
+            } else {
+                cli
+            }
+        };
+        let tcp = listen_addr("tcp", args.tcp.or(file.tcp), DEFAULT_TCP)?;
+        let ws = listen_addr("ws", args.ws.or(file.ws), DEFAULT_WS)?;
+        let admin = listen_addr("admin", args.admin.or(file.admin), DEFAULT_ADMIN)?;
+
+        let timeout = args
+            .proxy_protocol_timeout
+            .or(file.proxy_protocol_timeout)
+            .unwrap_or(DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS);
+        if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
+            return Err(format!(
+                "invalid --proxy-protocol-timeout {timeout}: expected seconds in (0, 3600]"
+            ));
+        }
+
+        let proxy_from = list(args.proxy_from, file.proxy_from);
+        let proxy_from = if proxy_from.is_empty() {
+            None
+        } else {
+            Some(cidrs("proxy-from", &proxy_from)?)
+        };
+
+        let trusted_list = list(args.trusted_proxy, file.trusted_proxy);
+        let trusted = if trusted_list.is_empty() {
+            TrustedProxies::loopback()
+        } else {
+            cidrs("trusted-proxy", &trusted_list)?
+        };
+
+        let ws_path = args
+            .ws_path
+            .or(file.ws_path)
+            .unwrap_or_else(|| DEFAULT_WS_PATH.to_owned());
+        if !ws_path.starts_with('/') {
+            return Err(format!(
+                "invalid --ws-path {ws_path:?}: must start with '/'"
+            ));
+        }
+
+        let header = args.ws_header.or(file.ws_header).filter(|h| !h.is_empty());
+        let port_header = args
+            .ws_port_header
+            .or(file.ws_port_header)
+            .filter(|h| !h.is_empty());
+        let strategy = args
+            .ws_strategy
+            .or(file.ws_strategy)
+            .map(|s| s.parse::<Strategy>())
+            .transpose()?;
+        let recursive = args.ws_recursive || file.ws_recursive.unwrap_or(false);
+        for name in header.iter().chain(port_header.iter()) {
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(format!("invalid header name {name:?}"));
+            }
+        }
+        let forwarding = match header {
+            Some(header) => {
+                let strategy = strategy.unwrap_or_else(|| default_strategy(&header));
+                Some(Forwarding {
+                    header,
+                    port_header,
+                    strategy,
+                    recursive,
+                    trusted: trusted.clone(),
+                })
+            }
+            None if port_header.is_some() => {
+                return Err("--ws-port-header needs --ws-header".to_owned());
+            }
+            None if strategy == Some(Strategy::Forwarded) => Some(Forwarding {
+                header: "Forwarded".to_owned(),
+                port_header: None,
+                strategy: Strategy::Forwarded,
+                recursive,
+                trusted: trusted.clone(),
+            }),
+            None if strategy.is_some() => {
+                return Err("--ws-strategy needs --ws-header".to_owned());
+            }
+            None => None,
+        };
+
+        let allow = list(args.allow, file.allow);
+        let allow = if allow.is_empty() {
+            None
+        } else {
+            Some(cidrs("allow", &allow)?)
+        };
+        let deny = cidrs("deny", &list(args.deny, file.deny))?;
+
+        Ok(Self {
+            tcp,
+            tcp_proxy_protocol: args.tcp_proxy_protocol || file.tcp_proxy_protocol.unwrap_or(false),
+            proxy_protocol_timeout: Duration::from_secs_f64(timeout),
+            proxy_from,
+            ws,
+            ws_path,
+            ws_proxy_protocol: args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false),
+            forwarding,
+            trusted,
+            admin,
+            allow,
+            deny,
+        })
+    }
+}
+
+/// `Forwarded` implies the RFC 7239 parser, a single-value header implies `single`,
+/// everything else the right-to-left walk over trusted proxies.
+fn default_strategy(header: &str) -> Strategy {
+    match header.to_ascii_lowercase().as_str() {
+        "forwarded" => Strategy::Forwarded,
+        "x-real-ip" | "cf-connecting-ip" | "true-client-ip" | "fly-client-ip" => Strategy::Single,
+        _ => Strategy::Trusted,
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+}
+
+fn listen_addr(
+    flag: &str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Option<SocketAddr>, String> {
+    let value = value.unwrap_or_else(|| default.to_owned());
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| {
+        format!("invalid --{flag} {value:?}: expected IP:PORT (port 0 = any free port) or off")
+    })
+}
+
+fn cidrs(flag: &str, entries: &[String]) -> Result<TrustedProxies, String> {
+    TrustedProxies::parse_list(entries).map_err(|e| format!("--{flag}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["realip-broker"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().run
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::merge(parse(&[]), FileConfig::default()).unwrap();
+        assert_eq!(config.tcp, Some("0.0.0.0:1883".parse().unwrap()));
+        assert_eq!(config.ws, Some("0.0.0.0:8083".parse().unwrap()));
+        assert_eq!(config.admin, Some("127.0.0.1:18083".parse().unwrap()));
+        assert_eq!(config.ws_path, "/mqtt");
+        assert!(!config.tcp_proxy_protocol && !config.ws_proxy_protocol);
+        assert_eq!(config.proxy_protocol_timeout, Duration::from_secs(3));
+        assert!(
+            config.proxy_from.is_none() && config.forwarding.is_none() && config.allow.is_none()
+        );
+        assert!(config.deny.is_empty());
+    }
+
+    #[test]
+    fn cli_overrides_file_and_lists_replace() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            tcp = "127.0.0.1:1999"
+            ws = "off"
+            tcp-proxy-protocol = true
+            proxy-protocol-timeout = 1.5
+            trusted-proxy = ["10.0.0.0/8"]
+            deny = ["192.0.2.0/24"]
+            ws-header = "X-Forwarded-For"
+            ws-port-header = "X-Forwarded-Port"
+            ws-recursive = true
+            "#,
+        )
+        .unwrap();
+        let config = Config::merge(
+            parse(&["--tcp", "127.0.0.1:0", "--trusted-proxy", "127.0.0.0/8"]),
+            file,
+        )
+        .unwrap();
+        assert_eq!(config.tcp, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(config.ws, None);
+        assert!(config.tcp_proxy_protocol);
+        assert_eq!(config.proxy_protocol_timeout, Duration::from_millis(1500));
+        assert!(config.trusted.contains("127.0.0.9".parse().unwrap()));
+        assert!(!config.trusted.contains("10.0.0.1".parse().unwrap()));
+        assert!(config.deny.contains("192.0.2.7".parse().unwrap()));
+        let fwd = config.forwarding.unwrap();
+        assert_eq!(fwd.header, "X-Forwarded-For");
+        assert_eq!(fwd.port_header.as_deref(), Some("X-Forwarded-Port"));
+        assert_eq!(fwd.strategy, Strategy::Trusted);
+        assert!(fwd.recursive);
+    }
+
+    #[test]
+    fn strategies_parse_and_bad_values_are_errors() {
+        assert_eq!("hops:2".parse::<Strategy>().unwrap(), Strategy::Hops(2));
+        assert_eq!("Leftmost".parse::<Strategy>().unwrap(), Strategy::Leftmost);
+        assert!("hops:0".parse::<Strategy>().is_err());
+        assert!("random".parse::<Strategy>().unwrap_err().contains("random"));
+        assert!(Config::merge(parse(&["--tcp", "nonsense"]), FileConfig::default()).is_err());
+        assert!(
+            Config::merge(parse(&["--deny", "10.0.0.0/33"]), FileConfig::default())
+                .unwrap_err()
+                .contains("10.0.0.0/33")
+        );
+        assert!(toml::from_str::<FileConfig>("unknown-key = 1").is_err());
+        let real_ip =
+            Config::merge(parse(&["--ws-header", "X-Real-IP"]), FileConfig::default()).unwrap();
+        assert_eq!(real_ip.forwarding.unwrap().strategy, Strategy::Single);
+    }
+
+    #[test]
+    fn ctl_parses() {
+        let cli = Cli::try_parse_from([
+            "realip-broker",
+            "ctl",
+            "--admin",
+            "127.0.0.1:1",
+            "clients",
+            "show",
+            "c1",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Ctl(ctl)) => {
+                assert_eq!(ctl.admin, "127.0.0.1:1");
+                assert!(
+                    matches!(ctl.command, CtlCommand::Clients(ClientsCommand::Show { clientid }) if clientid == "c1")
+                );
+            }
+            None => panic!("no subcommand"),
+        }
+    }
+}
