@@ -1,1 +1,154 @@
-//! placeholder
+//! A tower layer that resolves the real client address from forwarded-request headers.
+//!
+//! [`RealIpLayer`] works with any service of `http::Request` (axum, hyper, tonic). For each
+//! request it finds the [transport peer](TransportPeer), decides whether the configured
+//! header may be believed, and inserts the client as a [`ClientAddr`] (IP, optional port,
+//! and its [`AddrSource`]: socket, PROXY protocol, or the header's name) plus the
+//! [`Resolution`] that records how it was decided. A `ClientAddr` already in the
+//! extensions is never overridden.
+//!
+//! # Example
+//!
+//! ```
+//! use http::Request;
+//! use realip_core::{AddrSource, ClientAddr, TrustedProxies};
+//! use realip_tower::{RealIpLayer, TransportPeer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(RealIpLayer::x_forwarded_for("10.0.0.0/8".parse::<TrustedProxies>().unwrap()).recursive(true))
+//!     .service(service_fn(|req: Request<()>| async move {
+//!         Ok::<_, std::convert::Infallible>(req.extensions().get::<ClientAddr>().cloned())
+//!     }));
+//!
+//! // The request came from the proxy 10.0.0.2, which appended to a client-sent header.
+//! let mut req = Request::new(());
+//! req.headers_mut().insert("x-forwarded-for", "127.0.0.1, 203.0.113.7, 10.0.0.1".parse().unwrap());
+//! req.extensions_mut().insert(TransportPeer::socket("10.0.0.2:41000".parse().unwrap()));
+//!
+//! let client = svc.oneshot(req).await.unwrap().unwrap();
+//! assert_eq!(client.ip().to_string(), "203.0.113.7");
+//! assert_eq!(client.source(), &AddrSource::header("x-forwarded-for"));
+//! # }
+//! ```
+//!
+//! # Strategies
+//!
+//! Nothing is guessed: there is no default list of headers to try. Pick the strategy that
+//! matches the proxies in front of the server. Every strategy except
+//! [`trust_headers_unconditionally`](RealIpLayer::trust_headers_unconditionally) honours
+//! the header only when the transport peer is in the [`TrustedProxies`] set; otherwise the
+//! header is ignored (logged at `warn`) and the client is the transport peer (scenario W5:
+//! a client that connects directly and sends its own `X-Forwarded-For` gets its socket
+//! address).
+//!
+//! | Strategy | Constructor | Matches |
+//! |---|---|---|
+//! | [`Strategy::TrustedProxies`] | [`RealIpLayer::x_forwarded_for`] | NGINX `set_real_ip_from` + `real_ip_header X-Forwarded-For` (+ `real_ip_recursive`) |
+//! | [`Strategy::TrustedHops`] | [`RealIpLayer::trusted_hops`] | Envoy `xff_num_trusted_hops` |
+//! | [`Strategy::SingleValue`] | [`RealIpLayer::x_real_ip`], [`cf_connecting_ip`](RealIpLayer::cf_connecting_ip), … | `proxy_set_header X-Real-IP $remote_addr`, CDNs |
+//! | [`Strategy::Leftmost`] | [`RealIpLayer::leftmost`] | EMQX `proxy_address_header` |
+//! | [`Strategy::Forwarded`] | [`RealIpLayer::forwarded`] | RFC 7239 `Forwarded: for=…` |
+//!
+//! **Trusted proxies** (non-recursive): the rightmost entry, which the trusted peer wrote.
+//! Recursive: from the right, skip entries that are trusted proxies and return the first
+//! untrusted one; when every entry is trusted, the leftmost (NGINX does the same). This is
+//! the safe choice when proxies *append* (`proxy_set_header X-Forwarded-For
+//! $proxy_add_x_forwarded_for`, HAProxy `option forwardfor`): whatever a client writes ends
+//! up to the left of the first untrusted address and is never reached (W3, W4b). Risk: a
+//! trusted set that is too wide (a whole cloud range shared with other tenants) lets those
+//! tenants vouch for any address.
+//!
+//! **Trusted hops**: `N` proxies sit in front of the server, each appending the address it
+//! saw, and their addresses are not known in advance (cloud load balancers). The client is
+//! the `N`th entry from the right; with fewer entries, the leftmost (all of them were written
+//! by trusted hops). Risk: if the server can be reached without passing all `N` proxies, the
+//! client chooses its own address; restrict the peers with
+//! [`trusted_proxies`](RealIpLayer::trusted_proxies) or the network.
+//!
+//! **Single value** (`X-Real-IP`, `CF-Connecting-IP`, `True-Client-IP`, `Fly-Client-IP`, any
+//! name): the trusted proxy writes exactly one address. Several header lines mean someone
+//! else added one: the header is rejected, not "first wins". Risk: the proxy must overwrite
+//! the header, never pass a client's value through (NGINX `X-Real-IP $remote_addr` after
+//! realip, as in scenario W4).
+//!
+//! **Leftmost** (EMQX compatibility): the leftmost entry. Correct only when the outermost
+//! proxy **overwrites** the header with `$remote_addr` and later proxies append (scenario
+//! W2). If any proxy lets a client-sent header through, the client picks its own address.
+//! Never the default.
+//!
+//! **Forwarded** (RFC 7239): the `for=` node of each element, walked like trusted proxies.
+//! Parameter names are case-insensitive; IPv6 nodes are quoted `"[v6]:port"`; obfuscated
+//! ports (`:_p1`) are dropped. `for=unknown`, obfuscated nodes (`for=_hidden`), and elements
+//! without exactly one `for` **stop** the walk, they are never skipped (skipping them lets a
+//! forged entry further left win). Elements are split from the right of each line, outside
+//! quoted strings, so a malformed element (an unclosed quote) only affects itself and what
+//! lies to its left.
+//!
+//! # Parsing
+//!
+//! All lines of the header are combined in order (reading only the first or the last line
+//! is exploitable or breaks with HAProxy), then split on `,`; entries are trimmed and empty
+//! entries skipped. An entry is `ip`, `ip:port`, `[v6]`, `[v6]:port`, or `v6%zone` (the zone
+//! is dropped; IPv4-mapped IPv6 becomes IPv4). Anything else — a host name, `unknown`, a
+//! port out of range — stops the walk (fail closed): the result is the last good address
+//! reached (a trusted proxy's, as NGINX does; the walk is recorded as
+//! [`HeaderChoice::stopped_by`] and logged at `warn`), or the transport peer when the first
+//! entry examined is bad ([`Fallback::Invalid`]). A non-IP is never returned. Parsing does not
+//! allocate.
+//!
+//! # Ports
+//!
+//! A port written in the chosen entry (`1.2.3.4:5678`, `"[v6]:443"`) wins. Otherwise the
+//! port header (default `X-Forwarded-Port`, see [`RealIpLayer::port_header`]) supplies it:
+//! when it has as many non-empty entries as the address header, the entry at the same
+//! position (NGINX chains `X-Forwarded-Port "$http_x_forwarded_port, $remote_port"` next to
+//! `$proxy_add_x_forwarded_for`); otherwise, if it has exactly one entry, that one; otherwise
+//! the port is unknown. A port of `0` counts as unknown.
+//!
+//! # Transport peer
+//!
+//! Read from the request extensions by [`TransportPeer::from_extensions`]:
+//! `realip-listener`'s [`ProxiedAddr`](realip_listener::ProxiedAddr) (directly, or as
+//! axum's `ConnectInfo<ProxiedAddr>`), so that with PROXY protocol on the WebSocket port the
+//! peer whose headers are trusted is the PROXY-derived address (scenario W6); else axum's
+//! `ConnectInfo<SocketAddr>`; else a [`TransportPeer`] the application inserted. With no
+//! peer known, headers are not believed unless
+//! [`trust_headers_unconditionally`](RealIpLayer::trust_headers_unconditionally) is set, and
+//! no `ClientAddr` is inserted when no header applies. When no header applies, the client is
+//! the transport peer itself (source `socket` or `proxy-protocol`).
+//!
+//! # WebSocket
+//!
+//! [`websocket_only(true)`](RealIpLayer::websocket_only) resolves headers only on WebSocket
+//! handshakes, as EMQX does; other requests get the transport peer. The layer runs before
+//! the upgrade, so the address is in the handshake request's extensions for axum's
+//! `WebSocketUpgrade` handlers and for tokio-tungstenite's `accept_hdr_async` callbacks.
+//!
+//! # axum and tracing
+//!
+//! With the `axum` feature, [`RealClient`] extracts the client and rejects with a message
+//! that names the missing piece (layer or connect info). The middleware records the client
+//! into the current span's `client` field when the span has one, emits a `debug` event
+//! for each resolution, and a `warn` event when a header is rejected (untrusted peer,
+//! malformed entry, several lines of a single-value header).
+
+mod forwarded;
+mod layer;
+mod parse;
+mod resolve;
+
+#[cfg(feature = "axum")]
+mod extract;
+
+#[cfg(feature = "axum")]
+pub use extract::{RealClient, RealClientRejection};
+pub use layer::{RealIp, RealIpLayer};
+pub use parse::StopReason;
+pub use realip_core::{AddrSource, ClientAddr, TrustedProxies};
+pub use resolve::{
+    Fallback, HeaderChoice, Outcome, PortSource, Resolution, Strategy, TransportPeer,
+    is_websocket_upgrade,
+};

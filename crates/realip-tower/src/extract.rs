@@ -1,0 +1,118 @@
+//! axum extractors for the resolved client address (feature `axum`).
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+use realip_core::ClientAddr;
+
+use crate::resolve::{Fallback, Outcome, Resolution};
+
+/// Extracts the [`ClientAddr`] resolved by [`RealIpLayer`](crate::RealIpLayer).
+///
+/// `ClientAddr` lives in `realip-core`, so this crate cannot implement axum's
+/// `FromRequestParts` for it directly (orphan rule); this newtype is the extractor.
+/// `Option<RealClient>` is also an extractor, giving `None` instead of a rejection.
+///
+/// When it cannot extract, the rejection is a `500` whose body says why: the layer is not
+/// installed, or no transport peer is known (serve with
+/// `into_make_service_with_connect_info`).
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use realip_core::TrustedProxies;
+/// use realip_tower::{RealClient, RealIpLayer};
+///
+/// async fn whoami(RealClient(client): RealClient) -> String {
+///     format!("{} via {}", client, client.source())
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/", get(whoami))
+///     .layer(RealIpLayer::x_forwarded_for(TrustedProxies::loopback()));
+/// # let _ = app;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RealClient(pub ClientAddr);
+
+impl std::ops::Deref for RealClient {
+    type Target = ClientAddr;
+
+    fn deref(&self) -> &ClientAddr {
+        &self.0
+    }
+}
+
+/// Why [`RealClient`] could not be extracted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RealClientRejection {
+    /// No [`RealIpLayer`](crate::RealIpLayer) ran for this request.
+    #[error(
+        "no client address: `RealIpLayer` is not installed on this route (add `.layer(RealIpLayer::...)` to the router)"
+    )]
+    MissingLayer,
+    /// The layer ran but knew no transport peer and no header applied.
+    #[error(
+        "no client address: `RealIpLayer` found no transport peer ({0}); serve the app with `into_make_service_with_connect_info::<SocketAddr>()` or the `realip-listener` connect-info type `ProxiedAddr`"
+    )]
+    NoTransportPeer(Fallback),
+}
+
+impl IntoResponse for RealClientRejection {
+    fn into_response(self) -> Response {
+        tracing::error!(reason = %self, "realip: client address extraction failed");
+        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
+
+fn from_parts(parts: &Parts) -> Result<RealClient, RealClientRejection> {
+    if let Some(client) = parts.extensions.get::<ClientAddr>() {
+        return Ok(RealClient(client.clone()));
+    }
+    match parts
+        .extensions
+        .get::<Resolution>()
+        .map(Resolution::outcome)
+    {
+        None => Err(RealClientRejection::MissingLayer),
+        Some(Outcome::Fallback(fallback)) => Err(RealClientRejection::NoTransportPeer(*fallback)),
+        // A header decision always carries an address; treat anything else like a missing peer.
+        Some(Outcome::Header(_)) => Err(RealClientRejection::NoTransportPeer(
+            Fallback::NoTransportPeer,
+        )),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RealClient {
+    type Rejection = RealClientRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        from_parts(parts)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for RealClient {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(from_parts(parts).ok())
+    }
+}
+
+/// Extracts the [`Resolution`] (how the client was decided); rejects with
+/// [`RealClientRejection::MissingLayer`] when the layer did not run.
+impl<S: Send + Sync> FromRequestParts<S> for Resolution {
+    type Rejection = RealClientRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Resolution>()
+            .cloned()
+            .ok_or(RealClientRejection::MissingLayer)
+    }
+}

@@ -1,0 +1,293 @@
+//! Allocation-free parsing of address lists (`X-Forwarded-For`) and address entries.
+//!
+//! All lines of a header are combined in order, then split on `,`; entries are trimmed and
+//! empty entries are skipped. Iteration runs from the right (the entries written by the
+//! proxies nearest to this server come first) or from the left, without allocating.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use http::header::{GetAll, HeaderValue, ValueIter};
+
+/// One parsed address entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Node {
+    /// An IP address with an optional port.
+    Ip(IpAddr, Option<u16>),
+    /// Not an address: the walk must stop here.
+    Stop(StopReason),
+}
+
+/// Why an entry stopped the walk.
+///
+/// Every variant means "this entry does not name an IP address"; the walk never continues
+/// to the left of such an entry (fail closed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The entry is not `ip`, `ip:port`, `[v6]`, `[v6]:port` or `v6%zone`, or is not ASCII.
+    Malformed,
+    /// An RFC 7239 element whose `for` node is `unknown`.
+    UnknownNode,
+    /// An RFC 7239 element whose `for` node is obfuscated (`_hidden`).
+    ObfuscatedNode,
+    /// An RFC 7239 element without a `for` parameter, or with two.
+    MissingFor,
+    /// An RFC 7239 element that does not follow the `pair;pair` syntax.
+    MalformedElement,
+}
+
+impl StopReason {
+    /// A short, lowercase description for logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "entry is not an IP address",
+            Self::UnknownNode => "forwarded node is \"unknown\"",
+            Self::ObfuscatedNode => "forwarded node is obfuscated",
+            Self::MissingFor => "forwarded element has no single \"for\" parameter",
+            Self::MalformedElement => "forwarded element is malformed",
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Trims ASCII spaces and horizontal tabs (HTTP optional whitespace).
+pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &s[start..end.max(start)]
+}
+
+/// Non-empty, trimmed, comma-separated entries of all lines of a header, right to left.
+#[derive(Debug)]
+pub(crate) struct RevEntries<'a> {
+    lines: ValueIter<'a, HeaderValue>,
+    rest: &'a [u8],
+}
+
+impl<'a> RevEntries<'a> {
+    pub(crate) fn new(all: GetAll<'a, HeaderValue>) -> Self {
+        Self {
+            lines: all.iter(),
+            rest: &[],
+        }
+    }
+}
+
+impl<'a> Iterator for RevEntries<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            if self.rest.is_empty() {
+                self.rest = self.lines.next_back()?.as_bytes();
+                if self.rest.is_empty() {
+                    continue;
+                }
+            }
+            let (entry, rest) = match self.rest.iter().rposition(|&b| b == b',') {
+                Some(i) => (&self.rest[i + 1..], &self.rest[..i]),
+                None => (self.rest, &[][..]),
+            };
+            self.rest = rest;
+            let entry = trim_ows(entry);
+            if !entry.is_empty() {
+                return Some(entry);
+            }
+        }
+    }
+}
+
+/// Non-empty, trimmed, comma-separated entries of all lines of a header, left to right.
+#[derive(Debug)]
+pub(crate) struct Entries<'a> {
+    lines: ValueIter<'a, HeaderValue>,
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Entries<'a> {
+    pub(crate) fn new(all: GetAll<'a, HeaderValue>) -> Self {
+        Self {
+            lines: all.iter(),
+            rest: None,
+        }
+    }
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let rest = match self.rest {
+                Some(rest) => rest,
+                None => self.lines.next()?.as_bytes(),
+            };
+            let (entry, rest) = match rest.iter().position(|&b| b == b',') {
+                Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                None => (rest, None),
+            };
+            self.rest = rest;
+            let entry = trim_ows(entry);
+            if !entry.is_empty() {
+                return Some(entry);
+            }
+        }
+    }
+}
+
+/// Parses one address entry: `ip`, `ip:port`, `[v6]`, `[v6]:port`, `v6%zone`, `[v6%zone]:port`.
+///
+/// Zones are stripped. A port of `0` is treated as "no port". Anything else is
+/// [`StopReason::Malformed`].
+pub(crate) fn parse_entry(entry: &[u8]) -> Node {
+    match parse_addr(entry) {
+        Some((ip, port)) => Node::Ip(ip, port),
+        None => Node::Stop(StopReason::Malformed),
+    }
+}
+
+fn parse_addr(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
+    let entry = std::str::from_utf8(entry).ok()?;
+    if let Some(bracketed) = entry.strip_prefix('[') {
+        let close = bracketed.find(']')?;
+        let ip = parse_v6(&bracketed[..close])?;
+        let after = &bracketed[close + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(port) => parse_port(port)?,
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((IpAddr::V6(ip), port));
+    }
+    match entry.bytes().filter(|&b| b == b':').count() {
+        0 => entry
+            .parse::<Ipv4Addr>()
+            .ok()
+            .map(|ip| (IpAddr::V4(ip), None)),
+        1 => {
+            let (ip, port) = entry.split_once(':')?;
+            let ip = ip.parse::<Ipv4Addr>().ok()?;
+            Some((IpAddr::V4(ip), parse_port(port)?))
+        }
+        _ => parse_v6(entry).map(|ip| (IpAddr::V6(ip), None)),
+    }
+}
+
+fn parse_v6(s: &str) -> Option<Ipv6Addr> {
+    let addr = match s.split_once('%') {
+        Some((addr, zone)) if !zone.is_empty() && zone.bytes().all(is_zone_byte) => addr,
+        Some(_) => return None,
+        None => s,
+    };
+    addr.parse().ok()
+}
+
+const fn is_zone_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
+/// Parses a decimal port: one to five digits, at most 65535. `0` means "no port".
+///
+/// Returns `None` for invalid input and `Some(None)` for port 0.
+pub(crate) fn parse_port(s: &str) -> Option<Option<u16>> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = s.parse().ok()?;
+    Some((port != 0).then_some(port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn entry_forms() {
+        type Case<'a> = (&'a str, Option<(&'a str, Option<u16>)>);
+        let cases: &[Case<'_>] = &[
+            ("1.2.3.4", Some(("1.2.3.4", None))),
+            ("1.2.3.4:5678", Some(("1.2.3.4", Some(5678)))),
+            ("2001:db8::1", Some(("2001:db8::1", None))),
+            ("[2001:db8::1]", Some(("2001:db8::1", None))),
+            ("[2001:db8::1]:443", Some(("2001:db8::1", Some(443)))),
+            ("fe80::1%eth0", Some(("fe80::1", None))),
+            ("[fe80::1%eth0]:80", Some(("fe80::1", Some(80)))),
+            ("::ffff:10.0.0.1", Some(("::ffff:10.0.0.1", None))),
+            ("1.2.3.4:0", Some(("1.2.3.4", None))),
+            ("1.2.3.4:65535", Some(("1.2.3.4", Some(65535)))),
+            ("1.2.3.4:65536", None),
+            ("1.2.3.4:+80", None),
+            ("1.2.3.4:", None),
+            ("1.2.3.4:80:90", None),
+            ("[2001:db8::1]443", None),
+            ("[2001:db8::1", None),
+            ("[1.2.3.4]", None),
+            ("01.2.3.4", None),
+            ("1.2.3", None),
+            ("unknown", None),
+            ("_hidden", None),
+            ("example.com", None),
+            ("fe80::1%", None),
+            ("fe80::1%a b", None),
+            ("1.2.3.4%eth0", None),
+            ("1.2.3.4 5.6.7.8", None),
+            ("2001:db8::1:80:x", None),
+        ];
+        for (input, want) in cases {
+            let got = parse_entry(input.as_bytes());
+            let want = match want {
+                Some((addr, port)) => Node::Ip(ip(addr), *port),
+                None => Node::Stop(StopReason::Malformed),
+            };
+            assert_eq!(got, want, "{input}");
+        }
+        assert_eq!(
+            parse_entry(b"\xff1.2.3.4"),
+            Node::Stop(StopReason::Malformed)
+        );
+    }
+
+    fn map(lines: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append("x-forwarded-for", line.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn entries_combine_lines_and_skip_empty_entries_in_both_directions() {
+        let headers = map(&["a, b", "", ",c,,d ,", " e\t"]);
+        let all = || headers.get_all("x-forwarded-for");
+        let rev: Vec<&[u8]> = RevEntries::new(all()).collect();
+        assert_eq!(rev, [&b"e"[..], b"d", b"c", b"b", b"a"]);
+        let fwd: Vec<&[u8]> = Entries::new(all()).collect();
+        assert_eq!(fwd, [&b"a"[..], b"b", b"c", b"d", b"e"]);
+        let empty = HeaderMap::new();
+        assert_eq!(RevEntries::new(empty.get_all("x-forwarded-for")).count(), 0);
+        assert_eq!(Entries::new(empty.get_all("x-forwarded-for")).count(), 0);
+    }
+
+    #[test]
+    fn trims_only_optional_whitespace() {
+        assert_eq!(trim_ows(b" \t a b \t"), b"a b");
+        assert_eq!(trim_ows(b"   "), b"");
+        assert_eq!(trim_ows(b""), b"");
+    }
+}

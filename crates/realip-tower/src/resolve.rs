@@ -1,0 +1,551 @@
+//! The pure resolution step: configuration + headers + transport peer → client address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::{HeaderMap, HeaderName, Method, Version, header};
+use realip_core::{AddrSource, ClientAddr, TrustedProxies};
+use realip_listener::ProxiedAddr;
+
+use crate::forwarded::{RevElements, parse_element};
+use crate::parse::{Entries, Node, RevEntries, StopReason, parse_entry, parse_port};
+
+/// How the client address is chosen from the configured header.
+///
+/// See the [crate documentation](crate) for the proxy configuration each strategy matches
+/// and its spoofing risk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// NGINX realip: `set_real_ip_from` + `real_ip_header` + `real_ip_recursive`.
+    ///
+    /// The header (a comma-separated list such as `X-Forwarded-For`) is honoured only when
+    /// the transport peer is trusted. Non-recursive: the rightmost entry. Recursive: walk
+    /// right to left, skip trusted entries, return the first untrusted one (the leftmost
+    /// when every entry is trusted).
+    TrustedProxies,
+    /// Envoy `xff_num_trusted_hops` (with `use_remote_address`): `N` proxies in front of
+    /// this server each append the address they saw; the client is the `N`th entry from
+    /// the right. `0` ignores the header.
+    TrustedHops(usize),
+    /// A header holding exactly one address (`X-Real-IP`, `CF-Connecting-IP`, …), written
+    /// by the trusted proxy in front of this server. More than one line is an error.
+    SingleValue,
+    /// EMQX `proxy_address_header`: the leftmost entry. Safe only when the outermost proxy
+    /// overwrites the header; never use it when a proxy appends to a client-sent header.
+    Leftmost,
+    /// RFC 7239 `Forwarded`: the `for=` node of each element, walked like
+    /// [`TrustedProxies`](Self::TrustedProxies). `unknown` and obfuscated nodes stop the walk.
+    Forwarded,
+}
+
+impl Strategy {
+    /// The header this strategy reads unless another is configured.
+    pub const fn default_header(self) -> HeaderName {
+        match self {
+            Self::TrustedProxies | Self::TrustedHops(_) | Self::Leftmost => {
+                HeaderName::from_static("x-forwarded-for")
+            }
+            Self::SingleValue => HeaderName::from_static("x-real-ip"),
+            Self::Forwarded => header::FORWARDED,
+        }
+    }
+}
+
+/// The transport-level peer of a request: whom the headers' trust is checked against.
+///
+/// With the `realip-listener` PROXY listener the peer is the PROXY header's source
+/// ([`AddrSource::ProxyProtocol`]), so that PROXY protocol and forwarded headers compose.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportPeer {
+    /// An internet peer: the socket's peer ([`AddrSource::Socket`]) or the PROXY header's
+    /// source ([`AddrSource::ProxyProtocol`]).
+    Inet(ClientAddr),
+    /// A Unix domain socket peer, trusted when [`TrustedProxies::contains_unix`].
+    Unix,
+}
+
+impl TransportPeer {
+    /// A socket peer ([`AddrSource::Socket`]).
+    pub const fn socket(addr: SocketAddr) -> Self {
+        Self::Inet(ClientAddr::from_socket_addr(addr, AddrSource::Socket))
+    }
+
+    /// A peer learned from a PROXY protocol header ([`AddrSource::ProxyProtocol`]).
+    pub const fn proxy_protocol(addr: SocketAddr) -> Self {
+        Self::Inet(ClientAddr::from_socket_addr(
+            addr,
+            AddrSource::ProxyProtocol,
+        ))
+    }
+
+    /// The peer of a connection accepted by `realip-listener`: its real client (the PROXY
+    /// source, else the socket peer), or [`Unix`](Self::Unix) for a Unix socket without a
+    /// usable PROXY header.
+    pub fn from_proxied(addr: &ProxiedAddr) -> Self {
+        match (addr.client(), addr.socket_peer().inet()) {
+            (Some(client), _) => Self::Inet(client.clone()),
+            (None, Some(socket)) => Self::socket(socket),
+            (None, None) => Self::Unix,
+        }
+    }
+
+    /// Finds the transport peer in request extensions, in this order:
+    ///
+    /// 1. [`ProxiedAddr`] (hyper-util users insert it per connection),
+    /// 2. `axum::extract::ConnectInfo<ProxiedAddr>` (feature `axum`),
+    /// 3. `axum::extract::ConnectInfo<SocketAddr>` (feature `axum`),
+    /// 4. a [`TransportPeer`] inserted by the application (for servers such as tonic that
+    ///    expose the peer in their own type).
+    pub fn from_extensions(extensions: &http::Extensions) -> Option<Self> {
+        if let Some(addr) = extensions.get::<ProxiedAddr>() {
+            return Some(Self::from_proxied(addr));
+        }
+        #[cfg(feature = "axum")]
+        {
+            use axum::extract::ConnectInfo;
+            if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<ProxiedAddr>>() {
+                return Some(Self::from_proxied(addr));
+            }
+            if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<SocketAddr>>() {
+                return Some(Self::socket(*addr));
+            }
+        }
+        extensions.get::<Self>().cloned()
+    }
+
+    /// The peer as a client address, for internet peers.
+    pub const fn client_addr(&self) -> Option<&ClientAddr> {
+        match self {
+            Self::Inet(addr) => Some(addr),
+            Self::Unix => None,
+        }
+    }
+
+    fn is_trusted(&self, trusted: &TrustedProxies) -> bool {
+        match self {
+            Self::Inet(addr) => trusted.contains(addr.ip()),
+            Self::Unix => trusted.contains_unix(),
+        }
+    }
+}
+
+impl std::fmt::Display for TransportPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Inet(addr) => addr.fmt(f),
+            Self::Unix => f.write_str("unix:"),
+        }
+    }
+}
+
+/// Where the port of a header-derived address came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PortSource {
+    /// Written in the address entry itself (`1.2.3.4:5678`, `"[v6]:443"`).
+    Entry,
+    /// Taken from the port header (`X-Forwarded-Port`).
+    PortHeader,
+    /// Unknown.
+    None,
+}
+
+/// Which header entry decided the client address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HeaderChoice {
+    header: HeaderName,
+    position: usize,
+    entries: usize,
+    port: PortSource,
+    stopped: Option<StopReason>,
+}
+
+impl HeaderChoice {
+    /// The header that was read (lowercase).
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// Position of the chosen entry counted from the **right**, starting at 0 (the entry
+    /// appended by the nearest proxy). Empty entries are not counted.
+    pub const fn position_from_right(&self) -> usize {
+        self.position
+    }
+
+    /// Number of non-empty entries (elements for `Forwarded`) over all lines of the header.
+    pub const fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Position of the chosen entry counted from the left, starting at 0.
+    pub const fn position_from_left(&self) -> usize {
+        self.entries.saturating_sub(self.position + 1)
+    }
+
+    /// Where the port came from.
+    pub const fn port_source(&self) -> PortSource {
+        self.port
+    }
+
+    /// Set when the walk stopped early at the entry to the left of the chosen one, which
+    /// is not an address (fail closed: the last good address reached is kept, as NGINX does).
+    pub const fn stopped_by(&self) -> Option<StopReason> {
+        self.stopped
+    }
+}
+
+/// Why no header entry decided the client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// The configured header is absent (or empty): the client is the transport peer.
+    NoHeader,
+    /// The header is present but the transport peer is not a trusted proxy: the header is
+    /// ignored as possibly forged.
+    UntrustedPeer,
+    /// No transport peer is known and headers are not trusted unconditionally; no client
+    /// address can be given.
+    NoTransportPeer,
+    /// The layer only resolves WebSocket upgrade requests and this is not one: the client
+    /// is the transport peer.
+    NotWebSocket,
+    /// The strategy ignores headers ([`Strategy::TrustedHops`] with 0 hops).
+    HeadersIgnored,
+    /// The first entry examined is not an address: the client is the transport peer.
+    Invalid(StopReason),
+    /// A single-value header arrived in several lines (`lines` of them): rejected.
+    MultipleLines(usize),
+}
+
+impl Fallback {
+    /// A short, lowercase description for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoHeader => "header absent",
+            Self::UntrustedPeer => "transport peer is not a trusted proxy",
+            Self::NoTransportPeer => "no transport peer known",
+            Self::NotWebSocket => "not a websocket upgrade",
+            Self::HeadersIgnored => "headers ignored by configuration",
+            Self::Invalid(reason) => reason.as_str(),
+            Self::MultipleLines(_) => "single-value header has several lines",
+        }
+    }
+
+    /// Whether this outcome means a header was present but rejected (a forged or broken
+    /// header, logged at `warn`).
+    pub const fn is_rejection(self) -> bool {
+        matches!(
+            self,
+            Self::UntrustedPeer | Self::Invalid(_) | Self::MultipleLines(_)
+        )
+    }
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the client address was decided.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A header entry decided.
+    Header(HeaderChoice),
+    /// No header entry decided; the client (if any) is the transport peer.
+    Fallback(Fallback),
+}
+
+/// The result of resolving one request: the client address and how it was decided.
+///
+/// [`RealIp`](crate::RealIp) inserts it into the request extensions next to the
+/// [`ClientAddr`], so handlers and admin APIs can show which header decided.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Resolution {
+    client: Option<ClientAddr>,
+    peer: Option<TransportPeer>,
+    outcome: Outcome,
+}
+
+impl Resolution {
+    /// The resolved client, `None` when no transport peer is known and no header applied
+    /// (or the peer is a Unix socket).
+    pub const fn client(&self) -> Option<&ClientAddr> {
+        self.client.as_ref()
+    }
+
+    /// The transport peer the headers' trust was checked against.
+    pub const fn peer(&self) -> Option<&TransportPeer> {
+        self.peer.as_ref()
+    }
+
+    /// How the client was decided.
+    pub const fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    /// Consumes the resolution, returning the client address.
+    pub fn into_client(self) -> Option<ClientAddr> {
+        self.client
+    }
+
+    pub(crate) fn fallback(peer: Option<&TransportPeer>, fallback: Fallback) -> Self {
+        Self {
+            client: peer.and_then(TransportPeer::client_addr).cloned(),
+            peer: peer.cloned(),
+            outcome: Outcome::Fallback(fallback),
+        }
+    }
+}
+
+/// Resolution settings (shared by the layer through an `Arc`).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) strategy: Strategy,
+    pub(crate) header: HeaderName,
+    pub(crate) source: AddrSource,
+    pub(crate) port_header: Option<HeaderName>,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) recursive: bool,
+    pub(crate) websocket_only: bool,
+    pub(crate) unconditional: bool,
+}
+
+impl Config {
+    pub(crate) fn new(strategy: Strategy, trusted: TrustedProxies) -> Self {
+        let header = strategy.default_header();
+        let port_header = match strategy {
+            Strategy::Forwarded => None,
+            _ => Some(HeaderName::from_static("x-forwarded-port")),
+        };
+        Self {
+            strategy,
+            source: AddrSource::header(header.as_str()),
+            header,
+            port_header,
+            trusted,
+            recursive: false,
+            websocket_only: false,
+            unconditional: false,
+        }
+    }
+
+    pub(crate) fn set_header(&mut self, header: HeaderName) {
+        self.source = AddrSource::header(header.as_str());
+        self.header = header;
+    }
+}
+
+/// Whether a request is a WebSocket handshake: an HTTP/1.1 `Upgrade: websocket` with
+/// `Connection: upgrade`, or an HTTP/2 extended `CONNECT` (RFC 8441).
+pub fn is_websocket_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> bool {
+    if version >= Version::HTTP_2 {
+        return method == Method::CONNECT;
+    }
+    let has_token = |name: HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|line| {
+            line.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| crate::parse::trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+/// Resolves the client of one request (the WebSocket-only setting is applied by the
+/// caller, which knows the method).
+pub(crate) fn resolve(
+    config: &Config,
+    headers: &HeaderMap,
+    peer: Option<&TransportPeer>,
+) -> Resolution {
+    let present = headers.contains_key(&config.header);
+    if !present {
+        return Resolution::fallback(peer, Fallback::NoHeader);
+    }
+    let peer_trusted = match peer {
+        Some(peer) => peer.is_trusted(&config.trusted),
+        None => false,
+    };
+    if !(peer_trusted || config.unconditional) {
+        let fallback = match peer {
+            Some(_) => Fallback::UntrustedPeer,
+            None => Fallback::NoTransportPeer,
+        };
+        return Resolution::fallback(peer, fallback);
+    }
+    let all = headers.get_all(&config.header);
+    let walk = match config.strategy {
+        Strategy::TrustedProxies => walk_trusted(RevEntries::new(all).map(parse_entry), config),
+        Strategy::Forwarded => walk_trusted(RevElements::new(all).map(parse_element), config),
+        Strategy::TrustedHops(0) => return Resolution::fallback(peer, Fallback::HeadersIgnored),
+        Strategy::TrustedHops(n) => walk_hops(RevEntries::new(all).map(parse_entry), n),
+        Strategy::Leftmost => walk_leftmost(Entries::new(all)),
+        Strategy::SingleValue => {
+            let lines = all.iter().count();
+            if lines > 1 {
+                return Resolution::fallback(peer, Fallback::MultipleLines(lines));
+            }
+            walk_single(all.iter().next().map(|v| v.as_bytes()))
+        }
+    };
+    let entries = || match config.strategy {
+        Strategy::Forwarded => RevElements::new(headers.get_all(&config.header)).count(),
+        Strategy::SingleValue => 1,
+        _ => RevEntries::new(headers.get_all(&config.header)).count(),
+    };
+    match walk {
+        Walk::Found {
+            ip,
+            port,
+            position,
+            stopped,
+        } => {
+            let entries = entries();
+            let (port, port_source) = match port {
+                Some(port) => (Some(port), PortSource::Entry),
+                None => match header_port(config, headers, position, entries) {
+                    Some(port) => (Some(port), PortSource::PortHeader),
+                    None => (None, PortSource::None),
+                },
+            };
+            Resolution {
+                client: Some(ClientAddr::new(ip, port, config.source.clone())),
+                peer: peer.cloned(),
+                outcome: Outcome::Header(HeaderChoice {
+                    header: config.header.clone(),
+                    position,
+                    entries,
+                    port: port_source,
+                    stopped,
+                }),
+            }
+        }
+        Walk::Empty => Resolution::fallback(peer, Fallback::NoHeader),
+        Walk::Invalid(reason) => Resolution::fallback(peer, Fallback::Invalid(reason)),
+    }
+}
+
+enum Walk {
+    Found {
+        ip: IpAddr,
+        port: Option<u16>,
+        position: usize,
+        stopped: Option<StopReason>,
+    },
+    Empty,
+    Invalid(StopReason),
+}
+
+/// NGINX's `ngx_http_get_forwarded_addr_internal`: from the right, take an entry; continue
+/// (recursive only) while it is trusted; stop at a non-address, keeping the last good one.
+fn walk_trusted(nodes: impl Iterator<Item = Node>, config: &Config) -> Walk {
+    let mut found = Walk::Empty;
+    for (position, node) in nodes.enumerate() {
+        match node {
+            Node::Ip(ip, port) => {
+                found = Walk::Found {
+                    ip,
+                    port,
+                    position,
+                    stopped: None,
+                };
+                if !config.recursive || !config.trusted.contains(ip) {
+                    break;
+                }
+            }
+            Node::Stop(reason) => {
+                return stop(found, reason);
+            }
+        }
+    }
+    found
+}
+
+fn stop(found: Walk, reason: StopReason) -> Walk {
+    match found {
+        Walk::Found {
+            ip, port, position, ..
+        } => Walk::Found {
+            ip,
+            port,
+            position,
+            stopped: Some(reason),
+        },
+        Walk::Empty | Walk::Invalid(_) => Walk::Invalid(reason),
+    }
+}
+
+/// The `hops`th entry from the right; the leftmost when there are fewer (every entry was
+/// then written by a trusted hop); a non-address stops the walk, keeping the last good one.
+fn walk_hops(nodes: impl Iterator<Item = Node>, hops: usize) -> Walk {
+    let mut found = Walk::Empty;
+    for (position, node) in nodes.take(hops).enumerate() {
+        match node {
+            Node::Ip(ip, port) => {
+                found = Walk::Found {
+                    ip,
+                    port,
+                    position,
+                    stopped: None,
+                }
+            }
+            Node::Stop(reason) => return stop(found, reason),
+        }
+    }
+    found
+}
+
+fn walk_leftmost<'a>(mut entries: impl Iterator<Item = &'a [u8]>) -> Walk {
+    let Some(first) = entries.next() else {
+        return Walk::Empty;
+    };
+    let after = entries.count();
+    match parse_entry(first) {
+        Node::Ip(ip, port) => Walk::Found {
+            ip,
+            port,
+            position: after,
+            stopped: None,
+        },
+        Node::Stop(reason) => Walk::Invalid(reason),
+    }
+}
+
+fn walk_single(line: Option<&[u8]>) -> Walk {
+    let Some(line) = line.map(crate::parse::trim_ows).filter(|l| !l.is_empty()) else {
+        return Walk::Empty;
+    };
+    match parse_entry(line) {
+        Node::Ip(ip, port) => Walk::Found {
+            ip,
+            port,
+            position: 0,
+            stopped: None,
+        },
+        Node::Stop(reason) => Walk::Invalid(reason),
+    }
+}
+
+/// The port header's value for the chosen entry: at the same position when both lists have
+/// the same number of entries, else the header's only value, else none.
+fn header_port(
+    config: &Config,
+    headers: &HeaderMap,
+    position: usize,
+    entries: usize,
+) -> Option<u16> {
+    let name = config.port_header.as_ref()?;
+    let ports = || RevEntries::new(headers.get_all(name));
+    let count = ports().count();
+    let raw = if count == entries {
+        ports().nth(position)?
+    } else if count == 1 {
+        ports().next()?
+    } else {
+        return None;
+    };
+    parse_port(std::str::from_utf8(raw).ok()?)?
+}
