@@ -1,0 +1,1111 @@
+//! Harness for the end-to-end scenarios of `tests/SCENARIOS.md`.
+//!
+//! Every scenario starts **real** processes — NGINX, HAProxy, the example broker
+//! (`realip-broker`) and real MQTT clients (`mosquitto_pub`/`mosquitto_sub`, and the paho-mqtt
+//! script `tests/e2e/mqtt_client.py`) — on its own loopback network `127.N.0.0/24`:
+//!
+//! | host            | address        |
+//! |-----------------|----------------|
+//! | broker          | `127.N.0.2`    |
+//! | LB1 listen/bind | `127.N.0.11` / `127.N.0.12` |
+//! | LB2 listen/bind | `127.N.0.21` / `127.N.0.22` |
+//! | LB3 listen/bind | `127.N.0.31` / `127.N.0.32` |
+//! | attacker        | `127.N.0.66`   |
+//! | forged address  | `127.N.0.99`   |
+//! | client (behind a client-side proxy) | `127.N.0.100` |
+//! | client host     | `127.N.0.101`  |
+//! | client-side proxy listen | `127.N.0.102` |
+//!
+//! so the load balancers are exactly `127.N.0.0/27` and every hop has a distinct address.
+//! Configurations are rendered from `tests/templates/` into a per-scenario temporary directory,
+//! ports are picked at run time, and [`Scenario`] kills and reaps every process when it is dropped,
+//! printing every log it captured when the test is failing.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// How long any single step (a process becoming ready, a client connecting, a message
+/// arriving) may take before the scenario fails.
+pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+const NGINX: &str = "nginx";
+const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+const HAPROXY: &str = "haproxy";
+const PYTHON: &str = "python3";
+/// Host part of the address the harness probes proxies from (`127.N.0.250`).
+const HARNESS: u8 = 250;
+
+/// External programs a scenario needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tool {
+    /// `nginx` with the dynamic stream module.
+    Nginx,
+    /// `haproxy`.
+    Haproxy,
+    /// `mosquitto_pub` and `mosquitto_sub`.
+    Mosquitto,
+    /// `python3` with `paho-mqtt` 2.x.
+    Paho,
+    /// `openssl` CLI (self-signed certificates).
+    Openssl,
+}
+
+impl Tool {
+    fn missing(self) -> Option<String> {
+        static PAHO: OnceLock<bool> = OnceLock::new();
+        match self {
+            Tool::Nginx => {
+                if which(NGINX).is_none() {
+                    Some("nginx not found in PATH".into())
+                } else if !Path::new(NGINX_STREAM_MODULE).exists() {
+                    Some(format!(
+                        "{NGINX_STREAM_MODULE} missing (libnginx-mod-stream)"
+                    ))
+                } else {
+                    None
+                }
+            }
+            Tool::Haproxy => which(HAPROXY)
+                .is_none()
+                .then(|| "haproxy not found in PATH".into()),
+            Tool::Mosquitto => (which("mosquitto_pub").is_none()
+                || which("mosquitto_sub").is_none())
+            .then(|| "mosquitto_pub/mosquitto_sub not found (mosquitto-clients)".into()),
+            Tool::Paho => {
+                let ok = *PAHO.get_or_init(|| {
+                    Command::new(PYTHON)
+                        .args(["-c", "import paho.mqtt.client as m; m.CallbackAPIVersion"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                });
+                (!ok).then(|| {
+                    "python3 with paho-mqtt>=2 not available (pip install paho-mqtt)".into()
+                })
+            }
+            Tool::Openssl => which("openssl")
+                .is_none()
+                .then(|| "openssl not found in PATH".into()),
+        }
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .chain([PathBuf::from("/usr/sbin").join(program)])
+        .find(|p| p.is_file())
+}
+
+fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Path of the broker binary: `REALIP_BROKER_BIN`, else `target/<profile>/realip-broker` next to
+/// this test executable's `deps/` directory.
+pub(crate) fn broker_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("REALIP_BROKER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("realip-broker");
+    assert!(
+        bin.is_file(),
+        "broker binary {} not found: run `cargo build -p realip-broker` first \
+         (or set REALIP_BROKER_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+fn templates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/templates")
+}
+
+/// Reads `tests/templates/<name>` and replaces every `{{KEY}}` with its value.
+pub(crate) fn render(template: &str, vars: &[(&str, String)]) -> String {
+    let path = templates_dir().join(template);
+    let mut text =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("template {}: {e}", path.display()));
+    for (key, value) in vars {
+        text = text.replace(&format!("{{{{{key}}}}}"), value);
+    }
+    if let Some(pos) = text.find("{{") {
+        let end = text[pos..].find("}}").map_or(text.len(), |e| pos + e + 2);
+        panic!(
+            "template {template}: unfilled placeholder {}",
+            &text[pos..end]
+        );
+    }
+    text
+}
+
+/// Which top-level NGINX block a snippet belongs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Block {
+    /// `stream { … }` (TCP proxying, PROXY protocol).
+    Stream,
+    /// `http { … }` (WebSocket proxying, forwarded headers).
+    Http,
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+/// One running scenario: its temporary directory and every process it started.
+///
+/// Dropping it kills and reaps the processes; if the thread is panicking (the test failed) it
+/// prints every log and configuration file first and keeps the directory.
+pub(crate) struct Scenario {
+    id: &'static str,
+    net: u8,
+    dir: PathBuf,
+    procs: Vec<Proc>,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("id", &self.id)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scenario {
+    /// Starts scenario `id` on the loopback network `127.<net>.0.0/24`.
+    ///
+    /// Returns `None` (after printing one loud line) when a required tool is missing, unless
+    /// `CI=true`, where a missing tool fails the test.
+    pub(crate) fn start(id: &'static str, net: u8, tools: &[Tool]) -> Option<Scenario> {
+        let missing: Vec<String> = tools.iter().filter_map(|t| t.missing()).collect();
+        if !missing.is_empty() {
+            let why = missing.join("; ");
+            assert!(
+                !is_ci(),
+                "scenario {id}: required tool missing with CI=true: {why}"
+            );
+            eprintln!("!!!!!!!! SKIPPED scenario {id}: {why} !!!!!!!!");
+            return None;
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "realip-e2e-{}-{}-{nanos}",
+            id.to_lowercase(),
+            std::process::id()
+        ));
+        fs::create_dir_all(&dir).expect("create scenario dir");
+        Some(Scenario {
+            id,
+            net,
+            dir,
+            procs: Vec::new(),
+        })
+    }
+
+    /// The scenario id (`T1`, `W4b`, …).
+    pub(crate) fn id(&self) -> &'static str {
+        self.id
+    }
+
+    /// The scenario's temporary directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Host `127.<net>.0.<host>`.
+    pub(crate) fn ip(&self, host: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, self.net, 0, host))
+    }
+
+    /// The load balancers' range, `127.<net>.0.0/27`.
+    pub(crate) fn lb_range(&self) -> String {
+        format!("127.{}.0.0/27", self.net)
+    }
+
+    /// A currently free port on host `127.<net>.0.<host>`.
+    pub(crate) fn addr(&self, host: u8) -> SocketAddr {
+        let listener = TcpListener::bind((self.ip(host), 0)).expect("bind for a free port");
+        listener.local_addr().expect("local_addr")
+    }
+
+    /// Starts a process whose stdout/stderr go to `<dir>/<name>.out` and `<name>.err`.
+    fn spawn(&mut self, name: &str, cmd: &mut Command) -> usize {
+        let out = fs::File::create(self.dir.join(format!("{name}.out"))).expect("log file");
+        let err = fs::File::create(self.dir.join(format!("{name}.err"))).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("scenario {}: cannot start {name}: {e}", self.id));
+        self.procs.push(Proc {
+            name: name.to_owned(),
+            child,
+        });
+        self.procs.len() - 1
+    }
+
+    fn ensure_running(&mut self, idx: usize) {
+        let proc = &mut self.procs[idx];
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!(
+                "scenario {}: {} exited early with {status}",
+                self.id, proc.name
+            );
+        }
+    }
+
+    /// Polls until `addr` accepts a TCP connection (from `from` if given), failing early if the
+    /// process `idx` dies.
+    fn wait_listening(&mut self, idx: usize, addr: SocketAddr, from: Option<IpAddr>) {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            self.ensure_running(idx);
+            let attempt = match from {
+                Some(src) => connect_from(src, addr),
+                None => TcpStream::connect_timeout(&addr, Duration::from_millis(200)),
+            };
+            if attempt.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scenario {}: {} not listening on {addr} after {STEP_TIMEOUT:?}",
+                self.id,
+                self.procs[idx].name
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Renders `tests/templates/nginx/<snippet>` inside a `stream {}` or `http {}` block of a
+    /// complete configuration, starts `nginx -p PREFIX -c CONF -g 'daemon off;'` and waits for
+    /// every address in `listen`.
+    pub(crate) fn nginx(
+        &mut self,
+        name: &str,
+        block: Block,
+        snippet: &str,
+        vars: &[(&str, String)],
+        listen: &[SocketAddr],
+    ) {
+        let prefix = self.dir.join(name);
+        fs::create_dir_all(prefix.join("logs")).expect("nginx prefix");
+        let p = prefix.display().to_string();
+        let body = render(&format!("nginx/{snippet}"), vars);
+        let plumbing = match block {
+            Block::Stream => format!(
+                "    log_format e2e '$remote_addr $remote_port $status';\n    \
+                 access_log {p}/access.log e2e;\n"
+            ),
+            Block::Http => format!(
+                "    client_body_temp_path {p}/client_body;\n    proxy_temp_path {p}/proxy;\n    \
+                 fastcgi_temp_path {p}/fastcgi;\n    uwsgi_temp_path {p}/uwsgi;\n    \
+                 scgi_temp_path {p}/scgi;\n    \
+                 log_format e2e '$remote_addr $remote_port \"$http_x_forwarded_for\" \
+                 \"$http_x_forwarded_port\" $status';\n    \
+                 access_log {p}/access.log e2e;\n"
+            ),
+        };
+        let block_name = match block {
+            Block::Stream => "stream",
+            Block::Http => "http",
+        };
+        let body = indent(&body, "    ");
+        let conf = render(
+            "nginx/main.conf",
+            &[
+                (
+                    "USER",
+                    if is_root() {
+                        "user root;".into()
+                    } else {
+                        String::new()
+                    },
+                ),
+                ("PREFIX", p.clone()),
+                ("STREAM_MODULE", NGINX_STREAM_MODULE.into()),
+                ("BLOCK", format!("{block_name} {{\n{plumbing}\n{body}}}")),
+            ],
+        );
+        let conf_path = prefix.join("nginx.conf");
+        fs::write(&conf_path, conf).expect("write nginx.conf");
+        let idx = self.spawn(
+            name,
+            Command::new(which(NGINX).expect("nginx"))
+                .arg("-p")
+                .arg(&prefix)
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-e")
+                .arg(prefix.join("error.log"))
+                .args(["-g", "daemon off;"]),
+        );
+        for &addr in listen {
+            self.wait_listening(idx, addr, Some(self.ip(HARNESS)));
+        }
+    }
+
+    /// Renders `tests/templates/haproxy/<template>` and runs `haproxy -f CONF -db`, waiting for
+    /// every address in `listen`. The variable `PREFIX` (the instance's directory) is provided.
+    pub(crate) fn haproxy(
+        &mut self,
+        name: &str,
+        template: &str,
+        vars: &[(&str, String)],
+        listen: &[SocketAddr],
+    ) -> PathBuf {
+        let prefix = self.dir.join(name);
+        fs::create_dir_all(&prefix).expect("haproxy dir");
+        let mut all = vars.to_vec();
+        all.push(("PREFIX", prefix.display().to_string()));
+        let conf = render(&format!("haproxy/{template}"), &all);
+        let conf_path = prefix.join("haproxy.cfg");
+        fs::write(&conf_path, conf).expect("write haproxy.cfg");
+        let idx = self.spawn(
+            name,
+            Command::new(which(HAPROXY).expect("haproxy"))
+                .arg("-f")
+                .arg(&conf_path)
+                .arg("-db"),
+        );
+        for &addr in listen {
+            self.wait_listening(idx, addr, Some(self.ip(HARNESS)));
+        }
+        prefix
+    }
+
+    /// Starts the broker with `args` plus `--admin <admin>`; waits for the admin port and for each
+    /// `(addr, probe source)` in `listen` (probe from a trusted proxy address so that a PROXY
+    /// listener sees an ordinary health-check connect-and-close).
+    pub(crate) fn broker(
+        &mut self,
+        name: &str,
+        args: &[String],
+        listen: &[(SocketAddr, IpAddr)],
+    ) -> Broker {
+        let admin = self.addr(2);
+        let bin = broker_bin();
+        let idx = self.spawn(
+            name,
+            Command::new(&bin)
+                .args(args)
+                .arg("--admin")
+                .arg(admin.to_string())
+                .env("RUST_LOG", "debug")
+                .env("NO_COLOR", "1"),
+        );
+        self.wait_listening(idx, admin, None);
+        for &(addr, from) in listen {
+            self.wait_listening(idx, addr, Some(from));
+        }
+        Broker {
+            admin,
+            log: [
+                self.dir.join(format!("{name}.out")),
+                self.dir.join(format!("{name}.err")),
+            ],
+        }
+    }
+
+    /// Starts `tests/e2e/mqtt_client.py` and waits for its CONNACK.
+    pub(crate) fn paho(&mut self, name: &str, opts: PahoOpts) -> Result<Paho, String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/mqtt_client.py");
+        let err_path = self.dir.join(format!("{name}.err"));
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg("-u")
+            .arg(script)
+            .args(["--host", &opts.target.ip().to_string()])
+            .args(["--port", &opts.target.port().to_string()])
+            .args(["--bind", &opts.bind.to_string()])
+            .args(["--client-id", &opts.client_id])
+            .args(["--topic", &format!("e2e/{}", opts.client_id)])
+            .args(["--payload", &format!("hello from {}", opts.client_id)]);
+        if opts.websocket {
+            cmd.args(["--transport", "websockets"]);
+        }
+        for header in &opts.headers {
+            cmd.args(["--header", header]);
+        }
+        if let Some(sni) = &opts.tls_sni {
+            cmd.args(["--tls-sni", sni]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&err_path).expect("client log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {PYTHON}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let out_path = self.dir.join(format!("{name}.out"));
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log = fs::File::create(out_path).ok();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(log) = log.as_mut() {
+                    let _ = writeln!(log, "{line}");
+                }
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut paho = Paho {
+            child,
+            lines,
+            err_path,
+            local: SocketAddr::from(([0, 0, 0, 0], 0)),
+            client_id: opts.client_id,
+        };
+        let event = paho.next_event();
+        match event["event"].as_str() {
+            Some("connected") => {
+                let ip: IpAddr = event["local"][0]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("client reports its local ip");
+                let port = event["local"][1]
+                    .as_u64()
+                    .expect("client reports its local port");
+                paho.local = SocketAddr::new(ip, u16::try_from(port).expect("port"));
+                Ok(paho)
+            }
+            _ => Err(event.to_string()),
+        }
+    }
+
+    /// A full round trip with the real `mosquitto_sub`/`mosquitto_pub` bound to `bind`: the
+    /// subscriber must be reported by the broker with address `bind`, and must receive what the
+    /// publisher sends. Returns the broker's record of the subscriber.
+    pub(crate) fn mosquitto_roundtrip(
+        &mut self,
+        broker: &Broker,
+        target: SocketAddr,
+        bind: IpAddr,
+        tag: &str,
+    ) -> Value {
+        let sub_id = format!("{}-{tag}-mosquitto-sub", self.id.to_lowercase());
+        let pub_id = format!("{}-{tag}-mosquitto-pub", self.id.to_lowercase());
+        let topic = format!("e2e/{sub_id}");
+        let message = format!("hello from {pub_id}");
+        let common = |id: &str| {
+            vec![
+                "-h".to_owned(),
+                target.ip().to_string(),
+                "-p".to_owned(),
+                target.port().to_string(),
+                "-A".to_owned(),
+                bind.to_string(),
+                "-i".to_owned(),
+                id.to_owned(),
+                "-t".to_owned(),
+                topic.clone(),
+            ]
+        };
+        let out_path = self.dir.join(format!("{sub_id}.out"));
+        let sub_idx = {
+            let out = fs::File::create(&out_path).expect("log");
+            let err = fs::File::create(self.dir.join(format!("{sub_id}.err"))).expect("log");
+            let child = Command::new("mosquitto_sub")
+                .args(common(&sub_id))
+                .args(["-q", "1", "-C", "1", "-W", "30"])
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("start mosquitto_sub");
+            self.procs.push(Proc {
+                name: sub_id.clone(),
+                child,
+            });
+            self.procs.len() - 1
+        };
+        let record = broker.wait_client(&sub_id);
+        let publish = Command::new("mosquitto_pub")
+            .args(common(&pub_id))
+            .args(["-q", "1", "-m", &message])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mosquitto_pub");
+        assert!(
+            publish.status.success(),
+            "mosquitto_pub failed: {}",
+            String::from_utf8_lossy(&publish.stderr)
+        );
+        let status = wait_child(&mut self.procs[sub_idx].child, STEP_TIMEOUT)
+            .unwrap_or_else(|| panic!("mosquitto_sub did not receive within {STEP_TIMEOUT:?}"));
+        assert!(status.success(), "mosquitto_sub exited with {status}");
+        let received = fs::read_to_string(&out_path).unwrap_or_default();
+        assert_eq!(received.trim(), message, "mosquitto_sub output");
+        assert_eq!(
+            record["ip_address"].as_str(),
+            Some(bind.to_string().as_str()),
+            "scenario {}: broker's ip_address for mosquitto_sub (bound to {bind}): {record}",
+            self.id
+        );
+        println!(
+            "scenario {}: ok mosquitto client={bind} reported={}",
+            self.id,
+            reported(&record)
+        );
+        record
+    }
+
+    /// Generates a self-signed certificate for `cn` with the `openssl` CLI; returns the path of a
+    /// PEM file holding the certificate followed by the key (HAProxy's `crt` format).
+    pub(crate) fn self_signed_pem(&self, cn: &str) -> PathBuf {
+        let key = self.dir.join("server.key.pem");
+        let cert = self.dir.join("server.cert.pem");
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args(["-subj", &format!("/CN={cn}")])
+            .args(["-addext", &format!("subjectAltName=DNS:{cn}")])
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pem = self.dir.join("server.pem");
+        let mut both = fs::read_to_string(&cert).expect("cert");
+        both.push_str(&fs::read_to_string(&key).expect("key"));
+        fs::write(&pem, both).expect("write pem");
+        pem
+    }
+
+    /// Asserts that the broker reports `client` for `record` and prints the scenario line.
+    pub(crate) fn assert_reported(&self, record: &Value, client: SocketAddr) {
+        assert_eq!(
+            record["ip_address"].as_str(),
+            Some(client.ip().to_string().as_str()),
+            "scenario {}: ip_address (real client {client}): {record}",
+            self.id
+        );
+        assert_eq!(
+            record["port"].as_u64(),
+            Some(u64::from(client.port())),
+            "scenario {}: port (real client {client}): {record}",
+            self.id
+        );
+        println!(
+            "scenario {}: ok client={client} reported={}",
+            self.id,
+            reported(record)
+        );
+    }
+
+    /// Reads a file of an NGINX instance (e.g. `access.log`) once it is non-empty.
+    pub(crate) fn wait_file(&self, name: &str, file: &str) -> String {
+        let path = self.dir.join(name).join(file);
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            if !text.trim().is_empty() {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{} stayed empty", path.display());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        for proc in &mut self.procs {
+            let _ = proc.child.kill();
+            let _ = proc.child.wait();
+        }
+        if std::thread::panicking() {
+            let mut report = format!(
+                "\n======== scenario {} FAILED; files kept in {} ========\n",
+                self.id,
+                self.dir.display()
+            );
+            for path in files_under(&self.dir) {
+                let name = path.display().to_string();
+                if name.ends_with(".pem") || name.ends_with(".sock") || name.ends_with(".pid") {
+                    continue;
+                }
+                let text = fs::read(&path).unwrap_or_default();
+                let text = String::from_utf8_lossy(&text);
+                let tail: String = if text.len() > 20_000 {
+                    let mut start = text.len() - 20_000;
+                    while !text.is_char_boundary(start) {
+                        start += 1;
+                    }
+                    format!("[… {} bytes cut …]\n{}", start, &text[start..])
+                } else {
+                    text.into_owned()
+                };
+                let _ = writeln!(report, "-------- {name} --------\n{tail}");
+            }
+            eprintln!("{report}");
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn indent(text: &str, prefix: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("{prefix}{l}\n")
+            }
+        })
+        .collect()
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `ip:port` as the broker reported it.
+pub(crate) fn reported(record: &Value) -> String {
+    format!(
+        "{}:{}",
+        record["ip_address"].as_str().unwrap_or("?"),
+        record["port"]
+    )
+}
+
+/// Options for [`Scenario::paho`].
+#[derive(Debug, Clone)]
+pub(crate) struct PahoOpts {
+    /// Where to connect.
+    pub(crate) target: SocketAddr,
+    /// Source address to bind.
+    pub(crate) bind: IpAddr,
+    /// MQTT client id; also names the topic `e2e/<client_id>`.
+    pub(crate) client_id: String,
+    /// MQTT over WebSocket (`/mqtt`, subprotocol `mqtt`) instead of TCP.
+    pub(crate) websocket: bool,
+    /// Extra WebSocket handshake headers, `Name: value`.
+    pub(crate) headers: Vec<String>,
+    /// TLS with this SNI (certificate not verified).
+    pub(crate) tls_sni: Option<String>,
+}
+
+impl PahoOpts {
+    /// MQTT over TCP.
+    pub(crate) fn tcp(target: SocketAddr, bind: IpAddr, client_id: &str) -> Self {
+        PahoOpts {
+            target,
+            bind,
+            client_id: client_id.to_owned(),
+            websocket: false,
+            headers: Vec::new(),
+            tls_sni: None,
+        }
+    }
+
+    /// MQTT over WebSocket.
+    pub(crate) fn ws(target: SocketAddr, bind: IpAddr, client_id: &str) -> Self {
+        PahoOpts {
+            websocket: true,
+            ..Self::tcp(target, bind, client_id)
+        }
+    }
+}
+
+/// A connected paho-mqtt client, waiting for [`Paho::roundtrip`].
+#[derive(Debug)]
+pub(crate) struct Paho {
+    child: Child,
+    lines: Receiver<String>,
+    err_path: PathBuf,
+    /// The client's own socket address (`getsockname()` after connect).
+    pub(crate) local: SocketAddr,
+    /// The MQTT client id.
+    pub(crate) client_id: String,
+}
+
+impl Paho {
+    fn next_event(&mut self) -> Value {
+        match self.lines.recv_timeout(STEP_TIMEOUT) {
+            Ok(line) => serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("client printed non-JSON {line:?}: {e}")),
+            Err(e) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let stderr = fs::read_to_string(&self.err_path).unwrap_or_default();
+                serde_json::json!({"event": "error", "reason": format!("no output ({e}); stderr: {stderr}")})
+            }
+        }
+    }
+
+    /// Subscribes to its topic, publishes to it and waits for the message to come back.
+    pub(crate) fn roundtrip(mut self) {
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        stdin.write_all(b"go\n").expect("write to client");
+        stdin.flush().expect("flush client stdin");
+        let event = self.next_event();
+        assert_eq!(
+            event["event"], "received",
+            "client {}: publish → receive failed: {event}",
+            self.client_id
+        );
+        assert_eq!(
+            event["payload"].as_str(),
+            Some(format!("hello from {}", self.client_id).as_str()),
+            "client {} received the wrong message",
+            self.client_id
+        );
+        let status = wait_child(&mut self.child, STEP_TIMEOUT).expect("client exits");
+        assert!(
+            status.success(),
+            "client {} exited with {status}",
+            self.client_id
+        );
+    }
+}
+
+impl Drop for Paho {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running broker: its admin API address and log files.
+#[derive(Debug, Clone)]
+pub(crate) struct Broker {
+    /// `--admin` address.
+    pub(crate) admin: SocketAddr,
+    log: [PathBuf; 2],
+}
+
+impl Broker {
+    /// `GET path` on the admin API: (status, body).
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    /// The full body of `GET /api/v5/clients`.
+    pub(crate) fn clients_body(&self) -> String {
+        let (status, body) = self.get("/api/v5/clients");
+        assert_eq!(status, 200, "GET /api/v5/clients: {body}");
+        body
+    }
+
+    /// Every client record of `GET /api/v5/clients` (a bare array or EMQX's `{"data": [...]}`).
+    pub(crate) fn clients(&self) -> Vec<Value> {
+        let body = self.clients_body();
+        let value: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET /api/v5/clients is not JSON ({e}): {body}"));
+        match value {
+            Value::Array(items) => items,
+            Value::Object(mut map) => match map.remove("data") {
+                Some(Value::Array(items)) => items,
+                _ => panic!("GET /api/v5/clients: no data array: {body}"),
+            },
+            _ => panic!("GET /api/v5/clients: unexpected shape: {body}"),
+        }
+    }
+
+    /// Polls `GET /api/v5/clients/{id}` until the client is known.
+    pub(crate) fn wait_client(&self, client_id: &str) -> Value {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let (status, body) = self.get(&format!("/api/v5/clients/{client_id}"));
+            if status == 200 {
+                return serde_json::from_str(&body)
+                    .unwrap_or_else(|e| panic!("client record is not JSON ({e}): {body}"));
+            }
+            assert!(
+                status == 404 && Instant::now() < deadline,
+                "GET /api/v5/clients/{client_id}: {status} {body}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// `GET /api/v5/clients/{id}` must be 404.
+    pub(crate) fn assert_unknown(&self, client_id: &str) {
+        let (status, body) = self.get(&format!("/api/v5/clients/{client_id}"));
+        assert_eq!(status, 404, "client {client_id} should be unknown: {body}");
+    }
+
+    /// Asserts that `ip` appears nowhere in the full `GET /api/v5/clients` body (as an address,
+    /// not as a prefix of a longer one).
+    pub(crate) fn assert_absent(&self, ip: IpAddr, what: &str) {
+        let body = self.clients_body();
+        assert!(
+            !contains_ip(&body, &ip.to_string()),
+            "{what} {ip} must appear nowhere in GET /api/v5/clients: {body}"
+        );
+    }
+
+    /// The broker's stdout and stderr so far.
+    pub(crate) fn log(&self) -> String {
+        self.log
+            .iter()
+            .map(|p| fs::read_to_string(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Polls the log until a line satisfies `pred`; returns that line.
+    pub(crate) fn wait_log_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            if let Some(line) = self.log().lines().find(|l| pred(l)) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "broker never logged {what}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+/// Whether `text` contains the address `ip` delimited by non-address characters.
+pub(crate) fn contains_ip(text: &str, ip: &str) -> bool {
+    let bytes = text.as_bytes();
+    let is_addr_char = |b: u8| b.is_ascii_hexdigit() || b == b'.' || b == b':';
+    text.match_indices(ip).any(|(pos, _)| {
+        let before = pos.checked_sub(1).map(|i| bytes[i]);
+        let after = bytes.get(pos + ip.len()).copied();
+        !before.is_some_and(is_addr_char)
+            && !after.is_some_and(|b| b.is_ascii_hexdigit() || b == b'.')
+    })
+}
+
+/// Minimal HTTP/1.1 GET (the admin API), handling `Content-Length` and chunked bodies.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, STEP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("admin API {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(STEP_TIMEOUT))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send admin request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read admin response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("malformed admin response: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("malformed status line: {head:?}"));
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size =
+            usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Connects to `dst` from source address `src` (any port).
+pub(crate) fn connect_from(src: IpAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stream = rt.block_on(async {
+        let socket = match src {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(src, 0))?;
+        let stream = tokio::time::timeout(Duration::from_secs(2), socket.connect(dst))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.into_std()
+    })?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// An MQTT 3.1.1 CONNECT packet (clean session, keep-alive 30 s).
+pub(crate) fn mqtt_connect_packet(client_id: &str) -> Vec<u8> {
+    let mut var = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30];
+    let id_len = u16::try_from(client_id.len()).expect("short id");
+    var.extend_from_slice(&id_len.to_be_bytes());
+    var.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, u8::try_from(var.len()).expect("short packet")];
+    packet.extend(var);
+    packet
+}
+
+/// What a raw MQTT connection got back after sending CONNECT.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ConnectOutcome {
+    /// CONNACK with this return code.
+    Connack(u8),
+    /// The broker closed (or reset) the connection without a CONNACK.
+    Closed,
+}
+
+/// Sends `prefix` (e.g. a PROXY header) and a CONNECT for `client_id`, then reads the answer.
+pub(crate) fn raw_mqtt_connect(
+    stream: &mut TcpStream,
+    prefix: &[u8],
+    client_id: &str,
+) -> ConnectOutcome {
+    stream
+        .set_read_timeout(Some(STEP_TIMEOUT))
+        .expect("timeout");
+    let mut bytes = prefix.to_vec();
+    bytes.extend(mqtt_connect_packet(client_id));
+    if stream.write_all(&bytes).is_err() {
+        return ConnectOutcome::Closed;
+    }
+    let mut connack = [0u8; 4];
+    match stream.read_exact(&mut connack) {
+        Ok(()) => {
+            assert_eq!(connack[0], 0x20, "expected CONNACK, got {connack:?}");
+            ConnectOutcome::Connack(connack[3])
+        }
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            panic!("broker neither answered nor closed within {STEP_TIMEOUT:?}")
+        }
+        Err(_) => ConnectOutcome::Closed,
+    }
+}
+
+/// PROXY protocol v2 signature.
+pub(crate) const PP2_SIGNATURE: [u8; 12] = [
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+];
+
+/// A PROXY v2 `LOCAL` header that still carries a (meaningless) TCP/IPv4 address block, as some
+/// load balancers send: the receiver must skip it and use the socket's own addresses.
+pub(crate) fn pp2_local_with_addresses(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
+        panic!("IPv4 only");
+    };
+    let mut h = PP2_SIGNATURE.to_vec();
+    h.extend_from_slice(&[0x20, 0x11, 0, 12]);
+    h.extend_from_slice(&s.octets());
+    h.extend_from_slice(&d.octets());
+    h.extend_from_slice(&src.port().to_be_bytes());
+    h.extend_from_slice(&dst.port().to_be_bytes());
+    h
+}
+
+/// Map of TLV type → value bytes found anywhere in a JSON record: helper for readable asserts.
+pub(crate) fn json_strings(value: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    fn walk(v: &Value, path: String, out: &mut BTreeMap<String, String>) {
+        match v {
+            Value::String(s) => {
+                out.insert(path, s.clone());
+            }
+            Value::Number(n) => {
+                out.insert(path, n.to_string());
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, format!("{path}[{i}]"), out);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    walk(item, format!("{path}.{k}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(value, String::new(), &mut out);
+    out
+}

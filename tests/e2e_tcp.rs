@@ -1,0 +1,524 @@
+//! End-to-end scenarios T1–T7 and the HAProxy scale-out (MQTT over TCP with PROXY protocol):
+//! real NGINX / HAProxy in front of the real `realip-broker`, real MQTT clients.
+//! See `tests/SCENARIOS.md` for the topologies and the exact proxy configurations.
+
+mod e2e;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use e2e::{Block, Broker, ConnectOutcome, PahoOpts, STEP_TIMEOUT, Scenario, Tool};
+
+/// Broker with one MQTT/TCP listener on `127.N.0.<host>` that requires a PROXY header, accepted
+/// from `proxy_from` (none: from anyone).
+fn tcp_broker(
+    s: &mut Scenario,
+    name: &str,
+    host: u8,
+    proxy_from: Option<&str>,
+) -> (Broker, SocketAddr) {
+    let tcp = s.addr(host);
+    let mut args = vec![
+        "--tcp".to_owned(),
+        tcp.to_string(),
+        "--tcp-proxy-protocol".to_owned(),
+        "--ws".to_owned(),
+        "off".to_owned(),
+    ];
+    if let Some(range) = proxy_from {
+        args.extend(["--proxy-from".to_owned(), range.to_owned()]);
+    }
+    let probe_from = s.ip(12);
+    let broker = s.broker(name, &args, &[(tcp, probe_from)]);
+    (broker, tcp)
+}
+
+/// NGINX `stream` LB on `127.N.0.<listen_host>` with `proxy_bind 127.N.0.<bind_host>`.
+fn nginx_stream(
+    s: &mut Scenario,
+    name: &str,
+    snippet: &str,
+    listen_host: u8,
+    bind_host: u8,
+    upstream: SocketAddr,
+    extra: &[(&str, String)],
+) -> SocketAddr {
+    let listen = s.addr(listen_host);
+    let mut vars = vec![
+        ("LISTEN", listen.to_string()),
+        ("BIND", s.ip(bind_host).to_string()),
+        ("UPSTREAM", upstream.to_string()),
+    ];
+    vars.extend(extra.iter().cloned());
+    s.nginx(name, Block::Stream, snippet, &vars, &[listen]);
+    listen
+}
+
+fn socket_peer_ip(record: &serde_json::Value) -> String {
+    let peer = match &record["socket_peer"] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    peer.rsplit_once(':').map_or(peer.clone(), |(ip, _)| {
+        ip.trim_matches(['[', ']']).to_owned()
+    })
+}
+
+fn assert_socket_peer(record: &serde_json::Value, ip: IpAddr) {
+    assert_eq!(
+        socket_peer_ip(record),
+        ip.to_string(),
+        "socket_peer should be the last proxy {ip}: {record}"
+    );
+}
+
+/// Client → NGINX (`proxy_protocol on`) → broker.
+#[test]
+fn t1_nginx_sends_proxy_protocol() {
+    let Some(mut s) = Scenario::start("T1", 1, &[Tool::Nginx, Tool::Paho, Tool::Mosquitto]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, tcp, &[]);
+
+    let client = s
+        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t1-paho"))
+        .expect("client connects through LB1");
+    let record = broker.wait_client("t1-paho");
+    s.assert_reported(&record, client.local);
+    assert_socket_peer(&record, s.ip(12));
+    client.roundtrip();
+
+    s.mosquitto_roundtrip(&broker, lb1, s.ip(101), "a");
+}
+
+/// Client → LB1 (sends PROXY) → LB2 (plain pass-through) → broker.
+#[test]
+fn t2_passthrough_keeps_first_header() {
+    let Some(mut s) = Scenario::start("T2", 2, &[Tool::Nginx, Tool::Paho, Tool::Mosquitto]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let lb2 = nginx_stream(&mut s, "lb2", "stream_passthrough.conf", 21, 22, tcp, &[]);
+    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, lb2, &[]);
+
+    let client = s
+        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t2-paho"))
+        .expect("client connects through LB1 and LB2");
+    let record = broker.wait_client("t2-paho");
+    s.assert_reported(&record, client.local);
+    assert_socket_peer(&record, s.ip(22));
+    client.roundtrip();
+
+    s.mosquitto_roundtrip(&broker, lb1, s.ip(101), "a");
+}
+
+/// Client → LB1 (sends PROXY) → LB2 (parses, trusts LB1, sends its own) → broker.
+#[test]
+fn t3_reproxy_with_trusted_lb1() {
+    let Some(mut s) = Scenario::start("T3", 3, &[Tool::Nginx, Tool::Paho, Tool::Mosquitto]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let trusted = vec![("TRUSTED", s.ip(12).to_string())];
+    let lb2 = nginx_stream(&mut s, "lb2", "stream_reproxy.conf", 21, 22, tcp, &trusted);
+    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, lb2, &[]);
+
+    let client = s
+        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t3-paho"))
+        .expect("client connects through LB1 and LB2");
+    let record = broker.wait_client("t3-paho");
+    s.assert_reported(&record, client.local);
+    assert_socket_peer(&record, s.ip(22));
+    client.roundtrip();
+
+    s.mosquitto_roundtrip(&broker, lb1, s.ip(101), "a");
+}
+
+/// As T3, but LB2 does not trust LB1: LB2 vouches for LB1's address, never the client's.
+#[test]
+fn t3n_reproxy_without_trust_reports_lb1() {
+    let Some(mut s) = Scenario::start("T3n", 4, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    // LB2 trusts some other host, not LB1 (127.N.0.12)
+    let trusted = vec![("TRUSTED", format!("{}/32", s.ip(200)))];
+    let lb2 = nginx_stream(&mut s, "lb2", "stream_reproxy.conf", 21, 22, tcp, &trusted);
+    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, lb2, &[]);
+
+    let client = s
+        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t3n-paho"))
+        .expect("client connects through LB1 and LB2");
+    let record = broker.wait_client("t3n-paho");
+    assert_eq!(
+        record["ip_address"].as_str(),
+        Some(s.ip(12).to_string().as_str()),
+        "T3n: LB2 does not trust LB1, so the broker must see LB1's address: {record}"
+    );
+    assert_ne!(
+        record["port"].as_u64(),
+        Some(u64::from(client.local.port())),
+        "T3n: the port must be LB1's, not the client's: {record}"
+    );
+    broker.assert_absent(
+        client.local.ip(),
+        "T3n: the client address LB2 did not trust",
+    );
+    println!(
+        "scenario T3n: ok client={} reported={} (LB1's address, as NGINX vouches)",
+        client.local,
+        e2e::reported(&record)
+    );
+    client.roundtrip();
+}
+
+fn haproxy_tcp(
+    s: &mut Scenario,
+    upstream: SocketAddr,
+    bind_options: &str,
+    server_options: &str,
+) -> SocketAddr {
+    let listen = s.addr(11);
+    let vars = vec![
+        ("LISTEN", listen.to_string()),
+        ("BIND_OPTIONS", bind_options.to_owned()),
+        ("SOURCE", s.ip(12).to_string()),
+        ("UPSTREAM", upstream.to_string()),
+        ("SERVER_OPTIONS", server_options.to_owned()),
+    ];
+    s.haproxy("haproxy", "tcp.cfg", &vars, &[listen]);
+    listen
+}
+
+/// Every string and number of a JSON value, flattened (the broker's PROXY/TLV report).
+fn json_text(value: &serde_json::Value) -> String {
+    e2e::json_strings(value)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect()
+}
+
+/// Client → HAProxy `send-proxy` (v1) → broker.
+#[test]
+fn t4_haproxy_send_proxy_v1() {
+    let Some(mut s) = Scenario::start("T4-v1", 5, &[Tool::Haproxy, Tool::Paho, Tool::Mosquitto])
+    else {
+        return;
+    };
+    let range = s.lb_range();
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let lb = haproxy_tcp(&mut s, tcp, "", "send-proxy");
+
+    let client = s
+        .paho("client", PahoOpts::tcp(lb, s.ip(101), "t4v1-paho"))
+        .expect("client connects through HAProxy");
+    let record = broker.wait_client("t4v1-paho");
+    s.assert_reported(&record, client.local);
+    assert_socket_peer(&record, s.ip(12));
+    client.roundtrip();
+
+    s.mosquitto_roundtrip(&broker, lb, s.ip(101), "a");
+}
+
+/// Client → HAProxy `send-proxy-v2` with `crc32c,unique-id,authority` TLVs → broker.
+#[test]
+fn t4_haproxy_send_proxy_v2_tlvs() {
+    let Some(mut s) = Scenario::start("T4-v2", 6, &[Tool::Haproxy, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let lb = haproxy_tcp(
+        &mut s,
+        tcp,
+        "",
+        "send-proxy-v2 proxy-v2-options crc32c,unique-id,authority",
+    );
+
+    let client = s
+        .paho("client", PahoOpts::tcp(lb, s.ip(101), "t4v2-paho"))
+        .expect("client connects through HAProxy");
+    let record = broker.wait_client("t4v2-paho");
+    s.assert_reported(&record, client.local);
+    let unique_id = format!("e2e-{}-{}", client.local.ip(), client.local.port());
+    let proxy = json_text(&record["proxy"]);
+    assert!(
+        proxy.contains(&unique_id),
+        "T4: the UNIQUE_ID TLV {unique_id:?} should be visible in the broker's record: {record}"
+    );
+    client.roundtrip();
+}
+
+/// Client → HAProxy TLS frontend, `send-proxy-v2-ssl` (SSL TLV) + authority (SNI) → broker.
+#[test]
+fn t4_haproxy_tls_send_proxy_v2_ssl() {
+    let Some(mut s) = Scenario::start("T4-tls", 7, &[Tool::Haproxy, Tool::Paho, Tool::Openssl])
+    else {
+        return;
+    };
+    let sni = "broker.e2e.test";
+    let pem = s.self_signed_pem(sni);
+    let range = s.lb_range();
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let lb = haproxy_tcp(
+        &mut s,
+        tcp,
+        &format!(" ssl crt {}", pem.display()),
+        "send-proxy-v2-ssl proxy-v2-options crc32c,unique-id,authority",
+    );
+
+    let mut opts = PahoOpts::tcp(lb, s.ip(101), "t4tls-paho");
+    opts.tls_sni = Some(sni.to_owned());
+    let client = s
+        .paho("client", opts)
+        .expect("TLS client connects through HAProxy");
+    let record = broker.wait_client("t4tls-paho");
+    s.assert_reported(&record, client.local);
+    let proxy = json_text(&record["proxy"]);
+    assert!(
+        proxy.contains(sni),
+        "T4: the AUTHORITY TLV (SNI {sni}) should be visible in the broker's record: {record}"
+    );
+    assert!(
+        proxy.contains("TLSv1."),
+        "T4: the SSL TLV (version sub-TLV) should be visible in the broker's record: {record}"
+    );
+    client.roundtrip();
+}
+
+/// A client that talks MQTT straight to a listener requiring PROXY is closed; LB clients work.
+#[test]
+fn t5_direct_client_without_header_is_closed() {
+    let Some(mut s) = Scenario::start("T5", 8, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    // requires a PROXY header from everybody
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, None);
+    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, tcp, &[]);
+
+    let direct = s.paho("direct", PahoOpts::tcp(tcp, s.ip(66), "t5-direct"));
+    assert!(
+        direct.is_err(),
+        "T5: a client without PROXY header must not get a CONNACK"
+    );
+    let line = broker.wait_log_line("a line about the direct client", |l| {
+        e2e::contains_ip(l, &s.ip(66).to_string())
+    });
+    println!("scenario T5: broker log: {line}");
+
+    let client = s
+        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t5-paho"))
+        .expect("clients behind the LB are unaffected");
+    let record = broker.wait_client("t5-paho");
+    s.assert_reported(&record, client.local);
+    broker.assert_unknown("t5-direct");
+    broker.assert_absent(s.ip(66), "T5: the direct client's address");
+    client.roundtrip();
+}
+
+/// An untrusted host sends a forged PROXY header: rejected, nothing attributed to the forgery.
+#[test]
+fn t6_forged_header_from_untrusted_host() {
+    let Some(mut s) = Scenario::start("T6", 9, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, tcp, &[]);
+
+    let attacker = s.ip(66);
+    let forged = s.ip(99);
+    let v1 = format!("PROXY TCP4 {forged} {} 4444 {}\r\n", tcp.ip(), tcp.port()).into_bytes();
+    let forged_v2 = {
+        let mut h = e2e::PP2_SIGNATURE.to_vec();
+        h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+        if let (IpAddr::V4(f), IpAddr::V4(d)) = (forged, tcp.ip()) {
+            h.extend_from_slice(&f.octets());
+            h.extend_from_slice(&d.octets());
+        }
+        h.extend_from_slice(&4444u16.to_be_bytes());
+        h.extend_from_slice(&tcp.port().to_be_bytes());
+        h
+    };
+    for (tag, header) in [("v1", v1), ("v2", forged_v2)] {
+        let mut stream = e2e::connect_from(attacker, tcp).expect("attacker connects");
+        let outcome = e2e::raw_mqtt_connect(&mut stream, &header, &format!("t6-forged-{tag}"));
+        assert_eq!(
+            outcome,
+            ConnectOutcome::Closed,
+            "T6: a forged {tag} header from an untrusted host must be rejected"
+        );
+    }
+
+    let client = s
+        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t6-paho"))
+        .expect("clients behind the LB are unaffected");
+    let record = broker.wait_client("t6-paho");
+    s.assert_reported(&record, client.local);
+    broker.assert_unknown("t6-forged-v1");
+    broker.assert_unknown("t6-forged-v2");
+    broker.assert_absent(forged, "T6: the forged address");
+    broker.assert_absent(attacker, "T6: the attacker's address");
+    client.roundtrip();
+}
+
+/// `show stat` over HAProxy's stats socket: `check_status` of every server of `backend`.
+fn haproxy_check_status(socket: &std::path::Path, backend: &str) -> Vec<(String, String)> {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::os::unix::net::UnixStream::connect(socket) else {
+        return Vec::new();
+    };
+    let _ = conn.write_all(b"show stat\n");
+    let mut csv = String::new();
+    let _ = conn.read_to_string(&mut csv);
+    let mut lines = csv.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let cols: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
+    let col = |name: &str| cols.iter().position(|c| *c == name);
+    let (Some(px), Some(sv), Some(st)) = (col("pxname"), col("svname"), col("check_status")) else {
+        return Vec::new();
+    };
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.get(px) == Some(&backend) && f.get(sv) != Some(&"BACKEND"))
+        .map(|f| {
+            (
+                f[sv].to_owned(),
+                f.get(st).copied().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// HAProxy health checks (PROXY v2 LOCAL, and connect-and-close) are quiet; a LOCAL header
+/// means "use the socket's own addresses" even when it carries an address block.
+#[test]
+fn t7_health_checks_and_local_command() {
+    let Some(mut s) = Scenario::start("T7", 10, &[Tool::Haproxy, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let log_before = broker.log().len();
+    let listen = s.addr(11);
+    let vars = vec![
+        ("LISTEN", listen.to_string()),
+        ("SOURCE", s.ip(12).to_string()),
+        ("UPSTREAM", tcp.to_string()),
+        ("PORT", tcp.port().to_string()),
+    ];
+    let dir = s.haproxy("haproxy", "health.cfg", &vars, &[listen]);
+    let socket = dir.join("haproxy.sock");
+
+    // both servers' checks pass (L4OK) ...
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let status = haproxy_check_status(&socket, "brokers");
+        if status.len() == 2 && status.iter().all(|(_, st)| st == "L4OK") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "T7: HAProxy checks never passed: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ... and keep running every 200 ms: let a few more rounds hit the broker
+    std::thread::sleep(Duration::from_millis(1200));
+    let status = haproxy_check_status(&socket, "brokers");
+    assert!(
+        status.iter().all(|(_, st)| st == "L4OK"),
+        "T7: checks must stay up: {status:?}"
+    );
+    let log = broker.log();
+    let noisy: Vec<&str> = log[log_before..]
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(
+        noisy.is_empty(),
+        "T7: health checks must close quietly (no warn/error log lines), got:\n{}",
+        noisy.join("\n")
+    );
+
+    // a LOCAL header carrying a (meaningless) address block, then MQTT: socket addresses win
+    let lb_addr = s.ip(12);
+    let mut stream = e2e::connect_from(lb_addr, tcp).expect("connect as the LB");
+    let local = stream.local_addr().expect("local addr");
+    let header = e2e::pp2_local_with_addresses(SocketAddr::new(s.ip(99), 4444), tcp);
+    assert_eq!(
+        e2e::raw_mqtt_connect(&mut stream, &header, "t7-local"),
+        ConnectOutcome::Connack(0),
+        "T7: MQTT after a LOCAL header must work"
+    );
+    let record = broker.wait_client("t7-local");
+    s.assert_reported(&record, local);
+    broker.assert_absent(s.ip(99), "T7: the address block of a LOCAL header");
+    drop(stream);
+
+    let client = s
+        .paho("client", PahoOpts::tcp(listen, s.ip(101), "t7-paho"))
+        .expect("client connects through the checked HAProxy");
+    let record = broker.wait_client("t7-paho");
+    s.assert_reported(&record, client.local);
+    client.roundtrip();
+}
+
+/// HAProxy balancing over two brokers with `send-proxy-v2`: each client is reported with its real
+/// address by whichever broker it landed on.
+#[test]
+fn scale_out_haproxy_two_brokers() {
+    let Some(mut s) = Scenario::start("SCALE", 30, &[Tool::Haproxy, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let (broker1, tcp1) = tcp_broker(&mut s, "broker1", 2, Some(&range));
+    let (broker2, tcp2) = tcp_broker(&mut s, "broker2", 3, Some(&range));
+    let listen = s.addr(11);
+    let vars = vec![
+        ("LISTEN", listen.to_string()),
+        ("SOURCE", s.ip(12).to_string()),
+        ("UPSTREAM1", tcp1.to_string()),
+        ("UPSTREAM2", tcp2.to_string()),
+    ];
+    s.haproxy("haproxy", "scale.cfg", &vars, &[listen]);
+
+    let mut clients = Vec::new();
+    let mut landed = [0usize; 2];
+    for n in 0..4u8 {
+        let id = format!("scale-paho-{n}");
+        let client = s
+            .paho(&id, PahoOpts::tcp(listen, s.ip(101 + n), &id))
+            .expect("client connects through HAProxy");
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let (which, record) = loop {
+            let found = [&broker1, &broker2].iter().enumerate().find_map(|(i, b)| {
+                let (status, body) = b.get(&format!("/api/v5/clients/{id}"));
+                (status == 200).then(|| (i, serde_json::from_str::<serde_json::Value>(&body)))
+            });
+            if let Some((i, record)) = found {
+                break (i, record.expect("client record is JSON"));
+            }
+            assert!(Instant::now() < deadline, "{id} is known to neither broker");
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        landed[which] += 1;
+        s.assert_reported(&record, client.local);
+        println!("scenario SCALE: {id} landed on broker{}", which + 1);
+        clients.push(client);
+    }
+    assert!(
+        landed.iter().all(|&n| n > 0),
+        "round robin should spread 4 clients over both brokers: {landed:?}"
+    );
+    for client in clients {
+        client.roundtrip();
+    }
+}
