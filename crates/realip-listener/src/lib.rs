@@ -1,9 +1,86 @@
-//! A PROXY protocol (v1/v2) listener for tokio.
+//! A PROXY protocol (v1/v2) listener for tokio that reads headers concurrently and never
+//! loses a byte.
 //!
-//! (Module documentation to be written with the implementation.)
+//! Put [`ProxyListener`] where a `TcpListener` (or `UnixListener`) was. Each accepted
+//! connection comes with a [`ProxiedAddr`]: the real client from the PROXY header, the
+//! socket's own peer (the proxy), and the whole header as [`ProxyInfo`] (version, command,
+//! addresses, TLVs). The connection itself is a [`ProxiedStream`] that first replays any
+//! bytes that arrived with the header.
+//!
+//! * v1 (`TCP4`, `TCP6`, `UNKNOWN`) and v2 (`PROXY`/`LOCAL`; `INET`, `INET6`, `UNIX`,
+//!   `UNSPEC`; `STREAM`/`DGRAM`) are detected per connection; TLVs are validated when the
+//!   header is parsed, and a CRC32C TLV is checked.
+//! * Headers are read concurrently, under a [header timeout](DEFAULT_HEADER_TIMEOUT),
+//!   with a [cap on pending handshakes](DEFAULT_MAX_PENDING) and on
+//!   [header size](DEFAULT_MAX_HEADER_LEN): a silent or slow client never delays others.
+//! * A [`Policy`] per peer: require (default), optional, ignore, reject, skip; or trust
+//!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set.
+//! * [`ProxyHeader`] writes headers, for clients, tests and proxies written in Rust.
+//! * Feature `axum`: `axum::serve(listener, app)` and `ConnectInfo<ProxiedAddr>`.
+//!
+//! A connection that fails its handshake is closed and logged (`warn` for a forged or
+//! malformed header, `debug` for a probe that closes without sending anything); it never
+//! ends the listener.
+//!
+//! # Example
+//!
+//! ```
+//! use realip_core::{AddrSource, TrustedProxies};
+//! use realip_listener::{Policy, ProxyHeader, ProxyListener, ProxyVersion};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! // Headers are required from loopback proxies; anyone else must not send one.
+//! let mut listener = ProxyListener::builder()
+//!     .trusted(TrustedProxies::loopback())
+//!     .policy(Policy::Require)
+//!     .bind("127.0.0.1:0")
+//!     .await?;
+//! let addr = listener.local_addr()?;
+//!
+//! tokio::spawn(async move {
+//!     let mut lb = tokio::net::TcpStream::connect(addr).await.unwrap();
+//!     // Header and data in one write: nothing after the header is lost.
+//!     let mut bytes = ProxyHeader::v1("203.0.113.50:61000".parse().unwrap(), addr).to_bytes();
+//!     bytes.extend_from_slice(b"ping");
+//!     lb.write_all(&bytes).await.unwrap();
+//! });
+//!
+//! let (mut stream, proxied) = listener.accept().await;
+//! let client = proxied.client().unwrap();
+//! assert_eq!(client.to_string(), "203.0.113.50:61000");
+//! assert_eq!(client.source(), &AddrSource::ProxyProtocol);
+//! assert_eq!(proxied.proxy_info().unwrap().version(), ProxyVersion::V1);
+//! assert!(proxied.socket_peer().ip().unwrap().is_loopback());
+//! let mut ping = [0; 4];
+//! stream.read_exact(&mut ping).await?;
+//! assert_eq!(&ping, b"ping");
+//! # Ok(())
+//! # }
+//! ```
 
+#[cfg(feature = "axum")]
+mod axum;
 mod connect_info;
+mod error;
 mod info;
+mod listener;
+mod parse;
+mod policy;
+mod stream;
+mod writer;
 
 pub use connect_info::ProxiedAddr;
-pub use info::ProxyInfo;
+pub use error::{Error, HeaderError};
+pub use info::{
+    Command, Family, ProxyAddr, ProxyInfo, ProxyVersion, SslInfo, Tlv, Tlvs, Transport, tlv_type,
+};
+pub use listener::{
+    Accept, Accepted, Builder, Connection, DEFAULT_ACCEPT_BATCH, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_HEADER_LEN, DEFAULT_MAX_PENDING, ProxyListener,
+};
+pub use parse::parse_header;
+pub use policy::{ParsePolicyError, Policy, PolicySource};
+pub use stream::ProxiedStream;
+pub use writer::ProxyHeader;

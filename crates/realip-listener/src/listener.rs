@@ -1,0 +1,683 @@
+//! The listener: accepts sockets and reads their PROXY headers concurrently.
+//!
+//! [`ProxyListener`] wraps a [`TcpListener`] or a [`UnixListener`] (anything that
+//! implements [`Accept`]). Every accepted socket gets its own handshake, run inside the
+//! listener with the others, under a header timeout; [`accept`](ProxyListener::accept)
+//! returns whichever connection finishes first, so one silent client never delays another.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use realip_listener::{Policy, ProxyHeader, ProxyListener};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let mut listener = ProxyListener::builder()
+//!     .policy(Policy::Require)
+//!     .header_timeout(Duration::from_secs(5))
+//!     .bind("127.0.0.1:0")
+//!     .await?;
+//! let addr = listener.local_addr()?;
+//!
+//! tokio::spawn(async move {
+//!     let mut lb = tokio::net::TcpStream::connect(addr).await.unwrap();
+//!     let header = ProxyHeader::v2("203.0.113.9:40000".parse().unwrap(), addr);
+//!     header.write_to(&mut lb).await.unwrap();
+//!     lb.write_all(b"hello").await.unwrap();
+//! });
+//!
+//! let (mut stream, proxied) = listener.accept().await;
+//! assert_eq!(proxied.client().unwrap().to_string(), "203.0.113.9:40000");
+//! let mut hello = [0; 5];
+//! stream.read_exact(&mut hello).await?;
+//! assert_eq!(&hello, b"hello");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
+use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpListener, ToSocketAddrs, UnixListener};
+use tokio::time::Sleep;
+use tracing::Instrument;
+
+use crate::error::{Error, HeaderError};
+use crate::info::{Command, ProxyInfo};
+use crate::parse::{Detected, V2_SIGNATURE, detect, parse_header, v2_total_len};
+use crate::policy::{Policy, PolicySource};
+use crate::{ProxiedAddr, ProxiedStream};
+
+/// Default time a peer has to send its complete header: 3 seconds (one TCP retransmit).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default cap on handshakes in progress; accepting pauses while it is reached.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+/// Default number of sockets accepted per poll before finished handshakes are looked at.
+pub const DEFAULT_ACCEPT_BATCH: usize = 64;
+/// Default maximum length of a v2 header, its 16-byte fixed part included.
+pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
+
+/// First read size of a handshake: a v1 header (107 bytes) or a v2 header with a Unix
+/// address block (232 bytes) fits; a longer v2 header is read to its announced length.
+const FIRST_READ: usize = 256;
+const BACKOFF_MIN: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A socket as [`Accept`] returns it: the socket, its peer, and its local address when it
+/// has one.
+pub type Accepted<IO> = (IO, PeerAddr, Option<SocketAddr>);
+
+/// A socket listener that [`ProxyListener`] can wrap: implemented for [`TcpListener`] and
+/// [`UnixListener`].
+pub trait Accept: Send + 'static {
+    /// The accepted socket.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The listener's own address.
+    type LocalAddr;
+
+    /// Polls for one socket: the socket, its peer, and its local address when it has one.
+    fn poll_accept_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<Self::Io>>>;
+
+    /// The listener's own address.
+    fn local_addr(&self) -> io::Result<Self::LocalAddr>;
+
+    /// The listener's own address as a [`PeerAddr`].
+    fn local_peer_addr(&self) -> io::Result<PeerAddr>;
+}
+
+impl Accept for TcpListener {
+    type Io = tokio::net::TcpStream;
+    type LocalAddr = SocketAddr;
+
+    fn poll_accept_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<Self::Io>>> {
+        TcpListener::poll_accept(self, cx).map_ok(|(io, peer)| {
+            let local = io.local_addr().ok();
+            (io, PeerAddr::Inet(peer), local)
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+
+    fn local_peer_addr(&self) -> io::Result<PeerAddr> {
+        TcpListener::local_addr(self).map(PeerAddr::Inet)
+    }
+}
+
+impl Accept for UnixListener {
+    type Io = tokio::net::UnixStream;
+    type LocalAddr = tokio::net::unix::SocketAddr;
+
+    fn poll_accept_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<Self::Io>>> {
+        UnixListener::poll_accept(self, cx).map_ok(|(io, peer)| {
+            (
+                io,
+                PeerAddr::Unix(peer.as_pathname().map(Path::to_path_buf)),
+                None,
+            )
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<Self::LocalAddr> {
+        UnixListener::local_addr(self)
+    }
+
+    fn local_peer_addr(&self) -> io::Result<PeerAddr> {
+        UnixListener::local_addr(self)
+            .map(|a| PeerAddr::Unix(a.as_pathname().map(Path::to_path_buf)))
+    }
+}
+
+/// Settings of a [`ProxyListener`]; start from [`ProxyListener::builder`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    policy: Policy,
+    trusted: Option<TrustedProxies>,
+    source: Option<PolicySource>,
+    header_timeout: Duration,
+    max_pending: usize,
+    accept_batch: usize,
+    max_header_len: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// Default settings: [`Policy::Require`] for every peer, [`DEFAULT_HEADER_TIMEOUT`],
+    /// [`DEFAULT_MAX_PENDING`], [`DEFAULT_ACCEPT_BATCH`], [`DEFAULT_MAX_HEADER_LEN`].
+    pub const fn new() -> Self {
+        Self {
+            policy: Policy::Require,
+            trusted: None,
+            source: None,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_pending: DEFAULT_MAX_PENDING,
+            accept_batch: DEFAULT_ACCEPT_BATCH,
+            max_header_len: DEFAULT_MAX_HEADER_LEN,
+        }
+    }
+
+    /// The policy for every peer (or, with [`trusted`](Self::trusted), for trusted peers).
+    #[must_use]
+    pub const fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Only peers in `trusted` get the [`policy`](Self::policy); everyone else gets
+    /// [`Policy::Reject`]: a header from them closes the connection, and their connections
+    /// without a header are served with the socket address. See [`PolicySource::trusted`].
+    #[must_use]
+    pub fn trusted(mut self, trusted: TrustedProxies) -> Self {
+        self.trusted = Some(trusted);
+        self
+    }
+
+    /// Chooses the policy of each connection with `source`, overriding
+    /// [`policy`](Self::policy) and [`trusted`](Self::trusted).
+    #[must_use]
+    pub fn policy_source(mut self, source: PolicySource) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// How long a peer has to send its complete header; the connection is closed after.
+    #[must_use]
+    pub const fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// How many handshakes may be in progress at once; accepting pauses at the cap (the
+    /// kernel's backlog holds further connections). At least 1.
+    #[must_use]
+    pub const fn max_pending(mut self, max: usize) -> Self {
+        self.max_pending = if max == 0 { 1 } else { max };
+        self
+    }
+
+    /// How many sockets are accepted in one poll before finished handshakes are handed
+    /// out. At least 1.
+    #[must_use]
+    pub const fn accept_batch(mut self, batch: usize) -> Self {
+        self.accept_batch = if batch == 0 { 1 } else { batch };
+        self
+    }
+
+    /// The maximum length of a v2 header, its 16-byte fixed part included. A header that
+    /// announces more is rejected as soon as its length field arrives. (v1 headers are
+    /// always limited to 107 bytes.)
+    #[must_use]
+    pub const fn max_header_len(mut self, max: usize) -> Self {
+        self.max_header_len = max;
+        self
+    }
+
+    fn policy_source_for_build(&self) -> PolicySource {
+        match (&self.source, &self.trusted) {
+            (Some(source), _) => source.clone(),
+            (None, Some(trusted)) => PolicySource::trusted(trusted.clone(), self.policy),
+            (None, None) => PolicySource::fixed(self.policy),
+        }
+    }
+
+    /// Wraps an existing listener.
+    pub fn listen<L: Accept>(self, inner: L) -> ProxyListener<L> {
+        ProxyListener {
+            inner,
+            policy: self.policy_source_for_build(),
+            header_timeout: self.header_timeout,
+            max_pending: self.max_pending,
+            accept_batch: self.accept_batch,
+            max_header_len: self.max_header_len,
+            pending: FuturesUnordered::new(),
+            backoff: None,
+            backoff_delay: BACKOFF_MIN,
+        }
+    }
+
+    /// Binds a TCP listener and wraps it.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<ProxyListener<TcpListener>> {
+        Ok(self.listen(TcpListener::bind(addr).await?))
+    }
+
+    /// Binds a Unix socket listener at `path` and wraps it.
+    pub fn bind_unix(self, path: impl AsRef<Path>) -> io::Result<ProxyListener<UnixListener>> {
+        Ok(self.listen(UnixListener::bind(path)?))
+    }
+}
+
+/// One accepted connection, ready for the application.
+pub type Connection<IO> = (ProxiedStream<IO>, ProxiedAddr);
+
+type Handshake<IO> = Pin<Box<dyn Future<Output = Result<Connection<IO>, Error>> + Send>>;
+
+/// A listener that reads each connection's PROXY header concurrently and hands out the
+/// connection with the real client address.
+///
+/// * [`accept`](Self::accept) (cancel-safe) never fails: a bad connection is logged and
+///   closed, accept errors such as `EMFILE` are logged and retried with back-off.
+/// * [`try_accept`](Self::try_accept) and the [`Stream`] implementation also yield each
+///   failed connection's [`Error`], for applications that count or report them.
+/// * With the `axum` feature, `axum::serve(listener, app)` works; see
+///   [`ProxiedAddr`] for the connect-info type.
+///
+/// For hyper-util, accept in a loop and serve each stream:
+///
+/// ```no_run
+/// use hyper_util::rt::TokioIo;
+/// # async fn run() -> std::io::Result<()> {
+/// let mut listener = realip_listener::ProxyListener::bind("127.0.0.1:8080").await?;
+/// loop {
+///     let (stream, proxied) = listener.accept().await;
+///     tokio::spawn(async move {
+///         let service = hyper::service::service_fn(move |_req| {
+///             let client = proxied.client().map(ToString::to_string).unwrap_or_default();
+///             async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(client)) }
+///         });
+///         let _ = hyper::server::conn::http1::Builder::new()
+///             .serve_connection(TokioIo::new(stream), service)
+///             .await;
+///     });
+/// }
+/// # }
+/// ```
+pub struct ProxyListener<L: Accept = TcpListener> {
+    inner: L,
+    policy: PolicySource,
+    header_timeout: Duration,
+    max_pending: usize,
+    accept_batch: usize,
+    max_header_len: usize,
+    pending: FuturesUnordered<Handshake<L::Io>>,
+    backoff: Option<Pin<Box<Sleep>>>,
+    backoff_delay: Duration,
+}
+
+impl<L: Accept + fmt::Debug> fmt::Debug for ProxyListener<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyListener")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .field("header_timeout", &self.header_timeout)
+            .field("max_pending", &self.max_pending)
+            .field("accept_batch", &self.accept_batch)
+            .field("max_header_len", &self.max_header_len)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyListener<TcpListener> {
+    /// Binds a TCP listener with default settings ([`Policy::Require`]).
+    pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        Builder::new().bind(addr).await
+    }
+}
+
+impl ProxyListener<UnixListener> {
+    /// Binds a Unix socket listener with default settings ([`Policy::Require`]).
+    pub fn bind_unix(path: impl AsRef<Path>) -> io::Result<Self> {
+        Builder::new().bind_unix(path)
+    }
+}
+
+impl From<TcpListener> for ProxyListener<TcpListener> {
+    fn from(inner: TcpListener) -> Self {
+        Builder::new().listen(inner)
+    }
+}
+
+impl From<UnixListener> for ProxyListener<UnixListener> {
+    fn from(inner: UnixListener) -> Self {
+        Builder::new().listen(inner)
+    }
+}
+
+impl ProxyListener {
+    /// Settings: policy, timeouts, caps.
+    pub const fn builder() -> Builder {
+        Builder::new()
+    }
+}
+
+impl<L: Accept> ProxyListener<L> {
+    /// Wraps an existing listener with default settings ([`Policy::Require`]).
+    pub fn new(inner: L) -> Self {
+        Builder::new().listen(inner)
+    }
+
+    /// The wrapped listener's address.
+    pub fn local_addr(&self) -> io::Result<L::LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    /// The wrapped listener.
+    pub fn get_ref(&self) -> &L {
+        &self.inner
+    }
+
+    /// The wrapped listener, mutably.
+    pub fn get_mut(&mut self) -> &mut L {
+        &mut self.inner
+    }
+
+    /// The wrapped listener; handshakes in progress are dropped (their sockets closed).
+    pub fn into_inner(self) -> L {
+        self.inner
+    }
+
+    /// How many handshakes are in progress.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Accepts the next connection whose header was read and accepted.
+    ///
+    /// Never fails: connections that fail their handshake are logged and dropped, and
+    /// accept errors are logged and retried. Cancel-safe: all state lives in the listener,
+    /// so dropping this future loses no connection.
+    pub async fn accept(&mut self) -> Connection<L::Io> {
+        poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// Accepts the next connection, or returns the next connection's handshake failure
+    /// (already logged). The listener keeps working after an error. Cancel-safe.
+    pub async fn try_accept(&mut self) -> Result<Connection<L::Io>, Error> {
+        poll_fn(|cx| self.poll_try_accept(cx)).await
+    }
+
+    /// Polls for the next accepted connection, skipping failed ones.
+    pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Connection<L::Io>> {
+        loop {
+            match self.poll_try_accept(cx) {
+                Poll::Ready(Ok(conn)) => return Poll::Ready(conn),
+                Poll::Ready(Err(_)) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Polls for the next connection or handshake failure.
+    pub fn poll_try_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Connection<L::Io>, Error>> {
+        let mut accepted = 0;
+        let mut more_to_accept = false;
+        'accept: while self.pending.len() < self.max_pending {
+            if let Some(sleep) = self.backoff.as_mut() {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    break 'accept;
+                }
+                self.backoff = None;
+            }
+            if accepted == self.accept_batch {
+                more_to_accept = true;
+                break;
+            }
+            match self.inner.poll_accept_io(cx) {
+                Poll::Ready(Ok((io, peer, local))) => {
+                    accepted += 1;
+                    self.backoff_delay = BACKOFF_MIN;
+                    let policy = self.policy.policy_for(&peer);
+                    if policy == Policy::Skip {
+                        let addr = proxied_addr(peer, local, None);
+                        tracing::debug!(peer = %addr.socket_peer(), policy = "skip", "accepted");
+                        let stream = ProxiedStream::new(io, addr.clone());
+                        return Poll::Ready(Ok((stream, addr)));
+                    }
+                    let span = tracing::debug_span!("proxy_protocol", peer = %peer);
+                    let fut = handshake(
+                        io,
+                        peer,
+                        local,
+                        policy,
+                        self.header_timeout,
+                        self.max_header_len,
+                    )
+                    .instrument(span);
+                    self.pending.push(Box::pin(fut));
+                }
+                Poll::Ready(Err(err)) => {
+                    if is_connection_error(&err) {
+                        tracing::debug!(error = %err, "accept: connection error");
+                        continue;
+                    }
+                    tracing::error!(error = %err, backoff = ?self.backoff_delay, "accept error, backing off");
+                    self.backoff = Some(Box::pin(tokio::time::sleep(self.backoff_delay)));
+                    self.backoff_delay = (self.backoff_delay * 2).min(BACKOFF_MAX);
+                    continue 'accept;
+                }
+                Poll::Pending => break,
+            }
+        }
+
+        let result = match self.pending.poll_next_unpin(cx) {
+            Poll::Ready(Some(result)) => result,
+            Poll::Ready(None) | Poll::Pending => {
+                if more_to_accept {
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
+            }
+        };
+        match &result {
+            Ok((_, addr)) => {
+                let info = addr.proxy_info();
+                tracing::debug!(
+                    peer = %addr.socket_peer(),
+                    client = %DisplayOpt(addr.client()),
+                    version = info.map_or("none", |i| i.version().as_str()),
+                    command = info.map_or("none", |i| i.command().as_str()),
+                    "accepted",
+                );
+            }
+            Err(err) if err.is_quiet() => {
+                tracing::debug!(peer = %err.peer(), reason = err.reason(), "connection closed before a header");
+            }
+            Err(err @ Error::Timeout { .. }) => {
+                tracing::info!(peer = %err.peer(), reason = err.reason(), error = %err, "connection rejected");
+            }
+            Err(err) => {
+                tracing::warn!(peer = %err.peer(), reason = err.reason(), error = %err, "connection rejected");
+            }
+        }
+        if more_to_accept {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<L: Accept + Unpin> Stream for ProxyListener<L> {
+    type Item = Result<Connection<L::Io>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_try_accept(cx).map(Some)
+    }
+}
+
+struct DisplayOpt<'a, T>(Option<&'a T>);
+
+impl<T: fmt::Display> fmt::Display for DisplayOpt<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Builds the addresses of a connection from its socket and its header.
+pub(crate) fn proxied_addr(
+    peer: PeerAddr,
+    local: Option<SocketAddr>,
+    info: Option<ProxyInfo>,
+) -> ProxiedAddr {
+    let from_header = info
+        .as_ref()
+        .filter(|i| i.command() == Command::Proxy)
+        .and_then(ProxyInfo::source_inet)
+        .map(|sa| ClientAddr::from_socket_addr(sa, AddrSource::ProxyProtocol));
+    let client = from_header.or_else(|| {
+        peer.inet()
+            .map(|sa| ClientAddr::from_socket_addr(sa, AddrSource::Socket))
+    });
+    ProxiedAddr::new(client, peer, local, info.map(Arc::new))
+}
+
+/// How a handshake ended without an error.
+enum Outcome {
+    /// A header of this many bytes, and what it said (`None` when it is discarded).
+    Header(Option<ProxyInfo>, usize),
+    /// No header: every byte read is application data.
+    NoHeader,
+}
+
+async fn handshake<IO>(
+    mut io: IO,
+    peer: PeerAddr,
+    local: Option<SocketAddr>,
+    policy: Policy,
+    timeout: Duration,
+    max_len: usize,
+) -> Result<Connection<IO>, Error>
+where
+    IO: AsyncRead + Unpin,
+{
+    let mut buf = Vec::new();
+    let outcome = match tokio::time::timeout(
+        timeout,
+        read_header(&mut io, &mut buf, policy, max_len),
+    )
+    .await
+    {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(kind)) => return Err(kind.into_error(peer)),
+        Err(_elapsed) => return Err(Error::Timeout { peer, timeout }),
+    };
+    let (info, leftover) = match outcome {
+        Outcome::Header(info, len) => {
+            let leftover = if len == buf.len() {
+                Vec::new()
+            } else {
+                buf[len..].to_vec()
+            };
+            (info, leftover)
+        }
+        Outcome::NoHeader => (None, buf),
+    };
+    let addr = proxied_addr(peer, local, info);
+    Ok((
+        ProxiedStream::with_leftover(io, leftover, addr.clone()),
+        addr,
+    ))
+}
+
+/// A handshake failure before the peer is attached.
+enum Failure {
+    Closed,
+    Truncated(usize),
+    Header(HeaderError),
+    Missing,
+    Forbidden(Policy),
+    Io(io::Error),
+}
+
+impl Failure {
+    fn into_error(self, peer: PeerAddr) -> Error {
+        match self {
+            Self::Closed => Error::Closed { peer },
+            Self::Truncated(received) => Error::Truncated { peer, received },
+            Self::Header(source) => Error::Header { peer, source },
+            Self::Missing => Error::Missing { peer },
+            Self::Forbidden(policy) => Error::Forbidden { peer, policy },
+            Self::Io(source) => Error::Io { peer, source },
+        }
+    }
+}
+
+async fn read_header<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    buf: &mut Vec<u8>,
+    policy: Policy,
+    max_len: usize,
+) -> Result<Outcome, Failure> {
+    loop {
+        match detect(buf) {
+            Detected::Incomplete => {}
+            Detected::None => {
+                return match policy {
+                    Policy::Require => Err(Failure::Missing),
+                    _ => Ok(Outcome::NoHeader),
+                };
+            }
+            Detected::V1 | Detected::V2 if policy == Policy::Reject => {
+                return Err(Failure::Forbidden(policy));
+            }
+            Detected::V1 | Detected::V2 => match parse_header(buf, max_len) {
+                Ok(Some((info, len))) => {
+                    let info = (policy != Policy::Ignore).then_some(info);
+                    return Ok(Outcome::Header(info, len));
+                }
+                Ok(None) => {}
+                Err(err) => return Err(Failure::Header(err)),
+            },
+        }
+        // Read what the header still needs, or a first chunk.
+        let want = if buf.starts_with(&V2_SIGNATURE) {
+            v2_total_len(buf).unwrap_or(FIRST_READ).max(FIRST_READ)
+        } else {
+            FIRST_READ
+        };
+        let old = buf.len();
+        let want = want.max(old + 1);
+        buf.resize(want, 0);
+        let read = io.read(&mut buf[old..]).await;
+        let n = match read {
+            Ok(n) => n,
+            Err(err) => {
+                buf.truncate(old);
+                return Err(Failure::Io(err));
+            }
+        };
+        buf.truncate(old + n);
+        if n == 0 {
+            return match (policy, old) {
+                (Policy::Require, 0) => Err(Failure::Closed),
+                (Policy::Require, received) => Err(Failure::Truncated(received)),
+                // An incomplete signature prefix at EOF is application data for the
+                // policies that accept connections without a header.
+                (_, _) if detect(buf) == Detected::Incomplete => Ok(Outcome::NoHeader),
+                (_, received) => Err(Failure::Truncated(received)),
+            };
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Whether a connection must, may, or must not start with a PROXY header.
+//!
+//! The policy is chosen per connection from the socket peer's address, as
+//! `go-proxyproto` does: a [`PolicySource`] maps a [`PeerAddr`] to a [`Policy`].
+//!
+//! # Example
+//!
+//! ```
+//! use realip_core::{PeerAddr, TrustedProxies};
+//! use realip_listener::{Policy, PolicySource};
+//!
+//! // Headers only from the load balancers; everybody else must not send one.
+//! let source = PolicySource::trusted("10.0.0.0/8".parse::<TrustedProxies>().unwrap(), Policy::Require);
+//! let lb = PeerAddr::from("10.1.2.3:4000".parse::<std::net::SocketAddr>().unwrap());
+//! let other = PeerAddr::from("192.0.2.1:4000".parse::<std::net::SocketAddr>().unwrap());
+//! assert_eq!(source.policy_for(&lb), Policy::Require);
+//! assert_eq!(source.policy_for(&other), Policy::Reject);
+//! assert_eq!("optional".parse::<Policy>().unwrap(), Policy::Optional);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use realip_core::{PeerAddr, TrustedProxies};
+
+/// What to do with a PROXY header on one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Policy {
+    /// A valid header must come first; a connection without one is closed. The default.
+    #[default]
+    Require,
+    /// Use a header if the connection starts with one, else use the socket address. Only
+    /// sensible for peers that are trusted proxies (anyone else could forge a header).
+    Optional,
+    /// Read and discard a header if present; always use the socket address.
+    Ignore,
+    /// Close the connection if it starts with a header; otherwise use the socket address.
+    Reject,
+    /// Do not look at the bytes at all: the connection is handed over at once.
+    Skip,
+}
+
+impl Policy {
+    /// The lowercase name: `require`, `optional`, `ignore`, `reject`, `skip`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Require => "require",
+            Self::Optional => "optional",
+            Self::Ignore => "ignore",
+            Self::Reject => "reject",
+            Self::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing a [`Policy`] name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown PROXY policy {0:?}: expected require, optional, ignore, reject or skip")]
+pub struct ParsePolicyError(String);
+
+impl FromStr for Policy {
+    type Err = ParsePolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "require" | "required" => Ok(Self::Require),
+            "optional" | "use" => Ok(Self::Optional),
+            "ignore" => Ok(Self::Ignore),
+            "reject" => Ok(Self::Reject),
+            "skip" => Ok(Self::Skip),
+            _ => Err(ParsePolicyError(s.to_owned())),
+        }
+    }
+}
+
+type PolicyFn = dyn Fn(&PeerAddr) -> Policy + Send + Sync;
+
+/// Chooses the [`Policy`] of each connection from its socket peer.
+#[derive(Clone)]
+pub struct PolicySource(Inner);
+
+#[derive(Clone)]
+enum Inner {
+    Fixed(Policy),
+    Trusted(Arc<TrustedProxies>, Policy),
+    Fn(Arc<PolicyFn>),
+}
+
+impl PolicySource {
+    /// The same policy for every peer.
+    pub const fn fixed(policy: Policy) -> Self {
+        Self(Inner::Fixed(policy))
+    }
+
+    /// `policy` for peers in `trusted`, [`Policy::Reject`] for everyone else: only trusted
+    /// proxies may send a header; a header from anyone else closes the connection, and
+    /// their connections without a header are served with the socket address.
+    pub fn trusted(trusted: TrustedProxies, policy: Policy) -> Self {
+        Self(Inner::Trusted(Arc::new(trusted), policy))
+    }
+
+    /// A function of the socket peer.
+    pub fn from_fn<F>(f: F) -> Self
+    where
+        F: Fn(&PeerAddr) -> Policy + Send + Sync + 'static,
+    {
+        Self(Inner::Fn(Arc::new(f)))
+    }
+
+    /// The policy for a connection from `peer`.
+    pub fn policy_for(&self, peer: &PeerAddr) -> Policy {
+        match &self.0 {
+            Inner::Fixed(policy) => *policy,
+            Inner::Trusted(set, policy) => {
+                if set.contains_peer(peer) {
+                    *policy
+                } else {
+                    Policy::Reject
+                }
+            }
+            Inner::Fn(f) => f(peer),
+        }
+    }
+}
+
+impl Default for PolicySource {
+    fn default() -> Self {
+        Self::fixed(Policy::Require)
+    }
+}
+
+impl From<Policy> for PolicySource {
+    fn from(policy: Policy) -> Self {
+        Self::fixed(policy)
+    }
+}
+
+impl fmt::Debug for PolicySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Inner::Fixed(policy) => f.debug_tuple("Fixed").field(policy).finish(),
+            Inner::Trusted(set, policy) => f
+                .debug_struct("Trusted")
+                .field("trusted", set)
+                .field("policy", policy)
+                .finish(),
+            Inner::Fn(_) => f.write_str("Fn(..)"),
+        }
+    }
+}
