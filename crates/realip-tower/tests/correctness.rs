@@ -1,0 +1,526 @@
+//! Table tests for the forwarded-headers items of the correctness reference.
+
+use std::net::SocketAddr;
+
+use http::{HeaderMap, HeaderName};
+use realip_core::{AddrSource, TrustedProxies};
+use realip_tower::{
+    Fallback, Outcome, PortSource, RealIpLayer, Resolution, StopReason, TransportPeer,
+};
+
+fn trusted(s: &str) -> TrustedProxies {
+    s.parse().unwrap()
+}
+
+fn peer(s: &str) -> TransportPeer {
+    TransportPeer::socket(s.parse::<SocketAddr>().unwrap())
+}
+
+fn headers(lines: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in lines {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    map
+}
+
+fn xff(lines: &[&str]) -> HeaderMap {
+    headers(
+        &lines
+            .iter()
+            .map(|l| ("X-Forwarded-For", *l))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The client as `ip` or `ip:port`, plus its source label.
+fn client(res: &Resolution) -> (String, String) {
+    let c = res.client().expect("a client address");
+    (c.to_string(), c.source().as_str().to_owned())
+}
+
+fn ip_of(res: &Resolution) -> String {
+    res.client().expect("a client address").ip().to_string()
+}
+
+const PROXY: &str = "10.0.0.2:41000";
+
+// 1. The leftmost entry is attacker-controlled; trust comes from the right.
+#[test]
+fn item01_leftmost_entry_is_not_trusted() {
+    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8"));
+    let res = layer.resolve(&xff(&["6.6.6.6, 203.0.113.7"]), Some(&peer(PROXY)));
+    assert_eq!(ip_of(&res), "203.0.113.7");
+    let layer = layer.recursive(true);
+    let res = layer.resolve(
+        &xff(&["6.6.6.6, 203.0.113.7, 10.0.0.1"]),
+        Some(&peer(PROXY)),
+    );
+    assert_eq!(ip_of(&res), "203.0.113.7");
+}
+
+// 2. Headers only from trusted peers; IPv4-mapped peers match IPv4 ranges.
+#[test]
+fn item02_headers_only_from_trusted_peers() {
+    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8"));
+    let forged = xff(&["1.2.3.4"]);
+    let res = layer.resolve(&forged, Some(&peer("198.51.100.9:5000")));
+    assert_eq!(client(&res), ("198.51.100.9:5000".into(), "socket".into()));
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::UntrustedPeer));
+
+    let mapped = peer("[::ffff:10.1.2.3]:5000");
+    let res = layer.resolve(&forged, Some(&mapped));
+    assert_eq!(client(&res), ("1.2.3.4".into(), "x-forwarded-for".into()));
+
+    // Unix peers are trusted only when the set says so.
+    let unix = TransportPeer::Unix;
+    let res = layer.resolve(&forged, Some(&unix));
+    assert_eq!(res.client(), None);
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::UntrustedPeer));
+    let res =
+        RealIpLayer::x_forwarded_for(TrustedProxies::loopback()).resolve(&forged, Some(&unix));
+    assert_eq!(ip_of(&res), "1.2.3.4");
+
+    // No peer known: headers are not believed, and no address is invented.
+    let res = layer.resolve(&forged, None);
+    assert_eq!(res.client(), None);
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::NoTransportPeer));
+    let res = layer
+        .clone()
+        .trust_headers_unconditionally()
+        .resolve(&forged, None);
+    assert_eq!(ip_of(&res), "1.2.3.4");
+    let res = layer
+        .trust_headers_unconditionally()
+        .resolve(&forged, Some(&peer("198.51.100.9:5000")));
+    assert_eq!(ip_of(&res), "1.2.3.4");
+}
+
+// 3. All header lines are combined in order.
+#[test]
+fn item03_all_lines_combined_in_order() {
+    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    // A first-line-only reader would return the forged 6.6.6.6.
+    let lines = xff(&["6.6.6.6", "203.0.113.7, 10.0.0.1", "10.0.0.3"]);
+    let res = layer.resolve(&lines, Some(&peer(PROXY)));
+    assert_eq!(ip_of(&res), "203.0.113.7");
+    // HAProxy `option forwardfor` adds its own line after the client's.
+    let res = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8"))
+        .resolve(&xff(&["6.6.6.6", "203.0.113.7"]), Some(&peer(PROXY)));
+    assert_eq!(ip_of(&res), "203.0.113.7");
+    // A last-line-only reader would miss the chain; here the last line is all trusted.
+    let res = layer.resolve(&xff(&["203.0.113.7", "10.0.0.1"]), Some(&peer(PROXY)));
+    assert_eq!(ip_of(&res), "203.0.113.7");
+}
+
+// 4. Split on commas, trim, tolerate empty entries.
+#[test]
+fn item04_splitting_and_trimming() {
+    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    for value in [
+        "203.0.113.7,10.0.0.1",
+        "203.0.113.7, 10.0.0.1",
+        "203.0.113.7 ,10.0.0.1 ",
+        "203.0.113.7,,10.0.0.1",
+        ",203.0.113.7, ,10.0.0.1,",
+        "  203.0.113.7\t,\t10.0.0.1",
+    ] {
+        let res = layer.resolve(&xff(&[value]), Some(&peer(PROXY)));
+        assert_eq!(ip_of(&res), "203.0.113.7", "{value:?}");
+    }
+    // Only empty entries: as if absent.
+    let res = layer.resolve(&xff(&[" , ,"]), Some(&peer(PROXY)));
+    assert_eq!(client(&res), (PROXY.into(), "socket".into()));
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::NoHeader));
+}
+
+// 5. Entry forms; zones stripped; never a non-IP.
+#[test]
+fn item05_entry_forms() {
+    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).without_port_header();
+    let cases = [
+        ("1.2.3.4", "1.2.3.4"),
+        ("1.2.3.4:5678", "1.2.3.4:5678"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("[2001:db8::1]:443", "[2001:db8::1]:443"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("[fe80::1%25]:8080", "[fe80::1]:8080"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+    ];
+    for (entry, want) in cases {
+        let res = layer.resolve(&xff(&[entry]), Some(&peer(PROXY)));
+        assert_eq!(client(&res).0, want, "{entry}");
+        assert_eq!(client(&res).1, "x-forwarded-for");
+    }
+    for bad in [
+        "unknown",
+        "example.com",
+        "1.2.3.4:99999",
+        "1.2.3",
+        "[::1",
+        "_hidden",
+        "1.2.3.4/32",
+    ] {
+        let res = layer.resolve(&xff(&[bad]), Some(&peer(PROXY)));
+        assert_eq!(client(&res), (PROXY.into(), "socket".into()), "{bad}");
+        assert_eq!(
+            res.outcome(),
+            &Outcome::Fallback(Fallback::Invalid(StopReason::Malformed)),
+            "{bad}"
+        );
+    }
+}
+
+// 6. Recursive walk and non-recursive rightmost.
+#[test]
+fn item06_recursive_and_rightmost() {
+    let set = trusted("10.0.0.0/8, 192.168.0.0/16");
+    let chain = xff(&["203.0.113.7, 192.168.1.1, 10.0.0.1"]);
+    let flat = RealIpLayer::x_forwarded_for(set.clone());
+    assert_eq!(ip_of(&flat.resolve(&chain, Some(&peer(PROXY)))), "10.0.0.1");
+    let rec = flat.recursive(true);
+    let res = rec.resolve(&chain, Some(&peer(PROXY)));
+    assert_eq!(ip_of(&res), "203.0.113.7");
+    match res.outcome() {
+        Outcome::Header(choice) => {
+            assert_eq!(choice.position_from_right(), 2);
+            assert_eq!(choice.position_from_left(), 0);
+            assert_eq!(choice.entries(), 3);
+            assert_eq!(choice.stopped_by(), None);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Every entry trusted: the leftmost, as NGINX does.
+    let res = rec.resolve(
+        &xff(&["10.9.9.9, 192.168.1.1, 10.0.0.1"]),
+        Some(&peer(PROXY)),
+    );
+    assert_eq!(ip_of(&res), "10.9.9.9");
+    // The first untrusted one wins even with more untrusted entries to its left.
+    let res = rec.resolve(&xff(&["1.1.1.1, 2.2.2.2, 10.0.0.1"]), Some(&peer(PROXY)));
+    assert_eq!(ip_of(&res), "2.2.2.2");
+}
+
+// 7. Fail closed: an unparsable entry stops the walk; the last good address is kept.
+#[test]
+fn item07_fail_closed() {
+    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let res = rec.resolve(&xff(&["203.0.113.66, evil, 10.0.0.5"]), Some(&peer(PROXY)));
+    assert_eq!(ip_of(&res), "10.0.0.5");
+    match res.outcome() {
+        Outcome::Header(choice) => assert_eq!(choice.stopped_by(), Some(StopReason::Malformed)),
+        other => panic!("{other:?}"),
+    }
+    // Bad entry first: the transport peer.
+    let res = rec.resolve(
+        &xff(&["203.0.113.66, 10.0.0.5:notaport"]),
+        Some(&peer(PROXY)),
+    );
+    assert_eq!(client(&res), (PROXY.into(), "socket".into()));
+    assert_eq!(
+        res.outcome(),
+        &Outcome::Fallback(Fallback::Invalid(StopReason::Malformed))
+    );
+    // Non-UTF-8 (obs-text) entries are malformed too.
+    let mut map = HeaderMap::new();
+    map.append(
+        "x-forwarded-for",
+        http::HeaderValue::from_bytes(b"203.0.113.66, \xe9vil, 10.0.0.5").unwrap(),
+    );
+    assert_eq!(ip_of(&rec.resolve(&map, Some(&peer(PROXY)))), "10.0.0.5");
+}
+
+// 8. Hop counting for load balancers with unknown addresses.
+#[test]
+fn item08_trusted_hops() {
+    let chain = xff(&["6.6.6.6, 203.0.113.7, 34.1.1.1"]);
+    let anywhere = peer("35.2.2.2:1000");
+    let ip = |hops: usize| ip_of(&RealIpLayer::trusted_hops(hops).resolve(&chain, Some(&anywhere)));
+    assert_eq!(ip(1), "34.1.1.1");
+    assert_eq!(ip(2), "203.0.113.7");
+    assert_eq!(ip(3), "6.6.6.6");
+    // Fewer entries than hops: the leftmost (all were written by trusted hops).
+    assert_eq!(ip(5), "6.6.6.6");
+    // Zero hops ignores the header.
+    let res = RealIpLayer::trusted_hops(0).resolve(&chain, Some(&anywhere));
+    assert_eq!(client(&res), ("35.2.2.2:1000".into(), "socket".into()));
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::HeadersIgnored));
+    // A bad entry within the trusted hops stops the count.
+    let res =
+        RealIpLayer::trusted_hops(3).resolve(&xff(&["6.6.6.6, bad, 34.1.1.1"]), Some(&anywhere));
+    assert_eq!(ip_of(&res), "34.1.1.1");
+    // The peer can be restricted too.
+    let res = RealIpLayer::trusted_hops(2)
+        .trusted_proxies(trusted("35.0.0.0/8"))
+        .resolve(&chain, Some(&peer("198.51.100.1:1")));
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::UntrustedPeer));
+}
+
+fn fwd(lines: &[&str]) -> HeaderMap {
+    headers(&lines.iter().map(|l| ("Forwarded", *l)).collect::<Vec<_>>())
+}
+
+// 9. RFC 7239 Forwarded.
+#[test]
+fn item09_forwarded() {
+    let layer = RealIpLayer::forwarded(trusted("10.0.0.0/8")).recursive(true);
+    let at = Some(peer(PROXY));
+    let cases: &[(&[&str], Option<&str>)] = &[
+        (&["for=203.0.113.7"], Some("203.0.113.7")),
+        (
+            &["For=\"[2001:db8:cafe::17]:4711\""],
+            Some("[2001:db8:cafe::17]:4711"),
+        ),
+        (
+            &["FOR=203.0.113.7;proto=wss;by=10.0.0.2"],
+            Some("203.0.113.7"),
+        ),
+        (
+            &["for=203.0.113.7;proto=ws, for=10.0.0.1"],
+            Some("203.0.113.7"),
+        ),
+        (&["for=203.0.113.7", "for=10.0.0.1"], Some("203.0.113.7")),
+        (
+            &["for=\"203.0.113.7:_port\", for=10.0.0.1"],
+            Some("203.0.113.7"),
+        ),
+        // Sabotage: a malformed element on the left does not hide the right ones.
+        (
+            &["for=\"[::1, for=203.0.113.7, for=10.0.0.1"],
+            Some("203.0.113.7"),
+        ),
+        (&["for=1.1.1.1;;;=;, for=203.0.113.7"], Some("203.0.113.7")),
+        // unknown / obfuscated stop the walk, never skipped: the last good is kept.
+        (
+            &["for=6.6.6.6, for=unknown, for=10.0.0.1"],
+            Some("10.0.0.1"),
+        ),
+        (
+            &["for=6.6.6.6, for=_hidden, for=10.0.0.1"],
+            Some("10.0.0.1"),
+        ),
+        (
+            &["for=6.6.6.6, proto=https, for=10.0.0.1"],
+            Some("10.0.0.1"),
+        ),
+        // The first element examined is not an address: the transport peer.
+        (&["for=6.6.6.6, for=unknown"], None),
+        (&["for=6.6.6.6, for=\"[::1"], None),
+    ];
+    for (lines, want) in cases {
+        let res = layer.resolve(&fwd(lines), at.as_ref());
+        match want {
+            Some(want) => {
+                assert_eq!(
+                    client(&res),
+                    ((*want).into(), "forwarded".into()),
+                    "{lines:?}"
+                )
+            }
+            None => assert_eq!(client(&res), (PROXY.into(), "socket".into()), "{lines:?}"),
+        }
+    }
+    let res = layer.resolve(
+        &fwd(&["for=6.6.6.6, for=_hidden, for=10.0.0.1"]),
+        at.as_ref(),
+    );
+    match res.outcome() {
+        Outcome::Header(choice) => {
+            assert_eq!(choice.stopped_by(), Some(StopReason::ObfuscatedNode))
+        }
+        other => panic!("{other:?}"),
+    }
+    let res = layer.resolve(&fwd(&["for=unknown"]), at.as_ref());
+    assert_eq!(
+        res.outcome(),
+        &Outcome::Fallback(Fallback::Invalid(StopReason::UnknownNode))
+    );
+    // Non-recursive: the rightmost element.
+    let flat = RealIpLayer::forwarded(trusted("10.0.0.0/8"));
+    let res = flat.resolve(&fwd(&["for=203.0.113.7, for=10.0.0.1"]), at.as_ref());
+    assert_eq!(ip_of(&res), "10.0.0.1");
+}
+
+// 10. Single-value headers.
+#[test]
+fn item10_single_value_headers() {
+    let at = Some(peer(PROXY));
+    let presets = [
+        (RealIpLayer::x_real_ip(trusted("10.0.0.0/8")), "X-Real-IP"),
+        (
+            RealIpLayer::cf_connecting_ip(trusted("10.0.0.0/8")),
+            "CF-Connecting-IP",
+        ),
+        (
+            RealIpLayer::true_client_ip(trusted("10.0.0.0/8")),
+            "True-Client-IP",
+        ),
+        (
+            RealIpLayer::fly_client_ip(trusted("10.0.0.0/8")),
+            "Fly-Client-IP",
+        ),
+        (
+            RealIpLayer::single_value(
+                HeaderName::from_static("x-client-ip"),
+                trusted("10.0.0.0/8"),
+            ),
+            "X-Client-IP",
+        ),
+    ];
+    for (layer, name) in presets {
+        let lower = name.to_ascii_lowercase();
+        let res = layer.resolve(&headers(&[(name, "203.0.113.7")]), at.as_ref());
+        assert_eq!(
+            client(&res),
+            ("203.0.113.7".into(), lower.clone()),
+            "{name}"
+        );
+        let res = layer.resolve(&headers(&[(name, "[2001:db8::5]:8443")]), at.as_ref());
+        assert_eq!(client(&res), ("[2001:db8::5]:8443".into(), lower.clone()));
+        // Several lines: an error, not "take the first".
+        let res = layer.resolve(
+            &headers(&[(name, "1.1.1.1"), (name, "203.0.113.7")]),
+            at.as_ref(),
+        );
+        assert_eq!(client(&res), (PROXY.into(), "socket".into()));
+        assert_eq!(
+            res.outcome(),
+            &Outcome::Fallback(Fallback::MultipleLines(2))
+        );
+        // A list in a single-value header is malformed.
+        let res = layer.resolve(&headers(&[(name, "1.1.1.1, 203.0.113.7")]), at.as_ref());
+        assert_eq!(
+            res.outcome(),
+            &Outcome::Fallback(Fallback::Invalid(StopReason::Malformed))
+        );
+        // Untrusted peer: ignored.
+        let res = layer.resolve(
+            &headers(&[(name, "1.1.1.1")]),
+            Some(&peer("198.51.100.1:2")),
+        );
+        assert_eq!(client(&res), ("198.51.100.1:2".into(), "socket".into()));
+    }
+}
+
+// 11. Ports: in the entry, or from the port header at the same position.
+#[test]
+fn item11_ports() {
+    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let at = Some(peer(PROXY));
+    let h = |xff: &str, xfp: &[&str]| {
+        let mut map = headers(&[("x-forwarded-for", xff)]);
+        for line in xfp {
+            map.append("x-forwarded-port", line.parse().unwrap());
+        }
+        map
+    };
+    // Same length: same position.
+    let res = rec.resolve(&h("203.0.113.7, 10.0.0.1", &["50000, 40001"]), at.as_ref());
+    assert_eq!(client(&res).0, "203.0.113.7:50000");
+    assert!(
+        matches!(res.outcome(), Outcome::Header(c) if c.port_source() == PortSource::PortHeader)
+    );
+    // `"$http_x_forwarded_port, $remote_port"` with no incoming header starts with an empty entry.
+    let res = rec.resolve(
+        &h("203.0.113.7, 10.0.0.1", &[", 50000, 40001"]),
+        at.as_ref(),
+    );
+    assert_eq!(client(&res).0, "203.0.113.7:50000");
+    // Lines combine for the port header too.
+    let res = rec.resolve(
+        &h("203.0.113.7, 10.0.0.1", &["50000", "40001"]),
+        at.as_ref(),
+    );
+    assert_eq!(client(&res).0, "203.0.113.7:50000");
+    // A port in the entry wins.
+    let res = rec.resolve(
+        &h("203.0.113.7:1234, 10.0.0.1", &["50000, 40001"]),
+        at.as_ref(),
+    );
+    assert_eq!(client(&res).0, "203.0.113.7:1234");
+    assert!(matches!(res.outcome(), Outcome::Header(c) if c.port_source() == PortSource::Entry));
+    // Different lengths: a single value is used, several are ambiguous.
+    let res = rec.resolve(&h("203.0.113.7, 10.0.0.1", &["50000"]), at.as_ref());
+    assert_eq!(client(&res).0, "203.0.113.7:50000");
+    let res = rec.resolve(
+        &h("6.6.6.6, 203.0.113.7, 10.0.0.1", &["50000, 40001"]),
+        at.as_ref(),
+    );
+    assert_eq!(client(&res).0, "203.0.113.7");
+    assert!(matches!(res.outcome(), Outcome::Header(c) if c.port_source() == PortSource::None));
+    // A malformed port is no port.
+    let res = rec.resolve(&h("203.0.113.7", &["http"]), at.as_ref());
+    assert_eq!(client(&res).0, "203.0.113.7");
+    // A configured port header name, case-insensitive.
+    let custom = rec
+        .clone()
+        .port_header(HeaderName::from_bytes(b"X-Client-Port").unwrap());
+    let mut map = h("203.0.113.7", &["1"]);
+    map.append("X-Client-Port", "2222".parse().unwrap());
+    assert_eq!(
+        client(&custom.resolve(&map, at.as_ref())).0,
+        "203.0.113.7:2222"
+    );
+    // No port header configured.
+    let none = rec.without_port_header();
+    assert_eq!(client(&none.resolve(&map, at.as_ref())).0, "203.0.113.7");
+}
+
+// Configurable header names (EMQX `proxy_address_header`), case-insensitive.
+#[test]
+fn configurable_header_names() {
+    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8"))
+        .header(HeaderName::from_bytes(b"X-Original-Forwarded-For").unwrap());
+    let res = layer.resolve(
+        &headers(&[
+            ("x-original-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "6.6.6.6"),
+        ]),
+        Some(&peer(PROXY)),
+    );
+    assert_eq!(
+        res.client().unwrap().source(),
+        &AddrSource::header("X-Original-Forwarded-For")
+    );
+    assert_eq!(ip_of(&res), "203.0.113.7");
+}
+
+// Leftmost (EMQX compatibility) takes the leftmost entry and port.
+#[test]
+fn leftmost_strategy() {
+    let layer = RealIpLayer::leftmost(trusted("10.0.0.0/8"));
+    let map = headers(&[
+        ("x-forwarded-for", "203.0.113.7, 10.0.0.1"),
+        ("x-forwarded-port", "50000, 40001"),
+    ]);
+    let res = layer.resolve(&map, Some(&peer(PROXY)));
+    assert_eq!(client(&res).0, "203.0.113.7:50000");
+    match res.outcome() {
+        Outcome::Header(c) => assert_eq!((c.position_from_left(), c.position_from_right()), (0, 1)),
+        other => panic!("{other:?}"),
+    }
+    let res = layer.resolve(&xff(&["garbage, 10.0.0.1"]), Some(&peer(PROXY)));
+    assert_eq!(client(&res), (PROXY.into(), "socket".into()));
+    let res = layer.resolve(&xff(&["1.1.1.1"]), Some(&peer("198.51.100.1:1")));
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::UntrustedPeer));
+}
+
+// No header: the transport peer, with its own source.
+#[test]
+fn no_header_means_transport_peer() {
+    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8"));
+    let res = layer.resolve(&HeaderMap::new(), Some(&peer(PROXY)));
+    assert_eq!(client(&res), (PROXY.into(), "socket".into()));
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::NoHeader));
+    let pp = TransportPeer::proxy_protocol("203.0.113.7:5555".parse().unwrap());
+    let res = layer.resolve(&HeaderMap::new(), Some(&pp));
+    assert_eq!(
+        client(&res),
+        ("203.0.113.7:5555".into(), "proxy-protocol".into())
+    );
+    assert_eq!(layer.resolve(&HeaderMap::new(), None).client(), None);
+}
