@@ -337,6 +337,14 @@ where
         }
 
         tokio::select! {
+            biased;
+            reason = &mut close => {
+                return match reason {
+                    Ok(reason) => End::Broker(reason),
+                    Err(_) => End::Shutdown,
+                };
+            }
+            _ = shutdown.changed() => return End::Shutdown,
             filled = reader.fill(io) => match filled {
                 Ok(true) => {
                     if let Some(limit) = idle_limit {
@@ -347,7 +355,13 @@ where
                 Err(end) => return end,
             },
             delivery = rx.recv() => {
-                let Some(delivery) = delivery else { return End::Shutdown };
+                let Some(delivery) = delivery else {
+                    // The broker dropped this connection's queue: taken over or kicked.
+                    return match close.try_recv() {
+                        Ok(reason) => End::Broker(reason),
+                        Err(_) => End::Shutdown,
+                    };
+                };
                 if let Err(end) = write_delivery(delivery, &mut next_pkid, &mut out) {
                     return end;
                 }
@@ -361,16 +375,9 @@ where
                     }
                 }
             }
-            reason = &mut close => {
-                return match reason {
-                    Ok(reason) => End::Broker(reason),
-                    Err(_) => End::Shutdown,
-                };
-            }
             _ = tokio::time::sleep_until(deadline) => {
                 return End::KeepaliveTimeout(idle_limit.unwrap_or(far_future));
             }
-            _ = shutdown.changed() => return End::Shutdown,
         }
     }
 }

@@ -1,0 +1,383 @@
+//! Shared helpers for the broker's integration tests: spawn the real binary, talk to its
+//! admin API, and a small raw MQTT client (built on the codec the broker uses) for the cases
+//! real clients cannot express (PROXY headers, garbage bytes, silence).
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mqttbytes::QoS;
+use mqttbytes::v4::{self, Connect, Packet, Publish, Subscribe};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_realip-broker");
+
+/// A running broker process, killed on drop.
+pub struct BrokerProcess {
+    child: Child,
+    pub tcp: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<String>>,
+}
+
+fn addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let value = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))?;
+    if value == "off" {
+        None
+    } else {
+        Some(value.parse().unwrap())
+    }
+}
+
+impl BrokerProcess {
+    /// Starts the broker on free loopback ports (port 0) plus `args`, and waits for its
+    /// `listening tcp=... ws=... admin=...` line.
+    pub fn start(args: &[&str]) -> Self {
+        let mut command = Command::new(BIN);
+        command.args([
+            "--tcp",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ]);
+        command.args(args);
+        Self::spawn(command)
+    }
+
+    pub fn spawn(mut command: Command) -> Self {
+        command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn realip-broker");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("read the listening line");
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = stdout.read_to_end(&mut rest);
+        });
+        assert!(
+            line.starts_with("listening "),
+            "expected the listening line, got {line:?}; logs:\n{}",
+            logs.lock().unwrap()
+        );
+        Self {
+            child,
+            tcp: addr(&line, "tcp"),
+            ws: addr(&line, "ws"),
+            admin: addr(&line, "admin").expect("admin listener"),
+            logs,
+        }
+    }
+
+    pub fn tcp(&self) -> SocketAddr {
+        self.tcp.expect("tcp listener")
+    }
+
+    pub fn ws(&self) -> SocketAddr {
+        self.ws.expect("ws listener")
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until the logs contain `needle`.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let logs = wait_for(Duration::from_secs(10), || {
+            let logs = self.logs();
+            logs.contains(needle).then_some(logs)
+        });
+        logs.unwrap_or_else(|| panic!("no log line with {needle:?}; logs:\n{}", self.logs()))
+    }
+
+    /// `GET` on the admin API: (status, JSON body).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        http_get(self.admin, path)
+    }
+
+    /// The admin API's record of `clientid`, waiting for it to appear.
+    pub fn client(&self, clientid: &str) -> Value {
+        let path = format!("/api/v5/clients/{clientid}");
+        wait_for(Duration::from_secs(10), || {
+            let (status, body) = self.get(&path);
+            (status == 200).then_some(body)
+        })
+        .unwrap_or_else(|| panic!("client {clientid} never showed up; logs:\n{}", self.logs()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal with kill(1) and waits for the exit status.
+    pub fn signal_and_wait(mut self, signal: &str) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker did not exit after SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap()
+    };
+    (status, body)
+}
+
+/// Whether an external tool is usable (`runs`). When it is not: with `CI=true` the test
+/// fails with a clear message; otherwise it prints a loud SKIPPED line and the caller returns.
+pub fn have(tool: &str, runs: bool) -> bool {
+    if runs {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{tool} is required when CI=true but is not usable here \
+             (apt-get install mosquitto-clients python3-paho-mqtt, or pip install paho-mqtt)"
+        );
+    }
+    eprintln!("\n*** SKIPPED: {tool} is not installed; this test did not run ***\n");
+    false
+}
+
+pub fn have_mosquitto() -> bool {
+    // `mosquitto_pub --help` exits non-zero on some versions: that it ran is enough.
+    let runs = ["mosquitto_pub", "mosquitto_sub"].iter().all(|bin| {
+        Command::new(bin)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    });
+    have("mosquitto_pub/mosquitto_sub", runs)
+}
+
+pub fn have_paho() -> bool {
+    let runs = Command::new("python3")
+        .args(["-c", "import paho.mqtt.client"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    have("python3 with paho-mqtt", runs)
+}
+
+/// A raw MQTT 3.1.1 client over a blocking TCP stream.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    next_pkid: u16,
+}
+
+impl RawClient {
+    /// Connects from `bind` (a loopback address such as 127.0.0.101), sends `prefix` (e.g. a
+    /// PROXY header) and nothing else.
+    pub fn connect_from(bind: &str, to: SocketAddr, prefix: &[u8]) -> Self {
+        let stream = bind_connect(bind, to);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut client = Self {
+            stream,
+            buf: BytesMut::new(),
+            next_pkid: 0,
+        };
+        if !prefix.is_empty() {
+            client.stream.write_all(prefix).unwrap();
+        }
+        client
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    pub fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        match packet {
+            Packet::Connect(p) => p.write(&mut out),
+            Packet::Publish(p) => p.write(&mut out),
+            Packet::Subscribe(p) => p.write(&mut out),
+            Packet::PubAck(p) => p.write(&mut out),
+            Packet::PingReq => v4::PingReq.write(&mut out),
+            Packet::Disconnect => v4::Disconnect.write(&mut out),
+            other => panic!("raw client cannot send {other:?}"),
+        }
+        .unwrap();
+        self.stream.write_all(&out).unwrap();
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next packet; `None` when the broker closed the connection.
+    pub fn recv(&mut self) -> Option<Packet> {
+        loop {
+            match v4::read(&mut self.buf, 1 << 20) {
+                Ok(packet) => return Some(packet),
+                Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("broker sent a malformed packet: {e:?}"),
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read from broker: {e}"),
+            }
+        }
+    }
+
+    /// CONNECT and return the CONNACK return code (0 = accepted).
+    pub fn handshake(&mut self, connect: Connect) -> u8 {
+        self.send(Packet::Connect(connect));
+        match self.recv() {
+            Some(Packet::ConnAck(ack)) => ack.code as u8,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub fn subscribe(&mut self, filter: &str, qos: QoS) {
+        self.next_pkid += 1;
+        let mut subscribe = Subscribe::new(filter, qos);
+        subscribe.pkid = self.next_pkid;
+        self.send(Packet::Subscribe(subscribe));
+        match self.recv() {
+            Some(Packet::SubAck(ack)) => assert_eq!(ack.pkid, self.next_pkid),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    pub fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
+        let mut publish = Publish::new(topic, qos, payload.to_vec());
+        publish.retain = retain;
+        if qos != QoS::AtMostOnce {
+            self.next_pkid += 1;
+            publish.pkid = self.next_pkid;
+        }
+        self.send(Packet::Publish(publish));
+        if qos == QoS::AtLeastOnce {
+            match self.recv() {
+                Some(Packet::PubAck(ack)) => assert_eq!(ack.pkid, self.next_pkid),
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next PUBLISH (acknowledging QoS 1).
+    pub fn next_publish(&mut self) -> Publish {
+        match self.recv() {
+            Some(Packet::Publish(p)) => {
+                if p.qos == QoS::AtLeastOnce {
+                    self.send(Packet::PubAck(v4::PubAck::new(p.pkid)));
+                }
+                p
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    pub fn ping(&mut self) {
+        self.send(Packet::PingReq);
+        assert!(matches!(self.recv(), Some(Packet::PingResp)));
+    }
+}
+
+pub fn connect_packet(clientid: &str, keep_alive: u16) -> Connect {
+    let mut connect = Connect::new(clientid);
+    connect.keep_alive = keep_alive;
+    connect
+}
+
+/// A blocking TCP connection from a chosen loopback source address.
+pub fn bind_connect(bind: &str, to: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{bind}:0").parse().unwrap()).unwrap();
+        let stream = socket
+            .connect(to)
+            .await
+            .unwrap_or_else(|e| panic!("connect {bind} -> {to}: {e}"));
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+    })
+}

@@ -1,0 +1,453 @@
+//! MQTT over TCP with real clients (mosquitto_pub/mosquitto_sub) and a raw client for the
+//! misbehaving cases: keep-alive, takeover, will messages, malformed packets, access control,
+//! `ctl` output, configuration file and graceful shutdown.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, BrokerProcess, RawClient, connect_packet, have_mosquitto};
+use mqttbytes::QoS;
+use mqttbytes::v4::LastWill;
+
+fn mosquitto(bin: &str, broker: &BrokerProcess, args: &[&str]) -> Command {
+    let mut command = Command::new(bin);
+    command.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.tcp().port().to_string(),
+        "-V",
+        "mqttv311",
+    ]);
+    command.args(args);
+    command
+}
+
+fn wait_subscriptions(broker: &BrokerProcess, clientid: &str, count: u64) {
+    common::wait_for(Duration::from_secs(10), || {
+        (broker.client(clientid)["subscriptions_cnt"] == count).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{clientid} never had {count} subscriptions"));
+}
+
+#[test]
+fn mosquitto_clients_publish_subscribe_retained_and_the_admin_api_shows_the_real_peer() {
+    if !have_mosquitto() {
+        return;
+    }
+    let broker = BrokerProcess::start(&[]);
+
+    let status = mosquitto(
+        "mosquitto_pub",
+        &broker,
+        &[
+            "-A",
+            "127.0.0.102",
+            "-t",
+            "realip/retained",
+            "-m",
+            "kept",
+            "-r",
+            "-q",
+            "1",
+        ],
+    )
+    .status()
+    .unwrap();
+    assert!(status.success());
+
+    let sub = mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &[
+            "-A",
+            "127.0.0.101",
+            "-i",
+            "sub-101",
+            "-k",
+            "30",
+            "-q",
+            "1",
+            "-t",
+            "realip/#",
+            "-t",
+            "other/+/x",
+            "-C",
+            "4",
+            "-W",
+            "20",
+            "-F",
+            "%r %q %t %p",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_subscriptions(&broker, "sub-101", 2);
+
+    let client = broker.client("sub-101");
+    assert_eq!(client["clientid"], "sub-101");
+    assert_eq!(client["ip_address"], "127.0.0.101");
+    assert_eq!(client["listener"], "tcp:default");
+    assert_eq!(client["proto_ver"], 4);
+    assert_eq!(client["keepalive"], 30);
+    assert_eq!(client["ip_source"], "socket");
+    let port = client["port"].as_u64().unwrap();
+    assert_eq!(client["peername"], format!("127.0.0.101:{port}"));
+    assert_eq!(client["socket_peer"], format!("127.0.0.101:{port}"));
+    assert_eq!(client["sockname"], broker.tcp().to_string());
+    assert!(client.get("proxy").is_none() && client.get("forwarded").is_none());
+
+    for (topic, message, qos) in [
+        ("realip/a/b", "zero", "0"),
+        ("realip/c", "one", "1"),
+        ("other/y/x", "wild", "1"),
+    ] {
+        let status = mosquitto(
+            "mosquitto_pub",
+            &broker,
+            &["-A", "127.0.0.102", "-t", topic, "-m", message, "-q", qos],
+        )
+        .status()
+        .unwrap();
+        assert!(status.success());
+    }
+    let out = sub.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_sub failed; logs:\n{}",
+        broker.logs()
+    );
+    let lines: Vec<_> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "1 1 realip/retained kept",
+            "0 0 realip/a/b zero",
+            "0 1 realip/c one",
+            "0 1 other/y/x wild"
+        ]
+    );
+
+    let (status, list) = broker.get("/api/v5/clients");
+    assert_eq!(status, 200);
+    assert!(list["data"].is_array() && list["meta"]["count"].is_u64());
+    let (status, missing) = broker.get("/api/v5/clients/nobody");
+    assert_eq!(status, 404);
+    assert_eq!(missing["code"], "CLIENTID_NOT_FOUND");
+
+    let logs = broker.wait_log("client=sub-101 peername=127.0.0.101");
+    assert!(logs.contains("client connected"), "{logs}");
+}
+
+#[test]
+fn ctl_clients_show_and_list_print_the_emqx_style_line() {
+    if !have_mosquitto() {
+        return;
+    }
+    let broker = BrokerProcess::start(&[]);
+    let mut sub = mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &[
+            "-A",
+            "127.0.0.103",
+            "-i",
+            "ctl-client",
+            "-t",
+            "x",
+            "-W",
+            "30",
+        ],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let client = broker.client("ctl-client");
+    let port = client["port"].as_u64().unwrap();
+    let expected = format!(
+        "Client(ctl-client, listener=tcp:default, peername=127.0.0.103:{port}, sockname={}, socket_peer=127.0.0.103:{port})",
+        broker.tcp()
+    );
+    let admin = broker.admin.to_string();
+
+    let show = Command::new(BIN)
+        .args(["ctl", "--admin", &admin, "clients", "show", "ctl-client"])
+        .output()
+        .unwrap();
+    assert!(show.status.success());
+    assert_eq!(
+        String::from_utf8(show.stdout).unwrap(),
+        format!("{expected}\n")
+    );
+
+    let list = Command::new(BIN)
+        .args(["ctl", "--admin", &admin, "clients", "list"])
+        .output()
+        .unwrap();
+    assert!(list.status.success());
+    assert_eq!(
+        String::from_utf8(list.stdout).unwrap(),
+        format!("{expected}\n")
+    );
+
+    let missing = Command::new(BIN)
+        .args(["ctl", "--admin", &admin, "clients", "show", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(String::from_utf8(missing.stdout).unwrap(), "Not Found.\n");
+
+    let _ = sub.kill();
+    let _ = sub.wait();
+
+    // No broker behind the address: a clear error and exit code 2.
+    drop(broker);
+    let down = Command::new(BIN)
+        .args(["ctl", "--admin", &admin, "clients", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(2));
+    assert!(
+        String::from_utf8(down.stderr)
+            .unwrap()
+            .contains("cannot reach the admin API")
+    );
+}
+
+#[test]
+fn a_silent_client_is_dropped_after_one_and_a_half_keepalives_and_a_pinging_one_stays() {
+    let broker = BrokerProcess::start(&[]);
+    let mut silent = RawClient::connect_from("127.0.0.104", broker.tcp(), b"");
+    assert_eq!(silent.handshake(connect_packet("silent", 1)), 0);
+    let mut pinging = RawClient::connect_from("127.0.0.105", broker.tcp(), b"");
+    assert_eq!(pinging.handshake(connect_packet("pinging", 1)), 0);
+
+    let start = Instant::now();
+    let pinger = std::thread::spawn(move || {
+        for _ in 0..6 {
+            std::thread::sleep(Duration::from_millis(500));
+            pinging.ping();
+        }
+        pinging
+    });
+    assert!(silent.recv().is_none(), "the silent client was not closed");
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1300) && elapsed < Duration::from_secs(4),
+        "closed after {elapsed:?}, expected about 1.5 s"
+    );
+    let mut pinging = pinger.join().unwrap();
+    pinging.ping();
+    assert_eq!(broker.client("pinging")["clientid"], "pinging");
+    let logs = broker.wait_log("keepalive timeout");
+    assert!(logs.contains("client=silent"), "{logs}");
+}
+
+#[test]
+fn takeover_closes_the_first_connection_and_wills_fire_only_on_abnormal_ends() {
+    let broker = BrokerProcess::start(&[]);
+    let mut watcher = RawClient::connect_from("127.0.0.106", broker.tcp(), b"");
+    assert_eq!(watcher.handshake(connect_packet("watcher", 60)), 0);
+    watcher.subscribe("wills/#", QoS::AtLeastOnce);
+
+    let with_will = |id: &str| {
+        let mut connect = connect_packet(id, 60);
+        connect.last_will = Some(LastWill::new(
+            format!("wills/{id}"),
+            format!("{id} gone"),
+            QoS::AtLeastOnce,
+            false,
+        ));
+        connect
+    };
+
+    let mut first = RawClient::connect_from("127.0.0.107", broker.tcp(), b"");
+    assert_eq!(first.handshake(with_will("dup")), 0);
+    let mut second = RawClient::connect_from("127.0.0.108", broker.tcp(), b"");
+    assert_eq!(second.handshake(with_will("dup")), 0);
+    assert!(
+        first.recv().is_none(),
+        "the first connection survived the takeover"
+    );
+    let will = watcher.next_publish();
+    assert_eq!(
+        (will.topic.as_str(), &will.payload[..]),
+        ("wills/dup", &b"dup gone"[..])
+    );
+
+    second.ping();
+    let record = broker.client("dup");
+    assert_eq!(record["socket_peer"], second.local_addr().to_string());
+    assert_eq!(record["ip_address"], "127.0.0.108");
+    broker.wait_log("reason=takenover");
+
+    // A clean DISCONNECT sends no will...
+    second.send(mqttbytes::v4::Packet::Disconnect);
+    assert!(second.recv().is_none());
+    // ...an abrupt close does.
+    let mut abrupt = RawClient::connect_from("127.0.0.109", broker.tcp(), b"");
+    assert_eq!(abrupt.handshake(with_will("abrupt")), 0);
+    abrupt.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(abrupt);
+    let will = watcher.next_publish();
+    assert_eq!(
+        will.topic, "wills/abrupt",
+        "the only will after dup's must be abrupt's"
+    );
+}
+
+#[test]
+fn a_malformed_packet_closes_that_client_only() {
+    let broker = BrokerProcess::start(&[]);
+    let mut watcher = RawClient::connect_from("127.0.0.110", broker.tcp(), b"");
+    assert_eq!(watcher.handshake(connect_packet("iso-watcher", 60)), 0);
+    watcher.subscribe("iso/#", QoS::AtMostOnce);
+
+    // Reserved packet type 15 after a valid CONNECT.
+    let mut bad = RawClient::connect_from("127.0.0.111", broker.tcp(), b"");
+    assert_eq!(bad.handshake(connect_packet("iso-bad", 60)), 0);
+    bad.send_bytes(&[0xF0, 0x00]);
+    assert!(bad.recv().is_none());
+    // Not MQTT at all.
+    let mut http = RawClient::connect_from(
+        "127.0.0.112",
+        broker.tcp(),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(http.recv().is_none());
+    // A remaining length that never ends.
+    let mut endless = RawClient::connect_from("127.0.0.113", broker.tcp(), b"");
+    assert_eq!(endless.handshake(connect_packet("iso-endless", 60)), 0);
+    endless.send_bytes(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]);
+    assert!(endless.recv().is_none());
+
+    let logs = broker.wait_log("client=iso-bad");
+    assert!(logs.contains("malformed packet"), "{logs}");
+
+    let mut publisher = RawClient::connect_from("127.0.0.114", broker.tcp(), b"");
+    assert_eq!(publisher.handshake(connect_packet("iso-pub", 60)), 0);
+    publisher.publish("iso/ok", b"still here", QoS::AtLeastOnce, false);
+    let got = watcher.next_publish();
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("iso/ok", &b"still here"[..])
+    );
+    watcher.ping();
+}
+
+#[test]
+fn deny_and_allow_use_the_real_address_and_refuse_with_connack_5() {
+    let broker = BrokerProcess::start(&["--deny", "127.0.0.66/32"]);
+    let mut denied = RawClient::connect_from("127.0.0.66", broker.tcp(), b"");
+    assert_eq!(denied.handshake(connect_packet("denied-66", 60)), 5);
+    assert!(
+        denied.recv().is_none(),
+        "a denied client must be disconnected"
+    );
+    let mut fine = RawClient::connect_from("127.0.0.67", broker.tcp(), b"");
+    assert_eq!(fine.handshake(connect_packet("fine-67", 60)), 0);
+    let logs = broker.wait_log("client denied");
+    let line = logs.lines().find(|l| l.contains("client denied")).unwrap();
+    assert!(
+        line.contains("client=denied-66") && line.contains("peername=127.0.0.66:"),
+        "{line}"
+    );
+    assert!(line.contains("--deny"), "{line}");
+    assert_eq!(broker.get("/api/v5/clients/denied-66").0, 404);
+
+    if have_mosquitto() {
+        let out = mosquitto(
+            "mosquitto_pub",
+            &broker,
+            &["-A", "127.0.0.66", "-t", "t", "-m", "m"],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            !out.status.success(),
+            "mosquitto_pub from a denied address succeeded"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not authori"),
+            "{out:?}"
+        );
+    }
+
+    let allow = BrokerProcess::start(&["--allow", "127.0.0.70/31"]);
+    let mut inside = RawClient::connect_from("127.0.0.71", allow.tcp(), b"");
+    assert_eq!(inside.handshake(connect_packet("inside", 60)), 0);
+    let mut outside = RawClient::connect_from("127.0.0.72", allow.tcp(), b"");
+    assert_eq!(outside.handshake(connect_packet("outside", 60)), 5);
+    assert!(
+        allow
+            .wait_log("client denied")
+            .contains("is not in --allow")
+    );
+}
+
+#[test]
+fn config_file_is_read_and_the_command_line_overrides_it() {
+    let dir = std::env::temp_dir().join(format!("realip-broker-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("broker.toml");
+    std::fs::write(
+        &file,
+        "tcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndeny = [\"127.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let mut command = Command::new(BIN);
+    command.args([
+        "--config",
+        file.to_str().unwrap(),
+        "--ws",
+        "off",
+        "--deny",
+        "127.0.0.80",
+    ]);
+    let broker = BrokerProcess::spawn(command);
+    assert!(broker.ws.is_none(), "--ws off on the command line must win");
+    // The command line's --deny replaced the file's list.
+    let mut client = RawClient::connect_from("127.0.0.81", broker.tcp(), b"");
+    assert_eq!(client.handshake(connect_packet("from-81", 60)), 0);
+    let mut client = RawClient::connect_from("127.0.0.80", broker.tcp(), b"");
+    assert_eq!(client.handshake(connect_packet("from-80", 60)), 5);
+
+    let bad = Command::new(BIN)
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "--tcp",
+            "not-an-address",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8(bad.stderr)
+            .unwrap()
+            .contains("not-an-address")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigterm_and_sigint_close_clients_and_exit_zero() {
+    for signal in ["TERM", "INT"] {
+        let broker = BrokerProcess::start(&[]);
+        let mut client = RawClient::connect_from("127.0.0.90", broker.tcp(), b"");
+        assert_eq!(client.handshake(connect_packet("bye", 60)), 0);
+        let status = broker.signal_and_wait(signal);
+        assert!(
+            status.success(),
+            "exit status after SIG{signal}: {status:?}"
+        );
+        assert!(client.recv().is_none());
+    }
+}
