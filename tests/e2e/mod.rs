@@ -16,7 +16,7 @@
 //! | client host     | `127.N.0.101`  |
 //! | client-side proxy listen | `127.N.0.102` |
 //!
-//! so the load balancers are exactly `127.N.0.0/27` and every hop has a distinct address.
+//! so the load balancers are exactly `127.N.0.0/26` and every hop has a distinct address.
 //! Configurations are rendered from `tests/templates/` into a per-scenario temporary directory,
 //! ports are picked at run time, and [`Scenario`] kills and reaps every process when it is dropped,
 //! printing every log it captured when the test is failing.
@@ -250,9 +250,9 @@ impl Scenario {
         IpAddr::V4(Ipv4Addr::new(127, self.net, 0, host))
     }
 
-    /// The load balancers' range, `127.<net>.0.0/27`.
+    /// The load balancers' range, `127.<net>.0.0/26` (hosts .0–.63).
     pub(crate) fn lb_range(&self) -> String {
-        format!("127.{}.0.0/27", self.net)
+        format!("127.{}.0.0/26", self.net)
     }
 
     /// A currently free port on host `127.<net>.0.<host>`.

@@ -1,0 +1,328 @@
+//! End-to-end scenarios W1–W6 (MQTT over WebSocket with forwarded headers): real NGINX in front
+//! of the real `realip-broker`, real paho-mqtt clients over WebSocket.
+//! See `tests/SCENARIOS.md` for the topologies and the exact proxy configurations.
+
+mod e2e;
+
+use std::net::SocketAddr;
+
+use e2e::{Block, Broker, PahoOpts, Scenario, Tool};
+
+/// Broker with one MQTT/WebSocket listener on `127.N.0.2`, plus `args`.
+fn ws_broker(s: &mut Scenario, args: &[&str]) -> (Broker, SocketAddr) {
+    let ws = s.addr(2);
+    let mut all = vec![
+        "--tcp".to_owned(),
+        "off".to_owned(),
+        "--ws".to_owned(),
+        ws.to_string(),
+    ];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    let probe_from = s.ip(12);
+    let broker = s.broker("broker", &all, &[(ws, probe_from)]);
+    (broker, ws)
+}
+
+/// NGINX `http` WebSocket LB on `127.N.0.<listen_host>` with `proxy_bind 127.N.0.<bind_host>`.
+fn nginx_ws(
+    s: &mut Scenario,
+    name: &str,
+    snippet: &str,
+    listen_host: u8,
+    bind_host: u8,
+    upstream: SocketAddr,
+    extra: &[(&str, String)],
+) -> SocketAddr {
+    let listen = s.addr(listen_host);
+    let mut vars = vec![
+        ("LISTEN", listen.to_string()),
+        ("BIND", s.ip(bind_host).to_string()),
+        ("UPSTREAM", upstream.to_string()),
+    ];
+    vars.extend(extra.iter().cloned());
+    s.nginx(name, Block::Http, snippet, &vars, &[listen]);
+    listen
+}
+
+/// The `$remote_addr $remote_port` of the last request in an NGINX instance's access log
+/// (written when the WebSocket connection closes).
+fn access_log_peer(s: &Scenario, name: &str) -> SocketAddr {
+    let log = s.wait_file(name, "access.log");
+    let line = log.lines().last().expect("one access log line");
+    let mut fields = line.split_whitespace();
+    let ip = fields.next().and_then(|f| f.parse().ok());
+    let port = fields.next().and_then(|f| f.parse().ok());
+    match (ip, port) {
+        (Some(ip), Some(port)) => SocketAddr::new(ip, port),
+        _ => panic!("unexpected access log line in {name}: {line:?}"),
+    }
+}
+
+fn xff_args(range: &str) -> Vec<String> {
+    [
+        "--ws-header",
+        "X-Forwarded-For",
+        "--ws-port-header",
+        "X-Forwarded-Port",
+        "--trusted-proxy",
+        range,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Client → LB (overwrites X-Forwarded-For/-Port) → broker.
+#[test]
+fn w1_single_lb_overwrites_xff() {
+    let Some(mut s) = Scenario::start("W1", 21, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let args = xff_args(&range);
+    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_overwrite.conf", 11, 12, ws, &[]);
+
+    let client = s
+        .paho("client", PahoOpts::ws(lb1, s.ip(101), "w1-paho"))
+        .expect("client connects through LB1");
+    let record = broker.wait_client("w1-paho");
+    s.assert_reported(&record, client.local);
+    client.roundtrip();
+}
+
+/// Client → LB1 (overwrites) → LB2 (appends) → broker taking the leftmost entry (EMQX style).
+#[test]
+fn w2_overwrite_then_append_leftmost() {
+    let Some(mut s) = Scenario::start("W2", 22, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let mut args = xff_args(&range);
+    args.extend(["--ws-strategy".to_owned(), "leftmost".to_owned()]);
+    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let lb2 = nginx_ws(&mut s, "lb2", "http_ws_append.conf", 21, 22, ws, &[]);
+    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_overwrite.conf", 11, 12, lb2, &[]);
+
+    let client = s
+        .paho("client", PahoOpts::ws(lb1, s.ip(101), "w2-paho"))
+        .expect("client connects through LB1 and LB2");
+    let record = broker.wait_client("w2-paho");
+    s.assert_reported(&record, client.local);
+    client.roundtrip();
+}
+
+/// Client → attacker-side proxy (forges `X-Forwarded-For: 127.0.0.1`) → LB1 (overwrites) → LB2
+/// (appends) → broker: the attacker host's real address wins, never 127.0.0.1.
+#[test]
+fn w3_forged_xff_overwritten_by_lb1() {
+    let Some(mut s) = Scenario::start("W3", 23, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let mut args = xff_args(&range);
+    args.extend(["--ws-strategy".to_owned(), "leftmost".to_owned()]);
+    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let lb2 = nginx_ws(&mut s, "lb2", "http_ws_append.conf", 21, 22, ws, &[]);
+    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_overwrite.conf", 11, 12, lb2, &[]);
+    // the attacker's own proxy runs on the attacker host 127.N.0.101
+    let forge = nginx_ws(
+        &mut s,
+        "attacker-proxy",
+        "http_ws_forge.conf",
+        102,
+        101,
+        lb1,
+        &[],
+    );
+
+    let client = s
+        .paho("client", PahoOpts::ws(forge, s.ip(100), "w3-paho"))
+        .expect("client connects through the attacker proxy, LB1 and LB2");
+    let record = broker.wait_client("w3-paho");
+    let forged: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+    broker.assert_absent(forged, "W3: the forged X-Forwarded-For");
+    client.roundtrip();
+    // LB1 logged its peer, the attacker host's outgoing connection, when the WebSocket closed
+    let attacker_host = access_log_peer(&s, "lb1");
+    assert_eq!(
+        attacker_host.ip(),
+        s.ip(101),
+        "LB1's peer is the attacker host"
+    );
+    s.assert_reported(&record, attacker_host);
+}
+
+/// Client-side proxy → LB1 → LB2 (both append) → LB3 (NGINX realip, recursive) → broker reading
+/// X-Real-IP: the client host's real address.
+#[test]
+fn w4_lb3_realip_recursive() {
+    w4(true);
+}
+
+/// As W4 with `real_ip_recursive off` at LB3: NGINX picks the rightmost entry, LB1's address.
+#[test]
+fn w4_lb3_realip_not_recursive_gives_lb1() {
+    w4(false);
+}
+
+fn w4(recursive: bool) {
+    let (id, net) = if recursive {
+        ("W4", 24)
+    } else {
+        ("W4-off", 25)
+    };
+    let Some(mut s) = Scenario::start(id, net, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let args = [
+        "--ws-header",
+        "X-Real-IP",
+        "--ws-port-header",
+        "X-Forwarded-Port",
+        "--ws-strategy",
+        "single",
+        "--trusted-proxy",
+        &range,
+    ];
+    let (broker, ws) = ws_broker(&mut s, &args);
+    let realip = vec![
+        ("TRUSTED", range.clone()),
+        ("RECURSIVE", if recursive { "on" } else { "off" }.to_owned()),
+    ];
+    let lb3 = nginx_ws(&mut s, "lb3", "http_ws_realip.conf", 31, 32, ws, &realip);
+    let lb2 = nginx_ws(&mut s, "lb2", "http_ws_append.conf", 21, 22, lb3, &[]);
+    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_append.conf", 11, 12, lb2, &[]);
+    // the client host 127.N.0.101 runs its own proxy in front of the client (as in the guide)
+    let cp = nginx_ws(
+        &mut s,
+        "client-proxy",
+        "http_ws_overwrite.conf",
+        102,
+        101,
+        lb1,
+        &[],
+    );
+
+    let client_id = format!("{}-paho", id.to_lowercase());
+    let client = s
+        .paho("client", PahoOpts::ws(cp, s.ip(100), &client_id))
+        .expect("client connects through the client-side proxy and LB1..LB3");
+    let record = broker.wait_client(&client_id);
+    let expected = if recursive { s.ip(101) } else { s.ip(12) };
+    assert_eq!(
+        record["ip_address"].as_str(),
+        Some(expected.to_string().as_str()),
+        "{id}: X-Real-IP from LB3 (real_ip_recursive {}) should be {expected}: {record}",
+        if recursive { "on" } else { "off" }
+    );
+    println!(
+        "scenario {id}: ok client={} (client host {}) reported={}",
+        client.local,
+        s.ip(101),
+        e2e::reported(&record)
+    );
+    client.roundtrip();
+}
+
+/// As W4, but no realip at LB3: the broker walks X-Forwarded-For from the right over the trusted
+/// LBs itself and takes the port at the same position.
+#[test]
+fn w4b_broker_walks_xff_recursively() {
+    let Some(mut s) = Scenario::start("W4b", 26, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let mut args = xff_args(&range);
+    args.extend([
+        "--ws-strategy".to_owned(),
+        "trusted".to_owned(),
+        "--ws-recursive".to_owned(),
+    ]);
+    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let lb3 = nginx_ws(&mut s, "lb3", "http_ws_append.conf", 31, 32, ws, &[]);
+    let lb2 = nginx_ws(&mut s, "lb2", "http_ws_append.conf", 21, 22, lb3, &[]);
+    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_append.conf", 11, 12, lb2, &[]);
+    let cp = nginx_ws(
+        &mut s,
+        "client-proxy",
+        "http_ws_overwrite.conf",
+        102,
+        101,
+        lb1,
+        &[],
+    );
+
+    let client = s
+        .paho("client", PahoOpts::ws(cp, s.ip(100), "w4b-paho"))
+        .expect("client connects through the client-side proxy and LB1..LB3");
+    let record = broker.wait_client("w4b-paho");
+    client.roundtrip();
+    let client_host = access_log_peer(&s, "lb1");
+    assert_eq!(client_host.ip(), s.ip(101), "LB1's peer is the client host");
+    s.assert_reported(&record, client_host);
+}
+
+/// A client straight to the broker with its own X-Forwarded-For: ignored (peer not trusted).
+#[test]
+fn w5_direct_client_forged_xff_ignored() {
+    let Some(mut s) = Scenario::start("W5", 27, &[Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let args = xff_args(&range);
+    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let forged = s.ip(99);
+    let mut opts = PahoOpts::ws(ws, s.ip(101), "w5-paho");
+    opts.headers = vec![
+        format!("X-Forwarded-For: {forged}"),
+        "X-Forwarded-Port: 4444".to_owned(),
+    ];
+    let client = s.paho("client", opts).expect("client connects directly");
+    let record = broker.wait_client("w5-paho");
+    s.assert_reported(&record, client.local);
+    broker.assert_absent(forged, "W5: the forged X-Forwarded-For");
+    client.roundtrip();
+}
+
+/// Client → NGINX `stream` (PROXY) → broker WebSocket listener with PROXY: the PROXY-derived
+/// address is the client, and it is also the peer that header trust is decided on.
+#[test]
+fn w6_proxy_protocol_on_websocket_listener() {
+    let Some(mut s) = Scenario::start("W6", 28, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let mut args = xff_args(&range);
+    args.extend([
+        "--ws-proxy-protocol".to_owned(),
+        "--proxy-from".to_owned(),
+        range.clone(),
+    ]);
+    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let lb1 = s.addr(11);
+    let vars = vec![
+        ("LISTEN", lb1.to_string()),
+        ("BIND", s.ip(12).to_string()),
+        ("UPSTREAM", ws.to_string()),
+    ];
+    s.nginx(
+        "lb1",
+        Block::Stream,
+        "stream_send_proxy.conf",
+        &vars,
+        &[lb1],
+    );
+
+    // the client also sends an X-Forwarded-For: the PROXY-derived peer (the client) is not a
+    // trusted proxy, so the header must be ignored even though the socket peer (LB1) is trusted
+    let forged = s.ip(99);
+    let mut opts = PahoOpts::ws(lb1, s.ip(101), "w6-paho");
+    opts.headers = vec![format!("X-Forwarded-For: {forged}")];
+    let client = s.paho("client", opts).expect("client connects through LB1");
+    let record = broker.wait_client("w6-paho");
+    s.assert_reported(&record, client.local);
+    broker.assert_absent(forged, "W6: the client's own X-Forwarded-For");
+    client.roundtrip();
+}
