@@ -1,0 +1,172 @@
+//! MQTT over WebSocket with a real client (Python paho-mqtt, `transport="websockets"`,
+//! driven through tests/ws_client.py), and forwarded headers on the upgrade request.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{BrokerProcess, RawClient, connect_packet, have_paho};
+use mqttbytes::QoS;
+use serde_json::{Value, json};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_client.py");
+
+/// A paho-mqtt WebSocket client process.
+struct Paho {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Paho {
+    fn connect(ws: SocketAddr, clientid: &str, bind: &str, headers: &[&str]) -> Self {
+        let mut command = Command::new("python3");
+        command.args([
+            SCRIPT,
+            "--host",
+            &ws.ip().to_string(),
+            "--port",
+            &ws.port().to_string(),
+            "--client-id",
+            clientid,
+            "--bind",
+            bind,
+        ]);
+        for header in headers {
+            command.args(["--header", header]);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn python3");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let event: Value = serde_json::from_str(&line).expect("ws_client.py prints JSON");
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut paho = Self {
+            child,
+            stdin,
+            events,
+            seen: Vec::new(),
+        };
+        let connected = paho.expect("connected");
+        assert_eq!(connected["rc"], 0, "paho CONNECT refused: {connected}");
+        paho
+    }
+
+    fn command(&mut self, command: Value) {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next event named `name` (earlier events of other kinds are kept for later).
+    fn expect(&mut self, name: &str) -> Value {
+        if let Some(i) = self.seen.iter().position(|e| e["event"] == name) {
+            return self.seen.remove(i);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) if event["event"] == name => return event,
+                Ok(event) if event["event"] == "error" => panic!("ws_client.py: {event}"),
+                Ok(event) => self.seen.push(event),
+                Err(_) => panic!("no {name:?} event from paho; seen: {:?}", self.seen),
+            }
+        }
+    }
+
+    fn subscribe(&mut self, topic: &str, qos: u8) {
+        self.command(json!({"op": "sub", "topic": topic, "qos": qos}));
+        let subscribed = self.expect("subscribed");
+        assert_eq!(subscribed["granted"], json!([qos]));
+    }
+
+    fn publish(&mut self, topic: &str, payload: &str, qos: u8, retain: bool) {
+        self.command(
+            json!({"op": "pub", "topic": topic, "payload": payload, "qos": qos, "retain": retain}),
+        );
+        self.expect("published");
+    }
+}
+
+impl Drop for Paho {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({"op": "quit"}));
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn paho_over_websocket_publishes_subscribes_and_shows_its_real_peer() {
+    if !have_paho() {
+        return;
+    }
+    let broker = BrokerProcess::start(&[]);
+
+    let mut publisher = Paho::connect(broker.ws(), "ws-pub", "127.0.0.122", &[]);
+    publisher.publish("ws/retained", "kept", 1, true);
+
+    let mut subscriber = Paho::connect(broker.ws(), "ws-sub", "127.0.0.121", &[]);
+    subscriber.subscribe("ws/#", 1);
+    let retained = subscriber.expect("message");
+    assert_eq!(
+        retained,
+        json!({"event": "message", "topic": "ws/retained", "payload": "kept", "qos": 1, "retain": true})
+    );
+
+    // A TCP subscriber sees WebSocket publishes too.
+    let mut tcp = RawClient::connect_from("127.0.0.123", broker.tcp(), b"");
+    assert_eq!(tcp.handshake(connect_packet("tcp-watch", 60)), 0);
+    tcp.subscribe("ws/+", QoS::AtLeastOnce);
+    assert!(
+        tcp.next_publish().retain,
+        "the retained message comes first"
+    );
+
+    publisher.publish("ws/zero", "0", 0, false);
+    publisher.publish("ws/one", "1", 1, false);
+    for (topic, payload, qos) in [("ws/zero", "0", 0), ("ws/one", "1", 1)] {
+        let got = subscriber.expect("message");
+        assert_eq!(
+            got,
+            json!({"event": "message", "topic": topic, "payload": payload, "qos": qos, "retain": false})
+        );
+        let got = tcp.next_publish();
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            (topic, payload.as_bytes())
+        );
+    }
+
+    let client = broker.client("ws-sub");
+    assert_eq!(client["listener"], "ws:default");
+    assert_eq!(client["ip_address"], "127.0.0.121");
+    assert_eq!(client["ip_source"], "socket");
+    let port = client["port"].as_u64().unwrap();
+    assert_eq!(client["socket_peer"], format!("127.0.0.121:{port}"));
+    assert_eq!(client["sockname"], broker.ws().to_string());
+    assert_eq!(client["proto_ver"], 4);
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""MQTT over WebSocket test client for realip-broker: paho-mqtt with transport="websockets".
+
+Driven line by line: it prints one JSON object per event on stdout and reads one JSON command
+per line on stdin.
+
+Events:   {"event": "connected", "rc": 0}
+          {"event": "subscribed", "mid": 1, "granted": [1]}
+          {"event": "published", "mid": 2}
+          {"event": "message", "topic": "t", "payload": "p", "qos": 1, "retain": false}
+          {"event": "disconnected", "rc": 0}
+Commands: {"op": "sub", "topic": "t/#", "qos": 1}
+          {"op": "pub", "topic": "t", "payload": "p", "qos": 1, "retain": false}
+          {"op": "quit"}
+
+Usage: ws_client.py --port PORT [--host 127.0.0.1] [--path /mqtt] [--bind 127.0.0.121]
+                    [--client-id ID] [--header "Name: value"]... [--keepalive 60]
+"""
+
+import argparse
+import json
+import sys
+import threading
+
+import paho.mqtt.client as mqtt
+
+lock = threading.Lock()
+
+
+def emit(**event):
+    with lock:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", default="/mqtt")
+    parser.add_argument("--bind", default="")
+    parser.add_argument("--client-id", default="")
+    parser.add_argument("--keepalive", type=int, default=60)
+    parser.add_argument("--header", action="append", default=[])
+    args = parser.parse_args()
+
+    headers = {}
+    for line in args.header:
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=args.client_id,
+        transport="websockets",
+        protocol=mqtt.MQTTv311,
+    )
+    client.ws_set_options(path=args.path, headers=headers or None)
+
+    def on_connect(_client, _userdata, _flags, reason_code, _properties):
+        emit(event="connected", rc=reason_code.value)
+
+    def on_subscribe(_client, _userdata, mid, reason_codes, _properties):
+        emit(event="subscribed", mid=mid, granted=[rc.value for rc in reason_codes])
+
+    def on_publish(_client, _userdata, mid, _reason_code, _properties):
+        emit(event="published", mid=mid)
+
+    def on_message(_client, _userdata, msg):
+        emit(
+            event="message",
+            topic=msg.topic,
+            payload=msg.payload.decode("utf-8", "replace"),
+            qos=msg.qos,
+            retain=bool(msg.retain),
+        )
+
+    def on_disconnect(_client, _userdata, _flags, reason_code, _properties):
+        emit(event="disconnected", rc=reason_code.value)
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_publish = on_publish
+    client.on_message = on_message
+    client.on_disconnect = on_disconnect
+
+    try:
+        client.connect(args.host, args.port, keepalive=args.keepalive, bind_address=args.bind)
+    except Exception as e:  # noqa: BLE001 - reported to the test as an event
+        emit(event="error", error=str(e))
+        return 1
+    client.loop_start()
+
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        cmd = json.loads(line)
+        op = cmd["op"]
+        if op == "sub":
+            client.subscribe(cmd["topic"], qos=cmd.get("qos", 0))
+        elif op == "pub":
+            client.publish(
+                cmd["topic"],
+                cmd.get("payload", ""),
+                qos=cmd.get("qos", 0),
+                retain=cmd.get("retain", False),
+            )
+        elif op == "quit":
+            break
+    client.disconnect()
+    client.loop_stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
