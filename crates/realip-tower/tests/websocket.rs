@@ -145,6 +145,8 @@ async fn missing_layer_or_connect_info_is_named_in_the_rejection() {
 /// A tokio-tungstenite server (no tower stack): the handshake callback resolves the client
 /// with the same configuration through [`RealIpLayer::resolve`].
 #[tokio::test]
+// tungstenite's `Callback` trait fixes the (large) error response type.
+#[allow(clippy::result_large_err)]
 async fn tokio_tungstenite_server_resolves_in_the_handshake_callback() {
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response as WsResponse};
 
