@@ -1,1 +1,10 @@
-//! Benchmark harness for realip.
+//! Benchmark harness for realip: the servers under test, load clients and `/proc`
+//! measurements shared by the `load` binary and the criterion benches.
+//!
+//! Regenerate `BENCHMARKS.md` with `crates/realip-bench/run.sh`.
+
+pub mod client;
+pub mod header;
+pub mod procfs;
+pub mod server;
+pub mod stats;

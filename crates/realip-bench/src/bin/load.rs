@@ -1,0 +1,756 @@
+//! Load harness: accept throughput, slow-client isolation and memory per connection, for a
+//! plain tokio listener, `realip-listener` and `proxy-protocol-rs`, each server in its own
+//! process (pinned to core 1 with `taskset` when available), the load on core 0.
+//!
+//! `cargo run -p realip-bench --release --bin load -- all` prints the Markdown tables of
+//! `BENCHMARKS.md`; progress goes to stderr.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use realip_bench::client::{self, Attack, LoadResult};
+use realip_bench::header;
+use realip_bench::procfs;
+use realip_bench::server::{self, ServeOptions, ServerKind};
+use realip_bench::stats::{median, percentile};
+use tokio::time::sleep;
+
+/// Set in the environment of the re-executed, pinned harness.
+const PINNED_ENV: &str = "REALIP_BENCH_PINNED";
+
+#[derive(Debug, Parser)]
+#[command(about = "Load harness for realip: accept throughput, slow-client isolation, memory")]
+struct Cli {
+    /// Do not pin the load to core 0 and the servers to core 1 with `taskset`.
+    #[arg(long, global = true)]
+    no_pin: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one server (used by the other commands; prints `LISTENING <addr>`, exits on stdin EOF).
+    Serve {
+        /// Which listener.
+        #[arg(long, value_enum)]
+        kind: ServerKind,
+        /// PROXY header timeout, milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        header_timeout_ms: u64,
+        /// realip-listener's cap on handshakes in progress (default: the crate's).
+        #[arg(long)]
+        max_pending: Option<usize>,
+    },
+    /// Accept throughput: plain, ours v1, ours v2, peer v2, interleaved rounds.
+    Accept(AcceptArgs),
+    /// Slow-client isolation: a good client's latency while connections stall mid-header.
+    Isolation(IsolationArgs),
+    /// Memory: RSS per pending handshake and per accepted connection.
+    Memory(MemoryArgs),
+    /// All of the above, in this order.
+    All {
+        #[command(flatten)]
+        accept: AcceptArgs,
+        #[command(flatten)]
+        isolation: IsolationArgs,
+        #[command(flatten)]
+        memory: MemoryArgs,
+    },
+}
+
+#[derive(Clone, Debug, Args)]
+struct AcceptArgs {
+    /// Measured rounds (each runs every server once).
+    #[arg(long, default_value_t = 9)]
+    rounds: usize,
+    /// Seconds per server per round.
+    #[arg(long, default_value_t = 2.0)]
+    secs: f64,
+    /// Concurrent client tasks.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+#[derive(Clone, Debug, Args)]
+struct IsolationArgs {
+    /// Rounds (each runs every server and attack size once, on a fresh server process).
+    #[arg(long, default_value_t = 3)]
+    iso_rounds: usize,
+    /// Numbers of stalled attacker connections (0, the no-attack baseline, is always run).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    attackers: Vec<usize>,
+    /// Seconds the good client measures, after the attackers have stalled. Longer than the
+    /// header timeout, so it covers a wave of timeouts and reconnects.
+    #[arg(long, default_value_t = 7.0)]
+    window_secs: f64,
+    /// Header timeout of both listeners, milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    iso_header_timeout_ms: u64,
+    /// A good-client request slower than this counts as timed out, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// realip-listener's max_pending in the raised-cap configuration.
+    #[arg(long, default_value_t = 16_384)]
+    iso_max_pending: usize,
+}
+
+#[derive(Clone, Debug, Args)]
+struct MemoryArgs {
+    /// Rounds (each runs every server and mode once, on a fresh server process).
+    #[arg(long, default_value_t = 3)]
+    mem_rounds: usize,
+    /// Connections opened per measurement.
+    #[arg(long, default_value_t = 10_000)]
+    conns: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Cmd::Serve { .. });
+    if !serving && !cli.no_pin && std::env::var_os(PINNED_ENV).is_none() && can_pin() {
+        return reexec_pinned();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // The re-executed harness runs on core 0 only, where `can_pin` would say no.
+    let pin = !cli.no_pin && (std::env::var_os(PINNED_ENV).is_some() || can_pin());
+    let result = rt.block_on(async move {
+        match cli.command {
+            Cmd::Serve {
+                kind,
+                header_timeout_ms,
+                max_pending,
+            } => {
+                let opts = ServeOptions {
+                    header_timeout: Duration::from_millis(header_timeout_ms),
+                    max_pending,
+                };
+                run_server(kind, opts).await
+            }
+            Cmd::Accept(a) => {
+                preface(pin);
+                accept(&a, pin).await
+            }
+            Cmd::Isolation(a) => {
+                preface(pin);
+                isolation(&a, pin).await
+            }
+            Cmd::Memory(a) => {
+                preface(pin);
+                memory(&a, pin).await
+            }
+            Cmd::All {
+                accept: a,
+                isolation: i,
+                memory: m,
+            } => {
+                preface(pin);
+                accept(&a, pin).await?;
+                isolation(&i, pin).await?;
+                memory(&m, pin).await?;
+                println!("\nLoad average at the end: {}", procfs::load_average());
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Pinning needs `taskset` and at least two cores.
+fn can_pin() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+        && Command::new("taskset")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Runs this harness again under `taskset -c 0`, and returns its exit status.
+fn reexec_pinned() -> ExitCode {
+    let exe = std::env::current_exe().expect("current executable");
+    let status = Command::new("taskset")
+        .arg("-c")
+        .arg("0")
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(PINNED_ENV, "1")
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("load: cannot run taskset: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn preface(pin: bool) {
+    let (soft, hard) = procfs::nofile_limit().unwrap_or_default();
+    println!("Machine: {}", procfs::machine());
+    println!(
+        "Pinning: {}; RLIMIT_NOFILE soft {soft} hard {hard}",
+        if pin {
+            "load generator on core 0, each server process on core 1 (taskset)"
+        } else {
+            "none"
+        }
+    );
+}
+
+async fn run_server(kind: ServerKind, opts: ServeOptions) -> io::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("LISTENING {}", listener.local_addr()?);
+    io::stdout().flush()?;
+    // The parent holds our stdin: end with it.
+    tokio::spawn(async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        std::process::exit(0);
+    });
+    server::serve(kind, listener, opts).await
+}
+
+/// A server in its own process; killed on drop.
+#[derive(Debug)]
+struct ServerProc {
+    child: Child,
+    _stdin: ChildStdin,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+impl ServerProc {
+    fn spawn(kind: ServerKind, opts: ServeOptions, pin: bool) -> io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut cmd = if pin {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg("1").arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        cmd.arg("serve")
+            .arg("--kind")
+            .arg(kind.name())
+            .arg("--header-timeout-ms")
+            .arg(opts.header_timeout.as_millis().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(max) = opts.max_pending {
+            cmd.arg("--max-pending").arg(max.to_string());
+        }
+        let mut child = cmd.spawn()?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                let _ = child.kill();
+                io::Error::other(format!("{} server did not start: {line:?}", kind.name()))
+            })?;
+        let pid = child.id();
+        Ok(Self {
+            child,
+            _stdin: stdin,
+            addr,
+            pid,
+        })
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn v2_header() -> Vec<u8> {
+    header::v2(header::src4(), header::dst4(), &[])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accept throughput
+
+struct Scenario {
+    name: &'static str,
+    kind: ServerKind,
+    preamble: Arc<[u8]>,
+}
+
+#[derive(Default)]
+struct Samples {
+    per_sec: Vec<f64>,
+    cpu_us_per_conn: Vec<f64>,
+    cpu_util: Vec<f64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
+    let timeout = Duration::from_secs(5);
+    let servers = [ServerKind::Plain, ServerKind::Ours, ServerKind::Peer].map(|k| {
+        let opts = ServeOptions {
+            header_timeout: timeout,
+            max_pending: None,
+        };
+        ServerProc::spawn(k, opts, pin).map(|p| (k, p))
+    });
+    let servers = servers.into_iter().collect::<io::Result<Vec<_>>>()?;
+    let server = |k: ServerKind| &servers.iter().find(|(kind, _)| *kind == k).unwrap().1;
+    let scenarios = [
+        Scenario {
+            name: "(a) plain TcpListener",
+            kind: ServerKind::Plain,
+            preamble: client::preamble(&[]),
+        },
+        Scenario {
+            name: "(b) realip-listener, v1",
+            kind: ServerKind::Ours,
+            preamble: client::preamble(&header::v1(header::src4(), header::dst4())),
+        },
+        Scenario {
+            name: "(c) realip-listener, v2",
+            kind: ServerKind::Ours,
+            preamble: client::preamble(&v2_header()),
+        },
+        Scenario {
+            name: "(d) proxy-protocol-rs, v2",
+            kind: ServerKind::Peer,
+            preamble: client::preamble(&v2_header()),
+        },
+    ];
+    let duration = Duration::from_secs_f64(args.secs);
+    eprintln!("accept: warm-up");
+    for s in &scenarios {
+        let p = server(s.kind);
+        client::load(
+            p.addr,
+            s.preamble.clone(),
+            args.concurrency,
+            duration.min(Duration::from_millis(500)),
+        )
+        .await;
+    }
+    let mut samples: Vec<Samples> = scenarios.iter().map(|_| Samples::default()).collect();
+    // ratio[i][round] = scenario i / scenario (a) or (d) in the same round.
+    let mut to_plain: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
+    let mut to_peer: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
+    let mut cpu_to_plain: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
+    let mut cpu_to_peer: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
+    for round in 0..args.rounds {
+        let mut this_round = Vec::new();
+        let mut this_cpu = Vec::new();
+        for (s, acc) in scenarios.iter().zip(&mut samples) {
+            let p = server(s.kind);
+            let cpu0 = procfs::cpu_ns(p.pid)?;
+            let r: LoadResult =
+                client::load(p.addr, s.preamble.clone(), args.concurrency, duration).await;
+            let cpu1 = procfs::cpu_ns(p.pid)?;
+            acc.per_sec.push(r.per_sec());
+            acc.cpu_us_per_conn
+                .push((cpu1 - cpu0) as f64 / 1000.0 / r.ok.max(1) as f64);
+            acc.cpu_util
+                .push((cpu1 - cpu0) as f64 / r.elapsed.as_nanos() as f64);
+            acc.errors += r.errors;
+            if acc.first_error.is_none() {
+                acc.first_error = r.first_error.clone();
+            }
+            this_round.push(r.per_sec());
+            this_cpu.push(*acc.cpu_us_per_conn.last().expect("just pushed"));
+        }
+        for i in 0..scenarios.len() {
+            to_plain[i].push(this_round[i] / this_round[0]);
+            to_peer[i].push(this_round[i] / this_round[3]);
+            cpu_to_plain[i].push(this_cpu[i] / this_cpu[0]);
+            cpu_to_peer[i].push(this_cpu[i] / this_cpu[3]);
+        }
+        eprintln!(
+            "accept round {}/{}: {}",
+            round + 1,
+            args.rounds,
+            this_round
+                .iter()
+                .map(|v| format!("{v:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+    }
+    println!(
+        "\n### Accept throughput\n\n{} rounds × {} s per server, {} concurrent client tasks, \
+         interleaved (a b c d a b c d …); each loop = connect, send header + `ping\\n` in one \
+         write, read `pong\\n`, close. Ratios are medians of the per-round ratios. Server CPU = \
+         the server process's CPU time (sum of /proc/<pid>/task/*/schedstat) / completed \
+         connections; server core busy = that CPU time / wall time. When the server core is \
+         not saturated, conn/s is bounded by the load generator and the CPU columns are the \
+         server's cost.\n",
+        args.rounds, args.secs, args.concurrency
+    );
+    println!(
+        "| server | conn/s (median) | min–max | ÷ (a) plain | ÷ (d) peer | server CPU µs/conn (median) | ÷ (a) | ÷ (d) | server core busy | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, (s, acc)) in scenarios.iter().zip(&samples).enumerate() {
+        let min = acc.per_sec.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = acc.per_sec.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {:.1} | {:.3} | {:.3} | {:.0} % | {} |",
+            s.name,
+            median(&acc.per_sec),
+            min,
+            max,
+            median(&to_plain[i]),
+            median(&to_peer[i]),
+            median(&acc.cpu_us_per_conn),
+            median(&cpu_to_plain[i]),
+            median(&cpu_to_peer[i]),
+            median(&acc.cpu_util) * 100.0,
+            acc.errors
+        );
+    }
+    for (s, acc) in scenarios.iter().zip(&samples) {
+        if let Some(e) = &acc.first_error {
+            println!("\nFirst error for {}: {e}", s.name);
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow-client isolation
+
+async fn isolation(args: &IsolationArgs, pin: bool) -> io::Result<()> {
+    let header_timeout = Duration::from_millis(args.iso_header_timeout_ms);
+    let request_timeout = Duration::from_millis(args.request_timeout_ms);
+    let window = Duration::from_secs_f64(args.window_secs);
+    let good = client::preamble(&v2_header());
+    // Half a v2 header (14 of its 28 bytes).
+    let partial: Arc<[u8]> = v2_header()[..14].into();
+    let mut levels = vec![0];
+    levels.extend(args.attackers.iter().copied().filter(|&n| n > 0));
+    // (label, kind, max_pending)
+    let kinds = [
+        (
+            format!(
+                "realip-listener (default max_pending {})",
+                realip_listener::DEFAULT_MAX_PENDING
+            ),
+            ServerKind::Ours,
+            None,
+        ),
+        (
+            format!("realip-listener, max_pending {}", args.iso_max_pending),
+            ServerKind::Ours,
+            Some(args.iso_max_pending),
+        ),
+        ("proxy-protocol-rs".to_owned(), ServerKind::Peer, None),
+    ];
+    // samples[kind][level]
+    let mut samples = vec![vec![Vec::<Option<Duration>>::new(); levels.len()]; kinds.len()];
+    let mut stalled_seen = vec![vec![Vec::<usize>::new(); levels.len()]; kinds.len()];
+    for round in 0..args.iso_rounds {
+        for (ki, (label, kind, max_pending)) in kinds.iter().enumerate() {
+            for (li, &n) in levels.iter().enumerate() {
+                let opts = ServeOptions {
+                    header_timeout,
+                    max_pending: *max_pending,
+                };
+                let server = ServerProc::spawn(*kind, opts, pin)?;
+                // The server must answer before the attack starts.
+                client::request(server.addr, &good).await?;
+                let attack = if n > 0 {
+                    Some(
+                        Attack::start(server.addr, n, partial.clone(), Duration::from_secs(10))
+                            .await,
+                    )
+                } else {
+                    None
+                };
+                let stalled = attack.as_ref().map_or(0, Attack::stalled);
+                sleep(Duration::from_millis(200)).await;
+                let got = client::probe(
+                    server.addr,
+                    &good,
+                    window,
+                    Duration::from_millis(5),
+                    request_timeout,
+                )
+                .await;
+                let dropped = attack.as_ref().map_or(0, Attack::dropped);
+                if let Some(a) = attack {
+                    a.stop().await;
+                }
+                drop(server);
+                let ok: Vec<_> = got.iter().flatten().copied().collect();
+                eprintln!(
+                    "isolation round {}/{} {label} attackers={n}: stalled at start {stalled}, \
+                     dropped by server during window {dropped}, {} samples, {} timed out, p99 {:?}",
+                    round + 1,
+                    args.iso_rounds,
+                    got.len(),
+                    got.len() - ok.len(),
+                    percentile(&sorted(&ok), 99.0)
+                );
+                samples[ki][li].extend(got);
+                stalled_seen[ki][li].push(stalled);
+            }
+        }
+    }
+    println!(
+        "\n### Slow-client isolation\n\n{} rounds; each (server, attackers) pair runs on a fresh \
+         server process. Attackers send the first half (14 bytes) of a v2 header and stall; when the \
+         server drops one (header timeout {} ms, both listeners) it reconnects, so the attack is \
+         sustained. Once they have stalled, one good client loops connect → v2 header + \
+         `ping\\n` → `pong\\n` → close (5 ms apart) for {} s; a request slower than {} ms counts \
+         as timed out (and as {} ms in the percentiles).\n",
+        args.iso_rounds,
+        args.iso_header_timeout_ms,
+        args.window_secs,
+        args.request_timeout_ms,
+        args.request_timeout_ms
+    );
+    println!(
+        "| server | stalled conns (median reached) | good requests | timed out | p50 | p99 | p99 ÷ no-attack p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (ki, (label, _, _)) in kinds.iter().enumerate() {
+        let base_p99 = p99_with_timeouts(&samples[ki][0], request_timeout);
+        for (li, &n) in levels.iter().enumerate() {
+            let s = &samples[ki][li];
+            let timed_out = s.iter().filter(|x| x.is_none()).count();
+            let all = sorted(
+                &s.iter()
+                    .map(|x| x.unwrap_or(request_timeout))
+                    .collect::<Vec<_>>(),
+            );
+            let p50 = percentile(&all, 50.0);
+            let p99 = p99_with_timeouts(s, request_timeout);
+            let stalled = median(
+                &stalled_seen[ki][li]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect::<Vec<_>>(),
+            );
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                label,
+                if n == 0 {
+                    "0 (baseline)".to_owned()
+                } else {
+                    format!("{stalled:.0} of {n}")
+                },
+                s.len(),
+                timed_out,
+                fmt_latency(p50, timed_out > s.len() / 2, request_timeout),
+                fmt_latency(p99, timed_out * 100 >= s.len(), request_timeout),
+                match (p99, base_p99) {
+                    (Some(a), Some(b)) if n > 0 => format!(
+                        "{}{:.2}",
+                        if timed_out * 100 >= s.len() {
+                            "≥ "
+                        } else {
+                            ""
+                        },
+                        a.as_secs_f64() / b.as_secs_f64()
+                    ),
+                    _ => "—".to_owned(),
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn name_of(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Plain => "plain TcpListener",
+        ServerKind::Ours => "realip-listener",
+        ServerKind::Peer => "proxy-protocol-rs",
+    }
+}
+
+fn sorted(v: &[Duration]) -> Vec<Duration> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+fn p99_with_timeouts(s: &[Option<Duration>], cap: Duration) -> Option<Duration> {
+    let all = sorted(&s.iter().map(|x| x.unwrap_or(cap)).collect::<Vec<_>>());
+    percentile(&all, 99.0)
+}
+
+fn fmt_latency(d: Option<Duration>, capped: bool, cap: Duration) -> String {
+    match d {
+        None => "—".to_owned(),
+        Some(_) if capped => format!("> {} s (timed out)", cap.as_secs_f64()),
+        Some(d) if d < Duration::from_millis(10) => format!("{:.0} µs", d.as_secs_f64() * 1e6),
+        Some(d) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Connections that sent half a header and stall.
+    Pending,
+    /// Connections that completed header + request + reply and stay open.
+    Accepted,
+}
+
+async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
+    let kinds = [ServerKind::Plain, ServerKind::Ours, ServerKind::Peer];
+    let modes = [Mode::Pending, Mode::Accepted];
+    // results[kind][mode] = (bytes per server-side connection, server-side connections, client-side open)
+    let mut results = vec![vec![Vec::<(f64, usize, usize)>::new(); modes.len()]; kinds.len()];
+    // Long enough that no pending handshake times out during the measurement.
+    let header_timeout = Duration::from_secs(60);
+    for round in 0..args.mem_rounds {
+        for (ki, &kind) in kinds.iter().enumerate() {
+            for (mi, &mode) in modes.iter().enumerate() {
+                let opts = ServeOptions {
+                    header_timeout,
+                    // Room for every connection to be pending inside the listener.
+                    max_pending: Some(args.conns + 1024),
+                };
+                let server = ServerProc::spawn(kind, opts, pin)?;
+                let header = if kind == ServerKind::Plain {
+                    Vec::new()
+                } else {
+                    v2_header()
+                };
+                let full = client::preamble(&header);
+                // Warm the allocator and the runtime.
+                client::load(server.addr, full.clone(), 8, Duration::from_millis(300)).await;
+                sleep(Duration::from_millis(300)).await;
+                let rss0 = procfs::vm_rss_kib(server.pid)?;
+                let fd0 = procfs::fd_count(server.pid)?;
+                let (preamble, expect_reply): (Arc<[u8]>, bool) = match mode {
+                    // Plain has no handshake: its "pending" connection is an accepted, idle one.
+                    Mode::Pending => (header[..header.len() / 2].into(), false),
+                    Mode::Accepted => (full.clone(), true),
+                };
+                let (open, failed) = client::hold(
+                    server.addr,
+                    preamble,
+                    args.conns,
+                    expect_reply,
+                    Duration::from_secs(3),
+                )
+                .await;
+                // Let the server take what the kernel queued.
+                settle(server.pid).await;
+                let rss1 = procfs::vm_rss_kib(server.pid)?;
+                let fd1 = procfs::fd_count(server.pid)?;
+                let server_conns = fd1.saturating_sub(fd0);
+                let per = (rss1 as f64 - rss0 as f64) * 1024.0 / server_conns.max(1) as f64;
+                eprintln!(
+                    "memory round {}/{} {} {}: client open {} (failed {failed}), server fds +{server_conns}, \
+                     VmRSS {rss0} → {rss1} KiB, {per:.0} B/conn",
+                    round + 1,
+                    args.mem_rounds,
+                    kind.name(),
+                    mode_name(mode),
+                    open.len(),
+                );
+                results[ki][mi].push((per, server_conns, open.len()));
+                drop(open);
+                drop(server);
+            }
+        }
+    }
+    println!(
+        "\n### Memory\n\n{} rounds; each (server, mode) runs on a fresh server process, warmed \
+         with 0.3 s of requests. {} client connections are opened (128 connects in flight); \
+         the server's VmRSS (/proc/<pid>/status) is read before and after, and divided by the \
+         number of sockets the server process actually holds (its fd count delta). Pending = \
+         sent the first half of a v2 header (14 bytes) and stalls (plain: sent nothing, so an \
+         accepted idle connection waiting for its request). Accepted = v2 header + `ping\\n` \
+         (plain: `ping\\n` only), `pong\\n` read, connection left open; the per-connection task \
+         is the same in every server.\n",
+        args.mem_rounds, args.conns
+    );
+    println!(
+        "| server | mode | server-side conns (median) | bytes/conn (median) | min–max | vs plain (bytes) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    for (mi, &mode) in modes.iter().enumerate() {
+        let plain = median(&results[0][mi].iter().map(|r| r.0).collect::<Vec<_>>());
+        for (ki, &kind) in kinds.iter().enumerate() {
+            let r = &results[ki][mi];
+            let per: Vec<f64> = r.iter().map(|x| x.0).collect();
+            let conns: Vec<f64> = r.iter().map(|x| x.1 as f64).collect();
+            let min = per.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = per.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {:.0}–{:.0} | {} |",
+                name_of(kind),
+                mode_name(mode),
+                median(&conns),
+                median(&per),
+                min,
+                max,
+                if kind == ServerKind::Plain {
+                    "—".to_owned()
+                } else {
+                    format!("{:+.0}", median(&per) - plain)
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Pending => "pending handshake",
+        Mode::Accepted => "accepted",
+    }
+}
+
+/// Waits until the server's fd count has not changed for 500 ms (at most 10 s).
+async fn settle(pid: u32) {
+    let mut last = procfs::fd_count(pid).unwrap_or(0);
+    let mut stable = 0;
+    for _ in 0..100 {
+        sleep(Duration::from_millis(100)).await;
+        let now = procfs::fd_count(pid).unwrap_or(0);
+        if now == last {
+            stable += 1;
+            if stable >= 5 {
+                break;
+            }
+        } else {
+            stable = 0;
+            last = now;
+        }
+    }
+}
