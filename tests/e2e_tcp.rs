@@ -257,8 +257,7 @@ fn t4_haproxy_send_proxy_v2_tlvs() {
 /// Client → HAProxy TLS frontend, `send-proxy-v2-ssl` (SSL TLV) + authority (SNI) → broker.
 #[test]
 fn t4_haproxy_tls_send_proxy_v2_ssl() {
-    let Some(mut s) = Scenario::start("T4-tls", 7, &[Tool::Haproxy, Tool::Paho, Tool::Openssl])
-    else {
+    let Some(mut s) = Scenario::start("T4-tls", 7, &[Tool::Haproxy, Tool::Paho]) else {
         return;
     };
     let sni = "broker.e2e.test";

@@ -57,8 +57,6 @@ pub(crate) enum Tool {
     Mosquitto,
     /// `python3` with `paho-mqtt` 2.x.
     Paho,
-    /// `openssl` CLI (self-signed certificates).
-    Openssl,
 }
 
 impl Tool {
@@ -95,9 +93,6 @@ impl Tool {
                     "python3 with paho-mqtt>=2 not available (pip install paho-mqtt)".into()
                 })
             }
-            Tool::Openssl => which("openssl")
-                .is_none()
-                .then(|| "openssl not found in PATH".into()),
         }
     }
 }
@@ -585,32 +580,17 @@ impl Scenario {
         record
     }
 
-    /// Generates a self-signed certificate for `cn` with the `openssl` CLI; returns the path of a
-    /// PEM file holding the certificate followed by the key (HAProxy's `crt` format).
+    /// Generates a self-signed certificate for `cn` (rcgen); returns the path of a PEM file
+    /// holding the certificate followed by the key (HAProxy's `crt` format).
     pub(crate) fn self_signed_pem(&self, cn: &str) -> PathBuf {
-        let key = self.dir.join("server.key.pem");
-        let cert = self.dir.join("server.cert.pem");
-        let out = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .args(["-subj", &format!("/CN={cn}")])
-            .args(["-addext", &format!("subjectAltName=DNS:{cn}")])
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec![cn.to_owned()]).expect("self-signed cert");
         let pem = self.dir.join("server.pem");
-        let mut both = fs::read_to_string(&cert).expect("cert");
-        both.push_str(&fs::read_to_string(&key).expect("key"));
-        fs::write(&pem, both).expect("write pem");
+        fs::write(
+            &pem,
+            format!("{}{}", cert.pem(), signing_key.serialize_pem()),
+        )
+        .expect("write pem");
         pem
     }
 
