@@ -521,3 +521,28 @@ fn scale_out_haproxy_two_brokers() {
         client.roundtrip();
     }
 }
+
+/// `tests/SCENARIOS.md` shows every configuration template verbatim, so the documented snippets
+/// are exactly the ones the scenarios run.
+#[test]
+fn templates_in_scenarios_md_match() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let doc = std::fs::read_to_string(root.join("SCENARIOS.md")).expect("tests/SCENARIOS.md");
+    let mut checked = 0;
+    for dir in ["nginx", "haproxy"] {
+        for entry in std::fs::read_dir(root.join("templates").join(dir)).expect("templates") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("template");
+            assert!(
+                doc.contains(&text),
+                "tests/SCENARIOS.md does not show {} verbatim",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 10,
+        "expected the NGINX and HAProxy templates, found {checked}"
+    );
+}
