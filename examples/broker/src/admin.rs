@@ -90,8 +90,8 @@ pub(crate) fn client_json(info: &ClientInfo, subscriptions: usize) -> Value {
     if let Some(proxy) = &meta.proxy {
         value["proxy"] = proxy.clone();
     }
-    if let Some(lines) = &meta.forwarded {
-        value["forwarded"] = json!(lines);
+    if let Some(forwarded) = &meta.forwarded {
+        value["forwarded"] = forwarded.clone();
     }
     value
 }

@@ -32,8 +32,8 @@ pub(crate) struct ConnMeta {
     pub(crate) sockname: Option<SocketAddr>,
     /// The PROXY header, as JSON, when one was used.
     pub(crate) proxy: Option<serde_json::Value>,
-    /// The forwarded header lines (`Name: value`) that decided `client`, when they did.
-    pub(crate) forwarded: Option<Vec<String>>,
+    /// The forwarded header lines that decided `client`, when they did, as JSON.
+    pub(crate) forwarded: Option<serde_json::Value>,
 }
 
 /// A connected client, as the admin API shows it.

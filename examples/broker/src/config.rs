@@ -218,7 +218,9 @@ pub(crate) struct Forwarding {
     pub(crate) port_header: Option<String>,
     pub(crate) strategy: Strategy,
     pub(crate) recursive: bool,
-    pub(crate) trusted: TrustedProxies,
+    /// `--trusted-proxy`, when given: loopback for every strategy but `hops:N`, which
+    /// accepts the header from any peer unless this is set.
+    pub(crate) trusted: Option<TrustedProxies>,
 }
 
 /// The merged, validated configuration.
@@ -233,8 +235,6 @@ pub(crate) struct Config {
     pub(crate) ws_path: String,
     pub(crate) ws_proxy_protocol: bool,
     pub(crate) forwarding: Option<Forwarding>,
-    /// Trusted proxies as configured (also used by `forwarding`).
-    pub(crate) trusted: TrustedProxies,
     pub(crate) admin: Option<SocketAddr>,
     pub(crate) allow: Option<TrustedProxies>,
     pub(crate) deny: TrustedProxies,
@@ -281,9 +281,9 @@ impl Config {
 
         let trusted_list = list(args.trusted_proxy, file.trusted_proxy);
         let trusted = if trusted_list.is_empty() {
-            TrustedProxies::loopback()
+            None
         } else {
-            cidrs("trusted-proxy", &trusted_list)?
+            Some(cidrs("trusted-proxy", &trusted_list)?)
         };
 
         let ws_path = args
@@ -356,7 +356,6 @@ impl Config {
             ws_path,
             ws_proxy_protocol: args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false),
             forwarding,
-            trusted,
             admin,
             allow,
             deny,
@@ -449,10 +448,11 @@ mod tests {
         assert_eq!(config.ws, None);
         assert!(config.tcp_proxy_protocol);
         assert_eq!(config.proxy_protocol_timeout, Duration::from_millis(1500));
-        assert!(config.trusted.contains("127.0.0.9".parse().unwrap()));
-        assert!(!config.trusted.contains("10.0.0.1".parse().unwrap()));
         assert!(config.deny.contains("192.0.2.7".parse().unwrap()));
         let fwd = config.forwarding.unwrap();
+        let trusted = fwd.trusted.clone().unwrap();
+        assert!(trusted.contains("127.0.0.9".parse().unwrap()));
+        assert!(!trusted.contains("10.0.0.1".parse().unwrap()));
         assert_eq!(fwd.header, "X-Forwarded-For");
         assert_eq!(fwd.port_header.as_deref(), Some("X-Forwarded-Port"));
         assert_eq!(fwd.strategy, Strategy::Trusted);

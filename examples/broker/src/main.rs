@@ -20,6 +20,7 @@ mod admin;
 mod broker;
 mod config;
 mod ctl;
+mod realip;
 mod server;
 mod session;
 mod ws;

@@ -11,13 +11,15 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use realip_core::{AddrSource, ClientAddr, PeerAddr};
-use tokio::net::{TcpListener, TcpStream};
+use realip_listener::{ProxiedAddr, ProxyListener};
+use realip_tower::Resolution;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::acl::Acl;
-use crate::broker::{Broker, ConnMeta};
+use crate::broker::Broker;
 use crate::config::{Config, RunArgs};
+use crate::realip::{conn_meta, forwarded_json, proxy_listener, real_ip_layer};
 use crate::ws::WsIo;
 use crate::{admin, session};
 
@@ -93,16 +95,32 @@ async fn serve(config: Config) -> Result<(), String> {
 
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let layer = config.forwarding.as_ref().map(real_ip_layer).transpose()?;
     if let Some(listener) = tcp {
+        let listener = proxy_listener(
+            listener,
+            config.tcp_proxy_protocol,
+            config.proxy_from.as_ref(),
+            config.proxy_protocol_timeout,
+        );
         tasks.spawn(tcp_loop(listener, Arc::clone(&broker), stop.clone()));
     }
     if let Some(listener) = ws {
-        let app = ws_router(&config, Arc::clone(&broker), listener.local_addr().ok());
+        let listener = proxy_listener(
+            listener,
+            config.ws_proxy_protocol,
+            config.proxy_from.as_ref(),
+            config.proxy_protocol_timeout,
+        );
+        let mut app = ws_router(&config, Arc::clone(&broker));
+        if let Some(layer) = layer {
+            app = app.layer(layer);
+        }
         let stop = stop.clone();
         tasks.spawn(async move {
             let served = axum::serve(
                 listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
+                app.into_make_service_with_connect_info::<ProxiedAddr>(),
             )
             .with_graceful_shutdown(stopped(stop))
             .await;
@@ -169,68 +187,61 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-async fn tcp_loop(listener: TcpListener, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let local_addr = listener.local_addr().ok();
+async fn tcp_loop(
+    mut listener: ProxyListener,
+    broker: Arc<Broker>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        let accepted = tokio::select! {
+        // `accept` never fails: bad handshakes are logged and closed by the listener.
+        let (stream, addr) = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let meta = ConnMeta {
-                    listener: TCP_LISTENER,
-                    client: ClientAddr::from_socket_addr(peer, AddrSource::Socket),
-                    socket_peer: PeerAddr::Inet(peer),
-                    sockname: stream.local_addr().ok().or(local_addr),
-                    proxy: None,
-                    forwarded: None,
-                };
-                spawn_session(stream, meta, &broker);
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning, as axum does.
-                tracing::warn!(error = %e, "tcp accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        let _ = stream.get_ref().set_nodelay(true);
+        let meta = conn_meta(TCP_LISTENER, &addr);
+        tokio::spawn(session::run(stream, meta, Arc::clone(&broker)));
     }
-}
-
-fn spawn_session(stream: TcpStream, meta: ConnMeta, broker: &Arc<Broker>) {
-    let _ = stream.set_nodelay(true);
-    tokio::spawn(session::run(stream, meta, Arc::clone(broker)));
 }
 
 #[derive(Clone, Debug)]
 struct WsState {
     broker: Arc<Broker>,
-    local_addr: Option<SocketAddr>,
+    port_header: Option<String>,
 }
 
-fn ws_router(config: &Config, broker: Arc<Broker>, local_addr: Option<SocketAddr>) -> Router {
+fn ws_router(config: &Config, broker: Arc<Broker>) -> Router {
+    let port_header = config
+        .forwarding
+        .as_ref()
+        .and_then(|f| f.port_header.clone());
     Router::new()
         .route(&config.ws_path, get(ws_upgrade))
-        .with_state(WsState { broker, local_addr })
+        .with_state(WsState {
+            broker,
+            port_header,
+        })
 }
 
 async fn ws_upgrade(State(state): State<WsState>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().cloned() else {
+    let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<ProxiedAddr>>().cloned()
+    else {
         return (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "no connect info: serve the router with into_make_service_with_connect_info",
+            "no connect info: serve the router with into_make_service_with_connect_info::<ProxiedAddr>()",
         )
             .into_response();
     };
-    let meta = ConnMeta {
-        listener: WS_LISTENER,
-        client: ClientAddr::from_socket_addr(peer, AddrSource::Socket),
-        socket_peer: PeerAddr::Inet(peer),
-        sockname: state.local_addr,
-        proxy: None,
-        forwarded: None,
-    };
+    let mut meta = conn_meta(WS_LISTENER, &addr);
+    // With the forwarded-header layer installed, its answer wins (it already accounts for
+    // the PROXY-derived transport peer).
+    if let Some(resolution) = parts.extensions.get::<Resolution>() {
+        if let Some(client) = resolution.client() {
+            meta.client = client.clone();
+        }
+        meta.forwarded = forwarded_json(resolution, &parts.headers, state.port_header.as_deref());
+    }
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),

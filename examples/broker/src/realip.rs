@@ -1,0 +1,268 @@
+//! Glue to `realip-listener` and `realip-tower`: listener and layer from the configuration,
+//! and the connection record's `proxy` / `forwarded` JSON.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName};
+use realip_core::{AddrSource, ClientAddr, TrustedProxies};
+use realip_listener::{Policy, ProxiedAddr, ProxyInfo, ProxyListener, tlv_type};
+use realip_tower::{Outcome, PortSource, RealIpLayer, Resolution};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::broker::ConnMeta;
+use crate::config::{Forwarding, Strategy};
+
+/// Wraps a bound listener: with `proxy_protocol`, a header is required from peers in
+/// `proxy_from` (every peer when `None`) and refused from anyone else, who is served with
+/// the socket address; without, the bytes are not looked at (`Policy::Skip`).
+pub(crate) fn proxy_listener(
+    listener: TcpListener,
+    proxy_protocol: bool,
+    proxy_from: Option<&TrustedProxies>,
+    timeout: Duration,
+) -> ProxyListener {
+    let builder = ProxyListener::builder().header_timeout(timeout);
+    let builder = if proxy_protocol {
+        let builder = builder.policy(Policy::Require);
+        match proxy_from {
+            Some(from) => builder.trusted(from.clone()),
+            None => builder,
+        }
+    } else {
+        builder.policy(Policy::Skip)
+    };
+    builder.listen(listener)
+}
+
+/// The forwarded-header layer for the WebSocket listener.
+pub(crate) fn real_ip_layer(fwd: &Forwarding) -> Result<RealIpLayer, String> {
+    let header = HeaderName::from_bytes(fwd.header.as_bytes())
+        .map_err(|_| format!("invalid header name {:?}", fwd.header))?;
+    let trusted = || fwd.trusted.clone().unwrap_or_else(TrustedProxies::loopback);
+    let layer = match fwd.strategy {
+        Strategy::Trusted => RealIpLayer::x_forwarded_for(trusted()),
+        Strategy::Hops(n) => {
+            let layer = RealIpLayer::trusted_hops(n);
+            match &fwd.trusted {
+                Some(set) => layer.trusted_proxies(set.clone()),
+                None => layer,
+            }
+        }
+        Strategy::Single => RealIpLayer::x_real_ip(trusted()),
+        Strategy::Leftmost => RealIpLayer::leftmost(trusted()),
+        Strategy::Forwarded => RealIpLayer::forwarded(trusted()),
+    };
+    let layer = layer.header(header).recursive(fwd.recursive);
+    Ok(match &fwd.port_header {
+        Some(name) => layer.port_header(
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("invalid header name {name:?}"))?,
+        ),
+        None => layer.without_port_header(),
+    })
+}
+
+/// The connection record's addresses, from what the PROXY listener accepted.
+pub(crate) fn conn_meta(listener: &'static str, addr: &ProxiedAddr) -> ConnMeta {
+    let socket_peer = addr.socket_peer().clone();
+    let client = addr.client().cloned().unwrap_or_else(|| {
+        // A Unix socket peer without a header: no IP to show. (The broker listens on TCP
+        // only, so this does not happen; keep a well-formed record anyway.)
+        ClientAddr::new(
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            None,
+            AddrSource::Socket,
+        )
+    });
+    let proxy = addr.proxy_info();
+    ConnMeta {
+        listener,
+        client,
+        socket_peer,
+        sockname: proxy
+            .and_then(ProxyInfo::destination_inet)
+            .or_else(|| addr.local_addr()),
+        proxy: proxy.map(proxy_json),
+        forwarded: None,
+    }
+}
+
+/// `{"version": "v2", "command": "proxy", "source": ..., "destination": ..., "tlvs": [...]}`.
+pub(crate) fn proxy_json(info: &ProxyInfo) -> Value {
+    let tlvs: Vec<Value> = info
+        .tlvs()
+        .raw()
+        .iter()
+        .map(|tlv| {
+            let value = tlv.value();
+            let mut json = json!({
+                "type": tlv.kind(),
+                "name": tlv_name(tlv.kind()),
+                "hex": hex(value),
+            });
+            if let Ok(text) = std::str::from_utf8(value) {
+                if !text.is_empty() && text.chars().all(|c| !c.is_control()) {
+                    json["text"] = json!(text);
+                }
+            }
+            json
+        })
+        .collect();
+    let mut json = json!({
+        "version": info.version().as_str(),
+        "command": info.command().as_str(),
+        "source": info.source().map(|a| a.to_string()),
+        "destination": info.destination().map(|a| a.to_string()),
+        "tlvs": tlvs,
+    });
+    let parsed = info.tlvs();
+    if let Some(authority) = parsed.authority() {
+        json["authority"] = json!(authority);
+    }
+    if let Some(id) = parsed.unique_id() {
+        json["unique_id"] = json!(hex(id));
+    }
+    if let Some(crc) = parsed.crc32c() {
+        json["crc32c"] = json!(format!("{crc:08x}"));
+    }
+    if let Some(ssl) = parsed.ssl() {
+        json["ssl"] = json!({
+            "client_flags": ssl.client_flags(),
+            "verified": ssl.verified(),
+            "version": ssl.version(),
+            "cn": ssl.client_cn(),
+            "cipher": ssl.cipher(),
+        });
+    }
+    json
+}
+
+fn tlv_name(kind: u8) -> &'static str {
+    match kind {
+        tlv_type::ALPN => "alpn",
+        tlv_type::AUTHORITY => "authority",
+        tlv_type::CRC32C => "crc32c",
+        tlv_type::NOOP => "noop",
+        tlv_type::UNIQUE_ID => "unique_id",
+        tlv_type::SSL => "ssl",
+        tlv_type::NETNS => "netns",
+        tlv_type::GCP => "gcp",
+        tlv_type::AWS => "aws",
+        tlv_type::AZURE => "azure",
+        _ => "custom",
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// When a header decided the client: the header lines that did (address header and port
+/// header, every line in order), and which entry was chosen.
+pub(crate) fn forwarded_json(
+    resolution: &Resolution,
+    headers: &HeaderMap,
+    port_header: Option<&str>,
+) -> Option<Value> {
+    let Outcome::Header(choice) = resolution.outcome() else {
+        return None;
+    };
+    let lines = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| format!("{name}: {}", String::from_utf8_lossy(v.as_bytes())))
+            .collect()
+    };
+    let mut all = lines(choice.header().as_str());
+    if choice.port_source() == PortSource::PortHeader {
+        if let Some(port_header) = port_header {
+            all.extend(lines(&port_header.to_ascii_lowercase()));
+        }
+    }
+    Some(json!({
+        "header": choice.header().as_str(),
+        "lines": all,
+        "entries": choice.entries(),
+        "position_from_right": choice.position_from_right(),
+        "port_source": match choice.port_source() {
+            PortSource::Entry => "entry",
+            PortSource::PortHeader => "port-header",
+            _ => "none",
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use realip_listener::{ProxyHeader, parse_header};
+
+    #[test]
+    fn proxy_json_shows_addresses_and_tlvs() {
+        let bytes = ProxyHeader::v2(
+            "192.0.2.7:51000".parse().unwrap(),
+            "10.0.0.1:1883".parse().unwrap(),
+        )
+        .with_authority("mqtt.example.com")
+        .with_unique_id(b"\x01id".to_vec())
+        .to_bytes();
+        let (info, _) = parse_header(&bytes, 4096).unwrap().unwrap();
+        let json = proxy_json(&info);
+        assert_eq!(json["version"], "v2");
+        assert_eq!(json["command"], "proxy");
+        assert_eq!(json["source"], "192.0.2.7:51000");
+        assert_eq!(json["destination"], "10.0.0.1:1883");
+        assert_eq!(json["authority"], "mqtt.example.com");
+        assert_eq!(json["unique_id"], "016964");
+        let tlvs = json["tlvs"].as_array().unwrap();
+        assert!(
+            tlvs.iter()
+                .any(|t| t["name"] == "authority" && t["text"] == "mqtt.example.com")
+        );
+        // Binary values are shown as hex only.
+        assert!(
+            tlvs.iter()
+                .any(|t| t["name"] == "unique_id" && t.get("text").is_none())
+        );
+    }
+
+    #[test]
+    fn forwarded_json_lists_every_line_that_decided() {
+        let fwd = Forwarding {
+            header: "X-Forwarded-For".into(),
+            port_header: Some("X-Forwarded-Port".into()),
+            strategy: Strategy::Trusted,
+            recursive: true,
+            trusted: Some("127.0.0.0/8".parse().unwrap()),
+        };
+        let layer = real_ip_layer(&fwd).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", "198.51.100.9".parse().unwrap());
+        headers.append("x-forwarded-for", "127.0.0.11".parse().unwrap());
+        headers.append("x-forwarded-port", "4711, 5000".parse().unwrap());
+        let peer = realip_tower::TransportPeer::socket("127.0.0.12:6000".parse().unwrap());
+        let resolution = layer.resolve(&headers, Some(&peer));
+        assert_eq!(
+            resolution.client().unwrap().to_string(),
+            "198.51.100.9:4711"
+        );
+        let json = forwarded_json(&resolution, &headers, Some("X-Forwarded-Port")).unwrap();
+        assert_eq!(
+            json["lines"],
+            json!([
+                "x-forwarded-for: 198.51.100.9",
+                "x-forwarded-for: 127.0.0.11",
+                "x-forwarded-port: 4711, 5000"
+            ])
+        );
+        assert_eq!(json["port_source"], "port-header");
+
+        // From an untrusted peer the header decides nothing.
+        let peer = realip_tower::TransportPeer::socket("192.0.2.1:6000".parse().unwrap());
+        let resolution = layer.resolve(&headers, Some(&peer));
+        assert!(forwarded_json(&resolution, &headers, None).is_none());
+        assert_eq!(resolution.client().unwrap().to_string(), "192.0.2.1:6000");
+    }
+}
