@@ -203,6 +203,19 @@ fn json_text(value: &serde_json::Value) -> String {
         .collect()
 }
 
+/// Asserts that the broker's `proxy` report lists a TLV of each type in `types`.
+fn assert_tlv_types(record: &serde_json::Value, types: &[(u8, &str)]) {
+    let strings = e2e::json_strings(&record["proxy"]);
+    for (kind, name) in types {
+        assert!(
+            strings
+                .iter()
+                .any(|(k, v)| k.ends_with(".type") && *v == kind.to_string()),
+            "T4: a {name} TLV (type {kind:#04x}) should be listed in the broker's record: {record}"
+        );
+    }
+}
+
 /// Client → HAProxy `send-proxy` (v1) → broker.
 #[test]
 fn t4_haproxy_send_proxy_v1() {
@@ -251,6 +264,7 @@ fn t4_haproxy_send_proxy_v2_tlvs() {
         proxy.contains(&unique_id),
         "T4: the UNIQUE_ID TLV {unique_id:?} should be visible in the broker's record: {record}"
     );
+    assert_tlv_types(&record, &[(0x03, "CRC32C"), (0x05, "UNIQUE_ID")]);
     client.roundtrip();
 }
 
@@ -286,6 +300,15 @@ fn t4_haproxy_tls_send_proxy_v2_ssl() {
     assert!(
         proxy.contains("TLSv1."),
         "T4: the SSL TLV (version sub-TLV) should be visible in the broker's record: {record}"
+    );
+    assert_tlv_types(
+        &record,
+        &[
+            (0x02, "AUTHORITY"),
+            (0x03, "CRC32C"),
+            (0x05, "UNIQUE_ID"),
+            (0x20, "SSL"),
+        ],
     );
     client.roundtrip();
 }
