@@ -170,3 +170,90 @@ fn paho_over_websocket_publishes_subscribes_and_shows_its_real_peer() {
     assert_eq!(client["sockname"], broker.ws().to_string());
     assert_eq!(client["proto_ver"], 4);
 }
+
+#[test]
+fn forwarded_headers_from_a_trusted_proxy_decide_the_client_over_websocket() {
+    if !have_paho() {
+        return;
+    }
+    // W2/W4b: LB1 overwrote, LB2 appended; the broker walks right to left past trusted hops.
+    let broker = BrokerProcess::start(&[
+        "--ws-header",
+        "X-Forwarded-For",
+        "--ws-port-header",
+        "X-Forwarded-Port",
+        "--ws-recursive",
+        "--trusted-proxy",
+        "127.0.0.0/8",
+    ]);
+    let _client = Paho::connect(
+        broker.ws(),
+        "ws-xff",
+        "127.0.0.124",
+        &[
+            "X-Forwarded-For: 198.51.100.9, 127.0.0.11",
+            "X-Forwarded-Port: 4711, 5000",
+        ],
+    );
+    let record = broker.client("ws-xff");
+    assert_eq!(record["ip_address"], "198.51.100.9");
+    assert_eq!(record["port"], 4711);
+    assert_eq!(record["ip_source"], "x-forwarded-for");
+    let port = record["socket_peer"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(record["socket_peer"], format!("127.0.0.124:{port}"));
+    assert_eq!(
+        record["forwarded"]["lines"],
+        json!([
+            "x-forwarded-for: 198.51.100.9, 127.0.0.11",
+            "x-forwarded-port: 4711, 5000"
+        ])
+    );
+    assert_eq!(record["forwarded"]["position_from_right"], 1);
+    let logs = broker.wait_log("client=ws-xff");
+    assert!(logs.contains("peername=198.51.100.9:4711"), "{logs}");
+}
+
+#[test]
+fn a_forged_header_from_an_untrusted_client_is_ignored_over_websocket() {
+    if !have_paho() {
+        return;
+    }
+    // W5: the client connects directly and sends its own X-Forwarded-For / X-Real-IP.
+    let broker = BrokerProcess::start(&[
+        "--ws-header",
+        "X-Forwarded-For",
+        "--trusted-proxy",
+        "127.0.0.1",
+    ]);
+    let _client = Paho::connect(
+        broker.ws(),
+        "ws-forged",
+        "127.0.0.125",
+        &["X-Forwarded-For: 127.0.0.1"],
+    );
+    let record = broker.client("ws-forged");
+    assert_eq!(record["ip_address"], "127.0.0.125");
+    assert_eq!(record["ip_source"], "socket");
+    assert!(record.get("forwarded").is_none());
+
+    // X-Real-IP (single strategy) from a trusted peer is believed.
+    let real_ip =
+        BrokerProcess::start(&["--ws-header", "X-Real-IP", "--trusted-proxy", "127.0.0.126"]);
+    let _client = Paho::connect(
+        real_ip.ws(),
+        "ws-real-ip",
+        "127.0.0.126",
+        &["X-Real-IP: 192.0.2.33"],
+    );
+    let record = real_ip.client("ws-real-ip");
+    assert_eq!(record["ip_address"], "192.0.2.33");
+    assert_eq!(record["port"], serde_json::Value::Null);
+    assert_eq!(record["peername"], "192.0.2.33");
+    assert_eq!(record["ip_source"], "x-real-ip");
+}
