@@ -549,3 +549,113 @@ fn header_port(
     };
     parse_port(std::str::from_utf8(raw).ok()?)?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in lines {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn websocket_upgrade_detection() {
+        let get = Method::GET;
+        let h11 = Version::HTTP_11;
+        let yes = [
+            headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]),
+            headers(&[
+                ("connection", "keep-alive, upgrade"),
+                ("upgrade", "WebSocket"),
+            ]),
+            headers(&[
+                ("connection", "keep-alive"),
+                ("connection", "Upgrade"),
+                ("upgrade", "h2c, websocket"),
+            ]),
+        ];
+        for map in &yes {
+            assert!(is_websocket_upgrade(&get, h11, map), "{map:?}");
+        }
+        let no = [
+            headers(&[]),
+            headers(&[("upgrade", "websocket")]),
+            headers(&[("connection", "upgrade")]),
+            headers(&[("connection", "upgrade"), ("upgrade", "h2c")]),
+            headers(&[("connection", "upgraded"), ("upgrade", "websocket")]),
+        ];
+        for map in &no {
+            assert!(!is_websocket_upgrade(&get, h11, map), "{map:?}");
+        }
+        // HTTP/2 extended CONNECT (RFC 8441).
+        assert!(is_websocket_upgrade(
+            &Method::CONNECT,
+            Version::HTTP_2,
+            &HeaderMap::new()
+        ));
+        assert!(!is_websocket_upgrade(&get, Version::HTTP_2, &yes[0]));
+    }
+
+    #[test]
+    fn transport_peer_from_extensions_prefers_the_proxied_address() {
+        use realip_core::PeerAddr;
+
+        let mut ext = http::Extensions::new();
+        assert_eq!(TransportPeer::from_extensions(&ext), None);
+        let fallback = TransportPeer::socket("192.0.2.9:9".parse().unwrap());
+        ext.insert(fallback.clone());
+        assert_eq!(TransportPeer::from_extensions(&ext), Some(fallback));
+
+        #[cfg(feature = "axum")]
+        {
+            let sock: SocketAddr = "192.0.2.8:8".parse().unwrap();
+            ext.insert(axum::extract::ConnectInfo(sock));
+            assert_eq!(
+                TransportPeer::from_extensions(&ext),
+                Some(TransportPeer::socket(sock))
+            );
+        }
+
+        let client: SocketAddr = "203.0.113.7:5555".parse().unwrap();
+        let proxied = ProxiedAddr::new(
+            Some(ClientAddr::from_socket_addr(
+                client,
+                AddrSource::ProxyProtocol,
+            )),
+            PeerAddr::Inet("10.0.0.1:4000".parse().unwrap()),
+            None,
+            None,
+        );
+        #[cfg(feature = "axum")]
+        {
+            ext.insert(axum::extract::ConnectInfo(proxied.clone()));
+            assert_eq!(
+                TransportPeer::from_extensions(&ext),
+                Some(TransportPeer::proxy_protocol(client))
+            );
+        }
+        ext.insert(proxied);
+        assert_eq!(
+            TransportPeer::from_extensions(&ext),
+            Some(TransportPeer::proxy_protocol(client))
+        );
+
+        // A Unix socket connection without a PROXY header.
+        let unix = ProxiedAddr::new(None, PeerAddr::Unix(None), None, None);
+        assert_eq!(TransportPeer::from_proxied(&unix), TransportPeer::Unix);
+        let no_header = ProxiedAddr::new(
+            None,
+            PeerAddr::Inet("10.0.0.1:4000".parse().unwrap()),
+            None,
+            None,
+        );
+        assert_eq!(
+            TransportPeer::from_proxied(&no_header),
+            TransportPeer::socket("10.0.0.1:4000".parse().unwrap())
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! The layer's logs: the client recorded on the request span, `debug` for a resolution,
+//! `warn` for a rejected header.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use http::Request;
+use realip_core::TrustedProxies;
+use realip_tower::{RealIpLayer, TransportPeer};
+use tower::{Layer, ServiceExt, service_fn};
+use tracing::Instrument;
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buffer {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+async fn run(headers: &[(&str, &str)], peer: &str) -> String {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let svc = RealIpLayer::x_forwarded_for("10.0.0.0/8".parse::<TrustedProxies>().unwrap())
+        .recursive(true)
+        .layer(service_fn(|_req: Request<()>| async move {
+            tracing::info!("handler");
+            Ok::<_, Infallible>(())
+        }));
+    let mut builder = Request::get("/");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut req = builder.body(()).unwrap();
+    req.extensions_mut()
+        .insert(TransportPeer::socket(peer.parse().unwrap()));
+    let span = tracing::info_span!("request", client = tracing::field::Empty);
+    svc.oneshot(req).instrument(span).await.unwrap();
+    buffer.text()
+}
+
+#[tokio::test]
+async fn client_is_recorded_on_the_request_span() {
+    let logs = run(
+        &[
+            ("x-forwarded-for", "203.0.113.7, 10.0.0.1"),
+            ("x-forwarded-port", "52662, 40001"),
+        ],
+        "10.0.0.2:4000",
+    )
+    .await;
+    let handler = logs.lines().find(|l| l.contains("handler")).unwrap();
+    assert!(
+        handler.contains("request{client=203.0.113.7:52662}"),
+        "{logs}"
+    );
+    let resolved = logs
+        .lines()
+        .find(|l| l.contains("client resolved from header"))
+        .unwrap();
+    assert!(resolved.contains("DEBUG"), "{logs}");
+}
+
+#[tokio::test]
+async fn forged_header_is_a_warning() {
+    let logs = run(&[("x-forwarded-for", "10.0.0.1")], "198.51.100.7:4000").await;
+    let warning = logs.lines().find(|l| l.contains("WARN")).unwrap();
+    assert!(
+        warning.contains("header rejected")
+            && warning.contains("transport peer is not a trusted proxy"),
+        "{logs}"
+    );
+    assert!(warning.contains("peer=198.51.100.7:4000"), "{logs}");
+    let handler = logs.lines().find(|l| l.contains("handler")).unwrap();
+    assert!(
+        handler.contains("request{client=198.51.100.7:4000}"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_entry_is_a_warning() {
+    let logs = run(
+        &[("x-forwarded-for", "6.6.6.6, evil, 10.0.0.1")],
+        "10.0.0.2:4000",
+    )
+    .await;
+    let warning = logs.lines().find(|l| l.contains("WARN")).unwrap();
+    assert!(warning.contains("entry is not an IP address"), "{logs}");
+    assert!(warning.contains("client=10.0.0.1"), "{logs}");
+}
