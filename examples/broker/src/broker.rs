@@ -308,19 +308,17 @@ impl Broker {
                 qos: min_qos(qos, granted),
                 retain: false,
             };
-            match &session.conn {
-                Some(conn) => {
-                    if conn.tx.try_send(delivery).is_err() {
-                        tracing::warn!(client = %clientid, topic = %topic, "slow subscriber: message dropped");
-                    }
-                }
-                None if !session.clean && delivery.qos != QoS::AtMostOnce => {
+            let Some(conn) = &session.conn else {
+                if !session.clean && delivery.qos != QoS::AtMostOnce {
                     if session.pending.len() >= OFFLINE_QUEUE {
                         session.pending.pop_front();
                     }
                     session.pending.push_back(delivery);
                 }
-                None => {}
+                continue;
+            };
+            if conn.tx.try_send(delivery).is_err() {
+                tracing::warn!(client = %clientid, topic = %topic, "slow subscriber: message dropped");
             }
         }
     }

@@ -127,9 +127,9 @@ where
             tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, "no CONNECT in time, closing");
             return;
         }
-        Ok(Err(End::Closed)) => {
-            // A load balancer's probe: connect and close.
-            tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, "closed before CONNECT");
+        Ok(Err(end @ (End::Closed | End::Io(_)))) => {
+            // A load balancer's probe: connect and close (or reset).
+            tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %end, "closed before CONNECT");
             return;
         }
         Ok(Err(End::Malformed(e))) if e.contains("InvalidProtocol") => {
