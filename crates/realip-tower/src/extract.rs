@@ -6,7 +6,7 @@ use http::StatusCode;
 use http::request::Parts;
 use realip_core::ClientAddr;
 
-use crate::resolve::{Fallback, Outcome, Resolution};
+use crate::resolve::{Fallback, Outcome, Resolution, TransportPeer};
 
 /// Extracts the [`ClientAddr`] resolved by [`RealIpLayer`](crate::RealIpLayer).
 ///
@@ -15,8 +15,8 @@ use crate::resolve::{Fallback, Outcome, Resolution};
 /// `Option<RealClient>` is also an extractor, giving `None` instead of a rejection.
 ///
 /// When it cannot extract, the rejection is a `500` whose body says why: the layer is not
-/// installed, or no transport peer is known (serve with
-/// `into_make_service_with_connect_info`).
+/// installed, no transport peer is known (serve with `into_make_service_with_connect_info`),
+/// or the peer is a Unix socket and no header gave an address. See [`RealClientRejection`].
 ///
 /// ```
 /// use axum::{Router, routing::get};
@@ -52,11 +52,18 @@ pub enum RealClientRejection {
         "no client address: `RealIpLayer` is not installed on this route (add `.layer(RealIpLayer::...)` to the router)"
     )]
     MissingLayer,
-    /// The layer ran but knew no transport peer and no header applied.
+    /// The layer ran but found no transport peer in the request extensions, and no header
+    /// applied.
     #[error(
-        "no client address: `RealIpLayer` found no transport peer ({0}); serve the app with `into_make_service_with_connect_info::<SocketAddr>()` or the `realip-listener` connect-info type `ProxiedAddr`"
+        "no client address: `RealIpLayer` found no transport peer ({0}); serve the app with `into_make_service_with_connect_info::<SocketAddr>()`, or `::<ProxiedAddr>()` with the `realip-listener` PROXY listener"
     )]
     NoTransportPeer(Fallback),
+    /// The transport peer is a Unix domain socket (it has no IP address) and no header
+    /// gave one.
+    #[error(
+        "no client address: the peer is a Unix socket and no forwarded header gave an address ({0}); have the proxy send a PROXY header or a forwarded header, and trust `unix:`"
+    )]
+    UnixPeer(Fallback),
 }
 
 impl IntoResponse for RealClientRejection {
@@ -70,17 +77,17 @@ fn from_parts(parts: &Parts) -> Result<RealClient, RealClientRejection> {
     if let Some(client) = parts.extensions.get::<ClientAddr>() {
         return Ok(RealClient(client.clone()));
     }
-    match parts
-        .extensions
-        .get::<Resolution>()
-        .map(Resolution::outcome)
-    {
-        None => Err(RealClientRejection::MissingLayer),
-        Some(Outcome::Fallback(fallback)) => Err(RealClientRejection::NoTransportPeer(*fallback)),
-        // A header decision always carries an address; treat anything else like a missing peer.
-        Some(Outcome::Header(_)) => Err(RealClientRejection::NoTransportPeer(
-            Fallback::NoTransportPeer,
-        )),
+    let Some(resolution) = parts.extensions.get::<Resolution>() else {
+        return Err(RealClientRejection::MissingLayer);
+    };
+    let reason = match resolution.outcome() {
+        Outcome::Fallback(fallback) => *fallback,
+        // A header decision always carries an address, and the layer inserts it.
+        _ => Fallback::NoTransportPeer,
+    };
+    match resolution.peer() {
+        Some(TransportPeer::Unix) => Err(RealClientRejection::UnixPeer(reason)),
+        _ => Err(RealClientRejection::NoTransportPeer(reason)),
     }
 }
 
@@ -114,5 +121,56 @@ impl<S: Send + Sync> FromRequestParts<S> for Resolution {
             .get::<Resolution>()
             .cloned()
             .ok_or(RealClientRejection::MissingLayer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> Parts {
+        http::Request::new(()).into_parts().0
+    }
+
+    #[test]
+    fn rejections_name_the_missing_piece() {
+        let p = parts();
+        let err = from_parts(&p).unwrap_err();
+        assert_eq!(err, RealClientRejection::MissingLayer);
+        assert!(err.to_string().contains("`RealIpLayer` is not installed"));
+
+        let mut p = parts();
+        p.extensions
+            .insert(Resolution::fallback(None, Fallback::NoTransportPeer));
+        let err = from_parts(&p).unwrap_err();
+        assert_eq!(
+            err,
+            RealClientRejection::NoTransportPeer(Fallback::NoTransportPeer)
+        );
+        assert!(
+            err.to_string()
+                .contains("into_make_service_with_connect_info")
+        );
+
+        let mut p = parts();
+        p.extensions.insert(Resolution::fallback(
+            Some(&TransportPeer::Unix),
+            Fallback::NoHeader,
+        ));
+        let err = from_parts(&p).unwrap_err();
+        assert_eq!(err, RealClientRejection::UnixPeer(Fallback::NoHeader));
+        assert!(err.to_string().contains("Unix socket"));
+
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+        let mut p = parts();
+        let client = ClientAddr::new(
+            "192.0.2.1".parse().unwrap(),
+            None,
+            realip_core::AddrSource::Socket,
+        );
+        p.extensions.insert(client.clone());
+        assert_eq!(from_parts(&p).unwrap(), RealClient(client));
     }
 }

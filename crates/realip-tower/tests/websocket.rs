@@ -42,8 +42,18 @@ async fn serve(app: Router) -> SocketAddr {
 /// Opens a WebSocket to `/mqtt` with `headers`; returns the first text message and the
 /// client's local address.
 async fn ask(server: SocketAddr, headers: &[(&'static str, &'static str)]) -> (String, SocketAddr) {
-    let stream = TcpStream::connect(server).await.unwrap();
+    ask_after(server, &[], headers).await
+}
+
+/// As [`ask`], sending `preamble` (a PROXY header) first on the same connection.
+async fn ask_after(
+    server: SocketAddr,
+    preamble: &[u8],
+    headers: &[(&'static str, &'static str)],
+) -> (String, SocketAddr) {
+    let mut stream = TcpStream::connect(server).await.unwrap();
     let local = stream.local_addr().unwrap();
+    stream.write_all(preamble).await.unwrap();
     let mut request = format!("ws://{server}/mqtt").into_client_request().unwrap();
     request
         .headers_mut()
@@ -184,4 +194,51 @@ async fn tokio_tungstenite_server_resolves_in_the_handshake_callback() {
     )
     .await;
     assert_eq!(seen, "[2001:db8::7]:443 x-forwarded-for");
+}
+
+/// Scenario W6 end to end: PROXY protocol on the WebSocket port (the `realip-listener`
+/// listener with axum's `ConnectInfo<ProxiedAddr>`), forwarded headers on top.
+#[tokio::test]
+async fn proxy_protocol_listener_composes_with_forwarded_headers() {
+    use realip_listener::{Policy, ProxiedAddr, ProxyHeader, ProxyListener};
+
+    // The stream load balancer's PROXY header says who connected to it; only 127.0.0.11
+    // (an HTTP proxy in front of it) may vouch for someone else with X-Forwarded-For.
+    let app = Router::new().route("/mqtt", get(mqtt)).layer(
+        RealIpLayer::x_forwarded_for("127.0.0.11".parse().unwrap())
+            .recursive(true)
+            .websocket_only(true),
+    );
+    let listener = ProxyListener::builder()
+        .policy(Policy::Require)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<ProxiedAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+
+    // A client with a forged header behind the stream LB: the PROXY address, not the header.
+    let header = ProxyHeader::v1("127.0.0.101:52662".parse().unwrap(), server).to_bytes();
+    let (seen, _) = ask_after(server, &header, &[("x-forwarded-for", "127.0.0.11")]).await;
+    assert_eq!(seen, "127.0.0.101:52662 proxy-protocol");
+
+    // The PROXY source is the trusted HTTP proxy: its header is believed (v2 this time).
+    let header = ProxyHeader::v2("127.0.0.11:40001".parse().unwrap(), server).to_bytes();
+    let (seen, _) = ask_after(
+        server,
+        &header,
+        &[
+            ("x-forwarded-for", "127.0.0.1, 127.0.0.102"),
+            ("x-forwarded-port", "1, 52663"),
+        ],
+    )
+    .await;
+    assert_eq!(seen, "127.0.0.102:52663 x-forwarded-for");
 }
