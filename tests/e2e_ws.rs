@@ -216,13 +216,23 @@ fn w4(recursive: bool) {
         "{id}: X-Real-IP from LB3 (real_ip_recursive {}) should be {expected}: {record}",
         if recursive { "on" } else { "off" }
     );
+    let client_local = client.local;
+    client.roundtrip();
+    // the hop whose address is expected: the client host's connection to LB1, or (recursion
+    // off) LB1's connection to LB2, as those LBs logged their peer
+    let hop = access_log_peer(&s, if recursive { "lb1" } else { "lb2" });
+    assert_eq!(hop.ip(), expected, "{id}: access log peer");
+    // X-Real-IP carries no port: the broker may report none, but never a wrong one
+    assert!(
+        record["port"].is_null() || record["port"].as_u64() == Some(u64::from(hop.port())),
+        "{id}: port must be absent or {hop}'s port: {record}"
+    );
     println!(
-        "scenario {id}: ok client={} (client host {}) reported={}",
-        client.local,
+        "scenario {id}: ok client={} (client host {}; expected hop {hop}) reported={}",
+        client_local,
         s.ip(101),
         e2e::reported(&record)
     );
-    client.roundtrip();
 }
 
 /// As W4, but no realip at LB3: the broker walks X-Forwarded-For from the right over the trusted
