@@ -52,40 +52,82 @@
 //! | [`Strategy::Leftmost`] | [`RealIpLayer::leftmost`] | EMQX `proxy_address_header` |
 //! | [`Strategy::Forwarded`] | [`RealIpLayer::forwarded`] | RFC 7239 `Forwarded: for=…` |
 //!
-//! **Trusted proxies** (non-recursive): the rightmost entry, which the trusted peer wrote.
-//! Recursive: from the right, skip entries that are trusted proxies and return the first
-//! untrusted one; when every entry is trusted, the leftmost (NGINX does the same). This is
-//! the safe choice when proxies *append* (`proxy_set_header X-Forwarded-For
-//! $proxy_add_x_forwarded_for`, HAProxy `option forwardfor`): whatever a client writes ends
-//! up to the left of the first untrusted address and is never reached (W3, W4b). Risk: a
-//! trusted set that is too wide (a whole cloud range shared with other tenants) lets those
-//! tenants vouch for any address.
+//! ## Trusted proxies (NGINX realip)
 //!
-//! **Trusted hops**: `N` proxies sit in front of the server, each appending the address it
-//! saw, and their addresses are not known in advance (cloud load balancers). The client is
-//! the `N`th entry from the right; with fewer entries, the leftmost (all of them were written
-//! by trusted hops). Risk: if the server can be reached without passing all `N` proxies, the
-//! client chooses its own address; restrict the peers with
-//! [`trusted_proxies`](RealIpLayer::trusted_proxies) or the network.
+//! ```nginx
+//! # Every proxy appends: client → LB1 → LB2 → this server
+//! proxy_set_header X-Forwarded-For  $proxy_add_x_forwarded_for;
+//! proxy_set_header X-Forwarded-Port "$http_x_forwarded_port, $remote_port";
+//! ```
 //!
-//! **Single value** (`X-Real-IP`, `CF-Connecting-IP`, `True-Client-IP`, `Fly-Client-IP`, any
-//! name): the trusted proxy writes exactly one address. Several header lines mean someone
-//! else added one: the header is rejected, not "first wins". Risk: the proxy must overwrite
-//! the header, never pass a client's value through (NGINX `X-Real-IP $remote_addr` after
-//! realip, as in scenario W4).
+//! `RealIpLayer::x_forwarded_for("10.0.0.0/8".parse()?).recursive(true)` is NGINX's
+//! `set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on;`.
+//! HAProxy's `option forwardfor` (which adds its own header line) needs nothing else.
+//! Non-recursive takes the rightmost entry, which the trusted peer wrote. Recursive walks
+//! from the right, skips entries that are trusted proxies and returns the first untrusted
+//! one; when every entry is trusted, the leftmost (NGINX does the same). Whatever a client
+//! writes ends up to the left of the first untrusted address and is never reached
+//! (scenarios W3, W4b).
 //!
-//! **Leftmost** (EMQX compatibility): the leftmost entry. Correct only when the outermost
-//! proxy **overwrites** the header with `$remote_addr` and later proxies append (scenario
-//! W2). If any proxy lets a client-sent header through, the client picks its own address.
-//! Never the default.
+//! *Risk*: a trusted set that is too wide (a whole cloud range shared with other tenants)
+//! lets those tenants vouch for any address. Without recursion, a chain of several proxies
+//! yields the address of the second-nearest proxy, not the client.
 //!
-//! **Forwarded** (RFC 7239): the `for=` node of each element, walked like trusted proxies.
-//! Parameter names are case-insensitive; IPv6 nodes are quoted `"[v6]:port"`; obfuscated
-//! ports (`:_p1`) are dropped. `for=unknown`, obfuscated nodes (`for=_hidden`), and elements
-//! without exactly one `for` **stop** the walk, they are never skipped (skipping them lets a
-//! forged entry further left win). Elements are split from the right of each line, outside
-//! quoted strings, so a malformed element (an unclosed quote) only affects itself and what
-//! lies to its left.
+//! ## Trusted hops (Envoy `xff_num_trusted_hops`)
+//!
+//! `RealIpLayer::trusted_hops(2)`: two load balancers sit in front of the server, each
+//! appending the address it saw, and their addresses are not known in advance (cloud load
+//! balancers). The client is the 2nd entry from the right; with fewer entries, the leftmost
+//! (all of them were written by trusted hops). Hop counting is not offered for `Forwarded`.
+//!
+//! *Risk*: if the server can be reached without passing all the hops (a public address,
+//! a second load balancer with fewer hops), the client chooses its own address. Restrict the
+//! peers with [`trusted_proxies`](RealIpLayer::trusted_proxies) or with the network.
+//!
+//! ## Single value (`X-Real-IP`, `CF-Connecting-IP`, `True-Client-IP`, `Fly-Client-IP`)
+//!
+//! ```nginx
+//! # The last proxy resolved the client itself (NGINX realip, scenario W4)
+//! proxy_set_header X-Real-IP $remote_addr;
+//! ```
+//!
+//! `RealIpLayer::x_real_ip(lb_range)`, or [`single_value`](RealIpLayer::single_value) for
+//! any name. The trusted proxy writes exactly one address. Several header lines mean
+//! someone else added one: the header is rejected ([`Fallback::MultipleLines`]), never
+//! "first wins"; a comma-separated list in one line is malformed.
+//!
+//! *Risk*: the proxy must **set** the header, never pass a client's value through; CDN
+//! headers are only meaningful when the trusted set is exactly the CDN's published ranges.
+//!
+//! ## Leftmost (EMQX `proxy_address_header`, compatibility only)
+//!
+//! ```nginx
+//! # The outermost proxy overwrites, inner ones append (scenario W2)
+//! proxy_set_header X-Forwarded-For  $remote_addr;            # LB1
+//! proxy_set_header X-Forwarded-For  $proxy_add_x_forwarded_for; # LB2
+//! ```
+//!
+//! `RealIpLayer::leftmost(lb_range)` takes the leftmost entry, as EMQX does. It is correct
+//! only when the outermost proxy **overwrites** the header with `$remote_addr`. If any proxy
+//! lets a client-sent header through, the client picks its own address (scenario W3 with an
+//! appending LB1). Never the default; prefer the recursive walk, which gives the same answer
+//! in W2 and stays correct when a proxy appends.
+//!
+//! ## Forwarded (RFC 7239)
+//!
+//! Written by proxies such as HAProxy 2.8+ (`option forwarded`), or NGINX with a `map`
+//! that quotes and brackets IPv6 nodes (a bare `for=$remote_addr` is invalid for IPv6).
+//!
+//! `RealIpLayer::forwarded(lb_range).recursive(true)`: the `for=` node of each element,
+//! walked like trusted proxies. Parameter names are case-insensitive; IPv6 nodes are quoted
+//! `"[v6]:port"`; obfuscated ports (`:_p1`) are dropped; `proto=ws`/`wss` is fine.
+//! `for=unknown`, obfuscated nodes (`for=_hidden`), and elements without exactly one `for`
+//! **stop** the walk; they are never skipped (skipping them lets a forged entry further left
+//! win). Elements are split from the right of each line, outside quoted strings, so a
+//! malformed element (an unclosed quote) only affects itself and what lies to its left.
+//!
+//! *Risk*: as for trusted proxies; in addition, a proxy that writes `for=unknown` makes the
+//! result the address of the proxy to its right.
 //!
 //! # Parsing
 //!
@@ -127,9 +169,18 @@
 //! the upgrade, so the address is in the handshake request's extensions for axum's
 //! `WebSocketUpgrade` handlers and for tokio-tungstenite's `accept_hdr_async` callbacks.
 //!
+//! # Decision record
+//!
+//! Next to the `ClientAddr`, the middleware inserts the [`Resolution`]: the transport peer,
+//! and either the [`HeaderChoice`] that decided (header name, position of the entry from
+//! the right, number of entries, where the port came from, whether the walk stopped at a
+//! malformed entry) or the [`Fallback`] reason the transport peer was used (header absent,
+//! untrusted peer, invalid header, …). Admin pages and audit logs can show it;
+//! [`RealIpLayer::resolve`] computes the same thing without the middleware.
+//!
 //! # axum and tracing
 //!
-//! With the `axum` feature, [`RealClient`] extracts the client and rejects with a message
+//! With the `axum` feature, `RealClient` extracts the client and rejects with a message
 //! that names the missing piece (layer or connect info). The middleware records the client
 //! into the current span's `client` field when the span has one, emits a `debug` event
 //! for each resolution, and a `warn` event when a header is rejected (untrusted peer,
