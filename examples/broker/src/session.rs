@@ -185,6 +185,12 @@ where
     };
     let registration = broker.register(info);
     let conn_id = registration.conn_id;
+    // Unregisters even if this task panics (the explicit call below runs first normally).
+    let _registered = Registered {
+        broker: &broker,
+        clientid: &clientid,
+        conn_id,
+    };
     tracing::info!(
         target: "realip_broker::audit",
         event = "connected",
@@ -264,6 +270,19 @@ where
             reason = %end,
             "client disconnected"
         );
+    }
+}
+
+/// Removes the connection from the broker when dropped.
+struct Registered<'a> {
+    broker: &'a Broker,
+    clientid: &'a str,
+    conn_id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.broker.unregister(self.clientid, self.conn_id);
     }
 }
 
@@ -469,4 +488,37 @@ fn rand_id() -> u64 {
             .unwrap_or_default(),
     );
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codec must turn any byte soup into packets or errors, never a panic: a panic
+    /// would end the connection task without its cleanup.
+    #[test]
+    fn random_bytes_never_panic_the_decoder() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..200_000 {
+            let len = (next() % 48) as usize;
+            let mut bytes = BytesMut::with_capacity(len);
+            for _ in 0..len {
+                let b = next() as u8;
+                // Bias the first byte towards real packet types and small lengths.
+                bytes.extend_from_slice(&[b]);
+            }
+            if len > 1 {
+                bytes[1] &= 0x3F;
+                bytes[1] = bytes[1].min(len as u8 - 2);
+            }
+            let mut reader = Reader { buf: bytes };
+            while let Ok(Some(_)) = reader.next() {}
+        }
+    }
 }

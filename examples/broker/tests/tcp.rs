@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, BrokerProcess, RawClient, connect_packet, have_mosquitto};
+use common::{BIN, BrokerProcess, RawClient, WsClient, connect_packet, have_mosquitto};
 use mqttbytes::QoS;
 use mqttbytes::v4::LastWill;
 
@@ -443,11 +443,30 @@ fn sigterm_and_sigint_close_clients_and_exit_zero() {
         let broker = BrokerProcess::start(&[]);
         let mut client = RawClient::connect_from("127.0.0.90", broker.tcp(), b"");
         assert_eq!(client.handshake(connect_packet("bye", 60)), 0);
+        let mut ws = WsClient::connect("127.0.0.91", broker.ws(), b"", "");
+        let mut connect = bytes::BytesMut::new();
+        connect_packet("bye-ws", 60).write(&mut connect).unwrap();
+        ws.send(&connect);
+        assert_eq!(ws.recv(), [0x20, 0x02, 0x00, 0x00]);
+        broker.client("bye-ws");
+        let start = Instant::now();
         let status = broker.signal_and_wait(signal);
         assert!(
             status.success(),
             "exit status after SIG{signal}: {status:?}"
         );
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "shutdown took {:?}",
+            start.elapsed()
+        );
         assert!(client.recv().is_none());
+        // The WebSocket client gets a close frame (or the connection ends).
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut ws.stream, &mut rest);
+        assert!(
+            rest.is_empty() || rest[0] == 0x88,
+            "unexpected bytes after shutdown: {rest:?}"
+        );
     }
 }

@@ -381,3 +381,58 @@ pub fn bind_connect(bind: &str, to: SocketAddr) -> TcpStream {
         stream
     })
 }
+
+/// A minimal WebSocket client: PROXY header, upgrade request, masked binary frames.
+pub struct WsClient {
+    pub stream: TcpStream,
+}
+
+impl WsClient {
+    pub fn connect(bind: &str, to: SocketAddr, prefix: &[u8], headers: &str) -> Self {
+        let mut stream = bind_connect(bind, to);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(prefix).unwrap();
+        write!(
+            stream,
+            "GET /mqtt HTTP/1.1\r\nHost: {to}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: mqtt\r\n{headers}\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("sec-websocket-protocol: mqtt"),
+            "{head}"
+        );
+        Self { stream }
+    }
+
+    pub fn send(&mut self, payload: &[u8]) {
+        assert!(payload.len() < 126);
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut frame = vec![0x82, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    pub fn recv(&mut self) -> Vec<u8> {
+        let mut head = [0u8; 2];
+        self.stream.read_exact(&mut head).unwrap();
+        assert_eq!(head[0], 0x82, "expected a final binary frame");
+        assert!(head[1] < 126);
+        let mut payload = vec![0; head[1] as usize];
+        self.stream.read_exact(&mut payload).unwrap();
+        payload
+    }
+}
