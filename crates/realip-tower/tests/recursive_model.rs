@@ -143,3 +143,89 @@ proptest! {
         }
     }
 }
+
+fn forwarded_element() -> impl Strategy<Value = (IpAddr, String)> {
+    (addr(), 1u16.., 0u8..4, 0u8..3).prop_map(|(ip, port, form, extra)| {
+        let node = match (ip, form) {
+            (IpAddr::V4(v4), 0) => v4.to_string(),
+            (IpAddr::V4(v4), 1) => format!("\"{v4}:{port}\""),
+            (IpAddr::V4(v4), _) => format!("\"{v4}\""),
+            (IpAddr::V6(v6), 0 | 1) => format!("\"[{v6}]:{port}\""),
+            (IpAddr::V6(v6), _) => format!("\"[{v6}]\""),
+        };
+        let element = match extra {
+            0 => format!("for={node}"),
+            1 => format!("proto=wss;FOR={node}"),
+            _ => format!("For={node};by=\"[2001:db8::1]\";host=\"a,b;c\""),
+        };
+        (ip, element)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Whatever a client puts on the left of a `Forwarded` header (unclosed quotes, stray
+    /// separators, forged nodes), the elements appended by proxies on the right decide.
+    #[test]
+    fn forwarded_prefix_cannot_sabotage_the_right_elements(
+        prefix in "[ -~]{0,40}",
+        elements in prop::collection::vec(forwarded_element(), 1..6),
+        same_line in any::<bool>(),
+    ) {
+        let trusted: TrustedProxies = "10.0.0.0/16, fd00::/16".parse().unwrap();
+        let peer = TransportPeer::socket("10.0.9.9:4000".parse().unwrap());
+        // Make sure an untrusted address exists among the proxies' elements.
+        let mut elements = elements;
+        elements.insert(0, (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), "for=203.0.113.7".to_owned()));
+        let appended: Vec<String> = elements.iter().map(|(_, e)| e.clone()).collect();
+        let mut headers = HeaderMap::new();
+        if same_line {
+            headers.append("forwarded", format!("{prefix}, {}", appended.join(", ")).parse().unwrap());
+        } else {
+            headers.append("forwarded", prefix.parse().unwrap());
+            headers.append("forwarded", appended.join(",").parse().unwrap());
+        }
+        let want = elements
+            .iter()
+            .rev()
+            .map(|(ip, _)| *ip)
+            .find(|ip| !trusted.contains(*ip))
+            .unwrap();
+        let got = RealIpLayer::forwarded(trusted).recursive(true).resolve(&headers, Some(&peer));
+        prop_assert_eq!(got.client().map(|c| c.ip()), Some(want));
+    }
+
+    /// Arbitrary header bytes never panic and never yield anything but an IP from the
+    /// header or the transport peer.
+    #[test]
+    fn arbitrary_headers_never_panic(
+        lines in prop::collection::vec(prop::collection::vec(
+            prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff], 0..40), 0..4),
+        ports in prop::collection::vec(prop::collection::vec(0x20u8..0x7f, 0..12), 0..3),
+        which in 0usize..6,
+    ) {
+        let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        let layer = match which {
+            0 => RealIpLayer::x_forwarded_for(trusted).recursive(true),
+            1 => RealIpLayer::x_forwarded_for(trusted),
+            2 => RealIpLayer::forwarded(trusted).recursive(true),
+            3 => RealIpLayer::x_real_ip(trusted),
+            4 => RealIpLayer::leftmost(trusted),
+            _ => RealIpLayer::trusted_hops(3),
+        };
+        let mut headers = HeaderMap::new();
+        for line in &lines {
+            let value = http::HeaderValue::from_bytes(line).unwrap();
+            headers.append(layer.header_name().clone(), value);
+        }
+        for port in &ports {
+            headers.append("x-forwarded-port", http::HeaderValue::from_bytes(port).unwrap());
+        }
+        let peer = TransportPeer::socket("10.0.0.1:4000".parse().unwrap());
+        let got = layer.resolve(&headers, Some(&peer));
+        let client = got.client().unwrap();
+        let from_header = client.source().as_str() == layer.header_name().as_str();
+        prop_assert!(from_header || client.to_string() == "10.0.0.1:4000");
+    }
+}
