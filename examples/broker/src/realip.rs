@@ -101,10 +101,8 @@ pub(crate) fn proxy_json(info: &ProxyInfo) -> Value {
                 "name": tlv_name(tlv.kind()),
                 "hex": hex(value),
             });
-            if let Ok(text) = std::str::from_utf8(value) {
-                if !text.is_empty() && text.chars().all(|c| !c.is_control()) {
-                    json["text"] = json!(text);
-                }
+            if let Some(text) = printable(value) {
+                json["text"] = json!(text);
             }
             json
         })
@@ -121,7 +119,8 @@ pub(crate) fn proxy_json(info: &ProxyInfo) -> Value {
         json["authority"] = json!(authority);
     }
     if let Some(id) = parsed.unique_id() {
-        json["unique_id"] = json!(hex(id));
+        // HAProxy's unique ids are text; anything else is shown as hex.
+        json["unique_id"] = json!(printable(id).map_or_else(|| hex(id), str::to_owned));
     }
     if let Some(crc) = parsed.crc32c() {
         json["crc32c"] = json!(format!("{crc:08x}"));
@@ -152,6 +151,13 @@ fn tlv_name(kind: u8) -> &'static str {
         tlv_type::AZURE => "azure",
         _ => "custom",
     }
+}
+
+/// `bytes` as text, when it is non-empty UTF-8 without control characters.
+fn printable(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|text| !text.is_empty() && !text.chars().any(char::is_control))
 }
 
 fn hex(bytes: &[u8]) -> String {

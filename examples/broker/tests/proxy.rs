@@ -90,7 +90,7 @@ fn proxy_v2_header_with_tlvs_and_mqtt_in_the_same_segment() {
     let proxy = &record["proxy"];
     assert_eq!(proxy["version"], "v2");
     assert_eq!(proxy["authority"], "mqtt.example.com");
-    assert_eq!(proxy["unique_id"], "636f6e6e2d3432");
+    assert_eq!(proxy["unique_id"], "conn-42");
     assert!(proxy["crc32c"].is_string());
     let names: Vec<_> = proxy["tlvs"]
         .as_array()
