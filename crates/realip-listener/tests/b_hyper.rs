@@ -87,9 +87,9 @@ async fn stream_yields_connections_and_failures_in_completion_order() {
     let mut bad = TcpStream::connect(addr).await.unwrap();
     bad.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     let first = within("first item", listener.next()).await.unwrap();
-    let err = first
-        .err()
-        .expect("a connection without a header is an error under require");
+    let Err(err) = first else {
+        panic!("a connection without a header is an error under require");
+    };
     assert!(matches!(err, Error::Missing { .. }), "{err}");
     assert_eq!(err.peer().inet(), Some(bad.local_addr().unwrap()));
 
