@@ -83,6 +83,14 @@ def main():
         state["rc"] = reason_code
         connected.set()
 
+    def on_disconnect(c, userdata, flags, reason_code, properties):
+        # the connection was closed (before or after CONNACK): stop waiting at once
+        state.setdefault("rc", reason_code)
+        state["closed"] = True
+        connected.set()
+        subscribed.set()
+        received.set()
+
     def on_subscribe(c, userdata, mid, reason_codes, properties):
         subscribed.set()
 
@@ -91,6 +99,7 @@ def main():
         received.set()
 
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
 
@@ -101,6 +110,8 @@ def main():
     client.loop_start()
     if not connected.wait(TIMEOUT):
         fail("no CONNACK")
+    if state.get("closed"):
+        fail(f"connection closed before CONNACK ({state['rc']})")
     if state["rc"].is_failure:
         fail(f"CONNACK {state['rc']}")
 
@@ -113,10 +124,10 @@ def main():
         fail("harness closed stdin")
 
     client.subscribe(args.topic, qos=1)
-    if not subscribed.wait(TIMEOUT):
+    if not subscribed.wait(TIMEOUT) or state.get("closed"):
         fail("no SUBACK")
     client.publish(args.topic, args.payload, qos=1)
-    if not received.wait(TIMEOUT):
+    if not received.wait(TIMEOUT) or "msg" not in state:
         fail("published message never came back")
     msg = state["msg"]
     emit(event="received", topic=msg.topic, payload=msg.payload.decode("utf-8", "replace"))
