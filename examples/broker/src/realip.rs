@@ -101,8 +101,10 @@ pub(crate) fn proxy_json(info: &ProxyInfo) -> Value {
                 "name": tlv_name(tlv.kind()),
                 "hex": hex(value),
             });
-            if let Some(text) = printable(value) {
-                json["text"] = json!(text);
+            if tlv.kind() != tlv_type::CRC32C && tlv.kind() != tlv_type::SSL {
+                if let Some(text) = printable(value) {
+                    json["text"] = json!(text);
+                }
             }
             json
         })
@@ -153,11 +155,12 @@ fn tlv_name(kind: u8) -> &'static str {
     }
 }
 
-/// `bytes` as text, when it is non-empty UTF-8 without control characters.
+/// `bytes` as text, when it is non-empty printable ASCII.
 fn printable(bytes: &[u8]) -> Option<&str> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .filter(|text| !text.is_empty() && !text.chars().any(char::is_control))
+    if bytes.is_empty() || !bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
 }
 
 fn hex(bytes: &[u8]) -> String {
