@@ -57,7 +57,7 @@ struct Args {
     #[arg(long = "port-header", value_name = "NAME")]
     port_header: Option<HeaderName>,
     /// trusted | hops:N | single | leftmost | forwarded
-    #[arg(long, default_value = "trusted", value_parser = parse_strategy)]
+    #[arg(long, default_value = "trusted")]
     strategy: Strategy,
     /// Require a PROXY protocol header on every connection (see `--proxy-from`).
     #[arg(long = "proxy-protocol")]
@@ -65,21 +65,6 @@ struct Args {
     /// With `--proxy-protocol`: only these peers send PROXY headers; repeat for several.
     #[arg(long = "proxy-from", value_name = "CIDR")]
     proxy_from: Vec<String>,
-}
-
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    match s {
-        "trusted" => Ok(Strategy::TrustedProxies),
-        "single" => Ok(Strategy::SingleValue),
-        "leftmost" => Ok(Strategy::Leftmost),
-        "forwarded" => Ok(Strategy::Forwarded),
-        _ => match s.strip_prefix("hops:").map(str::parse::<usize>) {
-            Some(Ok(hops)) => Ok(Strategy::TrustedHops(hops)),
-            _ => Err(format!(
-                "unknown strategy {s:?}: expected trusted, hops:N, single, leftmost or forwarded"
-            )),
-        },
-    }
 }
 
 /// Headers that carry forwarding information.

@@ -43,6 +43,12 @@ impl std::ops::Deref for RealClient {
     }
 }
 
+impl From<RealClient> for ClientAddr {
+    fn from(client: RealClient) -> Self {
+        client.0
+    }
+}
+
 /// Why [`RealClient`] could not be extracted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -200,6 +200,6 @@ pub use layer::{RealIp, RealIpLayer};
 pub use parse::StopReason;
 pub use realip_core::{AddrSource, ClientAddr, TrustedProxies};
 pub use resolve::{
-    Fallback, HeaderChoice, Outcome, PortSource, Resolution, Strategy, TransportPeer,
-    is_websocket_upgrade,
+    Fallback, HeaderChoice, Outcome, ParseStrategyError, PortSource, Resolution, Strategy,
+    TransportPeer, is_websocket_upgrade,
 };

@@ -51,6 +51,50 @@ impl Strategy {
     }
 }
 
+impl std::str::FromStr for Strategy {
+    type Err = ParseStrategyError;
+
+    /// Parses `trusted`, `hops:N`, `single`, `leftmost` or `forwarded` (the names used by
+    /// the `whoami` example's `--strategy`).
+    ///
+    /// ```
+    /// use realip_tower::Strategy;
+    /// assert_eq!("hops:2".parse::<Strategy>().unwrap(), Strategy::TrustedHops(2));
+    /// assert_eq!("forwarded".parse::<Strategy>().unwrap(), Strategy::Forwarded);
+    /// assert_eq!(Strategy::TrustedHops(2).to_string(), "hops:2");
+    /// assert!("rightmost".parse::<Strategy>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "trusted" => Ok(Self::TrustedProxies),
+            "single" => Ok(Self::SingleValue),
+            "leftmost" => Ok(Self::Leftmost),
+            "forwarded" => Ok(Self::Forwarded),
+            _ => match s.strip_prefix("hops:").map(str::parse::<usize>) {
+                Some(Ok(hops)) => Ok(Self::TrustedHops(hops)),
+                _ => Err(ParseStrategyError(s.to_owned())),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TrustedProxies => f.write_str("trusted"),
+            Self::TrustedHops(hops) => write!(f, "hops:{hops}"),
+            Self::SingleValue => f.write_str("single"),
+            Self::Leftmost => f.write_str("leftmost"),
+            Self::Forwarded => f.write_str("forwarded"),
+        }
+    }
+}
+
+/// The error of parsing a [`Strategy`] name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown strategy {0:?}: expected trusted, hops:N, single, leftmost or forwarded")]
+pub struct ParseStrategyError(String);
+
 /// The transport-level peer of a request: whom the headers' trust is checked against.
 ///
 /// With the `realip-listener` PROXY listener the peer is the PROXY header's source
