@@ -19,6 +19,8 @@ use crate::broker::{
 
 /// Time a new connection has to send CONNECT.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that does not read what it is sent for this long is disconnected.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest accepted packet (remaining length).
 pub(crate) const MAX_PACKET_SIZE: usize = 1024 * 1024;
 
@@ -33,6 +35,7 @@ enum End {
     Malformed(String),
     Protocol(&'static str),
     Io(std::io::Error),
+    WriteTimeout,
     Broker(CloseReason),
     Shutdown,
 }
@@ -52,6 +55,11 @@ impl fmt::Display for End {
             Self::Malformed(e) => write!(f, "malformed packet: {e}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::Io(e) => write!(f, "io error: {e}"),
+            Self::WriteTimeout => write!(
+                f,
+                "write timeout ({}s): the client does not read",
+                WRITE_TIMEOUT.as_secs()
+            ),
             Self::Broker(reason) => f.write_str(reason.as_str()),
             Self::Shutdown => f.write_str("server shutdown"),
         }
@@ -95,10 +103,18 @@ async fn send<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut BytesMut) -> Result
     if out.is_empty() {
         return Ok(());
     }
-    io.write_all(out).await.map_err(End::Io)?;
-    io.flush().await.map_err(End::Io)?;
-    out.clear();
-    Ok(())
+    let write = async {
+        io.write_all(out).await?;
+        io.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => {
+            out.clear();
+            Ok(())
+        }
+        Ok(Err(e)) => Err(End::Io(e)),
+        Err(_) => Err(End::WriteTimeout),
+    }
 }
 
 fn encode_err(e: mqttbytes::Error) -> End {
