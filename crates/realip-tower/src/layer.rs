@@ -93,6 +93,9 @@ impl RealIpLayer {
     /// `proxy_address_header`). Safe only when the outermost proxy **overwrites** the
     /// header (`proxy_set_header X-Forwarded-For $remote_addr`); when any proxy appends to
     /// a client-sent header the leftmost entry is whatever the client wrote.
+    ///
+    /// Ports follow the crate's rule (same position when the lists have the same length,
+    /// else a single port value); EMQX takes the leftmost port whatever the lengths.
     pub fn leftmost(trusted: TrustedProxies) -> Self {
         Self::new(Strategy::Leftmost, trusted)
     }

@@ -167,7 +167,10 @@
 //! [`websocket_only(true)`](RealIpLayer::websocket_only) resolves headers only on WebSocket
 //! handshakes, as EMQX does; other requests get the transport peer. The layer runs before
 //! the upgrade, so the address is in the handshake request's extensions for axum's
-//! `WebSocketUpgrade` handlers and for tokio-tungstenite's `accept_hdr_async` callbacks.
+//! `WebSocketUpgrade` handlers (and `RealClient` extracts it). A tokio-tungstenite server
+//! has no tower stack: call [`RealIpLayer::resolve`] with the handshake request's headers
+//! and [`TransportPeer::socket`] of the accepted stream inside the `accept_hdr_async`
+//! callback.
 //!
 //! # Decision record
 //!
