@@ -56,7 +56,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, HeaderError};
 use crate::info::{Command, ProxyInfo};
-use crate::parse::{Detected, V2_SIGNATURE, detect, parse_header, v2_total_len};
+use crate::parse::{Detected, V2_FIXED_LEN, V2_SIGNATURE, detect, parse_header, v2_total_len};
 use crate::policy::{Policy, PolicySource};
 use crate::{ProxiedAddr, ProxiedStream};
 
@@ -69,9 +69,12 @@ pub const DEFAULT_ACCEPT_BATCH: usize = 64;
 /// Default maximum length of a v2 header, its 16-byte fixed part included.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
 
-/// First read size of a handshake: a v1 header (107 bytes) or a v2 header with a Unix
-/// address block (232 bytes) fits; a longer v2 header is read to its announced length.
-const FIRST_READ: usize = 256;
+/// Size of the first read of a handshake: enough to tell v1 from v2 and to learn a v2
+/// header's length, and all a silent client costs in buffer memory.
+const FIRST_READ: usize = V2_FIXED_LEN;
+/// Size of the following reads: a v1 header (107 bytes) or a v2 header with a Unix address
+/// block (232 bytes) fits; a longer v2 header is read to its announced length.
+const NEXT_READ: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -444,17 +447,14 @@ impl<L: Accept> ProxyListener<L> {
                         let stream = ProxiedStream::new(io, addr.clone());
                         return Poll::Ready(Ok((stream, addr)));
                     }
-                    let span = tracing::debug_span!("proxy_protocol", peer = %peer);
-                    let fut = handshake(
+                    self.pending.push(start_handshake(
                         io,
                         peer,
                         local,
                         policy,
                         self.header_timeout,
                         self.max_header_len,
-                    )
-                    .instrument(span);
-                    self.pending.push(Box::pin(fut));
+                    ));
                 }
                 Poll::Ready(Err(err)) => {
                     if is_connection_error(&err) {
@@ -561,6 +561,21 @@ enum Outcome {
     NoHeader,
 }
 
+fn start_handshake<IO>(
+    io: IO,
+    peer: PeerAddr,
+    local: Option<SocketAddr>,
+    policy: Policy,
+    timeout: Duration,
+    max_len: usize,
+) -> Handshake<IO>
+where
+    IO: AsyncRead + Unpin + Send + 'static,
+{
+    let span = tracing::debug_span!("proxy_protocol", peer = %peer);
+    Box::pin(handshake(io, peer, local, policy, timeout, max_len).instrument(span))
+}
+
 async fn handshake<IO>(
     mut io: IO,
     peer: PeerAddr,
@@ -592,7 +607,10 @@ where
             };
             (info, leftover)
         }
-        Outcome::NoHeader => (None, buf),
+        Outcome::NoHeader => {
+            buf.shrink_to_fit();
+            (None, buf)
+        }
     };
     let addr = proxied_addr(peer, local, info);
     Ok((
@@ -652,10 +670,12 @@ async fn read_header<IO: AsyncRead + Unpin>(
             },
         }
         // Read what the header still needs, or a first chunk.
-        let want = if buf.starts_with(&V2_SIGNATURE) {
-            v2_total_len(buf).unwrap_or(FIRST_READ).max(FIRST_READ)
-        } else {
+        let want = if buf.is_empty() {
             FIRST_READ
+        } else if buf.starts_with(&V2_SIGNATURE) {
+            v2_total_len(buf).unwrap_or(NEXT_READ).max(NEXT_READ)
+        } else {
+            NEXT_READ
         };
         let old = buf.len();
         let want = want.max(old + 1);
@@ -679,5 +699,32 @@ async fn read_header<IO: AsyncRead + Unpin>(
                 (_, received) => Err(Failure::Truncated(received)),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pending_handshake_state_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (io, peer) = listener.accept().await.unwrap();
+        let fut = start_handshake(
+            io,
+            PeerAddr::Inet(peer),
+            Some(addr),
+            Policy::Require,
+            DEFAULT_HEADER_TIMEOUT,
+            DEFAULT_MAX_HEADER_LEN,
+        );
+        let size = std::mem::size_of_val(&*fut);
+        // Plus at most FIRST_READ bytes of buffer until the first bytes arrive.
+        assert!(
+            size + FIRST_READ <= 1024,
+            "pending handshake state is {size} bytes"
+        );
     }
 }

@@ -358,7 +358,7 @@ async fn expect_rejected(bytes: &[u8]) -> Error {
         listen(ProxyListener::builder().header_timeout(Duration::from_secs(30))).await;
     let start = Instant::now();
     let (mut client, result) = send(&mut listener, addr, bytes).await;
-    let err = result.err().expect("connection should be rejected");
+    let err = result.expect_err("connection should be rejected");
     assert!(
         start.elapsed() < QUICK,
         "rejection took {:?}",
@@ -445,7 +445,8 @@ async fn invalid_v1_lines_are_rejected() {
 #[tokio::test]
 async fn invalid_v2_version_command_family_transport() {
     let body = [192, 0, 2, 1, 192, 0, 2, 2, 0, 1, 0, 2];
-    let cases: [(u8, u8, fn(&HeaderError) -> bool); 5] = [
+    type Check = fn(&HeaderError) -> bool;
+    let cases: [(u8, u8, Check); 5] = [
         (0x11, 0x11, |e| matches!(e, HeaderError::Version(0x11))),
         (0x31, 0x11, |e| matches!(e, HeaderError::Version(0x31))),
         (0x22, 0x11, |e| matches!(e, HeaderError::Command(0x22))),
