@@ -297,6 +297,8 @@ where
                 request.extensions_mut().insert(client.clone());
             }
             request.extensions_mut().insert(resolution);
+        } else {
+            tracing::trace!("realip: client address already set by an outer layer; left unchanged");
         }
         self.inner.call(request)
     }
