@@ -34,6 +34,7 @@ enum End {
     KeepaliveTimeout(Duration),
     Malformed(String),
     Protocol(&'static str),
+    UnsupportedProtocol(u8),
     Io(std::io::Error),
     WriteTimeout,
     Broker(CloseReason),
@@ -54,6 +55,7 @@ impl fmt::Display for End {
             }
             Self::Malformed(e) => write!(f, "malformed packet: {e}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::UnsupportedProtocol(level) => write!(f, "unsupported protocol level {level}"),
             Self::Io(e) => write!(f, "io error: {e}"),
             Self::WriteTimeout => write!(
                 f,
@@ -148,9 +150,15 @@ where
             tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %end, "closed before CONNECT");
             return;
         }
-        Ok(Err(End::Malformed(e))) if e.contains("InvalidProtocol") => {
-            tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %e, "unsupported protocol version, only MQTT 3.1.1 is served");
-            let _ = connack(&mut io, ConnectReturnCode::RefusedProtocolVersion, false).await;
+        Ok(Err(End::UnsupportedProtocol(level))) => {
+            tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, protocol_level = level, "unsupported protocol version, only MQTT 3.1.1 (level 4) is served");
+            if level == 5 {
+                // An MQTT 5 client reads a v5 CONNACK: reason 0x84, no properties.
+                let mut out = BytesMut::from(&[0x20, 0x03, 0x00, 0x84, 0x00][..]);
+                let _ = send(&mut io, &mut out).await;
+            } else {
+                let _ = connack(&mut io, ConnectReturnCode::RefusedProtocolVersion, false).await;
+            }
             return;
         }
         Ok(Err(end)) => {
@@ -307,6 +315,11 @@ async fn read_first<IO: AsyncRead + Unpin>(
     reader: &mut Reader,
 ) -> Result<Connect, End> {
     loop {
+        if let Some((name, level)) = connect_protocol(&reader.buf) {
+            if name != b"MQTT" || level != 4 {
+                return Err(End::UnsupportedProtocol(level));
+            }
+        }
         match reader.next()? {
             Some(Packet::Connect(connect)) => return Ok(connect),
             Some(_) => return Err(End::Protocol("first packet is not CONNECT")),
@@ -317,6 +330,23 @@ async fn read_first<IO: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// The protocol name and level of a CONNECT at the start of `buf`, once they have arrived.
+///
+/// Read before decoding, so that MQTT 5 and 3.1 clients get a proper refusal instead of a
+/// decoding error from the 3.1.1 codec.
+fn connect_protocol(buf: &[u8]) -> Option<(&[u8], u8)> {
+    if buf.first()? >> 4 != 1 {
+        return None;
+    }
+    // Fixed header: type byte, then 1 to 4 remaining-length bytes.
+    let len_bytes = buf.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
+    let rest = buf.get(1 + len_bytes..)?;
+    let name_len = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+    let name = rest.get(2..2 + name_len)?;
+    let level = *rest.get(2 + name_len)?;
+    Some((name, level))
 }
 
 async fn connack<IO: AsyncWrite + Unpin>(
@@ -535,6 +565,24 @@ mod tests {
             }
             let mut reader = Reader { buf: bytes };
             while let Ok(Some(_)) = reader.next() {}
+            let _ = connect_protocol(&reader.buf);
         }
+    }
+
+    #[test]
+    fn protocol_level_is_read_before_decoding() {
+        let mut v4 = BytesMut::new();
+        Connect::new("c").write(&mut v4).unwrap();
+        assert_eq!(connect_protocol(&v4), Some((&b"MQTT"[..], 4)));
+        assert_eq!(connect_protocol(&v4[..8]), None, "level not there yet");
+        let v31 = [
+            0x10, 0x0f, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03,
+        ];
+        assert_eq!(connect_protocol(&v31), Some((&b"MQIsdp"[..], 3)));
+        assert_eq!(connect_protocol(&[0x30, 0x00]), None, "not a CONNECT");
+        assert_eq!(
+            connect_protocol(&[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]),
+            None
+        );
     }
 }

@@ -470,3 +470,35 @@ fn sigterm_and_sigint_close_clients_and_exit_zero() {
         );
     }
 }
+
+#[test]
+fn mqtt_5_and_3_1_clients_are_refused_with_an_unsupported_version() {
+    if !have_mosquitto() {
+        return;
+    }
+    let broker = BrokerProcess::start(&[]);
+    let port = broker.tcp().port().to_string();
+    let run = |version: &str| {
+        let out = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                version,
+                "-t",
+                "t",
+                "-m",
+                "m",
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{version} was accepted");
+        String::from_utf8_lossy(&out.stderr).to_ascii_lowercase()
+    };
+    assert!(run("mqttv5").contains("unsupported protocol version"));
+    assert!(run("mqttv31").contains("unacceptable protocol version"));
+    let logs = broker.wait_log("protocol_level=3");
+    assert!(logs.contains("protocol_level=5"), "{logs}");
+}
