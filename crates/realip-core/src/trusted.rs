@@ -383,7 +383,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_entries_with_the_input_in_the_message() {
-        for bad in ["10.0.0.0/33", "10.0.0", "example.com", "::1/129", "unix", "1.2.3.4:80"] {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0",
+            "example.com",
+            "::1/129",
+            "unix",
+            "1.2.3.4:80",
+        ] {
             let err = TrustedProxies::parse_list([bad]).unwrap_err();
             assert_eq!(
                 err,
@@ -394,7 +401,10 @@ mod tests {
             );
             assert!(err.to_string().contains(bad));
         }
-        assert_eq!(TrustedProxies::parse_list([" "]).unwrap_err(), ParseError::Empty);
+        assert_eq!(
+            TrustedProxies::parse_list([" "]).unwrap_err(),
+            ParseError::Empty
+        );
     }
 
     #[test]
@@ -414,7 +424,13 @@ mod tests {
         assert!(lo.contains(ip("127.5.5.5")) && lo.contains(ip("::1")) && lo.contains_unix());
         assert!(!lo.contains(ip("10.0.0.1")));
         let private = TrustedProxies::private();
-        for yes in ["10.1.1.1", "172.31.0.1", "192.168.0.1", "fd12::1", "127.0.0.1"] {
+        for yes in [
+            "10.1.1.1",
+            "172.31.0.1",
+            "192.168.0.1",
+            "fd12::1",
+            "127.0.0.1",
+        ] {
             assert!(private.contains(ip(yes)), "{yes}");
         }
         for no in ["172.32.0.1", "8.8.8.8", "2001:db8::1", "169.254.1.1"] {
