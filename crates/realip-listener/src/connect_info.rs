@@ -1,4 +1,23 @@
 //! Per-connection addresses: the real client, the socket peer and the PROXY header.
+//!
+//! [`ProxiedAddr`] is returned with every accepted connection, kept in the
+//! [`ProxiedStream`](crate::ProxiedStream), and is the axum connect-info type (feature
+//! `axum`): `app.into_make_service_with_connect_info::<ProxiedAddr>()`.
+//!
+//! # Example
+//!
+//! ```
+//! use realip_core::{AddrSource, ClientAddr, PeerAddr};
+//! use realip_listener::ProxiedAddr;
+//!
+//! let lb: std::net::SocketAddr = "10.0.0.5:41000".parse().unwrap();
+//! let client = ClientAddr::new("203.0.113.7".parse().unwrap(), Some(5555), AddrSource::ProxyProtocol);
+//! let addr = ProxiedAddr::new(Some(client), PeerAddr::from(lb), Some("10.0.0.9:1883".parse().unwrap()), None);
+//! assert_eq!(addr.client().unwrap().to_string(), "203.0.113.7:5555");
+//! assert_eq!(addr.client_socket_addr(), Some("203.0.113.7:5555".parse().unwrap()));
+//! assert_eq!(addr.socket_peer().inet(), Some(lb));
+//! assert!(addr.is_proxied());
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,5 +77,17 @@ impl ProxiedAddr {
     /// The PROXY header, when one was received and used.
     pub fn proxy_info(&self) -> Option<&ProxyInfo> {
         self.proxy.as_deref()
+    }
+
+    /// The real client as a socket address, when it has an IP and a port.
+    pub fn client_socket_addr(&self) -> Option<SocketAddr> {
+        self.client.as_ref().and_then(ClientAddr::socket_addr)
+    }
+
+    /// Whether the client address came from a PROXY header (rather than the socket).
+    pub fn is_proxied(&self) -> bool {
+        self.client
+            .as_ref()
+            .is_some_and(|c| c.source() == &realip_core::AddrSource::ProxyProtocol)
     }
 }

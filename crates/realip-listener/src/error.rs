@@ -97,6 +97,17 @@ pub enum HeaderError {
 /// Every variant names the socket peer. See [`ProxyListener::try_accept`] for how to
 /// receive them; by default they are only logged.
 ///
+/// ```
+/// use realip_core::PeerAddr;
+/// use realip_listener::{Error, HeaderError};
+///
+/// let peer = PeerAddr::from("192.0.2.9:5000".parse::<std::net::SocketAddr>().unwrap());
+/// let err = Error::Header { peer, source: HeaderError::Crc32c { expected: 1, computed: 2 } };
+/// assert_eq!(err.reason(), "crc32c");
+/// assert!(err.to_string().starts_with("192.0.2.9:5000: CRC32C mismatch"));
+/// assert!(!err.is_quiet());
+/// ```
+///
 /// [`ProxyListener::try_accept`]: crate::ProxyListener::try_accept
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

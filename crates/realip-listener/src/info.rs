@@ -364,6 +364,15 @@ impl Tlvs {
 ///
 /// Obtained from [`ProxiedAddr::proxy_info`](crate::ProxiedAddr::proxy_info) or
 /// [`parse_header`](crate::parse_header).
+///
+/// ```
+/// use realip_listener::{Command, Family, ProxyHeader, ProxyVersion, parse_header};
+///
+/// let (info, _) = parse_header(&ProxyHeader::v2_local().to_bytes(), 4096).unwrap().unwrap();
+/// assert_eq!((info.version(), info.command()), (ProxyVersion::V2, Command::Local));
+/// assert_eq!(info.family(), Family::Unspec);
+/// assert!(info.source().is_none() && info.tlvs().is_empty());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProxyInfo {

@@ -25,6 +25,17 @@ use std::sync::Arc;
 use realip_core::{PeerAddr, TrustedProxies};
 
 /// What to do with a PROXY header on one connection.
+///
+/// `Optional`, `Ignore` and `Reject` decide from the first bytes the client sends, so they
+/// suit protocols where the client speaks first (HTTP, MQTT, TLS). A client of a
+/// server-speaks-first protocol (SMTP, MySQL) sends nothing and would be closed at the
+/// header timeout: use `Require` (behind a proxy) or `Skip` for such peers.
+///
+/// ```
+/// use realip_listener::Policy;
+/// assert_eq!(Policy::default(), Policy::Require);
+/// assert_eq!("skip".parse::<Policy>().unwrap().to_string(), "skip");
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Policy {

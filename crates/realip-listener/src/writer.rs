@@ -34,6 +34,23 @@ use crate::info::{Command, SslInfo, Tlv, Transport, tlv_type};
 use crate::parse::{CRC32C, V2_MAX_LEN};
 
 /// A PROXY protocol header to send.
+///
+/// ```
+/// use realip_listener::{ProxyHeader, SslInfo};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let header = ProxyHeader::v2("192.0.2.1:40000".parse().unwrap(), "10.0.0.1:443".parse().unwrap())
+///     .with_authority("example.com")
+///     .with_ssl(&SslInfo::new(SslInfo::CLIENT_SSL, 0).with_version("TLSv1.3"))
+///     .with_crc32c();
+/// let mut out = Vec::new(); // any AsyncWrite: a TcpStream, a duplex pipe, ...
+/// header.write_to(&mut out).await?;
+/// assert_eq!(out, header.to_bytes());
+/// assert_eq!(&out[..12], b"\r\n\r\n\0\r\nQUIT\n");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyHeader {
     repr: Repr,
