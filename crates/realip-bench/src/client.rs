@@ -22,6 +22,9 @@ pub const REPLY: &[u8] = b"pong\n";
 /// kernel's accept queue (backlog 1024) does not overflow and turn into SYN retransmits.
 const CONNECT_CONCURRENCY: usize = 128;
 
+/// [`hold`] stops attempting connections after this many failures.
+pub const HOLD_GIVE_UP: usize = 256;
+
 /// The bytes a client sends first: `header` (may be empty) followed by [`REQUEST`].
 pub fn preamble(header: &[u8]) -> Arc<[u8]> {
     let mut v = header.to_vec();
@@ -229,7 +232,8 @@ impl Drop for Gauge<'_> {
 
 /// Opens `n` connections that send `preamble` and, if `expect_reply`, read the reply; returns
 /// the open connections (held until dropped) and how many failed to connect or reply within
-/// `connect_timeout`.
+/// `connect_timeout`. After [`HOLD_GIVE_UP`] failures the remaining connections are not
+/// attempted (and count as failed): the server is not taking more.
 pub async fn hold(
     addr: SocketAddr,
     preamble: Arc<[u8]>,
@@ -238,13 +242,18 @@ pub async fn hold(
     connect_timeout: Duration,
 ) -> (Vec<TcpStream>, usize) {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let failures = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
     for _ in 0..n {
         let gate = gate.clone();
         let preamble = preamble.clone();
+        let failures = failures.clone();
         tasks.spawn(async move {
             let _permit = gate.acquire().await.expect("semaphore never closed");
-            timeout(connect_timeout, async {
+            if failures.load(Ordering::Relaxed) >= HOLD_GIVE_UP {
+                return None;
+            }
+            let r = timeout(connect_timeout, async {
                 let mut stream = TcpStream::connect(addr).await?;
                 stream.write_all(&preamble).await?;
                 if expect_reply {
@@ -253,15 +262,22 @@ pub async fn hold(
                 }
                 io::Result::Ok(stream)
             })
-            .await
+            .await;
+            match r {
+                Ok(Ok(stream)) => Some(stream),
+                _ => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
         });
     }
     let mut open = Vec::with_capacity(n);
     let mut failed = 0;
     while let Some(r) = tasks.join_next().await {
         match r.expect("holder task panicked") {
-            Ok(Ok(stream)) => open.push(stream),
-            _ => failed += 1,
+            Some(stream) => open.push(stream),
+            None => failed += 1,
         }
     }
     (open, failed)

@@ -3,8 +3,10 @@
 //!
 //! Regenerate `BENCHMARKS.md` with `crates/realip-bench/run.sh`.
 
+pub mod cases;
 pub mod client;
 pub mod header;
+pub mod micro;
 pub mod procfs;
 pub mod server;
 pub mod stats;

@@ -52,6 +52,8 @@ enum Cmd {
     Isolation(IsolationArgs),
     /// Memory: RSS per pending handshake and per accepted connection.
     Memory(MemoryArgs),
+    /// Header parse and layer micro-benchmarks, interleaved rounds.
+    Micro(MicroArgs),
     /// All of the above, in this order.
     All {
         #[command(flatten)]
@@ -60,7 +62,19 @@ enum Cmd {
         isolation: IsolationArgs,
         #[command(flatten)]
         memory: MemoryArgs,
+        #[command(flatten)]
+        micro: MicroArgs,
     },
+}
+
+#[derive(Clone, Debug, Args)]
+struct MicroArgs {
+    /// Interleaved rounds of the micro-benchmarks.
+    #[arg(long, default_value_t = 41)]
+    micro_rounds: usize,
+    /// Target duration of one timed batch, microseconds.
+    #[arg(long, default_value_t = 2000)]
+    batch_us: u64,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -146,15 +160,22 @@ fn main() -> ExitCode {
                 preface(pin);
                 memory(&a, pin).await
             }
+            Cmd::Micro(a) => {
+                preface(pin);
+                micro(&a);
+                Ok(())
+            }
             Cmd::All {
                 accept: a,
                 isolation: i,
                 memory: m,
+                micro: u,
             } => {
                 preface(pin);
                 accept(&a, pin).await?;
                 isolation(&i, pin).await?;
                 memory(&m, pin).await?;
+                micro(&u);
                 println!("\nLoad average at the end: {}", procfs::load_average());
                 Ok(())
             }
@@ -616,6 +637,23 @@ fn fmt_latency(d: Option<Duration>, capped: bool, cap: Duration) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Micro-benchmarks (on core 0, the harness's own)
+
+fn micro(args: &MicroArgs) {
+    let batch = Duration::from_micros(args.batch_us);
+    eprintln!("micro: header parse");
+    print!(
+        "{}",
+        realip_bench::micro::parse_table(args.micro_rounds, batch)
+    );
+    eprintln!("micro: layer");
+    print!(
+        "{}",
+        realip_bench::micro::layer_table(args.micro_rounds, batch)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Memory
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -689,31 +727,63 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
     }
     println!(
         "\n### Memory\n\n{} rounds; each (server, mode) runs on a fresh server process, warmed \
-         with 0.3 s of requests. {} client connections are opened (128 connects in flight); \
-         the server's VmRSS (/proc/<pid>/status) is read before and after, and divided by the \
-         number of sockets the server process actually holds (its fd count delta). Pending = \
-         sent the first half of a v2 header (14 bytes) and stalls (plain: sent nothing, so an \
-         accepted idle connection waiting for its request). Accepted = v2 header + `ping\\n` \
-         (plain: `ping\\n` only), `pong\\n` read, connection left open; the per-connection task \
-         is the same in every server.\n",
-        args.mem_rounds, args.conns
+         with 0.3 s of requests. {} client connections are opened (128 connects in flight, 3 s \
+         connect timeout); the server's VmRSS (/proc/<pid>/status) is read before and after, \
+         and divided by the number of sockets the server process actually holds (its fd count \
+         delta). Pending = sent the first half of a v2 header (14 bytes) and stalls (plain: sent \
+         nothing, so an accepted idle connection waiting for its request). realip-listener runs \
+         with max_pending raised to {} so that every connection is pending inside it; \
+         proxy-protocol-rs reads one header at a time inside `accept()`, so the other connections \
+         wait in the kernel's accept queue (not in the process's RSS) and connects beyond it time \
+         out. Accepted = v2 header + `ping\\n` (plain: `ping\\n` only), `pong\\n` read, \
+         connection left open; the per-connection task is the same in every server and holds \
+         the accepted stream (ours: `ProxiedStream<TcpStream>`, whose leftover is the 5-byte \
+         `ping\\n`).\n",
+        args.mem_rounds,
+        args.conns,
+        args.conns + 1024
     );
     println!(
-        "| server | mode | server-side conns (median) | bytes/conn (median) | min–max | vs plain (bytes) |"
+        "Type sizes (bytes, inline): `TcpStream` {}, `realip_listener::ProxiedStream<TcpStream>` \
+         {}, `ProxiedAddr` {}, `realip_listener::ProxyInfo` {} (behind an `Arc` in \
+         `ProxiedAddr`), `proxy_protocol_rs::ProxiedStream` {}, `proxy_protocol_rs::ProxyInfo` \
+         {}.\n",
+        std::mem::size_of::<tokio::net::TcpStream>(),
+        std::mem::size_of::<realip_listener::ProxiedStream<tokio::net::TcpStream>>(),
+        std::mem::size_of::<realip_listener::ProxiedAddr>(),
+        std::mem::size_of::<realip_listener::ProxyInfo>(),
+        std::mem::size_of::<proxy_protocol_rs::ProxiedStream>(),
+        std::mem::size_of::<proxy_protocol_rs::ProxyInfo>(),
     );
-    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "| server | mode | client conns open (median) | server-side conns (median) | bytes/conn (median) | min–max | vs plain (bytes) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for (mi, &mode) in modes.iter().enumerate() {
         let plain = median(&results[0][mi].iter().map(|r| r.0).collect::<Vec<_>>());
         for (ki, &kind) in kinds.iter().enumerate() {
             let r = &results[ki][mi];
             let per: Vec<f64> = r.iter().map(|x| x.0).collect();
             let conns: Vec<f64> = r.iter().map(|x| x.1 as f64).collect();
+            let open: Vec<f64> = r.iter().map(|x| x.2 as f64).collect();
+            if median(&conns) < 100.0 {
+                // Nothing to divide by: the connections are not in this process.
+                println!(
+                    "| {} | {} | {:.0} | {:.0} | n/a (not held by the process) | | |",
+                    name_of(kind),
+                    mode_name(mode),
+                    median(&open),
+                    median(&conns),
+                );
+                continue;
+            }
             let min = per.iter().copied().fold(f64::INFINITY, f64::min);
             let max = per.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             println!(
-                "| {} | {} | {:.0} | {:.0} | {:.0}–{:.0} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0}–{:.0} | {} |",
                 name_of(kind),
                 mode_name(mode),
+                median(&open),
                 median(&conns),
                 median(&per),
                 min,
