@@ -502,3 +502,71 @@ fn mqtt_5_and_3_1_clients_are_refused_with_an_unsupported_version() {
     let logs = broker.wait_log("protocol_level=3");
     assert!(logs.contains("protocol_level=5"), "{logs}");
 }
+
+#[test]
+fn persistent_sessions_with_mosquitto_sub_and_kick_from_the_admin_api() {
+    if !have_mosquitto() {
+        return;
+    }
+    let broker = BrokerProcess::start(&[]);
+    // clean session = 0 (-c): subscribe, then leave.
+    let first = mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &["-i", "durable", "-c", "-q", "1", "-t", "durable/#", "-E"],
+    )
+    .output()
+    .unwrap();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(broker.get("/api/v5/clients/durable").0, 404);
+
+    // Published while it is away, at QoS 1: queued.
+    let status = mosquitto(
+        "mosquitto_pub",
+        &broker,
+        &["-t", "durable/x", "-m", "while away", "-q", "1"],
+    )
+    .status()
+    .unwrap();
+    assert!(status.success());
+
+    let again = mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &[
+            "-i",
+            "durable",
+            "-c",
+            "-q",
+            "1",
+            "-t",
+            "durable/#",
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-v",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(
+        String::from_utf8(again.stdout).unwrap(),
+        "durable/x while away\n"
+    );
+
+    // DELETE /api/v5/clients/{id} disconnects the client.
+    let mut client = RawClient::connect_from("127.0.0.95", broker.tcp(), b"");
+    assert_eq!(client.handshake(connect_packet("to-kick", 60)), 0);
+    assert_eq!(
+        common::http(broker.admin, "DELETE", "/api/v5/clients/to-kick").0,
+        204
+    );
+    assert!(client.recv().is_none());
+    broker.wait_log("reason=kicked");
+    assert_eq!(
+        common::http(broker.admin, "DELETE", "/api/v5/clients/to-kick").0,
+        404
+    );
+}
