@@ -195,7 +195,7 @@ where
             "client denied"
         );
         let _ = connack(&mut io, ConnectReturnCode::NotAuthorized, false).await;
-        let _ = io.shutdown().await;
+        close(&mut io).await;
         return;
     }
 
@@ -267,7 +267,7 @@ where
             broker.publish(&topic, message, min_qos(qos, QoS::AtLeastOnce), retain);
         }
     }
-    let _ = io.shutdown().await;
+    close(&mut io).await;
     let level_info = matches!(
         end,
         End::Normal | End::Closed | End::Broker(_) | End::Shutdown | End::KeepaliveTimeout(_)
@@ -295,6 +295,12 @@ where
             "client disconnected"
         );
     }
+}
+
+/// Shuts the stream down (TCP FIN, WebSocket close frame) without waiting on a peer that
+/// does not read.
+async fn close<IO: AsyncWrite + Unpin>(io: &mut IO) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
 }
 
 /// Removes the connection from the broker when dropped.
