@@ -382,8 +382,14 @@ pub struct ProxyInfo {
     pub(crate) transport: Transport,
     pub(crate) source: Option<ProxyAddr>,
     pub(crate) destination: Option<ProxyAddr>,
-    pub(crate) tlvs: Tlvs,
+    /// Boxed, and absent when there are none, to keep the per-connection size small.
+    pub(crate) tlvs: Option<Box<Tlvs>>,
 }
+
+static NO_TLVS: Tlvs = Tlvs {
+    raw: Vec::new(),
+    ssl: None,
+};
 
 impl ProxyInfo {
     /// The header's version.
@@ -427,8 +433,12 @@ impl ProxyInfo {
         self.destination.as_ref().and_then(ProxyAddr::inet)
     }
 
-    /// The TLVs (always empty for v1 and LOCAL headers).
-    pub const fn tlvs(&self) -> &Tlvs {
-        &self.tlvs
+    /// The TLVs (always empty for v1; for LOCAL, those behind a well-formed address
+    /// block).
+    pub fn tlvs(&self) -> &Tlvs {
+        match &self.tlvs {
+            Some(tlvs) => tlvs,
+            None => &NO_TLVS,
+        }
     }
 }

@@ -281,6 +281,9 @@ type Handshake<IO> = Pin<Box<dyn Future<Output = Result<Connection<IO>, Error>> 
 ///   failed connection's [`Error`], for applications that count or report them.
 /// * With the `axum` feature, `axum::serve(listener, app)` works; see
 ///   [`ProxiedAddr`] for the connect-info type.
+/// * Handshakes run inside the listener, so they progress (and time out) while the
+///   listener is polled: keep calling `accept` in a loop and spawn the handling of each
+///   connection, as `axum::serve` and the example below do.
 ///
 /// For hyper-util, accept in a loop and serve each stream:
 ///

@@ -173,7 +173,7 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyInfo, usize)>, HeaderError> {
             transport,
             source,
             destination,
-            tlvs: Tlvs::default(),
+            tlvs: None,
         },
         len,
     )))
@@ -241,6 +241,15 @@ fn parse_v2(buf: &[u8], max_len: usize) -> Result<Option<(ProxyInfo, usize)>, He
     }
     let header = &buf[..total];
     if command == Command::Local {
+        // The address block is skipped. When the family is defined and its block fits,
+        // the TLVs behind it are walked and a CRC32C is checked (HAProxy's health checks
+        // send `crc32c`); otherwise the whole block is discarded unread.
+        let tlvs = match family_of(family_transport) {
+            Ok((_, addr_len)) if addr_len <= total - V2_FIXED_LEN => {
+                parse_tlvs(header, V2_FIXED_LEN + addr_len)?
+            }
+            _ => None,
+        };
         return Ok(Some((
             ProxyInfo {
                 version: ProxyVersion::V2,
@@ -249,7 +258,7 @@ fn parse_v2(buf: &[u8], max_len: usize) -> Result<Option<(ProxyInfo, usize)>, He
                 transport,
                 source: None,
                 destination: None,
-                tlvs: Tlvs::default(),
+                tlvs,
             },
             total,
         )));
@@ -327,7 +336,9 @@ fn walk(
     Ok(())
 }
 
-fn parse_tlvs(header: &[u8], start: usize) -> Result<Tlvs, HeaderError> {
+/// Walks and validates the TLVs from `start` to the end of `header`; `None` when there
+/// are none.
+fn parse_tlvs(header: &[u8], start: usize) -> Result<Option<Box<Tlvs>>, HeaderError> {
     let mut tlvs = Tlvs::default();
     let mut crc_at = None;
     walk(header, start, header.len(), |kind, at, value| {
@@ -384,7 +395,7 @@ fn parse_tlvs(header: &[u8], start: usize) -> Result<Tlvs, HeaderError> {
             return Err(HeaderError::Crc32c { expected, computed });
         }
     }
-    Ok(tlvs)
+    Ok((!tlvs.raw.is_empty()).then(|| Box::new(tlvs)))
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pin_project! {
     pub struct ProxiedStream<IO> {
         #[pin]
         inner: IO,
-        leftover: Vec<u8>,
+        leftover: Box<[u8]>,
         pos: usize,
         addr: ProxiedAddr,
     }
@@ -61,7 +61,7 @@ impl<IO> ProxiedStream<IO> {
     pub fn with_leftover(inner: IO, leftover: Vec<u8>, addr: ProxiedAddr) -> Self {
         Self {
             inner,
-            leftover,
+            leftover: leftover.into_boxed_slice(),
             pos: 0,
             addr,
         }
@@ -109,9 +109,9 @@ impl<IO> ProxiedStream<IO> {
     }
 
     /// The wrapped socket, the bytes not yet replayed, and the addresses.
-    pub fn into_parts(mut self) -> (IO, Vec<u8>, ProxiedAddr) {
-        self.leftover.drain(..self.pos);
-        (self.inner, self.leftover, self.addr)
+    pub fn into_parts(self) -> (IO, Vec<u8>, ProxiedAddr) {
+        let rest = self.leftover[self.pos..].to_vec();
+        (self.inner, rest, self.addr)
     }
 
     /// The wrapped socket. Bytes not yet replayed are lost; use
@@ -135,7 +135,7 @@ impl<IO: AsyncRead> AsyncRead for ProxiedStream<IO> {
             *this.pos += n;
             if *this.pos == this.leftover.len() {
                 // Replay finished: release the buffer.
-                *this.leftover = Vec::new();
+                *this.leftover = Box::default();
                 *this.pos = 0;
             }
             return Poll::Ready(Ok(()));
@@ -186,6 +186,15 @@ mod tests {
             None,
             None,
         )
+    }
+
+    #[test]
+    fn per_connection_overhead_is_small() {
+        let overhead = std::mem::size_of::<ProxiedStream<tokio::net::TcpStream>>()
+            - std::mem::size_of::<tokio::net::TcpStream>();
+        // The stream's own fields plus the shared header (allocated once, behind an Arc).
+        let header = std::mem::size_of::<ProxyInfo>() + 2 * std::mem::size_of::<usize>();
+        assert!(overhead + header <= 256, "{overhead} + {header} bytes");
     }
 
     #[tokio::test]

@@ -551,3 +551,23 @@ async fn peer_that_closes_mid_header_is_truncated() {
     );
     assert!(!err.is_quiet());
 }
+
+#[tokio::test]
+async fn v2_local_tlvs_are_checked_and_exposed() {
+    // HAProxy health checks with `proxy-v2-options crc32c,unique-id`: LOCAL, AF_UNSPEC, TLVs.
+    let good = ProxyHeader::v2_local()
+        .with_unique_id(b"check-1".to_vec())
+        .with_crc32c()
+        .to_bytes();
+    let proxied = accept_with(&good).await;
+    let info = proxied.proxy_info().unwrap();
+    assert_eq!(info.command(), Command::Local);
+    assert_eq!(info.tlvs().unique_id(), Some(&b"check-1"[..]));
+    assert!(info.tlvs().crc32c().is_some());
+    assert_eq!(proxied.client().unwrap().source(), &AddrSource::Socket);
+
+    let mut bad = good;
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    assert_eq!(expect_rejected(&bad).await.reason(), "crc32c");
+}
