@@ -237,6 +237,113 @@ mod tests {
         );
     }
 
+    fn resolve(
+        strategy: Strategy,
+        header: &str,
+        value: &str,
+        trusted: Option<&str>,
+        peer: &str,
+    ) -> String {
+        let fwd = Forwarding {
+            header: header.into(),
+            port_header: None,
+            strategy,
+            recursive: false,
+            trusted: trusted.map(|t| t.parse().unwrap()),
+        };
+        let mut headers = HeaderMap::new();
+        headers.append(
+            HeaderName::from_bytes(header.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+        let peer = realip_tower::TransportPeer::socket(peer.parse().unwrap());
+        real_ip_layer(&fwd)
+            .unwrap()
+            .resolve(&headers, Some(&peer))
+            .client()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn every_strategy_flag_maps_to_the_layer() {
+        let xff = "192.0.2.1, 198.51.100.2, 10.0.0.3";
+        // trusted, non-recursive: the rightmost entry, from a trusted (default loopback) peer.
+        assert_eq!(
+            resolve(
+                Strategy::Trusted,
+                "X-Forwarded-For",
+                xff,
+                None,
+                "127.0.0.1:1"
+            ),
+            "10.0.0.3"
+        );
+        // ...and nothing from an untrusted peer.
+        assert_eq!(
+            resolve(
+                Strategy::Trusted,
+                "X-Forwarded-For",
+                xff,
+                None,
+                "192.0.2.9:1"
+            ),
+            "192.0.2.9:1"
+        );
+        // hops:2 from any peer when no --trusted-proxy is given.
+        assert_eq!(
+            resolve(
+                Strategy::Hops(2),
+                "X-Forwarded-For",
+                xff,
+                None,
+                "192.0.2.9:1"
+            ),
+            "198.51.100.2"
+        );
+        // hops:2 restricted by an explicit --trusted-proxy.
+        assert_eq!(
+            resolve(
+                Strategy::Hops(2),
+                "X-Forwarded-For",
+                xff,
+                Some("10.0.0.0/8"),
+                "192.0.2.9:1"
+            ),
+            "192.0.2.9:1"
+        );
+        assert_eq!(
+            resolve(
+                Strategy::Leftmost,
+                "X-Forwarded-For",
+                xff,
+                None,
+                "127.0.0.1:1"
+            ),
+            "192.0.2.1"
+        );
+        assert_eq!(
+            resolve(
+                Strategy::Single,
+                "X-Real-IP",
+                "203.0.113.4",
+                None,
+                "127.0.0.1:1"
+            ),
+            "203.0.113.4"
+        );
+        assert_eq!(
+            resolve(
+                Strategy::Forwarded,
+                "Forwarded",
+                "for=\"[2001:db8::7]:4711\"",
+                None,
+                "127.0.0.1:1"
+            ),
+            "[2001:db8::7]:4711"
+        );
+    }
+
     #[test]
     fn forwarded_json_lists_every_line_that_decided() {
         let fwd = Forwarding {
