@@ -169,11 +169,11 @@ fn t3n_reproxy_without_trust_reports_lb1() {
         client.local.ip(),
         "T3n: the client address LB2 did not trust",
     );
-    println!(
+    e2e::say(format_args!(
         "scenario T3n: ok client={} reported={} (LB1's address, as NGINX vouches)",
         client.local,
         e2e::reported(&record)
-    );
+    ));
     client.roundtrip();
 }
 
@@ -327,11 +327,13 @@ fn t5_direct_client_without_header_is_closed() {
     let Err(refused) = direct else {
         panic!("T5: a client without PROXY header must not get a CONNACK");
     };
-    println!("scenario T5: direct client refused: {refused}");
+    e2e::say(format_args!(
+        "scenario T5: direct client refused: {refused}"
+    ));
     let line = broker.wait_log_line("a line about the direct client", |l| {
         e2e::contains_ip(l, &s.ip(66).to_string())
     });
-    println!("scenario T5: broker log: {line}");
+    e2e::say(format_args!("scenario T5: broker log: {line}"));
 
     let client = s
         .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t5-paho"))
@@ -411,10 +413,9 @@ fn haproxy_check_status(socket: &std::path::Path, backend: &str) -> Vec<(String,
         .map(|l| l.split(',').collect::<Vec<_>>())
         .filter(|f| f.get(px) == Some(&backend) && f.get(sv) != Some(&"BACKEND"))
         .map(|f| {
-            (
-                f[sv].to_owned(),
-                f.get(st).copied().unwrap_or("").to_owned(),
-            )
+            // "* L4OK": HAProxy marks a check that is running right now with "* "
+            let status = f.get(st).copied().unwrap_or("").trim_start_matches("* ");
+            (f[sv].to_owned(), status.to_owned())
         })
         .collect()
 }
@@ -497,7 +498,9 @@ fn t7_health_checks_and_local_command() {
         "T7: health checks must close quietly (no warn/error log lines), got:\n{}",
         noisy.join("\n")
     );
-    println!("scenario T7: ok health checks (LOCAL and connect-and-close) logged no warning");
+    e2e::say(format_args!(
+        "scenario T7: ok health checks (LOCAL and connect-and-close) logged no warning"
+    ));
 }
 
 /// HAProxy balancing over two brokers with `send-proxy-v2`: each client is reported with its real
@@ -540,7 +543,10 @@ fn scale_out_haproxy_two_brokers() {
         };
         landed[which] += 1;
         s.assert_reported(&record, client.local);
-        println!("scenario SCALE: {id} landed on broker{}", which + 1);
+        e2e::say(format_args!(
+            "scenario SCALE: {id} landed on broker{}",
+            which + 1
+        ));
         clients.push(client);
     }
     assert!(

@@ -227,12 +227,12 @@ fn w4(recursive: bool) {
         record["port"].is_null() || record["port"].as_u64() == Some(u64::from(hop.port())),
         "{id}: port must be absent or {hop}'s port: {record}"
     );
-    println!(
+    e2e::say(format_args!(
         "scenario {id}: ok client={} (client host {}; expected hop {hop}) reported={}",
         client_local,
         s.ip(101),
         e2e::reported(&record)
-    );
+    ));
 }
 
 /// As W4, but no realip at LB3: the broker walks X-Forwarded-For from the right over the trusted

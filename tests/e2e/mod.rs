@@ -22,7 +22,8 @@
 //! printing every log it captured when the test is failing.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -186,6 +187,7 @@ pub(crate) struct Scenario {
     net: u8,
     dir: PathBuf,
     procs: Vec<Proc>,
+    handed_out: RefCell<HashSet<u16>>,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -210,7 +212,9 @@ impl Scenario {
                 !is_ci(),
                 "scenario {id}: required tool missing with CI=true: {why}"
             );
-            eprintln!("!!!!!!!! SKIPPED scenario {id}: {why} !!!!!!!!");
+            say(format_args!(
+                "!!!!!!!! SKIPPED scenario {id}: {why} !!!!!!!!"
+            ));
             return None;
         }
         let nanos = SystemTime::now()
@@ -227,6 +231,7 @@ impl Scenario {
             net,
             dir,
             procs: Vec::new(),
+            handed_out: RefCell::new(HashSet::new()),
         })
     }
 
@@ -250,10 +255,16 @@ impl Scenario {
         format!("127.{}.0.0/26", self.net)
     }
 
-    /// A currently free port on host `127.<net>.0.<host>`.
+    /// A currently free port on host `127.<net>.0.<host>`, never one handed out before in this
+    /// scenario (the kernel may offer a just-released port again).
     pub(crate) fn addr(&self, host: u8) -> SocketAddr {
-        let listener = TcpListener::bind((self.ip(host), 0)).expect("bind for a free port");
-        listener.local_addr().expect("local_addr")
+        loop {
+            let listener = TcpListener::bind((self.ip(host), 0)).expect("bind for a free port");
+            let addr = listener.local_addr().expect("local_addr");
+            if self.handed_out.borrow_mut().insert(addr.port()) {
+                return addr;
+            }
+        }
     }
 
     /// Starts a process whose stdout/stderr go to `<dir>/<name>.out` and `<name>.err`.
@@ -572,11 +583,11 @@ impl Scenario {
             "scenario {}: broker's ip_address for mosquitto_sub (bound to {bind}): {record}",
             self.id
         );
-        println!(
+        say(format_args!(
             "scenario {}: ok mosquitto client={bind} reported={}",
             self.id,
             reported(&record)
-        );
+        ));
         record
     }
 
@@ -608,11 +619,11 @@ impl Scenario {
             "scenario {}: port (real client {client}): {record}",
             self.id
         );
-        println!(
+        say(format_args!(
             "scenario {}: ok client={client} reported={}",
             self.id,
             reported(record)
-        );
+        ));
     }
 
     /// Reads a file of an NGINX instance (e.g. `access.log`) once it is non-empty.
@@ -710,6 +721,13 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::Exit
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Prints one line straight to stderr, past libtest's output capture, so that the scenario
+/// lines (`scenario T1: ok …`, `SKIPPED scenario …`) show in a plain `cargo test` run.
+pub(crate) fn say(line: std::fmt::Arguments<'_>) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{line}");
 }
 
 /// `ip:port` as the broker reported it.
@@ -886,6 +904,9 @@ impl Broker {
             !contains_ip(&body, &ip.to_string()),
             "{what} {ip} must appear nowhere in GET /api/v5/clients: {body}"
         );
+        say(format_args!(
+            "scenario {what} {ip}: ok, appears nowhere in GET /api/v5/clients"
+        ));
     }
 
     /// The broker's stdout and stderr so far.
