@@ -570,3 +570,58 @@ fn persistent_sessions_with_mosquitto_sub_and_kick_from_the_admin_api() {
         404
     );
 }
+
+#[test]
+fn unsubscribe_retained_clear_and_qos2_publish() {
+    let broker = BrokerProcess::start(&[]);
+    let mut sub = RawClient::connect_from("127.0.0.96", broker.tcp(), b"");
+    assert_eq!(sub.handshake(connect_packet("unsub", 60)), 0);
+    sub.subscribe("u/a", QoS::AtLeastOnce);
+    sub.subscribe("u/+", QoS::AtMostOnce);
+
+    let mut publisher = RawClient::connect_from("127.0.0.97", broker.tcp(), b"");
+    assert_eq!(publisher.handshake(connect_packet("unsub-pub", 60)), 0);
+    publisher.publish("u/a", b"1", QoS::AtLeastOnce, true);
+    // Two matching filters, one copy, at the highest granted QoS.
+    let got = sub.next_publish();
+    assert_eq!((got.qos, &got.payload[..]), (QoS::AtLeastOnce, &b"1"[..]));
+
+    let mut unsubscribe = mqttbytes::v4::Unsubscribe::new("u/a");
+    unsubscribe.pkid = 77;
+    let mut out = bytes::BytesMut::new();
+    unsubscribe.write(&mut out).unwrap();
+    sub.send_bytes(&out);
+    assert!(matches!(sub.recv(), Some(mqttbytes::v4::Packet::UnsubAck(ack)) if ack.pkid == 77));
+    publisher.publish("u/a", b"2", QoS::AtLeastOnce, false);
+    let got = sub.next_publish();
+    assert_eq!(
+        (got.qos, &got.payload[..]),
+        (QoS::AtMostOnce, &b"2"[..]),
+        "only u/+ is left"
+    );
+
+    // An empty retained payload clears the retained message.
+    publisher.publish("u/a", b"", QoS::AtMostOnce, true);
+    assert_eq!(&sub.next_publish().payload[..], b"");
+    let mut late = RawClient::connect_from("127.0.0.98", broker.tcp(), b"");
+    assert_eq!(late.handshake(connect_packet("late", 60)), 0);
+    late.subscribe("u/#", QoS::AtLeastOnce);
+    late.ping(); // a PINGRESP, not a retained PUBLISH, comes next
+
+    if have_mosquitto() {
+        // QoS 2 from a real client: PUBREC/PUBREL/PUBCOMP, delivered at QoS 1.
+        let status = mosquitto(
+            "mosquitto_pub",
+            &broker,
+            &["-t", "u/q2", "-m", "two", "-q", "2"],
+        )
+        .status()
+        .unwrap();
+        assert!(status.success());
+        let got = late.next_publish();
+        assert_eq!(
+            (got.topic.as_str(), got.qos, &got.payload[..]),
+            ("u/q2", QoS::AtLeastOnce, &b"two"[..])
+        );
+    }
+}
