@@ -112,7 +112,8 @@ pub enum HeaderError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The peer closed the connection without sending a byte (a load balancer's probe).
+    /// The peer closed (or reset) the connection without sending a byte (a load
+    /// balancer's probe).
     #[error("{peer}: closed without sending anything")]
     Closed {
         /// The socket peer.

@@ -686,6 +686,9 @@ async fn read_header<IO: AsyncRead + Unpin>(
         let read = io.read(&mut buf[old..]).await;
         let n = match read {
             Ok(n) => n,
+            // A probe that resets the connection without sending a byte (HAProxy's
+            // checks close with RST) is as routine as one that closes cleanly.
+            Err(err) if old == 0 && is_connection_error(&err) => return Err(Failure::Closed),
             Err(err) => {
                 buf.truncate(old);
                 return Err(Failure::Io(err));

@@ -250,3 +250,16 @@ async fn many_concurrent_clients_all_get_their_own_address() {
         drop(c.await.unwrap());
     }
 }
+
+#[tokio::test]
+async fn probe_that_resets_without_a_byte_is_quiet() {
+    let (mut listener, addr) = listen(ProxyListener::builder()).await;
+    let probe = connect(addr).await;
+    // SO_LINGER 0: close with RST, as HAProxy's health checks do. (Deprecated because a
+    // non-zero linger blocks on drop; a zero linger does not.)
+    #[allow(deprecated)]
+    probe.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(probe);
+    let err = next(&mut listener).await.err().unwrap();
+    assert!(err.is_quiet(), "{err}");
+}
