@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerates the measured tables of BENCHMARKS.md: accept throughput, slow-client isolation,
+# memory, header parse and layer micro-benchmarks, all in one run (~8 minutes).
+# Usage: crates/realip-bench/run.sh [extra `load all` flags]
+# The Markdown goes to stdout and to target/realip-bench/results.md; progress to stderr.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# 10,000 held connections need ~10,100 descriptors per process: raise the soft limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+cargo build -p realip-bench --release --bin load
+mkdir -p target/realip-bench
+# `load` re-executes itself under `taskset -c 0` and starts each server under `taskset -c 1`.
+target/release/load all "$@" | tee target/realip-bench/results.md
