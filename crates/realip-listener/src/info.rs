@@ -156,6 +156,16 @@ impl ProxyAddr {
             Self::Unix(_) => None,
         }
     }
+
+    /// The path of a Unix socket endpoint.
+    #[cfg(unix)]
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        use std::os::unix::ffi::OsStrExt;
+        match self {
+            Self::Unix(raw) => Some(std::path::Path::new(std::ffi::OsStr::from_bytes(raw))),
+            Self::Inet(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for ProxyAddr {

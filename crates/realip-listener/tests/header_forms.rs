@@ -146,6 +146,10 @@ async fn v2_unix_addresses_use_the_socket_peer() {
         info.destination(),
         Some(&ProxyAddr::Unix(b"/run/haproxy.sock".to_vec()))
     );
+    assert_eq!(
+        info.source().unwrap().unix_path(),
+        Some(std::path::Path::new("/run/client.sock"))
+    );
     assert_eq!(proxied.client().unwrap().source(), &AddrSource::Socket);
 }
 
