@@ -266,6 +266,39 @@ fn t4_haproxy_send_proxy_v2_tlvs() {
     );
     assert_tlv_types(&record, &[(0x03, "CRC32C"), (0x05, "UNIQUE_ID")]);
     client.roundtrip();
+
+    // CRC32C is checked: the same kind of header from the LB's address, once with a correct
+    // checksum (accepted) and once with one bit flipped (rejected, nothing attributed)
+    let lb_addr = s.ip(12);
+    for (corrupt, host) in [(false, 77), (true, 99)] {
+        let claimed = SocketAddr::new(s.ip(host), 4444);
+        let id = format!("t4v2-crc-{}", if corrupt { "bad" } else { "good" });
+        let mut stream = e2e::connect_from(lb_addr, tcp).expect("connect as the LB");
+        let outcome = e2e::raw_mqtt_connect(
+            &mut stream,
+            &e2e::pp2_with_crc32c(claimed, tcp, corrupt),
+            &id,
+        );
+        if corrupt {
+            assert_eq!(
+                outcome,
+                ConnectOutcome::Closed,
+                "T4: a wrong CRC32C must be rejected"
+            );
+            broker.assert_unknown(&id);
+            broker.assert_absent(
+                claimed.ip(),
+                "T4-v2: the address of a header with a bad CRC32C",
+            );
+        } else {
+            assert_eq!(
+                outcome,
+                ConnectOutcome::Connack(0),
+                "T4: a correct CRC32C is accepted"
+            );
+            s.assert_reported(&broker.wait_client(&id), claimed);
+        }
+    }
 }
 
 /// Client → HAProxy TLS frontend, `send-proxy-v2-ssl` (SSL TLV) + authority (SNI) → broker.
@@ -378,6 +411,11 @@ fn t6_forged_header_from_untrusted_host() {
             "T6: a forged {tag} header from an untrusted host must be rejected"
         );
     }
+
+    let line = broker.wait_log_line("a line about the rejected attacker", |l| {
+        e2e::contains_ip(l, &attacker.to_string())
+    });
+    e2e::say(format_args!("scenario T6: broker log: {line}"));
 
     let client = s
         .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t6-paho"))

@@ -1068,6 +1068,41 @@ pub(crate) const PP2_SIGNATURE: [u8; 12] = [
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
 ];
 
+/// CRC32C (Castagnoli), as the PROXY v2 `PP2_TYPE_CRC32C` TLV uses it.
+pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PROXY v2 `PROXY` TCP/IPv4 header with a CRC32C TLV; `corrupt` flips one bit of the
+/// checksum.
+pub(crate) fn pp2_with_crc32c(src: SocketAddr, dst: SocketAddr, corrupt: bool) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
+        panic!("IPv4 only");
+    };
+    let mut h = PP2_SIGNATURE.to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12 + 7]);
+    h.extend_from_slice(&s.octets());
+    h.extend_from_slice(&d.octets());
+    h.extend_from_slice(&src.port().to_be_bytes());
+    h.extend_from_slice(&dst.port().to_be_bytes());
+    h.extend_from_slice(&[0x03, 0, 4, 0, 0, 0, 0]);
+    let crc = crc32c(&h) ^ u32::from(corrupt);
+    let at = h.len() - 4;
+    h[at..].copy_from_slice(&crc.to_be_bytes());
+    h
+}
+
 /// A PROXY v2 `LOCAL` header that still carries a (meaningless) TCP/IPv4 address block, as some
 /// load balancers send: the receiver must skip it and use the socket's own addresses.
 pub(crate) fn pp2_local_with_addresses(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
