@@ -185,7 +185,7 @@ async fn trusted_peers_get_the_policy_others_are_rejected_if_they_send_a_header(
 
 #[tokio::test]
 async fn header_timeout_closes_a_silent_client_without_delaying_others() {
-    let server = Server::start(&["--header-timeout", "0.5"]).await;
+    let server = Server::start(&["--header-timeout", "2"]).await;
     let mut silent = connect_from("127.0.0.1", server.addr).await;
     let mut good = connect_from("127.0.0.1", server.addr).await;
     ProxyHeader::v1("192.0.2.3:3".parse().unwrap(), server.addr)
@@ -199,6 +199,10 @@ async fn header_timeout_closes_a_silent_client_without_delaying_others() {
             .unwrap()
             .starts_with("peer=192.0.2.3:3 ")
     );
-    assert!(start.elapsed() < Duration::from_millis(400));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(banner(&mut silent).await, None);
 }
