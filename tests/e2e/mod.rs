@@ -626,6 +626,11 @@ impl Scenario {
         ));
     }
 
+    /// The current content of a file of a proxy instance (e.g. `lb2/access.log`), or "".
+    pub(crate) fn read_file(&self, name: &str, file: &str) -> String {
+        fs::read_to_string(self.dir.join(name).join(file)).unwrap_or_default()
+    }
+
     /// Reads a file of an NGINX instance (e.g. `access.log`) once it is non-empty.
     pub(crate) fn wait_file(&self, name: &str, file: &str) -> String {
         let path = self.dir.join(name).join(file);
@@ -1118,7 +1123,7 @@ pub(crate) fn pp2_local_with_addresses(src: SocketAddr, dst: SocketAddr) -> Vec<
     h
 }
 
-/// Map of TLV type → value bytes found anywhere in a JSON record: helper for readable asserts.
+/// Every string and number in a JSON value, keyed by its path (`.proxy.tlvs[0].type`).
 pub(crate) fn json_strings(value: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     fn walk(v: &Value, path: String, out: &mut BTreeMap<String, String>) {
