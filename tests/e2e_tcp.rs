@@ -510,6 +510,18 @@ fn t7_health_checks_and_local_command() {
     );
     let log = broker.log();
     // checked at the end, so that the other T7 checks still run and report
+    // the checks did reach the broker (it logs connections at debug level), so the absence of
+    // warnings below means something
+    let lb_ip = s.ip(12).to_string();
+    let check_lines = log[log_before..]
+        .lines()
+        .filter(|l| e2e::contains_ip(l, &lb_ip))
+        .count();
+    assert!(
+        check_lines >= 4,
+        "T7: expected the broker to log (at debug) the health-check connections from {lb_ip}, \
+         found {check_lines} lines"
+    );
     // (the harness's own readiness probe through HAProxy, from 127.N.0.250, is not a check)
     let probe = s.ip(250).to_string();
     let noisy: Vec<String> = log[log_before..]
