@@ -115,6 +115,32 @@ fn t2_passthrough_keeps_first_header() {
     s.mosquitto_roundtrip(&broker, lb1, s.ip(101), "a");
 }
 
+/// Misconfiguration: LB2 sends its own PROXY header without parsing LB1's, so the broker gets two
+/// headers. It must parse only the first (vouching for LB1) and treat the second as the start of
+/// the MQTT stream: the client is refused and its address (inside the second header) is never
+/// attributed.
+#[test]
+fn t2_double_header_is_not_parsed_twice() {
+    let Some(mut s) = Scenario::start("T2-double", 11, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let lb2 = nginx_stream(&mut s, "lb2", "stream_send_proxy.conf", 21, 22, tcp, &[]);
+    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, lb2, &[]);
+
+    let refused = s.paho("client", PahoOpts::tcp(lb1, s.ip(101), "t2d-paho"));
+    let Err(reason) = refused else {
+        panic!("T2-double: a second PROXY header must not be parsed as a header");
+    };
+    e2e::say(format_args!("scenario T2-double: client refused: {reason}"));
+    broker.assert_unknown("t2d-paho");
+    broker.assert_absent(
+        s.ip(101),
+        "T2-double: the client address inside the second header",
+    );
+}
+
 /// Client → LB1 (sends PROXY) → LB2 (parses, trusts LB1, sends its own) → broker.
 #[test]
 fn t3_reproxy_with_trusted_lb1() {

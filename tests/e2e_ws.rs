@@ -336,3 +336,40 @@ fn w6_proxy_protocol_on_websocket_listener() {
     broker.assert_absent(forged, "W6: the client's own X-Forwarded-For");
     client.roundtrip();
 }
+
+/// Client → LB1 (NGINX, overwrites) → LB2 (HAProxy `option forwardfor`, which adds a **second**
+/// X-Forwarded-For line, and a second X-Forwarded-Port line) → broker walking from the right:
+/// the header lines must be combined in order before the walk.
+#[test]
+fn w7_haproxy_forwardfor_adds_header_lines() {
+    let Some(mut s) = Scenario::start("W7", 29, &[Tool::Nginx, Tool::Haproxy, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let mut args = xff_args(&range);
+    args.extend([
+        "--ws-strategy".to_owned(),
+        "trusted".to_owned(),
+        "--ws-recursive".to_owned(),
+    ]);
+    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let lb2 = s.addr(21);
+    let vars = vec![
+        ("LISTEN", lb2.to_string()),
+        ("SOURCE", s.ip(22).to_string()),
+        ("UPSTREAM", ws.to_string()),
+    ];
+    s.haproxy("lb2", "http_ws_forwardfor.cfg", &vars, &[lb2]);
+    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_overwrite.conf", 11, 12, lb2, &[]);
+
+    let client = s
+        .paho("client", PahoOpts::ws(lb1, s.ip(101), "w7-paho"))
+        .expect("client connects through NGINX and HAProxy");
+    let record = broker.wait_client("w7-paho");
+    e2e::say(format_args!(
+        "scenario W7: broker's forwarded report: {}",
+        record["forwarded"]
+    ));
+    s.assert_reported(&record, client.local);
+    client.roundtrip();
+}
