@@ -81,7 +81,7 @@ pub(crate) fn client_json(info: &ClientInfo, subscriptions: usize) -> Value {
         "socket_peer": meta.socket_peer.to_string(),
         "proto_name": "MQTT",
         "proto_ver": info.proto_ver,
-        "clean_start": info.clean_session,
+        "clean_start": info.clean_start,
         "keepalive": info.keepalive,
         "connected": true,
         "connected_at": rfc3339(info.connected_at),

@@ -15,7 +15,8 @@ use crate::acl::Acl;
 
 /// Messages queued for one connection before it is considered a slow consumer.
 const CONNECTION_QUEUE: usize = 1024;
-/// QoS 1 messages kept for an offline persistent (clean session = 0) session.
+/// QoS 1 messages kept for an offline persistent session (3.1.1 clean session = 0, or MQTT 5
+/// session expiry interval > 0).
 const OFFLINE_QUEUE: usize = 1000;
 
 /// What is known about a connection when it is accepted, before CONNECT.
@@ -43,8 +44,37 @@ pub(crate) struct ClientInfo {
     pub(crate) meta: ConnMeta,
     pub(crate) proto_ver: u8,
     pub(crate) keepalive: u16,
-    pub(crate) clean_session: bool,
+    /// 3.1.1 clean session / MQTT 5 clean start: discard any previous session.
+    pub(crate) clean_start: bool,
+    /// Whether the session outlives the connection (3.1.1 clean session = 0, MQTT 5 session
+    /// expiry interval > 0; expiry itself is not enforced: the session lives until the broker
+    /// stops or a clean start replaces it).
+    pub(crate) persistent: bool,
     pub(crate) connected_at: SystemTime,
+}
+
+/// Subscription options (MQTT 5; 3.1.1 subscriptions use the defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SubOptions {
+    /// Granted QoS.
+    pub(crate) qos: QoS,
+    /// Do not deliver the client's own publishes.
+    pub(crate) no_local: bool,
+    /// Keep the RETAIN flag of forwarded publishes.
+    pub(crate) retain_as_published: bool,
+    /// 0: send retained messages on subscribe, 1: only for a new subscription, 2: never.
+    pub(crate) retain_handling: u8,
+}
+
+impl SubOptions {
+    pub(crate) const fn qos(qos: QoS) -> Self {
+        Self {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        }
+    }
 }
 
 /// A message on its way to one subscriber.
@@ -93,8 +123,8 @@ struct Conn {
 
 #[derive(Debug, Default)]
 struct Session {
-    subs: BTreeMap<String, QoS>,
-    clean: bool,
+    subs: BTreeMap<String, SubOptions>,
+    persistent: bool,
     conn: Option<Conn>,
     pending: VecDeque<Delivery>,
 }
@@ -177,7 +207,7 @@ impl Broker {
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         let (close_tx, close) = oneshot::channel();
         let clientid = info.clientid.clone();
-        let clean = info.clean_session;
+        let (clean_start, persistent) = (info.clean_start, info.persistent);
         let mut state = self.lock();
         let session = state.sessions.entry(clientid).or_default();
         if let Some(old) = session.conn.take() {
@@ -185,14 +215,14 @@ impl Broker {
                 let _ = close.send(CloseReason::TakenOver);
             }
         }
-        let session_present = if clean {
+        let session_present = if clean_start {
             *session = Session::default();
             false
         } else {
             // A previous session exists if it was persistent and had state.
-            !session.clean && (!session.subs.is_empty() || !session.pending.is_empty())
+            session.persistent && (!session.subs.is_empty() || !session.pending.is_empty())
         };
-        session.clean = clean;
+        session.persistent = persistent;
         for delivery in session.pending.drain(..) {
             let _ = tx.try_send(delivery);
         }
@@ -219,7 +249,7 @@ impl Broker {
         };
         if session.conn.as_ref().is_some_and(|c| c.id == conn_id) {
             session.conn = None;
-            if session.clean {
+            if !session.persistent {
                 state.sessions.remove(clientid);
             }
         }
@@ -243,20 +273,32 @@ impl Broker {
         }
     }
 
-    /// Adds subscriptions; returns the retained messages they match.
-    pub(crate) fn subscribe(&self, clientid: &str, filters: &[(String, QoS)]) -> Vec<Delivery> {
+    /// Adds (or replaces) subscriptions; returns the retained messages to send for them.
+    pub(crate) fn subscribe(
+        &self,
+        clientid: &str,
+        filters: &[(String, SubOptions)],
+    ) -> Vec<Delivery> {
         let mut state = self.lock();
         let state = &mut *state;
         let Some(session) = state.sessions.get_mut(clientid) else {
             return Vec::new();
         };
         let mut retained = Vec::new();
-        for (filter, qos) in filters {
-            session.subs.insert(filter.clone(), *qos);
+        for (filter, opts) in filters {
+            let existed = session.subs.insert(filter.clone(), *opts).is_some();
+            let send = match opts.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+            if !send {
+                continue;
+            }
             for (topic, msg) in &state.retained {
                 if topic_matches(topic, filter) {
                     retained.push(Delivery {
-                        qos: min_qos(msg.qos, *qos),
+                        qos: min_qos(msg.qos, opts.qos),
                         retain: true,
                         ..msg.clone()
                     });
@@ -275,8 +317,16 @@ impl Broker {
         }
     }
 
-    /// Stores or clears a retained message (when `retain`) and fans out to subscribers.
-    pub(crate) fn publish(&self, topic: &str, payload: Bytes, qos: QoS, retain: bool) {
+    /// Stores or clears a retained message (when `retain`) and fans out to subscribers;
+    /// `from` is the publishing client, for no-local subscriptions.
+    pub(crate) fn publish(
+        &self,
+        from: Option<&str>,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) {
         let topic: Arc<str> = Arc::from(topic);
         let mut state = self.lock();
         if retain {
@@ -295,21 +345,27 @@ impl Broker {
             }
         }
         for (clientid, session) in &mut state.sessions {
-            let granted = session
-                .subs
-                .iter()
-                .filter(|(filter, _)| topic_matches(&topic, filter))
-                .map(|(_, qos)| *qos)
-                .max_by_key(|qos| *qos as u8);
+            let own = from == Some(clientid.as_str());
+            let mut granted: Option<QoS> = None;
+            let mut keep_retain = false;
+            for (filter, opts) in &session.subs {
+                if (own && opts.no_local) || !topic_matches(&topic, filter) {
+                    continue;
+                }
+                if granted.is_none_or(|g| (opts.qos as u8) > (g as u8)) {
+                    granted = Some(opts.qos);
+                }
+                keep_retain |= opts.retain_as_published;
+            }
             let Some(granted) = granted else { continue };
             let delivery = Delivery {
                 topic: Arc::clone(&topic),
                 payload: payload.clone(),
                 qos: min_qos(qos, granted),
-                retain: false,
+                retain: retain && keep_retain,
             };
             let Some(conn) = &session.conn else {
-                if !session.clean && delivery.qos != QoS::AtMostOnce {
+                if session.persistent && delivery.qos != QoS::AtMostOnce {
                     if session.pending.len() >= OFFLINE_QUEUE {
                         session.pending.pop_front();
                     }
@@ -465,7 +521,8 @@ mod tests {
             },
             proto_ver: 4,
             keepalive: 60,
-            clean_session: clean,
+            clean_start: clean,
+            persistent: !clean,
             connected_at: SystemTime::now(),
         }
     }
@@ -483,11 +540,17 @@ mod tests {
         broker.subscribe(
             "c",
             &[
-                ("a/+".into(), QoS::AtMostOnce),
-                ("a/#".into(), QoS::AtLeastOnce),
+                ("a/+".into(), SubOptions::qos(QoS::AtMostOnce)),
+                ("a/#".into(), SubOptions::qos(QoS::AtLeastOnce)),
             ],
         );
-        broker.publish("a/b", Bytes::from_static(b"x"), QoS::AtLeastOnce, true);
+        broker.publish(
+            None,
+            "a/b",
+            Bytes::from_static(b"x"),
+            QoS::AtLeastOnce,
+            true,
+        );
         let got = second.rx.recv().await.unwrap();
         assert_eq!(
             (&*got.topic, got.qos, got.retain),
@@ -496,14 +559,77 @@ mod tests {
         // Exactly one copy per subscriber, even with two matching filters.
         assert!(second.rx.try_recv().is_err());
 
-        let retained = broker.subscribe("c", &[("a/b".into(), QoS::AtMostOnce)]);
+        let retained = broker.subscribe("c", &[("a/b".into(), SubOptions::qos(QoS::AtMostOnce))]);
         assert_eq!(retained.len(), 1);
         assert!(retained[0].retain && retained[0].qos == QoS::AtMostOnce);
-        broker.publish("a/b", Bytes::new(), QoS::AtMostOnce, true);
+        broker.publish(None, "a/b", Bytes::new(), QoS::AtMostOnce, true);
         assert!(
             broker
-                .subscribe("c", &[("a/b".into(), QoS::AtMostOnce)])
+                .subscribe("c", &[("a/b".into(), SubOptions::qos(QoS::AtMostOnce))])
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn no_local_retain_as_published_and_retain_handling() {
+        let broker = Broker::new(Acl::default());
+        let mut me = broker.register(info("me", true));
+        let opts = |no_local, retain_as_published, retain_handling| SubOptions {
+            qos: QoS::AtLeastOnce,
+            no_local,
+            retain_as_published,
+            retain_handling,
+        };
+        broker.subscribe("me", &[("own/#".into(), opts(true, false, 0))]);
+        broker.publish(
+            Some("me"),
+            "own/x",
+            Bytes::from_static(b"mine"),
+            QoS::AtMostOnce,
+            false,
+        );
+        broker.publish(
+            Some("other"),
+            "own/x",
+            Bytes::from_static(b"theirs"),
+            QoS::AtMostOnce,
+            true,
+        );
+        let got = me.rx.recv().await.unwrap();
+        assert_eq!(&got.payload[..], b"theirs");
+        assert!(!got.retain, "retain is cleared unless retain-as-published");
+        assert!(
+            me.rx.try_recv().is_err(),
+            "no-local: own publish not delivered"
+        );
+
+        // Retain handling: 1 sends retained messages only for a new subscription, 2 never.
+        assert_eq!(
+            broker
+                .subscribe("me", &[("own/x".into(), opts(false, true, 1))])
+                .len(),
+            1
+        );
+        assert!(
+            broker
+                .subscribe("me", &[("own/x".into(), opts(false, true, 1))])
+                .is_empty()
+        );
+        assert!(
+            broker
+                .subscribe("me", &[("own/+".into(), opts(false, true, 2))])
+                .is_empty()
+        );
+        broker.publish(
+            Some("other"),
+            "own/x",
+            Bytes::from_static(b"kept"),
+            QoS::AtMostOnce,
+            true,
+        );
+        assert!(
+            me.rx.recv().await.unwrap().retain,
+            "retain-as-published keeps the flag"
         );
     }
 
@@ -512,10 +638,10 @@ mod tests {
         let broker = Broker::new(Acl::default());
         let first = broker.register(info("p", false));
         assert!(!first.session_present);
-        broker.subscribe("p", &[("t".into(), QoS::AtLeastOnce)]);
+        broker.subscribe("p", &[("t".into(), SubOptions::qos(QoS::AtLeastOnce))]);
         broker.unregister("p", first.conn_id);
-        broker.publish("t", Bytes::from_static(b"0"), QoS::AtMostOnce, false);
-        broker.publish("t", Bytes::from_static(b"1"), QoS::AtLeastOnce, false);
+        broker.publish(None, "t", Bytes::from_static(b"0"), QoS::AtMostOnce, false);
+        broker.publish(None, "t", Bytes::from_static(b"1"), QoS::AtLeastOnce, false);
         let mut again = broker.register(info("p", false));
         assert!(again.session_present);
         assert_eq!(&again.rx.recv().await.unwrap().payload[..], b"1");

@@ -27,7 +27,7 @@ pub(crate) const DEFAULT_WS_PATH: &str = "/mqtt";
 /// Default time allowed for a PROXY protocol header, in seconds.
 pub(crate) const DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS: f64 = 3.0;
 
-/// An MQTT 3.1.1 broker that knows who its clients really are behind reverse proxies.
+/// An MQTT 3.1.1 / 5.0 broker that knows who its clients really are behind reverse proxies.
 #[derive(Debug, Parser)]
 #[command(
     name = "realip-broker",

@@ -1,4 +1,4 @@
-//! `realip-broker`: an example MQTT 3.1.1 broker that reports each client's real address
+//! `realip-broker`: an example MQTT 3.1.1 and 5.0 broker that reports each client's real address
 //! behind reverse proxies, like EMQX's `peername`.
 //!
 //! It serves MQTT over TCP (optionally behind PROXY protocol, via `realip-listener`) and over
@@ -18,6 +18,7 @@
 mod acl;
 mod admin;
 mod broker;
+mod codec;
 mod config;
 mod ctl;
 mod realip;

@@ -13,14 +13,11 @@ use mqttbytes::v4::LastWill;
 
 fn mosquitto(bin: &str, broker: &BrokerProcess, args: &[&str]) -> Command {
     let mut command = Command::new(bin);
-    command.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &broker.tcp().port().to_string(),
-        "-V",
-        "mqttv311",
-    ]);
+    command.args(["-h", "127.0.0.1", "-p", &broker.tcp().port().to_string()]);
+    // MQTT 3.1.1 unless the test asks for another version.
+    if !args.contains(&"-V") {
+        command.args(["-V", "mqttv311"]);
+    }
     command.args(args);
     command
 }
@@ -472,35 +469,89 @@ fn sigterm_and_sigint_close_clients_and_exit_zero() {
 }
 
 #[test]
-fn mqtt_5_and_3_1_clients_are_refused_with_an_unsupported_version() {
+fn mqtt_5_clients_are_served_and_3_1_clients_refused() {
     if !have_mosquitto() {
         return;
     }
     let broker = BrokerProcess::start(&[]);
-    let port = broker.tcp().port().to_string();
-    let run = |version: &str| {
-        let out = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-V",
-                version,
-                "-t",
-                "t",
-                "-m",
-                "m",
-            ])
-            .output()
+    let v5 = |args: &[&'static str]| [&["-V", "mqttv5"][..], args].concat();
+    let pub5 = |args: &[&'static str]| {
+        let status = mosquitto("mosquitto_pub", &broker, &v5(args))
+            .status()
             .unwrap();
-        assert!(!out.status.success(), "{version} was accepted");
-        String::from_utf8_lossy(&out.stderr).to_ascii_lowercase()
+        assert!(status.success(), "mosquitto_pub -V mqttv5 {args:?}");
     };
-    assert!(run("mqttv5").contains("unsupported protocol version"));
-    assert!(run("mqttv31").contains("unacceptable protocol version"));
-    let logs = broker.wait_log("protocol_level=3");
-    assert!(logs.contains("protocol_level=5"), "{logs}");
+    pub5(&[
+        "-A",
+        "127.0.0.131",
+        "-t",
+        "five/retained",
+        "-m",
+        "kept",
+        "-r",
+        "-q",
+        "1",
+    ]);
+    let sub = mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &v5(&[
+            "-A",
+            "127.0.0.130",
+            "-i",
+            "v5-sub",
+            "-q",
+            "1",
+            "-t",
+            "five/#",
+            "-C",
+            "4",
+            "-W",
+            "20",
+            "-F",
+            "%r %q %t %p",
+        ]),
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_subscriptions(&broker, "v5-sub", 1);
+    let record = broker.client("v5-sub");
+    assert_eq!(record["proto_ver"], 5);
+    assert_eq!(record["ip_address"], "127.0.0.130");
+    for (topic, message, qos) in [
+        ("five/0", "zero", "0"),
+        ("five/1", "one", "1"),
+        ("five/2", "two", "2"),
+    ] {
+        pub5(&["-A", "127.0.0.131", "-t", topic, "-m", message, "-q", qos]);
+    }
+    let out = sub.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_sub -V mqttv5 failed; logs:\n{}",
+        broker.logs()
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "1 1 five/retained kept\n0 0 five/0 zero\n0 1 five/1 one\n0 1 five/2 two\n"
+    );
+
+    // MQTT 3.1 (protocol level 3) is not served.
+    let out = mosquitto(
+        "mosquitto_pub",
+        &broker,
+        &["-V", "mqttv31", "-t", "t", "-m", "m"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "MQTT 3.1 was accepted");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_ascii_lowercase()
+            .contains("unacceptable protocol version")
+    );
+    broker.wait_log("protocol_level=3");
 }
 
 #[test]

@@ -25,6 +25,16 @@ struct Paho {
 
 impl Paho {
     fn connect(ws: SocketAddr, clientid: &str, bind: &str, headers: &[&str]) -> Self {
+        Self::connect_with(ws, clientid, bind, headers, &[])
+    }
+
+    fn connect_with(
+        ws: SocketAddr,
+        clientid: &str,
+        bind: &str,
+        headers: &[&str],
+        extra: &[&str],
+    ) -> Self {
         let mut command = Command::new("python3");
         command.args([
             SCRIPT,
@@ -40,6 +50,7 @@ impl Paho {
         for header in headers {
             command.args(["--header", header]);
         }
+        command.args(extra);
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -256,4 +267,51 @@ fn a_forged_header_from_an_untrusted_client_is_ignored_over_websocket() {
     assert_eq!(record["port"], serde_json::Value::Null);
     assert_eq!(record["peername"], "192.0.2.33");
     assert_eq!(record["ip_source"], "x-real-ip");
+}
+
+#[test]
+fn paho_mqtt5_over_websocket_with_no_local_and_retain_as_published() {
+    if !have_paho() {
+        return;
+    }
+    let broker = BrokerProcess::start(&[]);
+    let v5 = ["--mqtt", "5"];
+    let mut me = Paho::connect_with(broker.ws(), "v5-me", "127.0.0.127", &[], &v5);
+    let mut other = Paho::connect_with(broker.ws(), "v5-other", "127.0.0.128", &[], &v5);
+
+    me.command(json!({"op": "sub", "topic": "v5/#", "qos": 1, "no_local": true}));
+    assert_eq!(me.expect("subscribed")["granted"], json!([1]));
+    // No-local: my own publish does not come back; the next message is the other client's.
+    me.publish("v5/own", "mine", 1, false);
+    other.publish("v5/b", "kept", 1, true);
+    assert_eq!(
+        me.expect("message"),
+        json!({"event": "message", "topic": "v5/b", "payload": "kept", "qos": 1, "retain": false})
+    );
+
+    // Retain handling 1 (send if new subscription): the retained message once...
+    let sub = json!({"op": "sub", "topic": "v5/b", "qos": 1, "retain_as_published": true, "retain_handling": 1});
+    me.command(sub.clone());
+    me.expect("subscribed");
+    assert_eq!(me.expect("message")["retain"], true);
+    // ...and not again for the same subscription.
+    me.command(sub);
+    me.expect("subscribed");
+    // Retain-as-published: a live retained publish keeps its flag (one copy for both filters).
+    other.publish("v5/b", "again", 1, true);
+    assert_eq!(
+        me.expect("message"),
+        json!({"event": "message", "topic": "v5/b", "payload": "again", "qos": 1, "retain": true})
+    );
+    other.publish("v5/c", "end", 0, false);
+    assert_eq!(
+        me.expect("message")["payload"],
+        "end",
+        "no duplicate or stale message before this one"
+    );
+
+    let record = broker.client("v5-me");
+    assert_eq!(record["proto_ver"], 5);
+    assert_eq!(record["listener"], "ws:default");
+    assert_eq!(record["ip_address"], "127.0.0.127");
 }

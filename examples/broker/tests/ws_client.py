@@ -10,11 +10,13 @@ Events:   {"event": "connected", "rc": 0}
           {"event": "message", "topic": "t", "payload": "p", "qos": 1, "retain": false}
           {"event": "disconnected", "rc": 0}
 Commands: {"op": "sub", "topic": "t/#", "qos": 1}
+          (MQTT 5 options: "no_local", "retain_as_published", "retain_handling")
           {"op": "pub", "topic": "t", "payload": "p", "qos": 1, "retain": false}
           {"op": "quit"}
 
 Usage: ws_client.py --port PORT [--host 127.0.0.1] [--path /mqtt] [--bind 127.0.0.121]
                     [--client-id ID] [--header "Name: value"]... [--keepalive 60]
+                    [--mqtt 3.1.1|5] [--transport websockets|tcp]
 """
 
 import argparse
@@ -23,6 +25,7 @@ import sys
 import threading
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 lock = threading.Lock()
 
@@ -42,6 +45,8 @@ def main():
     parser.add_argument("--client-id", default="")
     parser.add_argument("--keepalive", type=int, default=60)
     parser.add_argument("--header", action="append", default=[])
+    parser.add_argument("--mqtt", choices=["3.1.1", "5"], default="3.1.1")
+    parser.add_argument("--transport", choices=["websockets", "tcp"], default="websockets")
     args = parser.parse_args()
 
     headers = {}
@@ -49,13 +54,15 @@ def main():
         name, _, value = line.partition(":")
         headers[name.strip()] = value.strip()
 
+    v5 = args.mqtt == "5"
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=args.client_id,
-        transport="websockets",
-        protocol=mqtt.MQTTv311,
+        transport=args.transport,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
     )
-    client.ws_set_options(path=args.path, headers=headers or None)
+    if args.transport == "websockets":
+        client.ws_set_options(path=args.path, headers=headers or None)
 
     def on_connect(_client, _userdata, _flags, reason_code, _properties):
         emit(event="connected", rc=reason_code.value)
@@ -97,7 +104,15 @@ def main():
             continue
         cmd = json.loads(line)
         op = cmd["op"]
-        if op == "sub":
+        if op == "sub" and v5:
+            options = SubscribeOptions(
+                qos=cmd.get("qos", 0),
+                noLocal=cmd.get("no_local", False),
+                retainAsPublished=cmd.get("retain_as_published", False),
+                retainHandling=cmd.get("retain_handling", 0),
+            )
+            client.subscribe(cmd["topic"], options=options)
+        elif op == "sub":
             client.subscribe(cmd["topic"], qos=cmd.get("qos", 0))
         elif op == "pub":
             client.publish(
