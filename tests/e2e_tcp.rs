@@ -668,3 +668,67 @@ fn templates_in_scenarios_md_match() {
         "expected the NGINX and HAProxy templates, found {checked}"
     );
 }
+
+/// T1 and T4 over IPv6 (`::1`): NGINX sends a v1 `TCP6` header, HAProxy a v2 INET6 one; the
+/// broker reports the client's IPv6 address and port. Every hop is `::1`, so the port is what
+/// proves the header was used: it is the client's, not the proxy's outgoing one.
+#[test]
+fn t1_t4_ipv6_loopback() {
+    let Some(mut s) = Scenario::start("T1-T4-v6", 12, &[Tool::Nginx, Tool::Haproxy, Tool::Paho])
+    else {
+        return;
+    };
+    let loopback = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+    let tcp = s.addr_v6();
+    let args = [
+        "--tcp".to_owned(),
+        tcp.to_string(),
+        "--tcp-proxy-protocol".to_owned(),
+        "--proxy-from".to_owned(),
+        "::1/128".to_owned(),
+        "--ws".to_owned(),
+        "off".to_owned(),
+    ];
+    let broker = s.broker("broker", &args, &[(tcp, loopback)]);
+    let nginx = s.addr_v6();
+    let vars = vec![
+        ("LISTEN", nginx.to_string()),
+        ("BIND", loopback.to_string()),
+        ("UPSTREAM", tcp.to_string()),
+    ];
+    s.nginx(
+        "nginx",
+        Block::Stream,
+        "stream_send_proxy.conf",
+        &vars,
+        &[nginx],
+    );
+    let haproxy = s.addr_v6();
+    let vars = vec![
+        ("LISTEN", haproxy.to_string()),
+        ("BIND_OPTIONS", String::new()),
+        // HAProxy reads `::1` as host `:` port 1: IPv6 needs brackets here
+        ("SOURCE", format!("[{loopback}]")),
+        ("UPSTREAM", tcp.to_string()),
+        (
+            "SERVER_OPTIONS",
+            "send-proxy-v2 proxy-v2-options crc32c,unique-id".to_owned(),
+        ),
+    ];
+    s.haproxy("haproxy", "tcp.cfg", &vars, &[haproxy]);
+
+    for (via, lb) in [("nginx", nginx), ("haproxy", haproxy)] {
+        let id = format!("v6-{via}-paho");
+        let client = s
+            .paho(&id, PahoOpts::tcp(lb, loopback, &id))
+            .expect("client connects over IPv6");
+        let record = broker.wait_client(&id);
+        assert_eq!(
+            record["proxy"]["source"].as_str().map(str::to_owned),
+            Some(client.local.to_string()),
+            "{via}: the header's source is the client's [::1]:port: {record}"
+        );
+        s.assert_reported(&record, client.local);
+        client.roundtrip();
+    }
+}

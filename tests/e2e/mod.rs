@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -267,6 +267,18 @@ impl Scenario {
         }
     }
 
+    /// A currently free port on `::1` (IPv6 has a single loopback address, so every hop shares
+    /// it and only ports tell them apart).
+    pub(crate) fn addr_v6(&self) -> SocketAddr {
+        loop {
+            let listener = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).expect("bind [::1]:0");
+            let addr = listener.local_addr().expect("local_addr");
+            if self.handed_out.borrow_mut().insert(addr.port()) {
+                return addr;
+            }
+        }
+    }
+
     /// Starts a process whose stdout/stderr go to `<dir>/<name>.out` and `<name>.err`.
     fn spawn(&mut self, name: &str, cmd: &mut Command) -> usize {
         let out = fs::File::create(self.dir.join(format!("{name}.out"))).expect("log file");
@@ -301,8 +313,8 @@ impl Scenario {
         loop {
             self.ensure_running(idx);
             let attempt = match from {
-                Some(src) => connect_from(src, addr),
-                None => TcpStream::connect_timeout(&addr, Duration::from_millis(200)),
+                Some(src) if src.is_ipv4() == addr.is_ipv4() => connect_from(src, addr),
+                _ => TcpStream::connect_timeout(&addr, Duration::from_millis(200)),
             };
             if attempt.is_ok() {
                 return;
@@ -737,11 +749,13 @@ pub(crate) fn say(line: std::fmt::Arguments<'_>) {
 
 /// `ip:port` as the broker reported it.
 pub(crate) fn reported(record: &Value) -> String {
-    format!(
-        "{}:{}",
-        record["ip_address"].as_str().unwrap_or("?"),
-        record["port"]
-    )
+    let ip = record["ip_address"].as_str().unwrap_or("?");
+    match (ip.parse::<IpAddr>(), record["port"].as_u64()) {
+        (Ok(ip), Some(port)) if u16::try_from(port).is_ok() => {
+            SocketAddr::new(ip, u16::try_from(port).unwrap_or(0)).to_string()
+        }
+        _ => format!("{ip}:{}", record["port"]),
+    }
 }
 
 /// Options for [`Scenario::paho`].
