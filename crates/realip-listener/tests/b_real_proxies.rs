@@ -1,6 +1,6 @@
 //! The listener against headers written by real proxies: HAProxy (`send-proxy`,
 //! `send-proxy-v2` with CRC32C, unique id and the SSL/authority TLVs of a TLS frontend, and
-//! LOCAL health checks) and NGINX (`proxy_protocol on` in a `stream` server).
+//! LOCAL health checks with CRC32C) and NGINX (`proxy_protocol on` in a `stream` server).
 //!
 //! The client binds its source to `127.77.0.101`, an address no proxy uses, so the test
 //! can tell the real client from the proxy. `haproxy` and `nginx` (with the stream module)
@@ -287,7 +287,7 @@ async fn haproxy_health_checks_send_local() {
     let front = SocketAddr::from((PROXY_IP, free_port()));
     let config = haproxy_config(
         &front.to_string(),
-        "send-proxy-v2 check check-send-proxy inter 200ms",
+        "send-proxy-v2 proxy-v2-options crc32c check check-send-proxy inter 200ms",
         backend_addr,
     );
     let _haproxy = haproxy(&dir, &config);
@@ -299,6 +299,8 @@ async fn haproxy_health_checks_send_local() {
     let info = addr.proxy_info().expect("health check header");
     assert_eq!(info.version(), ProxyVersion::V2);
     assert_eq!(info.command(), Command::Local);
+    // HAProxy puts a CRC32C TLV on its LOCAL headers; the listener verified it.
+    assert!(info.tlvs().crc32c().is_some(), "{info:?}");
     let client = addr.client().unwrap();
     assert_eq!(client.source(), &AddrSource::Socket);
     assert_eq!(Some(client.ip()), addr.socket_peer().ip());

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use b_common::{client_v4, within};
 use realip_core::{AddrSource, PeerAddr};
-use realip_listener::{Error, Policy, PolicySource, ProxyHeader, ProxyListener, tlv_type};
+use realip_listener::{Command, Error, Policy, PolicySource, ProxyHeader, ProxyListener, tlv_type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -160,4 +160,28 @@ async fn header_close_to_the_cap_with_data_behind_it() {
     );
     assert!(read_all(&mut stream).await == data);
     writer.await.unwrap();
+}
+#[tokio::test]
+async fn local_header_tlvs_are_checked_and_exposed() {
+    // A LOCAL header (a load balancer's health check) may carry TLVs, a CRC32C included.
+    let (mut listener, addr) = bind(Policy::Require).await;
+    let good = ProxyHeader::v2_local()
+        .with_unique_id(b"check-1".to_vec())
+        .with_crc32c()
+        .to_bytes();
+    let (_tcp, local) = send_and_close(addr, &good).await;
+    let (_stream, proxied) = within("good LOCAL", listener.accept()).await;
+    assert_eq!(proxied.client().unwrap().socket_addr(), Some(local));
+    let info = proxied.proxy_info().unwrap();
+    assert_eq!(info.command(), Command::Local);
+    assert_eq!(info.tlvs().unique_id(), Some(&b"check-1"[..]));
+
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xFF;
+    let (_tcp, _) = send_and_close(addr, &bad).await;
+    let err = within("bad LOCAL", listener.try_accept())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "crc32c", "{err}");
 }
