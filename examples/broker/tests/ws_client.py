@@ -82,8 +82,11 @@ def main():
             retain=bool(msg.retain),
         )
 
-    def on_disconnect(_client, _userdata, _flags, reason_code, _properties):
+    def on_disconnect(client, _userdata, _flags, reason_code, _properties):
         emit(event="disconnected", rc=reason_code.value)
+        # No automatic reconnect: a test that sees the broker close the connection must not
+        # find the client back (and, with the same client id, taking over another one).
+        client.disconnect()
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe

@@ -6,14 +6,16 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::ChildStdin;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mqttbytes::QoS;
 use mqttbytes::v4::{self, Connect, Packet, Publish, Subscribe};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_realip-broker");
 
@@ -438,5 +440,122 @@ impl WsClient {
         let mut payload = vec![0; head[1] as usize];
         self.stream.read_exact(&mut payload).unwrap();
         payload
+    }
+}
+
+pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_client.py");
+
+/// A paho-mqtt WebSocket client process.
+pub struct Paho {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Paho {
+    pub fn connect(ws: SocketAddr, clientid: &str, bind: &str, headers: &[&str]) -> Self {
+        Self::connect_with(ws, clientid, bind, headers, &[])
+    }
+
+    pub fn connect_with(
+        ws: SocketAddr,
+        clientid: &str,
+        bind: &str,
+        headers: &[&str],
+        extra: &[&str],
+    ) -> Self {
+        let mut command = Command::new("python3");
+        command.args([
+            SCRIPT,
+            "--host",
+            &ws.ip().to_string(),
+            "--port",
+            &ws.port().to_string(),
+            "--client-id",
+            clientid,
+            "--bind",
+            bind,
+        ]);
+        for header in headers {
+            command.args(["--header", header]);
+        }
+        command.args(extra);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn python3");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let event: Value = serde_json::from_str(&line).expect("ws_client.py prints JSON");
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut paho = Self {
+            child,
+            stdin,
+            events,
+            seen: Vec::new(),
+        };
+        let connected = paho.expect("connected");
+        assert_eq!(connected["rc"], 0, "paho CONNECT refused: {connected}");
+        paho
+    }
+
+    pub fn command(&mut self, command: Value) {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next event named `name` (earlier events of other kinds are kept for later).
+    pub fn expect(&mut self, name: &str) -> Value {
+        if let Some(i) = self.seen.iter().position(|e| e["event"] == name) {
+            return self.seen.remove(i);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) if event["event"] == name => return event,
+                Ok(event) if event["event"] == "error" => panic!("ws_client.py: {event}"),
+                Ok(event) => self.seen.push(event),
+                Err(_) => panic!("no {name:?} event from paho; seen: {:?}", self.seen),
+            }
+        }
+    }
+
+    pub fn subscribe(&mut self, topic: &str, qos: u8) {
+        self.command(json!({"op": "sub", "topic": topic, "qos": qos}));
+        let subscribed = self.expect("subscribed");
+        assert_eq!(subscribed["granted"], json!([qos]));
+    }
+
+    pub fn publish(&mut self, topic: &str, payload: &str, qos: u8, retain: bool) {
+        self.command(
+            json!({"op": "pub", "topic": topic, "payload": payload, "qos": qos, "retain": retain}),
+        );
+        self.expect("published");
+    }
+}
+
+impl Drop for Paho {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({"op": "quit"}));
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

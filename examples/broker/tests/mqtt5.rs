@@ -1,0 +1,107 @@
+//! MQTT 5 specifics: reason-coded server DISCONNECTs (takeover, keep-alive timeout,
+//! administrative kick) seen by a real client (paho-mqtt over TCP) and by a raw client.
+
+mod common;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::{BrokerProcess, Paho, RawClient, have_paho};
+
+/// Reads everything until the broker closes the connection.
+fn read_to_close(client: &mut RawClient) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let _ = client.stream.read_to_end(&mut rest);
+    rest
+}
+
+fn v5_connect(client_id: &str, keep_alive: u16) -> Vec<u8> {
+    let mut connect = mqttbytes::v5::Connect::new(client_id);
+    connect.keep_alive = keep_alive;
+    let mut out = BytesMut::new();
+    connect.write(&mut out).unwrap();
+    out.to_vec()
+}
+
+#[test]
+fn takeover_and_kick_send_reason_coded_disconnects_to_paho() {
+    if !have_paho() {
+        return;
+    }
+    let broker = BrokerProcess::start(&[]);
+    let tcp = ["--mqtt", "5", "--transport", "tcp"];
+    let mut first = Paho::connect_with(broker.tcp(), "v5-dup", "127.0.0.140", &[], &tcp);
+    let _second = Paho::connect_with(broker.tcp(), "v5-dup", "127.0.0.141", &[], &tcp);
+    // 0x8E: session taken over.
+    assert_eq!(first.expect("disconnected")["rc"], 0x8E);
+    assert_eq!(broker.client("v5-dup")["ip_address"], "127.0.0.141");
+
+    let mut kicked = Paho::connect_with(broker.tcp(), "v5-kick", "127.0.0.142", &[], &tcp);
+    assert_eq!(
+        common::http(broker.admin, "DELETE", "/api/v5/clients/v5-kick").0,
+        204
+    );
+    // 0x98: administrative action.
+    assert_eq!(kicked.expect("disconnected")["rc"], 0x98);
+}
+
+#[test]
+fn keepalive_timeout_and_protocol_errors_are_reason_coded() {
+    let broker = BrokerProcess::start(&[]);
+
+    let mut silent =
+        RawClient::connect_from("127.0.0.143", broker.tcp(), &v5_connect("v5-silent", 1));
+    let start = Instant::now();
+    let rest = read_to_close(&mut silent);
+    let waited = start.elapsed();
+    // CONNACK (v5: flags, reason 0, properties), then DISCONNECT 0x8D (keep alive timeout).
+    assert_eq!(&rest[..1], [0x20], "CONNACK first: {rest:x?}");
+    assert_eq!(rest[3], 0x00, "CONNACK reason success: {rest:x?}");
+    assert!(
+        rest.ends_with(&[0xE0, 0x01, 0x8D]),
+        "DISCONNECT 0x8D last: {rest:x?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1300) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+
+    // A PUBLISH with a topic alias (none is allowed): DISCONNECT 0x94.
+    let mut alias =
+        RawClient::connect_from("127.0.0.144", broker.tcp(), &v5_connect("v5-alias", 60));
+    let mut publish = mqttbytes::v5::Publish::new("a/b", mqttbytes::QoS::AtMostOnce, b"x".to_vec());
+    publish.properties = Some(mqttbytes::v5::PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: Some(1),
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    });
+    let mut out = BytesMut::new();
+    publish.write(&mut out).unwrap();
+    alias.send_bytes(&out);
+    let rest = read_to_close(&mut alias);
+    assert!(
+        rest.ends_with(&[0xE0, 0x01, 0x94]),
+        "DISCONNECT 0x94 last: {rest:x?}"
+    );
+
+    // An empty DISCONNECT (reason 0 and properties omitted) is a normal disconnect.
+    let mut normal =
+        RawClient::connect_from("127.0.0.145", broker.tcp(), &v5_connect("v5-normal", 60));
+    normal.send_bytes(&[0xE0, 0x00]);
+    let rest = read_to_close(&mut normal);
+    assert_eq!(rest[0], 0x20, "only the CONNACK: {rest:x?}");
+    // Only v5-normal ends normally in this test.
+    let logs = broker.wait_log("reason=normal");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("client=v5-normal") && l.contains("reason=normal")),
+        "{logs}"
+    );
+    assert!(logs.contains("keepalive timeout"), "{logs}");
+}
