@@ -66,6 +66,7 @@ fn local(listener: &Option<TcpListener>) -> String {
 
 async fn serve(config: Config) -> Result<(), String> {
     let broker = Broker::new(Acl::new(config.allow.clone(), config.deny.clone()));
+    let layer = config.forwarding.as_ref().map(real_ip_layer).transpose()?;
     let tcp = bind("tcp", config.tcp).await?;
     let ws = bind("ws", config.ws).await?;
     let admin = bind("admin", config.admin).await?;
@@ -95,7 +96,6 @@ async fn serve(config: Config) -> Result<(), String> {
 
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let layer = config.forwarding.as_ref().map(real_ip_layer).transpose()?;
     if let Some(listener) = tcp {
         let listener = proxy_listener(
             listener,
