@@ -139,7 +139,32 @@ pub(crate) fn broker_bin() -> PathBuf {
          (or set REALIP_BROKER_BIN)",
         bin.display()
     );
+    warn_if_stale(&bin);
     bin
+}
+
+/// `cargo test -p realip` alone does not rebuild the broker: say so loudly when its binary is
+/// older than its sources (once per test binary).
+fn warn_if_stale(bin: &Path) {
+    static WARNED: OnceLock<()> = OnceLock::new();
+    WARNED.get_or_init(|| {
+        let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        let Some(built) = modified(bin) else { return };
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/broker/src");
+        let newest = fs::read_dir(src)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| modified(&e.path()))
+            .max();
+        if newest.is_some_and(|n| n > built) {
+            say(format_args!(
+                "!!!!!!!! {} is older than examples/broker/src: run `cargo build -p realip-broker` \
+                 (cargo test --workspace does) !!!!!!!!",
+                bin.display()
+            ));
+        }
+    });
 }
 
 fn templates_dir() -> PathBuf {
