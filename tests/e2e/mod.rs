@@ -15,11 +15,16 @@
 //! | client (behind a client-side proxy) | `127.N.0.100` |
 //! | client host     | `127.N.0.101`  |
 //! | client-side proxy listen | `127.N.0.102` |
+//! | second broker (scale-out) | `127.N.0.3` |
+//! | the harness's readiness probes | `127.N.0.250` |
+//!
+//! (The IPv6 scenario runs every hop on `::1`.)
 //!
 //! so the load balancers are exactly `127.N.0.0/26` and every hop has a distinct address.
 //! Configurations are rendered from `tests/templates/` into a per-scenario temporary directory,
 //! ports are picked at run time, and [`Scenario`] kills and reaps every process when it is dropped,
 //! printing every log it captured when the test is failing.
+// Each test binary (`e2e_tcp`, `e2e_ws`) uses a different part of this module.
 #![allow(dead_code)]
 
 use std::cell::RefCell;
