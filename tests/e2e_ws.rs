@@ -373,3 +373,42 @@ fn w7_haproxy_forwardfor_adds_header_lines() {
     s.assert_reported(&record, client.local);
     client.roundtrip();
 }
+
+/// The other half of W6: client → LB1 (NGINX `http`, overwrites X-Forwarded-For/-Port) → LB2
+/// (NGINX `stream`, PROXY) → broker WebSocket listener with PROXY. The PROXY-derived peer is LB1,
+/// a trusted proxy, so its X-Forwarded-For is honoured: the client's address and port.
+#[test]
+fn w6b_proxy_derived_peer_is_a_trusted_proxy() {
+    let Some(mut s) = Scenario::start("W6b", 31, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let range = s.lb_range();
+    let mut args = xff_args(&range);
+    args.extend([
+        "--ws-proxy-protocol".to_owned(),
+        "--proxy-from".to_owned(),
+        range.clone(),
+    ]);
+    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let lb2 = s.addr(21);
+    let vars = vec![
+        ("LISTEN", lb2.to_string()),
+        ("BIND", s.ip(22).to_string()),
+        ("UPSTREAM", ws.to_string()),
+    ];
+    s.nginx(
+        "lb2",
+        Block::Stream,
+        "stream_send_proxy.conf",
+        &vars,
+        &[lb2],
+    );
+    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_overwrite.conf", 11, 12, lb2, &[]);
+
+    let client = s
+        .paho("client", PahoOpts::ws(lb1, s.ip(101), "w6b-paho"))
+        .expect("client connects through LB1 and LB2");
+    let record = broker.wait_client("w6b-paho");
+    s.assert_reported(&record, client.local);
+    client.roundtrip();
+}
