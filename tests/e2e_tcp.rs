@@ -674,6 +674,13 @@ fn templates_in_scenarios_md_match() {
 /// proves the header was used: it is the client's, not the proxy's outgoing one.
 #[test]
 fn t1_t4_ipv6_loopback() {
+    // an extra scenario: containers sometimes run without IPv6, even on loopback
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        e2e::say(format_args!(
+            "!!!!!!!! SKIPPED scenario T1-T4-v6: no IPv6 loopback ({e}) !!!!!!!!"
+        ));
+        return;
+    }
     let Some(mut s) = Scenario::start("T1-T4-v6", 12, &[Tool::Nginx, Tool::Haproxy, Tool::Paho])
     else {
         return;
