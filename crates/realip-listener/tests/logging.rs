@@ -1,104 +1,199 @@
-//! What operators see: a probe is a quiet `debug`, a forged header a `warn` naming the peer
-//! and the reason, an accepted connection a `debug` with the real client.
+//! Log levels chosen for operators: a load balancer's probe is `debug`, a forged or
+//! malformed header is `warn` with the peer and the reason, a timeout is `info`.
+//!
+//! One test in its own binary, with a recording subscriber set for this thread only.
 
-mod support;
-
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use realip_core::TrustedProxies;
 use realip_listener::{Policy, ProxyHeader, ProxyListener};
-use support::*;
-use tracing::Level;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
+
+/// One recorded event: its level and fields (`message` included).
+#[derive(Clone, Debug)]
+struct Logged {
+    level: Level,
+    fields: BTreeMap<String, String>,
+}
+
+impl Logged {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
 
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+struct Recorder {
+    events: Arc<Mutex<Vec<Logged>>>,
+    next_id: Arc<AtomicU64>,
 }
 
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
     }
 }
 
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
+impl Subscriber for Recorder {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::always()
+    }
+
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        if !event.metadata().target().starts_with("realip_listener") {
+            return;
+        }
+        let mut fields = BTreeMap::new();
+        event.record(&mut Fields(&mut fields));
+        self.events.lock().unwrap().push(Logged {
+            level: *event.metadata().level(),
+            fields,
+        });
+    }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn probe_is_debug_forgery_is_warn_success_is_debug() {
-    let (captured, _guard) = capture();
-    let trusted: TrustedProxies = "127.0.0.1/32".parse().unwrap();
-    let (mut listener, addr) = listen(
-        ProxyListener::builder()
-            .trusted(trusted)
-            .policy(Policy::Require),
-    )
-    .await;
+impl Recorder {
+    /// Takes the events recorded so far.
+    fn take(&self) -> Vec<Logged> {
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+}
 
-    // A load balancer's probe: connect and close.
-    drop(connect_from("127.0.0.1", addr).await);
-    assert!(next(&mut listener).await.is_err());
-    let lines = captured.lines();
-    assert!(lines.iter().all(|l| !l.contains("WARN")), "{lines:#?}");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("DEBUG") && l.contains("closed")),
-        "{lines:#?}"
-    );
-
-    // A forged header from an untrusted host.
-    let mut forged = connect_from("127.0.0.2", addr).await;
-    let port = forged.local_addr().unwrap().port();
-    ProxyHeader::v1("203.0.113.1:1".parse().unwrap(), addr)
-        .write_to(&mut forged)
-        .await
-        .unwrap();
-    assert!(next(&mut listener).await.is_err());
-    let lines = captured.lines();
-    let warn = lines
+fn assert_one(events: &[Logged], level: Level, reason: &str, peer: SocketAddr) {
+    let matching: Vec<_> = events
         .iter()
-        .find(|l| l.contains("WARN"))
-        .unwrap_or_else(|| panic!("no warning: {lines:#?}"));
-    assert!(warn.contains(&format!("127.0.0.2:{port}")), "{warn}");
-    assert!(warn.contains("forbidden"), "{warn}");
+        .filter(|e| e.field("reason") == Some(reason))
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "expected one `{reason}` event: {events:#?}"
+    );
+    assert_eq!(matching[0].level, level, "{reason}: {events:#?}");
+    assert_eq!(
+        matching[0].field("peer"),
+        Some(peer.to_string().as_str()),
+        "{events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.level == Level::ERROR || (e.level == Level::WARN && level != Level::WARN)),
+        "unexpected louder event: {events:#?}"
+    );
+}
 
-    // A good connection.
-    let mut good = connect_from("127.0.0.1", addr).await;
-    ProxyHeader::v2("198.51.100.3:3".parse().unwrap(), addr)
-        .write_to(&mut good)
+#[tokio::test]
+async fn log_levels_and_fields_for_each_kind_of_connection() {
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+
+    // Loopback peers must send a header; a listener on another address trusts nobody.
+    let mut listener = ProxyListener::builder()
+        .trusted(TrustedProxies::loopback())
+        .policy(Policy::Require)
+        .header_timeout(Duration::from_millis(300))
+        .bind("127.0.0.1:0")
         .await
         .unwrap();
-    assert!(next(&mut listener).await.is_ok());
-    let lines = captured.lines();
-    let accepted = lines.iter().rev().find(|l| l.contains("accepted")).unwrap();
-    assert!(accepted.contains("DEBUG"), "{accepted}");
-    assert!(accepted.contains("client=198.51.100.3:3"), "{accepted}");
+    let addr = listener.local_addr().unwrap();
+
+    // A probe: connect and close without a byte -> debug, reason "closed".
+    let probe = TcpStream::connect(addr).await.unwrap();
+    let peer = probe.local_addr().unwrap();
+    drop(probe);
+    assert!(listener.try_accept().await.is_err());
+    assert_one(&recorder.take(), Level::DEBUG, "closed", peer);
+
+    // A malformed header -> warn, reason "invalid".
+    let mut bad = TcpStream::connect(addr).await.unwrap();
+    let peer = bad.local_addr().unwrap();
+    bad.write_all(b"PROXY TCP4 1.2.3.4 nonsense\r\n")
+        .await
+        .unwrap();
+    assert!(listener.try_accept().await.is_err());
+    assert_one(&recorder.take(), Level::WARN, "invalid", peer);
+
+    // No header from a peer that must send one -> warn, reason "missing".
+    let mut direct = TcpStream::connect(addr).await.unwrap();
+    let peer = direct.local_addr().unwrap();
+    direct.write_all(b"CONNECT").await.unwrap();
+    assert!(listener.try_accept().await.is_err());
+    assert_one(&recorder.take(), Level::WARN, "missing", peer);
+
+    // Silence until the header timeout -> info, reason "timeout".
+    let silent = TcpStream::connect(addr).await.unwrap();
+    let peer = silent.local_addr().unwrap();
+    assert!(listener.try_accept().await.is_err());
+    assert_one(&recorder.take(), Level::INFO, "timeout", peer);
+    drop(silent);
+
+    // A good connection -> debug with the real client.
+    let mut good = TcpStream::connect(addr).await.unwrap();
+    good.write_all(&ProxyHeader::v1("198.51.100.23:40123".parse().unwrap(), addr).to_bytes())
+        .await
+        .unwrap();
+    let (_stream, _) = listener.try_accept().await.unwrap();
+    let events = recorder.take();
     assert!(
-        accepted.contains("version=\"v2\"") || accepted.contains("version=v2"),
-        "{accepted}"
+        events
+            .iter()
+            .any(|e| e.level == Level::DEBUG && e.field("client") == Some("198.51.100.23:40123")),
+        "{events:#?}"
     );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.level == Level::DEBUG || e.level == Level::TRACE),
+        "an accepted connection is not worth more than debug: {events:#?}"
+    );
+
+    // A forged header from an untrusted peer (the set trusts only 10.0.0.0/8) -> warn,
+    // reason "forbidden".
+    let mut listener = ProxyListener::builder()
+        .trusted("10.0.0.0/8".parse::<TrustedProxies>().unwrap())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut forged = TcpStream::connect(addr).await.unwrap();
+    let peer = forged.local_addr().unwrap();
+    forged
+        .write_all(&ProxyHeader::v2("192.0.2.66:1".parse().unwrap(), addr).to_bytes())
+        .await
+        .unwrap();
+    assert!(listener.try_accept().await.is_err());
+    assert_one(&recorder.take(), Level::WARN, "forbidden", peer);
 }

@@ -2,7 +2,7 @@
 
 #![cfg(feature = "axum")]
 
-mod b_common;
+mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
-use b_common::{client_v4, client_v6, within};
+use common::{client_v4, client_v6, within};
 use realip_listener::{Policy, ProxiedAddr, ProxyHeader, ProxyListener};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;

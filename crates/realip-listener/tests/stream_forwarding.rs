@@ -1,14 +1,14 @@
 //! `ProxiedStream` forwards every write method to the socket and replays what came with
 //! the header before reading the socket again.
 
-mod b_common;
+mod common;
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use b_common::{client_v4, within};
+use common::{client_v4, within};
 use realip_core::PeerAddr;
 use realip_listener::{Policy, ProxiedAddr, ProxiedStream, ProxyHeader, ProxyListener};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};

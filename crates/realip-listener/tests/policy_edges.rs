@@ -1,11 +1,11 @@
 //! Edge cases found by reading the parser and the handshake: policies that pass data
 //! through, LOCAL headers with TLVs, headers near the size cap.
 
-mod b_common;
+mod common;
 
 use std::net::SocketAddr;
 
-use b_common::{client_v4, within};
+use common::{client_v4, within};
 use realip_core::{AddrSource, PeerAddr};
 use realip_listener::{Command, Error, Policy, PolicySource, ProxyHeader, ProxyListener, tlv_type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

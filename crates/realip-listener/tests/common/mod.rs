@@ -1,4 +1,4 @@
-//! Helpers shared by the `b_*` integration tests.
+//! Helpers shared by the TLS, axum, hyper, Unix/IPv6 and real-proxy integration tests.
 
 #![allow(dead_code, unreachable_pub)]
 

@@ -1,11 +1,11 @@
 //! hyper / hyper-util: an accept loop over a `ProxyListener`, and the `Stream` of results.
 
-mod b_common;
+mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use b_common::{client_v4, client_v6, within};
+use common::{client_v4, client_v6, within};
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use realip_listener::{Error, Policy, ProxiedAddr, ProxyHeader, ProxyListener};

@@ -1,11 +1,11 @@
 //! Unix socket listeners and IPv6 (and dual-stack) TCP listeners.
 
-mod b_common;
+mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use b_common::{client_v4, client_v6, within};
+use common::{client_v4, client_v6, within};
 use realip_core::{AddrSource, PeerAddr, TrustedProxies};
 use realip_listener::{
     Command, Error, Family, Policy, ProxyAddr, ProxyHeader, ProxyListener, ProxyVersion,

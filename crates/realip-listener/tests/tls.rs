@@ -1,12 +1,12 @@
 //! TLS (tokio-rustls) running over an accepted stream after the PROXY header: the bytes of
 //! the TLS handshake that arrive with the header must reach rustls intact and in order.
 
-mod b_common;
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use b_common::{Prefixed, client_v4, localhost, tls_configs, within};
+use common::{Prefixed, client_v4, localhost, tls_configs, within};
 use realip_core::AddrSource;
 use realip_listener::{Policy, ProxyHeader, ProxyListener, ProxyVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

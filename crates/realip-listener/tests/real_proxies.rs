@@ -6,14 +6,14 @@
 //! can tell the real client from the proxy. `haproxy` and `nginx` (with the stream module)
 //! must be installed: the project's CI installs them, and a missing binary fails the test.
 
-mod b_common;
+mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use b_common::localhost;
+use common::localhost;
 use realip_core::AddrSource;
 use realip_listener::{Command, ProxiedAddr, ProxiedStream, ProxyListener, ProxyVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
