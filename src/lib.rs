@@ -36,3 +36,8 @@ pub use realip_listener as listener;
 #[cfg(feature = "tower")]
 #[doc(inline)]
 pub use realip_tower as tower;
+
+/// The README's code blocks, compiled as doctests.
+#[cfg(all(doctest, feature = "listener", feature = "tower", feature = "axum"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
