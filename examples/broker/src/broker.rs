@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use mqttbytes::QoS;
 use realip_core::{ClientAddr, PeerAddr};
+use rumqttc::mqttbytes::QoS;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::acl::Acl;
@@ -446,6 +446,10 @@ pub(crate) fn valid_filter(filter: &str) -> bool {
 
 /// MQTT topic matching: `+` matches one level, a trailing `#` any number (including zero) of
 /// levels; filters starting with a wildcard do not match topics starting with `$`.
+///
+/// Not the codec's `rumqttc::mqttbytes::matches` (0.25): it slices the topic's first byte,
+/// which panics on a topic starting with a multi-byte character, and it refuses every topic
+/// starting with `$`, even for a filter such as `$SYS/#`.
 pub(crate) fn topic_matches(topic: &str, filter: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;

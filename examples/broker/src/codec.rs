@@ -1,5 +1,6 @@
-//! MQTT 3.1.1 and 5.0 packets (`mqttbytes`'s `v4` and `v5` modules) behind one small
-//! interface, so that a session does not care which version its client speaks.
+//! MQTT 3.1.1 and 5.0 packets (`rumqttc`'s `mqttbytes::v4` and `v5::mqttbytes::v5` codecs)
+//! behind one small interface, so that a session does not care which version its client
+//! speaks.
 //!
 //! Only what this broker uses is mapped. MQTT 5 properties are ignored on input except the
 //! session expiry interval and topic aliases (refused: the broker announces none); on output
@@ -7,7 +8,8 @@
 //! reason code.
 
 use bytes::{Bytes, BytesMut};
-use mqttbytes::{QoS, v4, v5};
+use rumqttc::mqttbytes::{self as mqtt, QoS, v4};
+use rumqttc::v5::mqttbytes::{self as mqtt5, v5};
 
 use crate::broker::SubOptions;
 
@@ -33,6 +35,22 @@ impl Version {
 /// A decoding failure: the packet is malformed or not supported.
 #[derive(Debug)]
 pub(crate) struct DecodeError(pub(crate) String);
+
+/// An encoding failure (a packet too large to express).
+#[derive(Debug)]
+pub(crate) struct EncodeError(pub(crate) String);
+
+impl From<mqtt::Error> for EncodeError {
+    fn from(e: mqtt::Error) -> Self {
+        Self(format!("{e:?}"))
+    }
+}
+
+impl From<mqtt5::Error> for EncodeError {
+    fn from(e: mqtt5::Error) -> Self {
+        Self(format!("{e:?}"))
+    }
+}
 
 /// The parts of CONNECT the broker uses.
 #[derive(Clone, Debug)]
@@ -73,6 +91,8 @@ pub(crate) enum Inbound {
         pkid: u16,
         filters: Vec<(String, SubOptions)>,
     },
+    /// A SUBSCRIBE without topic filters (a protocol error; the codecs refuse to decode it).
+    EmptySubscribe,
     Unsubscribe {
         pkid: u16,
         filters: Vec<String>,
@@ -123,19 +143,78 @@ impl DisconnectReason {
     }
 }
 
-fn err(e: mqttbytes::Error) -> DecodeError {
+fn err(e: impl std::fmt::Debug) -> DecodeError {
     DecodeError(format!("{e:?}"))
+}
+
+/// The MQTT 5 codec has its own QoS type.
+const fn qos_from_v5(qos: mqtt5::QoS) -> QoS {
+    match qos {
+        mqtt5::QoS::AtMostOnce => QoS::AtMostOnce,
+        mqtt5::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        mqtt5::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+const fn qos_to_v5(qos: QoS) -> mqtt5::QoS {
+    match qos {
+        QoS::AtMostOnce => mqtt5::QoS::AtMostOnce,
+        QoS::AtLeastOnce => mqtt5::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => mqtt5::QoS::ExactlyOnce,
+    }
+}
+
+/// The MQTT 5 codec keeps topic names as bytes; MQTT requires UTF-8.
+fn utf8_topic(topic: Bytes) -> Result<String, DecodeError> {
+    String::from_utf8(topic.into()).map_err(|_| DecodeError("topic is not UTF-8".into()))
+}
+
+/// The MQTT 5 codec's size limit.
+fn max_v5(max: usize) -> Option<u32> {
+    Some(u32::try_from(max).unwrap_or(u32::MAX))
+}
+
+// Whether a whole packet is buffered. The codecs report `InsufficientBytes` both for an
+// incomplete frame and for a truncated field inside a complete frame (an MQTT 5 property
+// length, say) after having taken the frame out of the buffer: only the first means "wait
+// for more bytes", so the frame is checked before decoding and any decoding error that
+// follows is a malformed packet.
+
+fn framed_v4(buf: &BytesMut, max: usize) -> Result<bool, DecodeError> {
+    match mqtt::check(buf.iter(), max) {
+        Ok(_) => Ok(true),
+        Err(mqtt::Error::InsufficientBytes(_)) => Ok(false),
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn framed_v5(buf: &BytesMut, max: usize) -> Result<bool, DecodeError> {
+    match v5::check(buf.iter(), max_v5(max)) {
+        Ok(_) => Ok(true),
+        Err(mqtt5::Error::InsufficientBytes(_)) => Ok(false),
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Decodes a CONNECT of either version from the start of `buf` (whose protocol level was
 /// checked by the caller). `Ok(None)`: more bytes are needed.
+///
+/// The caller must route by protocol level: the 3.1.1 decoder also accepts level 5 and then
+/// reads an MQTT 5 CONNECT as if it had no properties (see `session::connect_protocol`).
 pub(crate) fn decode_connect(
     version: Version,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<Connect>, DecodeError> {
+    let framed = match version {
+        Version::V4 => framed_v4(buf, max)?,
+        Version::V5 => framed_v5(buf, max)?,
+    };
+    if !framed {
+        return Ok(None);
+    }
     match version {
-        Version::V4 => match v4::read(buf, max) {
+        Version::V4 => match v4::Packet::read(buf, max) {
             Ok(v4::Packet::Connect(c)) => Ok(Some(Connect {
                 client_id: c.client_id,
                 clean_start: c.clean_session,
@@ -149,28 +228,29 @@ pub(crate) fn decode_connect(
                 }),
             })),
             Ok(_) => Err(DecodeError("first packet is not CONNECT".into())),
-            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
             Err(e) => Err(err(e)),
         },
-        Version::V5 => match v5::read(buf, max) {
-            Ok(v5::Packet::Connect(c)) => Ok(Some(Connect {
+        Version::V5 => match v5::Packet::read(buf, max_v5(max)) {
+            Ok(v5::Packet::Connect(c, will, _login)) => Ok(Some(Connect {
                 client_id: c.client_id,
-                clean_start: c.clean_session,
+                clean_start: c.clean_start,
                 keep_alive: c.keep_alive,
                 persistent: c
                     .properties
                     .as_ref()
                     .and_then(|p| p.session_expiry_interval)
                     .is_some_and(|secs| secs > 0),
-                will: c.last_will.map(|w| Will {
-                    topic: w.topic,
-                    payload: w.message,
-                    qos: w.qos,
-                    retain: w.retain,
-                }),
+                will: match will {
+                    Some(w) => Some(Will {
+                        topic: utf8_topic(w.topic)?,
+                        payload: w.message,
+                        qos: qos_from_v5(w.qos),
+                        retain: w.retain,
+                    }),
+                    None => None,
+                },
             })),
             Ok(_) => Err(DecodeError("first packet is not CONNECT".into())),
-            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
             Err(e) => Err(err(e)),
         },
     }
@@ -195,7 +275,7 @@ impl Version {
         code: ConnackCode,
         session_present: bool,
         assigned_client_id: Option<&str>,
-    ) -> Result<(), mqttbytes::Error> {
+    ) -> Result<(), EncodeError> {
         match self {
             Self::V4 => {
                 let code = match code {
@@ -211,19 +291,34 @@ impl Version {
                     ConnackCode::BadClientId => v5::ConnectReturnCode::ClientIdentifierNotValid,
                     ConnackCode::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
                 };
-                // mqttbytes writes no property length for `properties: None`, which MQTT 5
-                // requires: always send (possibly empty) properties.
-                let mut properties = v5::ConnAckProperties::new();
-                if code == v5::ConnectReturnCode::Success {
-                    properties.assigned_client_identifier = assigned_client_id.map(str::to_owned);
-                    properties.retain_available = Some(1);
-                    properties.wildcard_subscription_available = Some(1);
-                    properties.subscription_identifiers_available = Some(0);
-                    properties.shared_subscription_available = Some(0);
+                // A refused CONNECT gets no properties: rumqttc writes the (required)
+                // property length 0 for `None`.
+                let properties =
+                    (code == v5::ConnectReturnCode::Success).then(|| v5::ConnAckProperties {
+                        session_expiry_interval: None,
+                        receive_max: None,
+                        max_qos: None,
+                        retain_available: Some(1),
+                        max_packet_size: None,
+                        assigned_client_identifier: assigned_client_id.map(str::to_owned),
+                        topic_alias_max: None,
+                        reason_string: None,
+                        user_properties: Vec::new(),
+                        wildcard_subscription_available: Some(1),
+                        subscription_identifiers_available: Some(0),
+                        shared_subscription_available: Some(0),
+                        server_keep_alive: None,
+                        response_information: None,
+                        server_reference: None,
+                        authentication_method: None,
+                        authentication_data: None,
+                    });
+                v5::ConnAck {
+                    session_present,
+                    code,
+                    properties,
                 }
-                let mut ack = v5::ConnAck::new(code, session_present);
-                ack.properties = Some(properties);
-                ack.write(out)?;
+                .write(out)?;
             }
         }
         Ok(())
@@ -237,7 +332,7 @@ impl Version {
         qos: QoS,
         retain: bool,
         pkid: u16,
-    ) -> Result<(), mqttbytes::Error> {
+    ) -> Result<(), EncodeError> {
         match self {
             Self::V4 => {
                 let mut publish = v4::Publish::from_bytes(topic, qos, payload);
@@ -246,7 +341,7 @@ impl Version {
                 publish.write(out)?;
             }
             Self::V5 => {
-                let mut publish = v5::Publish::from_bytes(topic, qos, payload);
+                let mut publish = v5::Publish::new(topic, qos_to_v5(qos), payload, None);
                 publish.retain = retain;
                 publish.pkid = pkid;
                 publish.write(out)?;
@@ -255,25 +350,40 @@ impl Version {
         Ok(())
     }
 
-    pub(crate) fn puback(self, out: &mut BytesMut, pkid: u16) -> Result<(), mqttbytes::Error> {
+    pub(crate) fn puback(self, out: &mut BytesMut, pkid: u16) -> Result<(), EncodeError> {
         match self {
-            Self::V4 => v4::PubAck::new(pkid).write(out).map(drop),
-            Self::V5 => v5::PubAck::new(pkid).write(out).map(drop),
+            Self::V4 => {
+                v4::PubAck::new(pkid).write(out)?;
+            }
+            Self::V5 => {
+                v5::PubAck::new(pkid, None).write(out)?;
+            }
         }
+        Ok(())
     }
 
-    pub(crate) fn pubrec(self, out: &mut BytesMut, pkid: u16) -> Result<(), mqttbytes::Error> {
+    pub(crate) fn pubrec(self, out: &mut BytesMut, pkid: u16) -> Result<(), EncodeError> {
         match self {
-            Self::V4 => v4::PubRec::new(pkid).write(out).map(drop),
-            Self::V5 => v5::PubRec::new(pkid).write(out).map(drop),
+            Self::V4 => {
+                v4::PubRec::new(pkid).write(out)?;
+            }
+            Self::V5 => {
+                v5::PubRec::new(pkid, None).write(out)?;
+            }
         }
+        Ok(())
     }
 
-    pub(crate) fn pubcomp(self, out: &mut BytesMut, pkid: u16) -> Result<(), mqttbytes::Error> {
+    pub(crate) fn pubcomp(self, out: &mut BytesMut, pkid: u16) -> Result<(), EncodeError> {
         match self {
-            Self::V4 => v4::PubComp::new(pkid).write(out).map(drop),
-            Self::V5 => v5::PubComp::new(pkid).write(out).map(drop),
+            Self::V4 => {
+                v4::PubComp::new(pkid).write(out)?;
+            }
+            Self::V5 => {
+                v5::PubComp::new(pkid, None).write(out)?;
+            }
         }
+        Ok(())
     }
 
     /// SUBACK with one entry per filter: the granted QoS, or `None` for a refused filter.
@@ -282,7 +392,7 @@ impl Version {
         out: &mut BytesMut,
         pkid: u16,
         granted: &[Option<QoS>],
-    ) -> Result<(), mqttbytes::Error> {
+    ) -> Result<(), EncodeError> {
         match self {
             Self::V4 => {
                 let codes = granted
@@ -292,21 +402,25 @@ impl Version {
                         None => v4::SubscribeReasonCode::Failure,
                     })
                     .collect();
-                v4::SubAck::new(pkid, codes).write(out).map(drop)
+                v4::SubAck::new(pkid, codes).write(out)?;
             }
             Self::V5 => {
-                let codes = granted
+                let return_codes = granted
                     .iter()
                     .map(|g| match g {
-                        Some(QoS::AtMostOnce) => v5::SubscribeReasonCode::QoS0,
-                        Some(QoS::AtLeastOnce) => v5::SubscribeReasonCode::QoS1,
-                        Some(QoS::ExactlyOnce) => v5::SubscribeReasonCode::QoS2,
+                        Some(qos) => v5::SubscribeReasonCode::Success(qos_to_v5(*qos)),
                         None => v5::SubscribeReasonCode::TopicFilterInvalid,
                     })
                     .collect();
-                v5::SubAck::new(pkid, codes).write(out).map(drop)
+                let ack = v5::SubAck {
+                    pkid,
+                    return_codes,
+                    properties: None,
+                };
+                ack.write(out)?;
             }
         }
+        Ok(())
     }
 
     pub(crate) fn unsuback(
@@ -314,22 +428,33 @@ impl Version {
         out: &mut BytesMut,
         pkid: u16,
         count: usize,
-    ) -> Result<(), mqttbytes::Error> {
+    ) -> Result<(), EncodeError> {
         match self {
-            Self::V4 => v4::UnsubAck::new(pkid).write(out).map(drop),
+            Self::V4 => {
+                v4::UnsubAck::new(pkid).write(out)?;
+            }
             Self::V5 => {
-                let mut ack = v5::UnsubAck::new(pkid);
-                ack.reasons = vec![v5::UnsubAckReason::Success; count];
-                ack.write(out).map(drop)
+                let ack = v5::UnsubAck {
+                    pkid,
+                    reasons: vec![v5::UnsubAckReason::Success; count],
+                    properties: None,
+                };
+                ack.write(out)?;
             }
         }
+        Ok(())
     }
 
-    pub(crate) fn pingresp(self, out: &mut BytesMut) -> Result<(), mqttbytes::Error> {
+    pub(crate) fn pingresp(self, out: &mut BytesMut) -> Result<(), EncodeError> {
         match self {
-            Self::V4 => v4::PingResp.write(out).map(drop),
-            Self::V5 => v5::PingResp.write(out).map(drop),
+            Self::V4 => {
+                v4::PingResp.write(out)?;
+            }
+            Self::V5 => {
+                v5::PingResp::write(out)?;
+            }
         }
+        Ok(())
     }
 
     /// A server-side DISCONNECT for MQTT 5; nothing for 3.1.1, which has none.
@@ -337,22 +462,28 @@ impl Version {
         self,
         out: &mut BytesMut,
         reason: DisconnectReason,
-    ) -> Result<(), mqttbytes::Error> {
+    ) -> Result<(), EncodeError> {
         match self {
-            Self::V4 => Ok(()),
+            Self::V4 => {}
             Self::V5 => {
-                let mut disconnect = v5::Disconnect::new();
-                disconnect.reason_code = reason.code();
-                disconnect.write(out).map(drop)
+                // rumqttc 0.25 writes a DISCONNECT with a reason code and no properties as
+                // remaining length 1 followed by two bytes (reason code, property length
+                // 0): a malformed packet. Write it by hand: reason code only, properties
+                // omitted, as MQTT 5 allows when there are none.
+                out.extend_from_slice(&[0xE0, 0x01, reason.code() as u8]);
             }
         }
+        Ok(())
     }
 }
 
 fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeError> {
-    let packet = match v4::read(buf, max) {
+    if !framed_v4(buf, max)? {
+        return Ok(None);
+    }
+    let packet = match v4::Packet::read(buf, max) {
         Ok(packet) => packet,
-        Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
+        Err(mqtt::Error::EmptySubscription) => return Ok(Some(Inbound::EmptySubscribe)),
         Err(e) => return Err(err(e)),
     };
     Ok(Some(match packet {
@@ -389,15 +520,34 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
 }
 
 fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeError> {
-    // mqttbytes 0.6 refuses a DISCONNECT with remaining length 0, which MQTT 5 allows
-    // (reason 0x00 and no properties omitted): take it here.
-    if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0x00 {
-        let _ = buf.split_to(2);
-        return Ok(Some(Inbound::Disconnect { will: false }));
+    // MQTT 5 lets a DISCONNECT omit its properties (remaining length 1) and, for reason code
+    // 0x00, the reason code too (remaining length 0). rumqttc 0.25 decodes neither: it refuses
+    // remaining length 0 for any packet but PINGREQ/PINGRESP (`PayloadRequired`), and with
+    // remaining length 1 it reads a property length past the end of the packet. Take both
+    // forms here.
+    if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] <= 1 {
+        if buf[1] == 0 {
+            let _ = buf.split_to(2);
+            return Ok(Some(Inbound::Disconnect { will: false }));
+        }
+        let Some(&code) = buf.get(2) else {
+            return Ok(None);
+        };
+        let code = v5::DisconnectReasonCode::try_from(code).map_err(err)?;
+        let _ = buf.split_to(3);
+        return Ok(Some(Inbound::Disconnect {
+            will: code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+        }));
     }
-    let packet = match v5::read(buf, max) {
+    if !framed_v5(buf, max)? {
+        return Ok(None);
+    }
+    let packet = match v5::Packet::read(buf, max_v5(max)) {
         Ok(packet) => packet,
-        Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
+        Err(mqtt5::Error::EmptySubscription) => return Ok(Some(Inbound::EmptySubscribe)),
+        // A second CONNECT is a protocol error whatever its protocol level (the MQTT 5
+        // decoder refuses any level but 5).
+        Err(mqtt5::Error::InvalidProtocolLevel(_)) => return Ok(Some(Inbound::Connect)),
         Err(e) => return Err(err(e)),
     };
     Ok(Some(match packet {
@@ -406,9 +556,9 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
                 .properties
                 .as_ref()
                 .is_some_and(|p| p.topic_alias.is_some()),
-            topic: p.topic,
+            topic: utf8_topic(p.topic)?,
             payload: p.payload,
-            qos: p.qos,
+            qos: qos_from_v5(p.qos),
             retain: p.retain,
             pkid: p.pkid,
         },
@@ -421,7 +571,7 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
                 .into_iter()
                 .map(|f| {
                     let opts = SubOptions {
-                        qos: f.qos,
+                        qos: qos_from_v5(f.qos),
                         no_local: f.nolocal,
                         retain_as_published: f.preserve_retain,
                         retain_handling: match f.retain_forward_rule {
@@ -438,14 +588,150 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
             pkid: u.pkid,
             filters: u.filters,
         },
-        v5::Packet::PingReq => Inbound::PingReq,
+        v5::Packet::PingReq(_) => Inbound::PingReq,
         v5::Packet::Disconnect(d) => Inbound::Disconnect {
             will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
         },
-        v5::Packet::Connect(_) => Inbound::Connect,
+        v5::Packet::Connect(_, will, _) => {
+            if let Some(w) = will {
+                utf8_topic(w.topic)?;
+            }
+            Inbound::Connect
+        }
+        // The decoder never yields AUTH (packet type 15 is refused as invalid); the broker
+        // supports no extended authentication either.
+        v5::Packet::Auth(_) => return Err(DecodeError("AUTH is not supported".into())),
         v5::Packet::ConnAck(_)
         | v5::Packet::SubAck(_)
         | v5::Packet::UnsubAck(_)
-        | v5::Packet::PingResp => Inbound::ServerOnly,
+        | v5::Packet::PingResp(_) => Inbound::ServerOnly,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(version: Version, bytes: &[u8]) -> (Result<Option<Inbound>, DecodeError>, usize) {
+        let mut buf = BytesMut::from(bytes);
+        let result = version.decode(&mut buf, 1 << 20);
+        (result, buf.len())
+    }
+
+    #[test]
+    fn v5_connack_always_has_a_property_length() {
+        let mut out = BytesMut::new();
+        Version::V5
+            .connack(&mut out, ConnackCode::Accepted, false, None)
+            .unwrap();
+        // Retain, wildcard subscriptions available; subscription ids, shared ones not.
+        assert_eq!(
+            out[..],
+            [
+                0x20, 0x0B, 0x00, 0x00, 0x08, 0x25, 0x01, 0x28, 0x01, 0x29, 0x00, 0x2A, 0x00
+            ]
+        );
+        out.clear();
+        Version::V5
+            .connack(&mut out, ConnackCode::BadClientId, false, None)
+            .unwrap();
+        assert_eq!(out[..], [0x20, 0x03, 0x00, 0x85, 0x00]);
+    }
+
+    #[test]
+    fn v5_server_disconnect_is_reason_code_only() {
+        let mut out = BytesMut::new();
+        Version::V5
+            .disconnect(&mut out, DisconnectReason::KeepAliveTimeout)
+            .unwrap();
+        assert_eq!(out[..], [0xE0, 0x01, 0x8D]);
+        out.clear();
+        Version::V4
+            .disconnect(&mut out, DisconnectReason::KeepAliveTimeout)
+            .unwrap();
+        assert!(out.is_empty(), "3.1.1 has no server DISCONNECT");
+    }
+
+    #[test]
+    fn v5_disconnect_forms() {
+        for (bytes, with_will) in [
+            (&[0xE0, 0x00][..], false),
+            (&[0xE0, 0x01, 0x00], false),
+            (&[0xE0, 0x01, 0x04], true),
+            (&[0xE0, 0x01, 0x80], false),
+            (&[0xE0, 0x02, 0x04, 0x00], true),
+        ] {
+            match decode(Version::V5, bytes) {
+                (Ok(Some(Inbound::Disconnect { will })), 0) => {
+                    assert_eq!(will, with_will, "{bytes:x?}");
+                }
+                other => panic!("{bytes:x?}: {other:?}"),
+            }
+        }
+        assert!(matches!(decode(Version::V5, &[0xE0, 0x01]), (Ok(None), 2)));
+        assert!(matches!(
+            decode(Version::V5, &[0xE0, 0x01, 0x01]),
+            (Err(_), _)
+        ));
+    }
+
+    #[test]
+    fn incomplete_frames_wait_and_truncated_fields_are_malformed() {
+        // Half a PUBLISH: wait for the rest, nothing taken.
+        let publish = [
+            0x32, 0x0A, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x01, 0x00, b'x', b'y',
+        ];
+        for version in [Version::V4, Version::V5] {
+            assert!(matches!(decode(version, &publish[..6]), (Ok(None), 6)));
+        }
+        assert!(matches!(
+            decode(Version::V5, &publish),
+            (Ok(Some(Inbound::Publish { .. })), 0)
+        ));
+        // A complete MQTT 5 PUBLISH frame without its property length.
+        let truncated = [0x32, 0x07, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x01];
+        assert!(matches!(decode(Version::V5, &truncated), (Err(_), _)));
+        // As a CONNECT too: a truncated property length is malformed, not "more bytes".
+        let connect = [
+            0x10, 0x0B, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3C, 0x80,
+        ];
+        assert!(decode_connect(Version::V5, &mut BytesMut::from(&connect[..]), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn subscribe_without_filters_is_reported_as_such() {
+        assert!(matches!(
+            decode(Version::V4, &[0x82, 0x02, 0x00, 0x01]),
+            (Ok(Some(Inbound::EmptySubscribe)), 0)
+        ));
+        assert!(matches!(
+            decode(Version::V5, &[0x82, 0x03, 0x00, 0x01, 0x00]),
+            (Ok(Some(Inbound::EmptySubscribe)), 0)
+        ));
+    }
+
+    #[test]
+    fn a_second_connect_of_any_level_is_a_connect() {
+        let v4 = [
+            0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x01,
+            b'c',
+        ];
+        for version in [Version::V4, Version::V5] {
+            assert!(matches!(
+                decode(version, &v4),
+                (Ok(Some(Inbound::Connect)), 0)
+            ));
+        }
+    }
+
+    #[test]
+    fn v5_topics_must_be_utf8() {
+        let publish = [0x30, 0x05, 0x00, 0x02, 0xC3, 0x28, 0x00];
+        assert!(matches!(decode(Version::V5, &publish), (Err(_), _)));
+        let publish = [0x30, 0x05, 0x00, 0x02, 0xC3, 0xA9, 0x00];
+        match decode(Version::V5, &publish) {
+            (Ok(Some(Inbound::Publish { topic, .. })), 0) => assert_eq!(topic, "é"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
-use mqttbytes::QoS;
+use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -136,8 +136,8 @@ async fn send<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut BytesMut) -> Result
     }
 }
 
-fn encode_err(e: mqttbytes::Error) -> End {
-    End::Malformed(format!("cannot encode: {e:?}"))
+fn encode_err(e: codec::EncodeError) -> End {
+    End::Malformed(format!("cannot encode: {}", e.0))
 }
 
 /// Serves one connection until it ends. Never returns an error: the end is logged.
@@ -378,8 +378,10 @@ async fn read_first<IO: AsyncRead + Unpin>(
 
 /// The protocol name and level of a CONNECT at the start of `buf`, once they have arrived.
 ///
-/// Read before decoding: the level decides which codec reads the packet, and clients of
-/// unsupported versions get a proper refusal instead of a decoding error.
+/// Read before decoding: the level decides which codec reads the packet (rumqttc's 3.1.1
+/// decoder also accepts level 5 and then misreads the CONNECT, whose properties it does not
+/// expect), and clients of unsupported versions get a proper refusal instead of a decoding
+/// error.
 fn connect_protocol(buf: &[u8]) -> Option<(&[u8], u8)> {
     if buf.first()? >> 4 != 1 {
         return None;
@@ -551,10 +553,10 @@ impl Connection<'_> {
             Inbound::PubRel(pkid) => version.pubcomp(out, pkid),
             // QoS 1 deliveries are fire-and-forget in memory; nothing to retransmit.
             Inbound::Ack => Ok(()),
+            Inbound::EmptySubscribe => {
+                return Some(End::Protocol("SUBSCRIBE without topic filters"));
+            }
             Inbound::Subscribe { pkid, filters } => {
-                if filters.is_empty() {
-                    return Some(End::Protocol("SUBSCRIBE without topic filters"));
-                }
                 let mut granted = Vec::with_capacity(filters.len());
                 let mut accepted = Vec::with_capacity(filters.len());
                 for (filter, mut opts) in filters {
@@ -649,11 +651,19 @@ mod tests {
     #[test]
     fn protocol_level_is_read_before_decoding() {
         let mut v4 = BytesMut::new();
-        mqttbytes::v4::Connect::new("c").write(&mut v4).unwrap();
+        rumqttc::mqttbytes::v4::Connect::new("c")
+            .write(&mut v4)
+            .unwrap();
         assert_eq!(connect_protocol(&v4), Some((&b"MQTT"[..], 4)));
         assert_eq!(connect_protocol(&v4[..8]), None, "level not there yet");
         let mut v5 = BytesMut::new();
-        mqttbytes::v5::Connect::new("c").write(&mut v5).unwrap();
+        let connect = rumqttc::v5::mqttbytes::v5::Connect {
+            keep_alive: 10,
+            client_id: "c".into(),
+            clean_start: true,
+            properties: None,
+        };
+        connect.write(&None, &None, &mut v5).unwrap();
         assert_eq!(connect_protocol(&v5), Some((&b"MQTT"[..], 5)));
         let v31 = [
             0x10, 0x0f, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::{BrokerProcess, Paho, RawClient, have_paho};
+use rumqttc::v5::mqttbytes::{QoS, v5};
 
 /// Reads everything until the broker closes the connection.
 fn read_to_close(client: &mut RawClient) -> Vec<u8> {
@@ -17,10 +18,14 @@ fn read_to_close(client: &mut RawClient) -> Vec<u8> {
 }
 
 fn v5_connect(client_id: &str, keep_alive: u16) -> Vec<u8> {
-    let mut connect = mqttbytes::v5::Connect::new(client_id);
-    connect.keep_alive = keep_alive;
+    let connect = v5::Connect {
+        keep_alive,
+        client_id: client_id.to_owned(),
+        clean_start: true,
+        properties: None,
+    };
     let mut out = BytesMut::new();
-    connect.write(&mut out).unwrap();
+    connect.write(&None, &None, &mut out).unwrap();
     out.to_vec()
 }
 
@@ -70,17 +75,21 @@ fn keepalive_timeout_and_protocol_errors_are_reason_coded() {
     // A PUBLISH with a topic alias (none is allowed): DISCONNECT 0x94.
     let mut alias =
         RawClient::connect_from("127.0.0.144", broker.tcp(), &v5_connect("v5-alias", 60));
-    let mut publish = mqttbytes::v5::Publish::new("a/b", mqttbytes::QoS::AtMostOnce, b"x".to_vec());
-    publish.properties = Some(mqttbytes::v5::PublishProperties {
-        payload_format_indicator: None,
-        message_expiry_interval: None,
-        topic_alias: Some(1),
-        response_topic: None,
-        correlation_data: None,
-        user_properties: Vec::new(),
-        subscription_identifiers: Vec::new(),
-        content_type: None,
-    });
+    let publish = v5::Publish::new(
+        "a/b",
+        QoS::AtMostOnce,
+        b"x".to_vec(),
+        Some(v5::PublishProperties {
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            topic_alias: Some(1),
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+            subscription_identifiers: Vec::new(),
+            content_type: None,
+        }),
+    );
     let mut out = BytesMut::new();
     publish.write(&mut out).unwrap();
     alias.send_bytes(&out);

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::{BIN, BrokerProcess, RawClient, WsClient, connect_packet};
-use mqttbytes::QoS;
-use mqttbytes::v4::Packet;
 use realip_listener::ProxyHeader;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::Packet;
 
 fn dst(broker: &BrokerProcess) -> SocketAddr {
     broker.tcp()

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{BIN, BrokerProcess, RawClient, WsClient, connect_packet, have_mosquitto};
-use mqttbytes::QoS;
-use mqttbytes::v4::LastWill;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::LastWill;
 
 fn mosquitto(bin: &str, broker: &BrokerProcess, args: &[&str]) -> Command {
     let mut command = Command::new(bin);
@@ -286,7 +286,7 @@ fn takeover_closes_the_first_connection_and_wills_fire_only_on_abnormal_ends() {
     broker.wait_log("reason=takenover");
 
     // A clean DISCONNECT sends no will...
-    second.send(mqttbytes::v4::Packet::Disconnect);
+    second.send(rumqttc::mqttbytes::v4::Packet::Disconnect);
     assert!(second.recv().is_none());
     // ...an abrupt close does.
     let mut abrupt = RawClient::connect_from("127.0.0.109", broker.tcp(), b"");
@@ -641,12 +641,14 @@ fn unsubscribe_retained_clear_and_qos2_publish() {
     let got = sub.next_publish();
     assert_eq!((got.qos, &got.payload[..]), (QoS::AtLeastOnce, &b"1"[..]));
 
-    let mut unsubscribe = mqttbytes::v4::Unsubscribe::new("u/a");
+    let mut unsubscribe = rumqttc::mqttbytes::v4::Unsubscribe::new("u/a");
     unsubscribe.pkid = 77;
     let mut out = bytes::BytesMut::new();
     unsubscribe.write(&mut out).unwrap();
     sub.send_bytes(&out);
-    assert!(matches!(sub.recv(), Some(mqttbytes::v4::Packet::UnsubAck(ack)) if ack.pkid == 77));
+    assert!(
+        matches!(sub.recv(), Some(rumqttc::mqttbytes::v4::Packet::UnsubAck(ack)) if ack.pkid == 77)
+    );
     publisher.publish("u/a", b"2", QoS::AtLeastOnce, false);
     let got = sub.next_publish();
     assert_eq!(

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{BrokerProcess, Paho, RawClient, connect_packet, have_paho};
-use mqttbytes::QoS;
+use rumqttc::mqttbytes::QoS;
 use serde_json::json;
 
 #[test]

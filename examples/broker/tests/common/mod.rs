@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use mqttbytes::QoS;
-use mqttbytes::v4::{self, Connect, Packet, Publish, Subscribe};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{self, Connect, Packet, Publish, Subscribe};
 use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_realip-broker");
@@ -293,9 +293,9 @@ impl RawClient {
     /// The next packet; `None` when the broker closed the connection.
     pub fn recv(&mut self) -> Option<Packet> {
         loop {
-            match v4::read(&mut self.buf, 1 << 20) {
+            match Packet::read(&mut self.buf, 1 << 20) {
                 Ok(packet) => return Some(packet),
-                Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
                 Err(e) => panic!("broker sent a malformed packet: {e:?}"),
             }
             let mut chunk = [0u8; 4096];
