@@ -1,4 +1,4 @@
-//! An interleaved micro-benchmark runner for the functions in [`cases`](crate::cases): every
+//! An interleaved micro-benchmark runner for the functions in [`cases`]: every
 //! round times one batch of every implementation of every case in turn (A B C A B C …), so
 //! that drift on a shared, noisy machine hits them alike. Ratios are medians of per-round
 //! ratios. The criterion benches (`cargo bench -p realip-bench`) time the same functions one
