@@ -1,7 +1,7 @@
 //! Accept errors never end the listener: per-connection errors are skipped, resource
 //! exhaustion (`EMFILE`) is retried with back-off, and a custom `Accept` works.
 
-mod common;
+mod support;
 
 use std::collections::VecDeque;
 use std::io;
@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{client_v4, within};
 use realip_core::PeerAddr;
 use realip_listener::{Accept, Accepted, ProxyHeader, ProxyListener};
+use support::{client_v4, within};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 

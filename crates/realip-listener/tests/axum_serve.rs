@@ -2,7 +2,7 @@
 
 #![cfg(feature = "axum")]
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
-use common::{client_v4, client_v6, within};
 use realip_listener::{Policy, ProxiedAddr, ProxyHeader, ProxyListener};
+use support::{bind, client_v4, client_v6, within};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -67,26 +67,28 @@ async fn get_body<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO, prefix: &[u8])
         .unwrap_or_default()
 }
 
-async fn bind(policy: Policy) -> (ProxyListener, SocketAddr) {
-    let listener = ProxyListener::builder()
-        .policy(policy)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    (listener, addr)
+/// Serves `app()` under `policy`, sends one request over TCP behind `prefix(server address)`
+/// (a PROXY header, or nothing) and returns the response body and the client socket's own
+/// address.
+async fn tcp_whoami(
+    policy: Policy,
+    what: &str,
+    prefix: impl FnOnce(SocketAddr) -> Vec<u8>,
+) -> (String, SocketAddr) {
+    let (listener, addr) = bind(policy).await;
+    let server = serve(listener);
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let socket = tcp.local_addr().unwrap();
+    let body = within(what, get_body(tcp, &prefix(addr))).await;
+    server.abort();
+    (body, socket)
 }
 
 #[tokio::test]
 async fn connect_info_is_the_v1_source() {
-    let (listener, addr) = bind(Policy::Require).await;
-    let server = serve(listener);
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let socket = tcp.local_addr().unwrap();
-    let body = within(
-        "request",
-        get_body(tcp, &ProxyHeader::v1(client_v4(), addr).to_bytes()),
-    )
+    let (body, socket) = tcp_whoami(Policy::Require, "request", |addr| {
+        ProxyHeader::v1(client_v4(), addr).to_bytes()
+    })
     .await;
     assert_eq!(
         body,
@@ -95,20 +97,17 @@ async fn connect_info_is_the_v1_source() {
             client_v4()
         )
     );
-    server.abort();
 }
 
 #[tokio::test]
 async fn connect_info_is_the_v2_source_with_tlvs() {
-    let (listener, addr) = bind(Policy::Require).await;
-    let server = serve(listener);
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let socket = tcp.local_addr().unwrap();
-    let header = ProxyHeader::v2(client_v6(), "[2001:db8::1]:443".parse().unwrap())
-        .with_authority("example.com")
-        .with_crc32c()
-        .to_bytes();
-    let body = within("request", get_body(tcp, &header)).await;
+    let (body, socket) = tcp_whoami(Policy::Require, "request", |_| {
+        ProxyHeader::v2(client_v6(), "[2001:db8::1]:443".parse().unwrap())
+            .with_authority("example.com")
+            .with_crc32c()
+            .to_bytes()
+    })
+    .await;
     assert_eq!(
         body,
         format!(
@@ -116,38 +115,26 @@ async fn connect_info_is_the_v2_source_with_tlvs() {
             client_v6()
         )
     );
-    server.abort();
 }
 
 #[tokio::test]
 async fn connect_info_for_local_and_for_no_header() {
     // LOCAL (a health check): the socket peer is the client.
-    let (listener, addr) = bind(Policy::Require).await;
-    let server = serve(listener);
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let socket = tcp.local_addr().unwrap();
-    let body = within(
-        "LOCAL request",
-        get_body(tcp, &ProxyHeader::v2_local().to_bytes()),
-    )
+    let (body, socket) = tcp_whoami(Policy::Require, "LOCAL request", |_| {
+        ProxyHeader::v2_local().to_bytes()
+    })
     .await;
     assert_eq!(
         body,
         format!("client={socket} socket={socket} version=v2 command=local authority=-")
     );
-    server.abort();
 
     // Optional policy, no header: the socket peer.
-    let (listener, addr) = bind(Policy::Optional).await;
-    let server = serve(listener);
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let socket = tcp.local_addr().unwrap();
-    let body = within("plain request", get_body(tcp, b"")).await;
+    let (body, socket) = tcp_whoami(Policy::Optional, "plain request", |_| Vec::new()).await;
     assert_eq!(
         body,
         format!("client={socket} socket={socket} version=none command=none authority=-")
     );
-    server.abort();
 }
 
 #[tokio::test]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use realip_core::{AddrSource, PeerAddr};
 use realip_listener::{
-    Command, Error, Family, HeaderError, ProxyAddr, ProxyHeader, ProxyListener, ProxyVersion,
-    SslInfo, Transport, parse_header, tlv_type,
+    Command, Error, Family, HeaderError, ProxyHeader, ProxyListener, ProxyVersion, SslInfo,
+    Transport, parse_header, tlv_type,
 };
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -137,15 +137,7 @@ async fn v2_unix_addresses_use_the_socket_peer() {
     assert_eq!(header.len(), 16 + 216);
     let proxied = accept_with(&header).await;
     let info = proxied.proxy_info().unwrap();
-    assert_eq!(info.family(), Family::Unix);
-    assert_eq!(
-        info.source(),
-        Some(&ProxyAddr::Unix(b"/run/client.sock".to_vec()))
-    );
-    assert_eq!(
-        info.destination(),
-        Some(&ProxyAddr::Unix(b"/run/haproxy.sock".to_vec()))
-    );
+    assert_unix_paths(info, b"/run/client.sock", b"/run/haproxy.sock");
     assert_eq!(
         info.source().unwrap().unix_path(),
         Some(std::path::Path::new("/run/client.sock"))

@@ -1,14 +1,14 @@
 //! hyper / hyper-util: an accept loop over a `ProxyListener`, and the `Stream` of results.
 
-mod common;
+mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use common::{client_v4, client_v6, within};
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use realip_listener::{Error, Policy, ProxiedAddr, ProxyHeader, ProxyListener};
+use support::{bind, client_v4, client_v6, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -51,12 +51,7 @@ async fn request(addr: SocketAddr, header: Vec<u8>) -> String {
 
 #[tokio::test]
 async fn hyper_accept_loop_sees_each_connections_client() {
-    let listener = ProxyListener::builder()
-        .policy(Policy::Require)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = bind(Policy::Require).await;
     let server = spawn_hyper(listener);
 
     let (a, b) = within("requests", async {
@@ -76,12 +71,7 @@ async fn hyper_accept_loop_sees_each_connections_client() {
 
 #[tokio::test]
 async fn stream_yields_connections_and_failures_in_completion_order() {
-    let mut listener = ProxyListener::builder()
-        .policy(Policy::Require)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (mut listener, addr) = bind(Policy::Require).await;
 
     // A bad signature, then a good header.
     let mut bad = TcpStream::connect(addr).await.unwrap();

@@ -1,25 +1,15 @@
 //! Edge cases found by reading the parser and the handshake: policies that pass data
 //! through, LOCAL headers with TLVs, headers near the size cap.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 
-use common::{client_v4, within};
 use realip_core::{AddrSource, PeerAddr};
 use realip_listener::{Command, Error, Policy, PolicySource, ProxyHeader, ProxyListener, tlv_type};
+use support::{bind, client_v4, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-async fn bind(policy: Policy) -> (ProxyListener, SocketAddr) {
-    let listener = ProxyListener::builder()
-        .policy(policy)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    (listener, addr)
-}
 
 /// Connects, writes `bytes`, half-closes, and returns the client socket's own address.
 async fn send_and_close(addr: SocketAddr, bytes: &[u8]) -> (TcpStream, SocketAddr) {

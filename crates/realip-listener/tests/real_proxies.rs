@@ -6,16 +6,16 @@
 //! can tell the real client from the proxy. `haproxy` and `nginx` (with the stream module)
 //! must be installed: the project's CI installs them, and a missing binary fails the test.
 
-mod common;
+mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::localhost;
 use realip_core::AddrSource;
 use realip_listener::{Command, ProxiedAddr, ProxiedStream, ProxyListener, ProxyVersion};
+use support::{client_config, localhost};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::Child;
@@ -116,10 +116,12 @@ async fn connect_from_client(target: SocketAddr) -> TcpStream {
 }
 
 /// Accepts until the connection whose real client is `client` arrives (earlier connections,
-/// such as health checks, are skipped), then returns it.
+/// such as health checks, are skipped), then returns it after checking that a PROXY header
+/// of `version` from the proxy named the client.
 async fn accept_client(
     listener: &mut ProxyListener,
     client: SocketAddr,
+    version: ProxyVersion,
 ) -> (ProxiedStream<TcpStream>, ProxiedAddr) {
     let deadline = tokio::time::Instant::now() + READY;
     loop {
@@ -127,6 +129,7 @@ async fn accept_client(
             .await
             .unwrap_or_else(|_| panic!("no connection from {client} through the proxy"));
         if addr.client().and_then(|c| c.socket_addr()) == Some(client) {
+            assert_client(&addr, client, version);
             return (stream, addr);
         }
     }
@@ -162,10 +165,38 @@ fn haproxy_config(frontend_bind: &str, server_options: &str, backend: SocketAddr
     )
 }
 
+/// A listener with the default policy, and HAProxy in front of it with a frontend on a free
+/// port of [`PROXY_IP`] (plus `bind_options`) whose server line has `server_options`; returns
+/// the proxy, the listener and the frontend address.
+async fn behind_haproxy(
+    dir: &Path,
+    bind_options: &str,
+    server_options: &str,
+) -> (Proxy, ProxyListener, SocketAddr) {
+    let (listener, backend_addr) = backend().await;
+    let front = SocketAddr::from((PROXY_IP, free_port()));
+    let config = haproxy_config(
+        &format!("{front}{bind_options}"),
+        server_options,
+        backend_addr,
+    );
+    (haproxy(dir, &config), listener, front)
+}
+
 async fn backend() -> (ProxyListener, SocketAddr) {
     let listener = ProxyListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)
+}
+
+/// A client connects through the proxy at `front`, which sends a v1 header naming the client
+/// and `front`; then data flows both ways.
+async fn assert_v1_client_through(listener: &mut ProxyListener, front: SocketAddr) {
+    let mut client = connect_from_client(front).await;
+    let client_addr = client.local_addr().unwrap();
+    let (mut stream, addr) = accept_client(listener, client_addr, ProxyVersion::V1).await;
+    assert_eq!(addr.proxy_info().unwrap().destination_inet(), Some(front));
+    roundtrip(&mut client, &mut stream).await;
 }
 
 fn assert_client(addr: &ProxiedAddr, client: SocketAddr, version: ProxyVersion) {
@@ -181,37 +212,20 @@ fn assert_client(addr: &ProxiedAddr, client: SocketAddr, version: ProxyVersion) 
 #[tokio::test]
 async fn haproxy_send_proxy_v1() {
     let dir = work_dir("haproxy-v1");
-    let (mut listener, backend_addr) = backend().await;
-    let front = SocketAddr::from((PROXY_IP, free_port()));
-    let _haproxy = haproxy(
-        &dir,
-        &haproxy_config(&front.to_string(), "send-proxy", backend_addr),
-    );
+    let (_haproxy, mut listener, front) = behind_haproxy(&dir, "", "send-proxy").await;
 
-    let mut client = connect_from_client(front).await;
-    let client_addr = client.local_addr().unwrap();
-    let (mut stream, addr) = accept_client(&mut listener, client_addr).await;
-    assert_client(&addr, client_addr, ProxyVersion::V1);
-    assert_eq!(addr.proxy_info().unwrap().destination_inet(), Some(front));
-    roundtrip(&mut client, &mut stream).await;
+    assert_v1_client_through(&mut listener, front).await;
 }
 
 #[tokio::test]
 async fn haproxy_send_proxy_v2_with_crc32c_and_unique_id() {
     let dir = work_dir("haproxy-v2");
-    let (mut listener, backend_addr) = backend().await;
-    let front = SocketAddr::from((PROXY_IP, free_port()));
-    let config = haproxy_config(
-        &front.to_string(),
-        "send-proxy-v2 proxy-v2-options crc32c,unique-id",
-        backend_addr,
-    );
-    let _haproxy = haproxy(&dir, &config);
+    let (_haproxy, mut listener, front) =
+        behind_haproxy(&dir, "", "send-proxy-v2 proxy-v2-options crc32c,unique-id").await;
 
     let mut client = connect_from_client(front).await;
     let client_addr = client.local_addr().unwrap();
-    let (mut stream, addr) = accept_client(&mut listener, client_addr).await;
-    assert_client(&addr, client_addr, ProxyVersion::V2);
+    let (mut stream, addr) = accept_client(&mut listener, client_addr, ProxyVersion::V2).await;
     let tlvs = addr.proxy_info().unwrap().tlvs();
     // HAProxy computed this checksum; the listener verified it.
     assert!(tlvs.crc32c().is_some(), "{tlvs:?}");
@@ -238,25 +252,15 @@ async fn haproxy_tls_frontend_sends_ssl_and_authority_tlvs() {
         ),
     )
     .unwrap();
-    let (mut listener, backend_addr) = backend().await;
-    let front = SocketAddr::from((PROXY_IP, free_port()));
-    let config = haproxy_config(
-        &format!("{front} ssl crt {}", pem.display()),
+    let (_haproxy, mut listener, front) = behind_haproxy(
+        &dir,
+        &format!(" ssl crt {}", pem.display()),
         "send-proxy-v2 proxy-v2-options ssl,ssl-cipher,cert-sig,cert-key,authority,crc32c",
-        backend_addr,
-    );
-    let _haproxy = haproxy(&dir, &config);
+    )
+    .await;
 
     // The client trusts exactly that certificate.
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).unwrap();
-    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let client_config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client_config = std::sync::Arc::new(client_config);
+    let client_config = client_config(certified.cert.der().clone());
     let tcp = connect_from_client(front).await;
     let client_addr = tcp.local_addr().unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(client_config)
@@ -264,8 +268,7 @@ async fn haproxy_tls_frontend_sends_ssl_and_authority_tlvs() {
         .await
         .expect("TLS handshake with HAProxy");
 
-    let (mut stream, addr) = accept_client(&mut listener, client_addr).await;
-    assert_client(&addr, client_addr, ProxyVersion::V2);
+    let (mut stream, addr) = accept_client(&mut listener, client_addr, ProxyVersion::V2).await;
     let tlvs = addr.proxy_info().unwrap().tlvs();
     assert_eq!(tlvs.authority(), Some("localhost"), "{tlvs:?}");
     assert!(tlvs.crc32c().is_some());
@@ -281,16 +284,12 @@ async fn haproxy_tls_frontend_sends_ssl_and_authority_tlvs() {
 #[tokio::test]
 async fn haproxy_health_checks_send_local() {
     let dir = work_dir("haproxy-check");
-    let listener = ProxyListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = listener.local_addr().unwrap();
-    let mut listener = listener;
-    let front = SocketAddr::from((PROXY_IP, free_port()));
-    let config = haproxy_config(
-        &front.to_string(),
+    let (_haproxy, mut listener, _) = behind_haproxy(
+        &dir,
+        "",
         "send-proxy-v2 proxy-v2-options crc32c check check-send-proxy inter 200ms",
-        backend_addr,
-    );
-    let _haproxy = haproxy(&dir, &config);
+    )
+    .await;
 
     // The first connection is a health check: a LOCAL header, so the socket peer is used.
     let (_stream, addr) = tokio::time::timeout(READY, listener.accept())
@@ -322,10 +321,5 @@ async fn nginx_stream_proxy_protocol_v1() {
     );
     let _nginx = nginx(&dir, &config);
 
-    let mut client = connect_from_client(front).await;
-    let client_addr = client.local_addr().unwrap();
-    let (mut stream, addr) = accept_client(&mut listener, client_addr).await;
-    assert_client(&addr, client_addr, ProxyVersion::V1);
-    assert_eq!(addr.proxy_info().unwrap().destination_inet(), Some(front));
-    roundtrip(&mut client, &mut stream).await;
+    assert_v1_client_through(&mut listener, front).await;
 }

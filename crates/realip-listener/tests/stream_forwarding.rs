@@ -1,16 +1,17 @@
 //! `ProxiedStream` forwards every write method to the socket and replays what came with
 //! the header before reading the socket again.
 
-mod common;
+mod support;
 
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use common::{client_v4, within};
 use realip_core::PeerAddr;
-use realip_listener::{Policy, ProxiedAddr, ProxiedStream, ProxyHeader, ProxyListener};
+use realip_listener::{Policy, ProxiedAddr, ProxiedStream, ProxyHeader};
+use support::{bind, client_v4, within};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -129,20 +130,28 @@ async fn every_write_method_reaches_the_wrapped_io() {
     assert_eq!(out, b"leftsocket");
 }
 
+/// A TCP client that sent `header(listener address)` followed by `data` to a listener that
+/// requires a header, and the connection the listener accepted from it.
+async fn accepted_after(
+    header: impl FnOnce(SocketAddr) -> Vec<u8>,
+    data: &[u8],
+) -> (TcpStream, ProxiedStream<TcpStream>, ProxiedAddr) {
+    let (mut listener, addr) = bind(Policy::Require).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = header(addr);
+    bytes.extend_from_slice(data);
+    client.write_all(&bytes).await.unwrap();
+    let (stream, proxied) = within("accept", listener.accept()).await;
+    (client, stream, proxied)
+}
+
 #[tokio::test]
 async fn tcp_stream_keeps_vectored_writes_and_half_close() {
-    let mut listener = ProxyListener::builder()
-        .policy(Policy::Require)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    let mut bytes = ProxyHeader::v2(client_v4(), addr).to_bytes();
-    bytes.extend_from_slice(b"request");
-    client.write_all(&bytes).await.unwrap();
-
-    let (mut stream, proxied) = within("accept", listener.accept()).await;
+    let (mut client, mut stream, proxied) = accepted_after(
+        |addr| ProxyHeader::v2(client_v4(), addr).to_bytes(),
+        b"request",
+    )
+    .await;
     assert_eq!(proxied.client().unwrap().socket_addr(), Some(client_v4()));
     assert!(stream.is_write_vectored());
     assert_eq!(
@@ -179,18 +188,11 @@ async fn tcp_stream_keeps_vectored_writes_and_half_close() {
 
 #[tokio::test]
 async fn into_parts_returns_the_bytes_not_yet_replayed() {
-    let mut listener = ProxyListener::builder()
-        .policy(Policy::Require)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    let mut bytes = ProxyHeader::v1(client_v4(), addr).to_bytes();
-    bytes.extend_from_slice(b"0123456789");
-    client.write_all(&bytes).await.unwrap();
-
-    let (mut stream, _) = within("accept", listener.accept()).await;
+    let (mut client, mut stream, _) = accepted_after(
+        |addr| ProxyHeader::v1(client_v4(), addr).to_bytes(),
+        b"0123456789",
+    )
+    .await;
     let mut first = [0; 4];
     stream.read_exact(&mut first).await.unwrap();
     assert_eq!(&first, b"0123");

@@ -1,14 +1,14 @@
 //! TLS (tokio-rustls) running over an accepted stream after the PROXY header: the bytes of
 //! the TLS handshake that arrive with the header must reach rustls intact and in order.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::{Prefixed, client_v4, localhost, tls_configs, within};
 use realip_core::AddrSource;
 use realip_listener::{Policy, ProxyHeader, ProxyListener, ProxyVersion};
+use support::{Prefixed, bind, client_v4, localhost, tls_configs, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::ClientConfig;
@@ -17,6 +17,18 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 /// A payload larger than any single TLS record or socket buffer, with a recognizable pattern.
 fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// TLS configs for both ends and a listener under `policy`.
+async fn setup(policy: Policy) -> (TlsAcceptor, Arc<ClientConfig>, ProxyListener, SocketAddr) {
+    let (server_config, client_config) = tls_configs();
+    let (listener, addr) = bind(policy).await;
+    (
+        TlsAcceptor::from(server_config),
+        client_config,
+        listener,
+        addr,
+    )
 }
 
 /// Accepts one connection, runs a TLS server over it that echoes everything back, and
@@ -39,6 +51,19 @@ async fn serve_one_tls_echo(
         tls.shutdown().await.ok();
     });
     (addr, task)
+}
+
+/// Runs `client` against one TLS echo session accepted from `listener`; returns what the
+/// client returned and the listener's view of the connection, once the server side is done.
+async fn echo_session<T>(
+    listener: &mut ProxyListener,
+    acceptor: TlsAcceptor,
+    client: impl Future<Output = T>,
+) -> (T, realip_listener::ProxiedAddr) {
+    let server = serve_one_tls_echo(listener, acceptor);
+    let (out, (addr, task)) = within("TLS echo", async { tokio::join!(client, server) }).await;
+    within("server task", task).await.unwrap();
+    (out, addr)
 }
 
 /// Client side: TLS over `io`, send `data`, read the echo of all of it.
@@ -74,14 +99,7 @@ where
 
 #[tokio::test]
 async fn tls_after_v2_header_sharing_the_first_segment() {
-    let (server_config, client_config) = tls_configs();
-    let acceptor = TlsAcceptor::from(server_config);
-    let mut listener = ProxyListener::builder()
-        .policy(Policy::Require)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let server_addr: SocketAddr = listener.local_addr().unwrap();
+    let (acceptor, client_config, mut listener, server_addr) = setup(Policy::Require).await;
 
     let header = ProxyHeader::v2(client_v4(), server_addr)
         .with_alpn("mqtt")
@@ -95,8 +113,7 @@ async fn tls_after_v2_header_sharing_the_first_segment() {
         // The header goes out in the same write as the ClientHello.
         tls_echo_client(client_config.clone(), Prefixed::new(tcp, header), &data).await
     };
-    let server = serve_one_tls_echo(&mut listener, acceptor);
-    let (echoed, (addr, task)) = within("TLS echo", async { tokio::join!(client, server) }).await;
+    let (echoed, addr) = echo_session(&mut listener, acceptor, client).await;
 
     assert!(echoed == data, "TLS payload came back altered");
     let client_addr = addr.client().expect("client address");
@@ -107,19 +124,11 @@ async fn tls_after_v2_header_sharing_the_first_segment() {
     assert_eq!(info.tlvs().alpn(), Some(&b"mqtt"[..]));
     assert_eq!(info.tlvs().authority(), Some("localhost"));
     assert!(info.tlvs().crc32c().is_some());
-    within("server task", task).await.unwrap();
 }
 
 #[tokio::test]
 async fn tls_after_v1_header_sent_one_byte_at_a_time() {
-    let (server_config, client_config) = tls_configs();
-    let acceptor = TlsAcceptor::from(server_config);
-    let mut listener = ProxyListener::builder()
-        .policy(Policy::Require)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let server_addr: SocketAddr = listener.local_addr().unwrap();
+    let (acceptor, client_config, mut listener, server_addr) = setup(Policy::Require).await;
     let header = ProxyHeader::v1(client_v4(), server_addr).to_bytes();
     let data = payload(40_000);
 
@@ -133,25 +142,16 @@ async fn tls_after_v1_header_sent_one_byte_at_a_time() {
         }
         tls_echo_client(client_config.clone(), tcp, &data).await
     };
-    let server = serve_one_tls_echo(&mut listener, acceptor);
-    let (echoed, (addr, task)) = within("TLS echo", async { tokio::join!(client, server) }).await;
+    let (echoed, addr) = echo_session(&mut listener, acceptor, client).await;
 
     assert!(echoed == data, "TLS payload came back altered");
     assert_eq!(addr.client().unwrap().socket_addr(), Some(client_v4()));
     assert_eq!(addr.proxy_info().unwrap().version(), ProxyVersion::V1);
-    within("server task", task).await.unwrap();
 }
 
 #[tokio::test]
 async fn tls_without_header_under_optional_policy_replays_the_client_hello() {
-    let (server_config, client_config) = tls_configs();
-    let acceptor = TlsAcceptor::from(server_config);
-    let mut listener = ProxyListener::builder()
-        .policy(Policy::Optional)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let server_addr: SocketAddr = listener.local_addr().unwrap();
+    let (acceptor, client_config, mut listener, server_addr) = setup(Policy::Optional).await;
     let data = payload(10_000);
 
     let client = async {
@@ -162,9 +162,7 @@ async fn tls_without_header_under_optional_policy_replays_the_client_hello() {
             local,
         )
     };
-    let server = serve_one_tls_echo(&mut listener, acceptor);
-    let ((echoed, client_local), (addr, task)) =
-        within("TLS echo", async { tokio::join!(client, server) }).await;
+    let ((echoed, client_local), addr) = echo_session(&mut listener, acceptor, client).await;
 
     assert!(echoed == data, "TLS payload came back altered");
     // No header: the client is the socket peer.
@@ -172,19 +170,11 @@ async fn tls_without_header_under_optional_policy_replays_the_client_hello() {
     assert_eq!(client_addr.socket_addr(), Some(client_local));
     assert_eq!(client_addr.source(), &AddrSource::Socket);
     assert!(addr.proxy_info().is_none());
-    within("server task", task).await.unwrap();
 }
 
 #[tokio::test]
 async fn tls_client_hello_without_header_is_closed_under_require() {
-    let (server_config, client_config) = tls_configs();
-    let acceptor = TlsAcceptor::from(server_config);
-    let mut listener = ProxyListener::builder()
-        .policy(Policy::Require)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let server_addr: SocketAddr = listener.local_addr().unwrap();
+    let (acceptor, client_config, mut listener, server_addr) = setup(Policy::Require).await;
 
     // The listener keeps accepting (handshakes progress only while it is polled).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -1,15 +1,13 @@
 //! Unix socket listeners and IPv6 (and dual-stack) TCP listeners.
 
-mod common;
+mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use common::{client_v4, client_v6, within};
 use realip_core::{AddrSource, PeerAddr, TrustedProxies};
-use realip_listener::{
-    Command, Error, Family, Policy, ProxyAddr, ProxyHeader, ProxyListener, ProxyVersion,
-};
+use realip_listener::{Command, Error, Family, Policy, ProxyHeader, ProxyListener, ProxyVersion};
+use support::{assert_unix_paths, client_v4, client_v6, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -59,15 +57,7 @@ async fn unix_family_header_leaves_the_client_unknown() {
     // No IP anywhere: the client is unknown, the header's paths are reported as they are.
     assert_eq!(addr.client(), None);
     let info = addr.proxy_info().unwrap();
-    assert_eq!(info.family(), Family::Unix);
-    assert_eq!(
-        info.source(),
-        Some(&ProxyAddr::Unix(b"/run/client.sock".to_vec()))
-    );
-    assert_eq!(
-        info.destination(),
-        Some(&ProxyAddr::Unix(b"/run/broker.sock".to_vec()))
-    );
+    assert_unix_paths(info, b"/run/client.sock", b"/run/broker.sock");
 }
 
 #[tokio::test]
