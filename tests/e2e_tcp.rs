@@ -7,7 +7,8 @@ mod e2e;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use e2e::{Block, Broker, ConnectOutcome, PahoOpts, STEP_TIMEOUT, Scenario, Tool};
+use e2e::Block::Stream;
+use e2e::{Broker, ConnectOutcome, PahoOpts, STEP_TIMEOUT, Scenario, Tool};
 
 /// Broker with one MQTT/TCP listener on `127.N.0.<host>` that requires a PROXY header, accepted
 /// from `proxy_from` (none: from anyone).
@@ -33,25 +34,19 @@ fn tcp_broker(
     (broker, tcp)
 }
 
-/// NGINX `stream` LB on `127.N.0.<listen_host>` with `proxy_bind 127.N.0.<bind_host>`.
-fn nginx_stream(
+/// A paho client on `127.N.0.101` through `lb` is reported with its own address and port, with
+/// `127.N.0.<last_proxy>` as the socket peer; a mosquitto client through `lb` works too.
+fn assert_clients_through(
     s: &mut Scenario,
-    name: &str,
-    snippet: &str,
-    listen_host: u8,
-    bind_host: u8,
-    upstream: SocketAddr,
-    extra: &[(&str, String)],
-) -> SocketAddr {
-    let listen = s.addr(listen_host);
-    let mut vars = vec![
-        ("LISTEN", listen.to_string()),
-        ("BIND", s.ip(bind_host).to_string()),
-        ("UPSTREAM", upstream.to_string()),
-    ];
-    vars.extend(extra.iter().cloned());
-    s.nginx(name, Block::Stream, snippet, &vars, &[listen]);
-    listen
+    broker: &Broker,
+    lb: SocketAddr,
+    client_id: &str,
+    last_proxy: u8,
+    expect: &str,
+) {
+    let record = s.paho_reported(broker, PahoOpts::tcp(lb, s.ip(101), client_id), expect);
+    assert_socket_peer(&record, s.ip(last_proxy));
+    s.mosquitto_roundtrip(broker, lb, s.ip(101), "a");
 }
 
 fn socket_peer_ip(record: &serde_json::Value) -> String {
@@ -80,17 +75,16 @@ fn t1_nginx_sends_proxy_protocol() {
     };
     let range = s.lb_range();
     let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
-    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, tcp, &[]);
+    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), tcp, &[]);
 
-    let client = s
-        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t1-paho"))
-        .expect("client connects through LB1");
-    let record = broker.wait_client("t1-paho");
-    s.assert_reported(&record, client.local);
-    assert_socket_peer(&record, s.ip(12));
-    client.roundtrip();
-
-    s.mosquitto_roundtrip(&broker, lb1, s.ip(101), "a");
+    assert_clients_through(
+        &mut s,
+        &broker,
+        lb1,
+        "t1-paho",
+        12,
+        "client connects through LB1",
+    );
 }
 
 /// Client → LB1 (sends PROXY) → LB2 (plain pass-through) → broker.
@@ -101,18 +95,17 @@ fn t2_passthrough_keeps_first_header() {
     };
     let range = s.lb_range();
     let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
-    let lb2 = nginx_stream(&mut s, "lb2", "stream_passthrough.conf", 21, 22, tcp, &[]);
-    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, lb2, &[]);
+    let lb2 = s.nginx_lb("lb2", Stream, "stream_passthrough.conf", (21, 22), tcp, &[]);
+    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), lb2, &[]);
 
-    let client = s
-        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t2-paho"))
-        .expect("client connects through LB1 and LB2");
-    let record = broker.wait_client("t2-paho");
-    s.assert_reported(&record, client.local);
-    assert_socket_peer(&record, s.ip(22));
-    client.roundtrip();
-
-    s.mosquitto_roundtrip(&broker, lb1, s.ip(101), "a");
+    assert_clients_through(
+        &mut s,
+        &broker,
+        lb1,
+        "t2-paho",
+        22,
+        "client connects through LB1 and LB2",
+    );
 }
 
 /// Misconfiguration: LB2 sends its own PROXY header without parsing LB1's, so the broker gets two
@@ -126,8 +119,8 @@ fn t2_double_header_is_not_parsed_twice() {
     };
     let range = s.lb_range();
     let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
-    let lb2 = nginx_stream(&mut s, "lb2", "stream_send_proxy.conf", 21, 22, tcp, &[]);
-    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, lb2, &[]);
+    let lb2 = s.nginx_lb("lb2", Stream, "stream_send_proxy.conf", (21, 22), tcp, &[]);
+    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), lb2, &[]);
 
     let refused = s.paho("client", PahoOpts::tcp(lb1, s.ip(101), "t2d-paho"));
     let Err(reason) = refused else {
@@ -150,18 +143,24 @@ fn t3_reproxy_with_trusted_lb1() {
     let range = s.lb_range();
     let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
     let trusted = vec![("TRUSTED", s.ip(12).to_string())];
-    let lb2 = nginx_stream(&mut s, "lb2", "stream_reproxy.conf", 21, 22, tcp, &trusted);
-    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, lb2, &[]);
+    let lb2 = s.nginx_lb(
+        "lb2",
+        Stream,
+        "stream_reproxy.conf",
+        (21, 22),
+        tcp,
+        &trusted,
+    );
+    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), lb2, &[]);
 
-    let client = s
-        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t3-paho"))
-        .expect("client connects through LB1 and LB2");
-    let record = broker.wait_client("t3-paho");
-    s.assert_reported(&record, client.local);
-    assert_socket_peer(&record, s.ip(22));
-    client.roundtrip();
-
-    s.mosquitto_roundtrip(&broker, lb1, s.ip(101), "a");
+    assert_clients_through(
+        &mut s,
+        &broker,
+        lb1,
+        "t3-paho",
+        22,
+        "client connects through LB1 and LB2",
+    );
 }
 
 /// As T3, but LB2 does not trust LB1: LB2 vouches for LB1's address, never the client's.
@@ -174,8 +173,15 @@ fn t3n_reproxy_without_trust_reports_lb1() {
     let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
     // LB2 trusts some other host, not LB1 (127.N.0.12)
     let trusted = vec![("TRUSTED", format!("{}/32", s.ip(200)))];
-    let lb2 = nginx_stream(&mut s, "lb2", "stream_reproxy.conf", 21, 22, tcp, &trusted);
-    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, lb2, &[]);
+    let lb2 = s.nginx_lb(
+        "lb2",
+        Stream,
+        "stream_reproxy.conf",
+        (21, 22),
+        tcp,
+        &trusted,
+    );
+    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), lb2, &[]);
 
     let client = s
         .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t3n-paho"))
@@ -263,15 +269,14 @@ fn t4_haproxy_send_proxy_v1() {
     let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
     let lb = haproxy_tcp(&mut s, tcp, "", "send-proxy");
 
-    let client = s
-        .paho("client", PahoOpts::tcp(lb, s.ip(101), "t4v1-paho"))
-        .expect("client connects through HAProxy");
-    let record = broker.wait_client("t4v1-paho");
-    s.assert_reported(&record, client.local);
-    assert_socket_peer(&record, s.ip(12));
-    client.roundtrip();
-
-    s.mosquitto_roundtrip(&broker, lb, s.ip(101), "a");
+    assert_clients_through(
+        &mut s,
+        &broker,
+        lb,
+        "t4v1-paho",
+        12,
+        "client connects through HAProxy",
+    );
 }
 
 /// Client → HAProxy `send-proxy-v2` with `crc32c,unique-id,authority` TLVs → broker.
@@ -356,11 +361,7 @@ fn t4_haproxy_tls_send_proxy_v2_ssl() {
 
     let mut opts = PahoOpts::tcp(lb, s.ip(101), "t4tls-paho");
     opts.tls_sni = Some(sni.to_owned());
-    let client = s
-        .paho("client", opts)
-        .expect("TLS client connects through HAProxy");
-    let record = broker.wait_client("t4tls-paho");
-    s.assert_reported(&record, client.local);
+    let record = s.paho_reported(&broker, opts, "TLS client connects through HAProxy");
     let proxy = json_text(&record["proxy"]);
     assert!(
         proxy.contains(sni),
@@ -379,7 +380,6 @@ fn t4_haproxy_tls_send_proxy_v2_ssl() {
             (0x20, "SSL"),
         ],
     );
-    client.roundtrip();
 }
 
 /// A client that talks MQTT straight to a listener requiring PROXY is closed; LB clients work.
@@ -390,7 +390,7 @@ fn t5_direct_client_without_header_is_closed() {
     };
     // requires a PROXY header from everybody
     let (broker, tcp) = tcp_broker(&mut s, "broker", 2, None);
-    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, tcp, &[]);
+    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), tcp, &[]);
 
     let direct = s.paho("direct", PahoOpts::tcp(tcp, s.ip(66), "t5-direct"));
     let Err(refused) = direct else {
@@ -404,14 +404,13 @@ fn t5_direct_client_without_header_is_closed() {
     });
     e2e::say(format_args!("scenario T5: broker log: {line}"));
 
-    let client = s
-        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t5-paho"))
-        .expect("clients behind the LB are unaffected");
-    let record = broker.wait_client("t5-paho");
-    s.assert_reported(&record, client.local);
+    s.paho_reported(
+        &broker,
+        PahoOpts::tcp(lb1, s.ip(101), "t5-paho"),
+        "clients behind the LB are unaffected",
+    );
     broker.assert_unknown("t5-direct");
     broker.assert_absent(s.ip(66), "T5: the direct client's address");
-    client.roundtrip();
 }
 
 /// An untrusted host sends a forged PROXY header: rejected, nothing attributed to the forgery.
@@ -422,7 +421,7 @@ fn t6_forged_header_from_untrusted_host() {
     };
     let range = s.lb_range();
     let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
-    let lb1 = nginx_stream(&mut s, "lb1", "stream_send_proxy.conf", 11, 12, tcp, &[]);
+    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), tcp, &[]);
 
     let attacker = s.ip(66);
     let forged = s.ip(99);
@@ -453,16 +452,15 @@ fn t6_forged_header_from_untrusted_host() {
     });
     e2e::say(format_args!("scenario T6: broker log: {line}"));
 
-    let client = s
-        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t6-paho"))
-        .expect("clients behind the LB are unaffected");
-    let record = broker.wait_client("t6-paho");
-    s.assert_reported(&record, client.local);
+    s.paho_reported(
+        &broker,
+        PahoOpts::tcp(lb1, s.ip(101), "t6-paho"),
+        "clients behind the LB are unaffected",
+    );
     broker.assert_unknown("t6-forged-v1");
     broker.assert_unknown("t6-forged-v2");
     broker.assert_absent(forged, "T6: the forged address");
     broker.assert_absent(attacker, "T6: the attacker's address");
-    client.roundtrip();
 }
 
 /// `show stat` over HAProxy's stats socket: `check_status` of every server of `backend`.
@@ -572,12 +570,11 @@ fn t7_health_checks_and_local_command() {
     broker.assert_absent(s.ip(99), "T7: the address block of a LOCAL header");
     drop(stream);
 
-    let client = s
-        .paho("client", PahoOpts::tcp(listen, s.ip(101), "t7-paho"))
-        .expect("client connects through the checked HAProxy");
-    let record = broker.wait_client("t7-paho");
-    s.assert_reported(&record, client.local);
-    client.roundtrip();
+    s.paho_reported(
+        &broker,
+        PahoOpts::tcp(listen, s.ip(101), "t7-paho"),
+        "client connects through the checked HAProxy",
+    );
 
     assert!(
         noisy.is_empty(),
@@ -703,13 +700,7 @@ fn t1_t4_ipv6_loopback() {
         ("BIND", loopback.to_string()),
         ("UPSTREAM", tcp.to_string()),
     ];
-    s.nginx(
-        "nginx",
-        Block::Stream,
-        "stream_send_proxy.conf",
-        &vars,
-        &[nginx],
-    );
+    s.nginx("nginx", Stream, "stream_send_proxy.conf", &vars, &[nginx]);
     let haproxy = s.addr_v6();
     let vars = vec![
         ("LISTEN", haproxy.to_string()),

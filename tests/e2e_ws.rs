@@ -6,7 +6,8 @@ mod e2e;
 
 use std::net::SocketAddr;
 
-use e2e::{Block, Broker, PahoOpts, Scenario, Tool};
+use e2e::Block::{Http, Stream};
+use e2e::{Broker, PahoOpts, Scenario, Tool};
 
 /// Broker with one MQTT/WebSocket listener on `127.N.0.2`, plus `args`.
 fn ws_broker(s: &mut Scenario, args: &[&str]) -> (Broker, SocketAddr) {
@@ -23,27 +24,6 @@ fn ws_broker(s: &mut Scenario, args: &[&str]) -> (Broker, SocketAddr) {
     (broker, ws)
 }
 
-/// NGINX `http` WebSocket LB on `127.N.0.<listen_host>` with `proxy_bind 127.N.0.<bind_host>`.
-fn nginx_ws(
-    s: &mut Scenario,
-    name: &str,
-    snippet: &str,
-    listen_host: u8,
-    bind_host: u8,
-    upstream: SocketAddr,
-    extra: &[(&str, String)],
-) -> SocketAddr {
-    let listen = s.addr(listen_host);
-    let mut vars = vec![
-        ("LISTEN", listen.to_string()),
-        ("BIND", s.ip(bind_host).to_string()),
-        ("UPSTREAM", upstream.to_string()),
-    ];
-    vars.extend(extra.iter().cloned());
-    s.nginx(name, Block::Http, snippet, &vars, &[listen]);
-    listen
-}
-
 /// The `$remote_addr $remote_port` of the last request in an NGINX instance's access log
 /// (written when the WebSocket connection closes).
 fn access_log_peer(s: &Scenario, name: &str) -> SocketAddr {
@@ -58,17 +38,35 @@ fn access_log_peer(s: &Scenario, name: &str) -> SocketAddr {
     }
 }
 
-fn xff_args(range: &str) -> Vec<String> {
-    [
+/// [`ws_broker`] taking the client from X-Forwarded-For and the port from X-Forwarded-Port when
+/// the peer is in `range`, plus `extra` arguments.
+fn xff_broker(s: &mut Scenario, range: &str, extra: &[&str]) -> (Broker, SocketAddr) {
+    let mut args = vec![
         "--ws-header",
         "X-Forwarded-For",
         "--ws-port-header",
         "X-Forwarded-Port",
         "--trusted-proxy",
         range,
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    ];
+    args.extend_from_slice(extra);
+    ws_broker(s, &args)
+}
+
+/// LB1 and LB2 (both append) in front of `lb3`, and the client host's own proxy
+/// (`127.N.0.102`, connecting from the client host `127.N.0.101`, overwrites) in front of LB1.
+/// Returns the client-side proxy's address.
+fn client_proxy_and_two_lbs(s: &mut Scenario, lb3: SocketAddr) -> SocketAddr {
+    let lb2 = s.nginx_lb("lb2", Http, "http_ws_append.conf", (21, 22), lb3, &[]);
+    let lb1 = s.nginx_lb("lb1", Http, "http_ws_append.conf", (11, 12), lb2, &[]);
+    s.nginx_lb(
+        "client-proxy",
+        Http,
+        "http_ws_overwrite.conf",
+        (102, 101),
+        lb1,
+        &[],
+    )
 }
 
 /// Client → LB (overwrites X-Forwarded-For/-Port) → broker.
@@ -78,16 +76,14 @@ fn w1_single_lb_overwrites_xff() {
         return;
     };
     let range = s.lb_range();
-    let args = xff_args(&range);
-    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_overwrite.conf", 11, 12, ws, &[]);
+    let (broker, ws) = xff_broker(&mut s, &range, &[]);
+    let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite.conf", (11, 12), ws, &[]);
 
-    let client = s
-        .paho("client", PahoOpts::ws(lb1, s.ip(101), "w1-paho"))
-        .expect("client connects through LB1");
-    let record = broker.wait_client("w1-paho");
-    s.assert_reported(&record, client.local);
-    client.roundtrip();
+    s.paho_reported(
+        &broker,
+        PahoOpts::ws(lb1, s.ip(101), "w1-paho"),
+        "client connects through LB1",
+    );
 }
 
 /// Client → LB1 (overwrites) → LB2 (appends) → broker taking the leftmost entry (EMQX style).
@@ -97,18 +93,15 @@ fn w2_overwrite_then_append_leftmost() {
         return;
     };
     let range = s.lb_range();
-    let mut args = xff_args(&range);
-    args.extend(["--ws-strategy".to_owned(), "leftmost".to_owned()]);
-    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let lb2 = nginx_ws(&mut s, "lb2", "http_ws_append.conf", 21, 22, ws, &[]);
-    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_overwrite.conf", 11, 12, lb2, &[]);
+    let (broker, ws) = xff_broker(&mut s, &range, &["--ws-strategy", "leftmost"]);
+    let lb2 = s.nginx_lb("lb2", Http, "http_ws_append.conf", (21, 22), ws, &[]);
+    let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite.conf", (11, 12), lb2, &[]);
 
-    let client = s
-        .paho("client", PahoOpts::ws(lb1, s.ip(101), "w2-paho"))
-        .expect("client connects through LB1 and LB2");
-    let record = broker.wait_client("w2-paho");
-    s.assert_reported(&record, client.local);
-    client.roundtrip();
+    s.paho_reported(
+        &broker,
+        PahoOpts::ws(lb1, s.ip(101), "w2-paho"),
+        "client connects through LB1 and LB2",
+    );
 }
 
 /// Client → attacker-side proxy (forges `X-Forwarded-For: 127.0.0.1`) → LB1 (overwrites) → LB2
@@ -119,18 +112,15 @@ fn w3_forged_xff_overwritten_by_lb1() {
         return;
     };
     let range = s.lb_range();
-    let mut args = xff_args(&range);
-    args.extend(["--ws-strategy".to_owned(), "leftmost".to_owned()]);
-    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let lb2 = nginx_ws(&mut s, "lb2", "http_ws_append.conf", 21, 22, ws, &[]);
-    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_overwrite.conf", 11, 12, lb2, &[]);
+    let (broker, ws) = xff_broker(&mut s, &range, &["--ws-strategy", "leftmost"]);
+    let lb2 = s.nginx_lb("lb2", Http, "http_ws_append.conf", (21, 22), ws, &[]);
+    let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite.conf", (11, 12), lb2, &[]);
     // the attacker's own proxy runs on the attacker host 127.N.0.101
-    let forge = nginx_ws(
-        &mut s,
+    let forge = s.nginx_lb(
         "attacker-proxy",
+        Http,
         "http_ws_forge.conf",
-        102,
-        101,
+        (102, 101),
         lb1,
         &[],
     );
@@ -190,19 +180,10 @@ fn w4(recursive: bool) {
         ("TRUSTED", range.clone()),
         ("RECURSIVE", if recursive { "on" } else { "off" }.to_owned()),
     ];
-    let lb3 = nginx_ws(&mut s, "lb3", "http_ws_realip.conf", 31, 32, ws, &realip);
-    let lb2 = nginx_ws(&mut s, "lb2", "http_ws_append.conf", 21, 22, lb3, &[]);
-    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_append.conf", 11, 12, lb2, &[]);
-    // the client host 127.N.0.101 runs its own proxy in front of the client (as in the guide)
-    let cp = nginx_ws(
-        &mut s,
-        "client-proxy",
-        "http_ws_overwrite.conf",
-        102,
-        101,
-        lb1,
-        &[],
-    );
+    let lb3 = s.nginx_lb("lb3", Http, "http_ws_realip.conf", (31, 32), ws, &realip);
+    // LB2 and LB1 append; the client host 127.N.0.101 runs its own proxy in front of the
+    // client (as in the guide)
+    let cp = client_proxy_and_two_lbs(&mut s, lb3);
 
     let client_id = format!("{}-paho", id.to_lowercase());
     let client = s
@@ -243,25 +224,13 @@ fn w4b_broker_walks_xff_recursively() {
         return;
     };
     let range = s.lb_range();
-    let mut args = xff_args(&range);
-    args.extend([
-        "--ws-strategy".to_owned(),
-        "trusted".to_owned(),
-        "--ws-recursive".to_owned(),
-    ]);
-    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let lb3 = nginx_ws(&mut s, "lb3", "http_ws_append.conf", 31, 32, ws, &[]);
-    let lb2 = nginx_ws(&mut s, "lb2", "http_ws_append.conf", 21, 22, lb3, &[]);
-    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_append.conf", 11, 12, lb2, &[]);
-    let cp = nginx_ws(
+    let (broker, ws) = xff_broker(
         &mut s,
-        "client-proxy",
-        "http_ws_overwrite.conf",
-        102,
-        101,
-        lb1,
-        &[],
+        &range,
+        &["--ws-strategy", "trusted", "--ws-recursive"],
     );
+    let lb3 = s.nginx_lb("lb3", Http, "http_ws_append.conf", (31, 32), ws, &[]);
+    let cp = client_proxy_and_two_lbs(&mut s, lb3);
 
     let client = s
         .paho("client", PahoOpts::ws(cp, s.ip(100), "w4b-paho"))
@@ -280,8 +249,7 @@ fn w5_direct_client_forged_xff_ignored() {
         return;
     };
     let range = s.lb_range();
-    let args = xff_args(&range);
-    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (broker, ws) = xff_broker(&mut s, &range, &[]);
 
     let forged = s.ip(99);
     let mut opts = PahoOpts::ws(ws, s.ip(101), "w5-paho");
@@ -289,11 +257,8 @@ fn w5_direct_client_forged_xff_ignored() {
         format!("X-Forwarded-For: {forged}"),
         "X-Forwarded-Port: 4444".to_owned(),
     ];
-    let client = s.paho("client", opts).expect("client connects directly");
-    let record = broker.wait_client("w5-paho");
-    s.assert_reported(&record, client.local);
+    s.paho_reported(&broker, opts, "client connects directly");
     broker.assert_absent(forged, "W5: the forged X-Forwarded-For");
-    client.roundtrip();
 }
 
 /// Client → NGINX `stream` (PROXY) → broker WebSocket listener with PROXY: the PROXY-derived
@@ -304,37 +269,20 @@ fn w6_proxy_protocol_on_websocket_listener() {
         return;
     };
     let range = s.lb_range();
-    let mut args = xff_args(&range);
-    args.extend([
-        "--ws-proxy-protocol".to_owned(),
-        "--proxy-from".to_owned(),
-        range.clone(),
-    ]);
-    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let lb1 = s.addr(11);
-    let vars = vec![
-        ("LISTEN", lb1.to_string()),
-        ("BIND", s.ip(12).to_string()),
-        ("UPSTREAM", ws.to_string()),
-    ];
-    s.nginx(
-        "lb1",
-        Block::Stream,
-        "stream_send_proxy.conf",
-        &vars,
-        &[lb1],
+    let (broker, ws) = xff_broker(
+        &mut s,
+        &range,
+        &["--ws-proxy-protocol", "--proxy-from", &range],
     );
+    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), ws, &[]);
 
     // the client also sends an X-Forwarded-For: the PROXY-derived peer (the client) is not a
     // trusted proxy, so the header must be ignored even though the socket peer (LB1) is trusted
     let forged = s.ip(99);
     let mut opts = PahoOpts::ws(lb1, s.ip(101), "w6-paho");
     opts.headers = vec![format!("X-Forwarded-For: {forged}")];
-    let client = s.paho("client", opts).expect("client connects through LB1");
-    let record = broker.wait_client("w6-paho");
-    s.assert_reported(&record, client.local);
+    s.paho_reported(&broker, opts, "client connects through LB1");
     broker.assert_absent(forged, "W6: the client's own X-Forwarded-For");
-    client.roundtrip();
 }
 
 /// Client → LB1 (NGINX, overwrites) → LB2 (HAProxy `option forwardfor`, which adds a **second**
@@ -346,13 +294,11 @@ fn w7_haproxy_forwardfor_adds_header_lines() {
         return;
     };
     let range = s.lb_range();
-    let mut args = xff_args(&range);
-    args.extend([
-        "--ws-strategy".to_owned(),
-        "trusted".to_owned(),
-        "--ws-recursive".to_owned(),
-    ]);
-    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (broker, ws) = xff_broker(
+        &mut s,
+        &range,
+        &["--ws-strategy", "trusted", "--ws-recursive"],
+    );
     let lb2 = s.addr(21);
     let vars = vec![
         ("LISTEN", lb2.to_string()),
@@ -360,18 +306,17 @@ fn w7_haproxy_forwardfor_adds_header_lines() {
         ("UPSTREAM", ws.to_string()),
     ];
     s.haproxy("lb2", "http_ws_forwardfor.cfg", &vars, &[lb2]);
-    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_overwrite.conf", 11, 12, lb2, &[]);
+    let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite.conf", (11, 12), lb2, &[]);
 
-    let client = s
-        .paho("client", PahoOpts::ws(lb1, s.ip(101), "w7-paho"))
-        .expect("client connects through NGINX and HAProxy");
-    let record = broker.wait_client("w7-paho");
+    let record = s.paho_reported(
+        &broker,
+        PahoOpts::ws(lb1, s.ip(101), "w7-paho"),
+        "client connects through NGINX and HAProxy",
+    );
     e2e::say(format_args!(
         "scenario W7: broker's forwarded report: {}",
         record["forwarded"]
     ));
-    s.assert_reported(&record, client.local);
-    client.roundtrip();
 }
 
 /// The other half of W6: client → LB1 (NGINX `http`, overwrites X-Forwarded-For/-Port) → LB2
@@ -383,32 +328,17 @@ fn w6b_proxy_derived_peer_is_a_trusted_proxy() {
         return;
     };
     let range = s.lb_range();
-    let mut args = xff_args(&range);
-    args.extend([
-        "--ws-proxy-protocol".to_owned(),
-        "--proxy-from".to_owned(),
-        range.clone(),
-    ]);
-    let (broker, ws) = ws_broker(&mut s, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let lb2 = s.addr(21);
-    let vars = vec![
-        ("LISTEN", lb2.to_string()),
-        ("BIND", s.ip(22).to_string()),
-        ("UPSTREAM", ws.to_string()),
-    ];
-    s.nginx(
-        "lb2",
-        Block::Stream,
-        "stream_send_proxy.conf",
-        &vars,
-        &[lb2],
+    let (broker, ws) = xff_broker(
+        &mut s,
+        &range,
+        &["--ws-proxy-protocol", "--proxy-from", &range],
     );
-    let lb1 = nginx_ws(&mut s, "lb1", "http_ws_overwrite.conf", 11, 12, lb2, &[]);
+    let lb2 = s.nginx_lb("lb2", Stream, "stream_send_proxy.conf", (21, 22), ws, &[]);
+    let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite.conf", (11, 12), lb2, &[]);
 
-    let client = s
-        .paho("client", PahoOpts::ws(lb1, s.ip(101), "w6b-paho"))
-        .expect("client connects through LB1 and LB2");
-    let record = broker.wait_client("w6b-paho");
-    s.assert_reported(&record, client.local);
-    client.roundtrip();
+    s.paho_reported(
+        &broker,
+        PahoOpts::ws(lb1, s.ip(101), "w6b-paho"),
+        "client connects through LB1 and LB2",
+    );
 }

@@ -310,6 +310,15 @@ impl Scenario {
     }
 
     /// Starts a process whose stdout/stderr go to `<dir>/<name>.out` and `<name>.err`.
+    /// Starts a proxy and waits until it accepts connections (from the harness address) on
+    /// every address in `listen`.
+    fn spawn_proxy(&mut self, name: &str, cmd: &mut Command, listen: &[SocketAddr]) {
+        let idx = self.spawn(name, cmd);
+        for &addr in listen {
+            self.wait_listening(idx, addr, Some(self.ip(HARNESS)));
+        }
+    }
+
     fn spawn(&mut self, name: &str, cmd: &mut Command) -> usize {
         let out = fs::File::create(self.dir.join(format!("{name}.out"))).expect("log file");
         let err = fs::File::create(self.dir.join(format!("{name}.err"))).expect("log file");
@@ -411,7 +420,7 @@ impl Scenario {
         );
         let conf_path = prefix.join("nginx.conf");
         fs::write(&conf_path, conf).expect("write nginx.conf");
-        let idx = self.spawn(
+        self.spawn_proxy(
             name,
             Command::new(which(NGINX).expect("nginx"))
                 .arg("-p")
@@ -421,10 +430,31 @@ impl Scenario {
                 .arg("-e")
                 .arg(prefix.join("error.log"))
                 .args(["-g", "daemon off;"]),
+            listen,
         );
-        for &addr in listen {
-            self.wait_listening(idx, addr, Some(self.ip(HARNESS)));
-        }
+    }
+
+    /// An NGINX load balancer: `tests/templates/nginx/<snippet>` in a `block`, listening on
+    /// `127.N.0.<listen_host>` and connecting to `upstream` from `127.N.0.<bind_host>` (the
+    /// variables `LISTEN`, `BIND` and `UPSTREAM`, plus `extra`). Returns the listen address.
+    pub(crate) fn nginx_lb(
+        &mut self,
+        name: &str,
+        block: Block,
+        snippet: &str,
+        (listen_host, bind_host): (u8, u8),
+        upstream: SocketAddr,
+        extra: &[(&str, String)],
+    ) -> SocketAddr {
+        let listen = self.addr(listen_host);
+        let mut vars = vec![
+            ("LISTEN", listen.to_string()),
+            ("BIND", self.ip(bind_host).to_string()),
+            ("UPSTREAM", upstream.to_string()),
+        ];
+        vars.extend(extra.iter().cloned());
+        self.nginx(name, block, snippet, &vars, &[listen]);
+        listen
     }
 
     /// Renders `tests/templates/haproxy/<template>` and runs `haproxy -f CONF -db`, waiting for
@@ -443,16 +473,14 @@ impl Scenario {
         let conf = render(&format!("haproxy/{template}"), &all);
         let conf_path = prefix.join("haproxy.cfg");
         fs::write(&conf_path, conf).expect("write haproxy.cfg");
-        let idx = self.spawn(
+        self.spawn_proxy(
             name,
             Command::new(which(HAPROXY).expect("haproxy"))
                 .arg("-f")
                 .arg(&conf_path)
                 .arg("-db"),
+            listen,
         );
-        for &addr in listen {
-            self.wait_listening(idx, addr, Some(self.ip(HARNESS)));
-        }
         prefix
     }
 
@@ -666,6 +694,18 @@ impl Scenario {
             self.id,
             reported(record)
         ));
+    }
+
+    /// Connects a paho client named "client" with `opts` (`expect`: the failure message if it
+    /// cannot connect), asserts that `broker` reports the client's own address and port, and
+    /// runs a publish → receive round trip. Returns the broker's record of the client.
+    pub(crate) fn paho_reported(&mut self, broker: &Broker, opts: PahoOpts, expect: &str) -> Value {
+        let client_id = opts.client_id.clone();
+        let client = self.paho("client", opts).expect(expect);
+        let record = broker.wait_client(&client_id);
+        self.assert_reported(&record, client.local);
+        client.roundtrip();
+        record
     }
 
     /// The current content of a file of a proxy instance (e.g. `lb2/access.log`), or "".
