@@ -34,6 +34,25 @@ fn tcp_broker(
     (broker, tcp)
 }
 
+/// [`tcp_broker`] on `127.N.0.2` accepting PROXY headers from the load balancers' range.
+fn broker_behind_lbs(s: &mut Scenario) -> (Broker, SocketAddr) {
+    let range = s.lb_range();
+    tcp_broker(s, "broker", 2, Some(&range))
+}
+
+/// LB2 (`127.N.0.21`, connecting from `.22`; NGINX `stream` from `lb2_snippet` with
+/// `lb2_extra`) in front of `upstream`, and LB1 (`127.N.0.11`, from `.12`, sends PROXY) in
+/// front of LB2. Returns LB1's address.
+fn lb1_then_lb2(
+    s: &mut Scenario,
+    lb2_snippet: &str,
+    lb2_extra: &[(&str, String)],
+    upstream: SocketAddr,
+) -> SocketAddr {
+    let lb2 = s.nginx_lb("lb2", Stream, lb2_snippet, (21, 22), upstream, lb2_extra);
+    s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), lb2, &[])
+}
+
 /// A paho client on `127.N.0.101` through `lb` is reported with its own address and port, with
 /// `127.N.0.<last_proxy>` as the socket peer; a mosquitto client through `lb` works too.
 fn assert_clients_through(
@@ -73,8 +92,7 @@ fn t1_nginx_sends_proxy_protocol() {
     let Some(mut s) = Scenario::start("T1", 1, &[Tool::Nginx, Tool::Paho, Tool::Mosquitto]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let (broker, tcp) = broker_behind_lbs(&mut s);
     let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), tcp, &[]);
 
     assert_clients_through(
@@ -93,10 +111,8 @@ fn t2_passthrough_keeps_first_header() {
     let Some(mut s) = Scenario::start("T2", 2, &[Tool::Nginx, Tool::Paho, Tool::Mosquitto]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
-    let lb2 = s.nginx_lb("lb2", Stream, "stream_passthrough.conf", (21, 22), tcp, &[]);
-    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), lb2, &[]);
+    let (broker, tcp) = broker_behind_lbs(&mut s);
+    let lb1 = lb1_then_lb2(&mut s, "stream_passthrough.conf", &[], tcp);
 
     assert_clients_through(
         &mut s,
@@ -117,10 +133,8 @@ fn t2_double_header_is_not_parsed_twice() {
     let Some(mut s) = Scenario::start("T2-double", 11, &[Tool::Nginx, Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
-    let lb2 = s.nginx_lb("lb2", Stream, "stream_send_proxy.conf", (21, 22), tcp, &[]);
-    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), lb2, &[]);
+    let (broker, tcp) = broker_behind_lbs(&mut s);
+    let lb1 = lb1_then_lb2(&mut s, "stream_send_proxy.conf", &[], tcp);
 
     let refused = s.paho("client", PahoOpts::tcp(lb1, s.ip(101), "t2d-paho"));
     let Err(reason) = refused else {
@@ -140,18 +154,9 @@ fn t3_reproxy_with_trusted_lb1() {
     let Some(mut s) = Scenario::start("T3", 3, &[Tool::Nginx, Tool::Paho, Tool::Mosquitto]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let (broker, tcp) = broker_behind_lbs(&mut s);
     let trusted = vec![("TRUSTED", s.ip(12).to_string())];
-    let lb2 = s.nginx_lb(
-        "lb2",
-        Stream,
-        "stream_reproxy.conf",
-        (21, 22),
-        tcp,
-        &trusted,
-    );
-    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), lb2, &[]);
+    let lb1 = lb1_then_lb2(&mut s, "stream_reproxy.conf", &trusted, tcp);
 
     assert_clients_through(
         &mut s,
@@ -169,19 +174,10 @@ fn t3n_reproxy_without_trust_reports_lb1() {
     let Some(mut s) = Scenario::start("T3n", 4, &[Tool::Nginx, Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let (broker, tcp) = broker_behind_lbs(&mut s);
     // LB2 trusts some other host, not LB1 (127.N.0.12)
     let trusted = vec![("TRUSTED", format!("{}/32", s.ip(200)))];
-    let lb2 = s.nginx_lb(
-        "lb2",
-        Stream,
-        "stream_reproxy.conf",
-        (21, 22),
-        tcp,
-        &trusted,
-    );
-    let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), lb2, &[]);
+    let lb1 = lb1_then_lb2(&mut s, "stream_reproxy.conf", &trusted, tcp);
 
     let client = s
         .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t3n-paho"))
@@ -265,8 +261,7 @@ fn t4_haproxy_send_proxy_v1() {
     else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let (broker, tcp) = broker_behind_lbs(&mut s);
     let lb = haproxy_tcp(&mut s, tcp, "", "send-proxy");
 
     assert_clients_through(
@@ -285,8 +280,7 @@ fn t4_haproxy_send_proxy_v2_tlvs() {
     let Some(mut s) = Scenario::start("T4-v2", 6, &[Tool::Haproxy, Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let (broker, tcp) = broker_behind_lbs(&mut s);
     let lb = haproxy_tcp(
         &mut s,
         tcp,
@@ -350,8 +344,7 @@ fn t4_haproxy_tls_send_proxy_v2_ssl() {
     };
     let sni = "broker.e2e.test";
     let pem = s.self_signed_pem(sni);
-    let range = s.lb_range();
-    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let (broker, tcp) = broker_behind_lbs(&mut s);
     let lb = haproxy_tcp(
         &mut s,
         tcp,
@@ -419,8 +412,7 @@ fn t6_forged_header_from_untrusted_host() {
     let Some(mut s) = Scenario::start("T6", 9, &[Tool::Nginx, Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let (broker, tcp) = broker_behind_lbs(&mut s);
     let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), tcp, &[]);
 
     let attacker = s.ip(66);
@@ -499,8 +491,7 @@ fn t7_health_checks_and_local_command() {
     let Some(mut s) = Scenario::start("T7", 10, &[Tool::Haproxy, Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, tcp) = tcp_broker(&mut s, "broker", 2, Some(&range));
+    let (broker, tcp) = broker_behind_lbs(&mut s);
     let log_before = broker.log().len();
     let listen = s.addr(11);
     let vars = vec![
