@@ -80,10 +80,10 @@ struct MicroArgs {
 #[derive(Clone, Debug, Args)]
 struct AcceptArgs {
     /// Measured rounds (each runs every server once).
-    #[arg(long, default_value_t = 9)]
+    #[arg(long, default_value_t = 15)]
     rounds: usize,
     /// Seconds per server per round.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.0)]
     secs: f64,
     /// Concurrent client tasks.
     #[arg(long, default_value_t = 32)]
@@ -92,22 +92,30 @@ struct AcceptArgs {
 
 #[derive(Clone, Debug, Args)]
 struct IsolationArgs {
-    /// Rounds (each runs every server and attack size once, on a fresh server process).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds per pass (each runs every server and attack size once, on a fresh server process).
+    #[arg(long, default_value_t = 2)]
     iso_rounds: usize,
     /// Numbers of stalled attacker connections (0, the no-attack baseline, is always run).
     #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     attackers: Vec<usize>,
     /// Seconds the good client measures, after the attackers have stalled. Longer than the
     /// header timeout, so it covers a wave of timeouts and reconnects.
-    #[arg(long, default_value_t = 7.0)]
+    #[arg(long, default_value_t = 5.0)]
     window_secs: f64,
-    /// Header timeout of both listeners, milliseconds.
-    #[arg(long, default_value_t = 5000)]
+    /// Header timeout of both listeners in the churn pass, milliseconds (default:
+    /// realip-listener's default).
+    #[arg(long, default_value_t = 3000)]
     iso_header_timeout_ms: u64,
+    /// Header timeout of both listeners in the static pass, milliseconds: longer than the
+    /// ramp plus the window, so no stalled connection is dropped while the good client measures.
+    #[arg(long, default_value_t = 30_000)]
+    static_header_timeout_ms: u64,
     /// A good-client request slower than this counts as timed out, milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 5000)]
     request_timeout_ms: u64,
+    /// How long to wait for all attackers to be connected and stalled, seconds.
+    #[arg(long, default_value_t = 6.0)]
+    ramp_secs: f64,
     /// realip-listener's max_pending in the raised-cap configuration.
     #[arg(long, default_value_t = 16_384)]
     iso_max_pending: usize,
@@ -466,8 +474,30 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Slow-client isolation
 
+/// Both isolation passes: static (no header timeout fires during the window) and churn.
 async fn isolation(args: &IsolationArgs, pin: bool) -> io::Result<()> {
-    let header_timeout = Duration::from_millis(args.iso_header_timeout_ms);
+    isolation_pass(
+        args,
+        pin,
+        Duration::from_millis(args.static_header_timeout_ms),
+        "Slow-client isolation, static: the stalled connections stay for the whole window",
+    )
+    .await?;
+    isolation_pass(
+        args,
+        pin,
+        Duration::from_millis(args.iso_header_timeout_ms),
+        "Slow-client isolation, churn: header timeouts fire and the attackers reconnect",
+    )
+    .await
+}
+
+async fn isolation_pass(
+    args: &IsolationArgs,
+    pin: bool,
+    header_timeout: Duration,
+    title: &str,
+) -> io::Result<()> {
     let request_timeout = Duration::from_millis(args.request_timeout_ms);
     let window = Duration::from_secs_f64(args.window_secs);
     let good = client::preamble(&v2_header());
@@ -495,6 +525,7 @@ async fn isolation(args: &IsolationArgs, pin: bool) -> io::Result<()> {
     // samples[kind][level]
     let mut samples = vec![vec![Vec::<Option<Duration>>::new(); levels.len()]; kinds.len()];
     let mut stalled_seen = vec![vec![Vec::<usize>::new(); levels.len()]; kinds.len()];
+    let mut dropped_seen = vec![vec![Vec::<u64>::new(); levels.len()]; kinds.len()];
     for round in 0..args.iso_rounds {
         for (ki, (label, kind, max_pending)) in kinds.iter().enumerate() {
             for (li, &n) in levels.iter().enumerate() {
@@ -507,31 +538,33 @@ async fn isolation(args: &IsolationArgs, pin: bool) -> io::Result<()> {
                 client::request(server.addr, &good).await?;
                 let attack = if n > 0 {
                     Some(
-                        Attack::start(server.addr, n, partial.clone(), Duration::from_secs(10))
-                            .await,
+                        Attack::start(
+                            server.addr,
+                            n,
+                            partial.clone(),
+                            Duration::from_secs_f64(args.ramp_secs),
+                        )
+                        .await,
                     )
                 } else {
                     None
                 };
                 let stalled = attack.as_ref().map_or(0, Attack::stalled);
+                let dropped_before = attack.as_ref().map_or(0, Attack::dropped);
                 sleep(Duration::from_millis(200)).await;
-                let got = client::probe(
-                    server.addr,
-                    &good,
-                    window,
-                    Duration::from_millis(5),
-                    request_timeout,
-                )
-                .await;
-                let dropped = attack.as_ref().map_or(0, Attack::dropped);
+                let got =
+                    probe_on_own_thread(server.addr, good.clone(), window, request_timeout).await?;
+                let dropped = attack.as_ref().map_or(0, Attack::dropped) - dropped_before;
                 if let Some(a) = attack {
                     a.stop().await;
                 }
                 drop(server);
                 let ok: Vec<_> = got.iter().flatten().copied().collect();
                 eprintln!(
-                    "isolation round {}/{} {label} attackers={n}: stalled at start {stalled}, \
-                     dropped by server during window {dropped}, {} samples, {} timed out, p99 {:?}",
+                    "isolation (header timeout {} ms) round {}/{} {label} attackers={n}: stalled \
+                     at start {stalled}, dropped by server during window {dropped}, {} samples, \
+                     {} timed out, p99 {:?}",
+                    header_timeout.as_millis(),
                     round + 1,
                     args.iso_rounds,
                     got.len(),
@@ -540,26 +573,31 @@ async fn isolation(args: &IsolationArgs, pin: bool) -> io::Result<()> {
                 );
                 samples[ki][li].extend(got);
                 stalled_seen[ki][li].push(stalled);
+                dropped_seen[ki][li].push(dropped);
             }
         }
     }
     println!(
-        "\n### Slow-client isolation\n\n{} rounds; each (server, attackers) pair runs on a fresh \
+        "\n### {title}\n\n{} rounds; each (server, attackers) pair runs on a fresh \
          server process. Attackers send the first half (14 bytes) of a v2 header and stall; when the \
          server drops one (header timeout {} ms, both listeners) it reconnects, so the attack is \
-         sustained. Once they have stalled, one good client loops connect → v2 header + \
+         sustained. The good client starts once all attackers are stalled or after {} s (\
+         \"stalled conns\" = how many were by then; the others are still in SYN retransmission \
+         because the server stopped taking connections). The good client, on its own thread and \
+         tokio runtime (same core as the attackers), then loops connect → v2 header + \
          `ping\\n` → `pong\\n` → close (5 ms apart) for {} s; a request slower than {} ms counts \
          as timed out (and as {} ms in the percentiles).\n",
         args.iso_rounds,
-        args.iso_header_timeout_ms,
+        header_timeout.as_millis(),
+        args.ramp_secs,
         args.window_secs,
         args.request_timeout_ms,
         args.request_timeout_ms
     );
     println!(
-        "| server | stalled conns (median reached) | good requests | timed out | p50 | p99 | p99 ÷ no-attack p99 |"
+        "| server | stalled conns (median reached) | attacker conns closed by the server during the window (median) | good requests | timed out | p50 | p99 | p99 ÷ no-attack p99 |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (ki, (label, _, _)) in kinds.iter().enumerate() {
         let base_p99 = p99_with_timeouts(&samples[ki][0], request_timeout);
         for (li, &n) in levels.iter().enumerate() {
@@ -579,13 +617,19 @@ async fn isolation(args: &IsolationArgs, pin: bool) -> io::Result<()> {
                     .collect::<Vec<_>>(),
             );
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
                 label,
                 if n == 0 {
                     "0 (baseline)".to_owned()
                 } else {
                     format!("{stalled:.0} of {n}")
                 },
+                median(
+                    &dropped_seen[ki][li]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect::<Vec<_>>()
+                ),
                 s.len(),
                 timed_out,
                 fmt_latency(p50, timed_out > s.len() / 2, request_timeout),
@@ -606,6 +650,36 @@ async fn isolation(args: &IsolationArgs, pin: bool) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs the good client on its own thread and runtime, so that its latency does not include
+/// waiting behind the attackers' tasks in the harness's runtime queue (the thread is still on
+/// core 0 with them; the OS scheduler wakes the mostly idle prober promptly).
+async fn probe_on_own_thread(
+    addr: SocketAddr,
+    preamble: Arc<[u8]>,
+    window: Duration,
+    request_timeout: Duration,
+) -> io::Result<Vec<Option<Duration>>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("good-client".to_owned())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let got = rt.block_on(client::probe(
+                addr,
+                &preamble,
+                window,
+                Duration::from_millis(5),
+                request_timeout,
+            ));
+            let _ = tx.send(got);
+        })?;
+    rx.await
+        .map_err(|_| io::Error::other("good-client thread panicked"))
 }
 
 fn name_of(kind: ServerKind) -> &'static str {
