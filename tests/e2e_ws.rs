@@ -39,15 +39,16 @@ fn access_log_peer(s: &Scenario, name: &str) -> SocketAddr {
 }
 
 /// [`ws_broker`] taking the client from X-Forwarded-For and the port from X-Forwarded-Port when
-/// the peer is in `range`, plus `extra` arguments.
-fn xff_broker(s: &mut Scenario, range: &str, extra: &[&str]) -> (Broker, SocketAddr) {
+/// the peer is in the load balancers' range, plus `extra` arguments.
+fn xff_broker(s: &mut Scenario, extra: &[&str]) -> (Broker, SocketAddr) {
+    let range = s.lb_range();
     let mut args = vec![
         "--ws-header",
         "X-Forwarded-For",
         "--ws-port-header",
         "X-Forwarded-Port",
         "--trusted-proxy",
-        range,
+        &range,
     ];
     args.extend_from_slice(extra);
     ws_broker(s, &args)
@@ -75,8 +76,7 @@ fn w1_single_lb_overwrites_xff() {
     let Some(mut s) = Scenario::start("W1", 21, &[Tool::Nginx, Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, ws) = xff_broker(&mut s, &range, &[]);
+    let (broker, ws) = xff_broker(&mut s, &[]);
     let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite.conf", (11, 12), ws, &[]);
 
     s.paho_reported(
@@ -92,8 +92,7 @@ fn w2_overwrite_then_append_leftmost() {
     let Some(mut s) = Scenario::start("W2", 22, &[Tool::Nginx, Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, ws) = xff_broker(&mut s, &range, &["--ws-strategy", "leftmost"]);
+    let (broker, ws) = xff_broker(&mut s, &["--ws-strategy", "leftmost"]);
     let lb2 = s.nginx_lb("lb2", Http, "http_ws_append.conf", (21, 22), ws, &[]);
     let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite.conf", (11, 12), lb2, &[]);
 
@@ -111,8 +110,7 @@ fn w3_forged_xff_overwritten_by_lb1() {
     let Some(mut s) = Scenario::start("W3", 23, &[Tool::Nginx, Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, ws) = xff_broker(&mut s, &range, &["--ws-strategy", "leftmost"]);
+    let (broker, ws) = xff_broker(&mut s, &["--ws-strategy", "leftmost"]);
     let lb2 = s.nginx_lb("lb2", Http, "http_ws_append.conf", (21, 22), ws, &[]);
     let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite.conf", (11, 12), lb2, &[]);
     // the attacker's own proxy runs on the attacker host 127.N.0.101
@@ -223,12 +221,7 @@ fn w4b_broker_walks_xff_recursively() {
     let Some(mut s) = Scenario::start("W4b", 26, &[Tool::Nginx, Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, ws) = xff_broker(
-        &mut s,
-        &range,
-        &["--ws-strategy", "trusted", "--ws-recursive"],
-    );
+    let (broker, ws) = xff_broker(&mut s, &["--ws-strategy", "trusted", "--ws-recursive"]);
     let lb3 = s.nginx_lb("lb3", Http, "http_ws_append.conf", (31, 32), ws, &[]);
     let cp = client_proxy_and_two_lbs(&mut s, lb3);
 
@@ -248,8 +241,7 @@ fn w5_direct_client_forged_xff_ignored() {
     let Some(mut s) = Scenario::start("W5", 27, &[Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, ws) = xff_broker(&mut s, &range, &[]);
+    let (broker, ws) = xff_broker(&mut s, &[]);
 
     let forged = s.ip(99);
     let mut opts = PahoOpts::ws(ws, s.ip(101), "w5-paho");
@@ -269,11 +261,7 @@ fn w6_proxy_protocol_on_websocket_listener() {
         return;
     };
     let range = s.lb_range();
-    let (broker, ws) = xff_broker(
-        &mut s,
-        &range,
-        &["--ws-proxy-protocol", "--proxy-from", &range],
-    );
+    let (broker, ws) = xff_broker(&mut s, &["--ws-proxy-protocol", "--proxy-from", &range]);
     let lb1 = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), ws, &[]);
 
     // the client also sends an X-Forwarded-For: the PROXY-derived peer (the client) is not a
@@ -293,12 +281,7 @@ fn w7_haproxy_forwardfor_adds_header_lines() {
     let Some(mut s) = Scenario::start("W7", 29, &[Tool::Nginx, Tool::Haproxy, Tool::Paho]) else {
         return;
     };
-    let range = s.lb_range();
-    let (broker, ws) = xff_broker(
-        &mut s,
-        &range,
-        &["--ws-strategy", "trusted", "--ws-recursive"],
-    );
+    let (broker, ws) = xff_broker(&mut s, &["--ws-strategy", "trusted", "--ws-recursive"]);
     let lb2 = s.addr(21);
     let vars = vec![
         ("LISTEN", lb2.to_string()),
@@ -328,11 +311,7 @@ fn w6b_proxy_derived_peer_is_a_trusted_proxy() {
         return;
     };
     let range = s.lb_range();
-    let (broker, ws) = xff_broker(
-        &mut s,
-        &range,
-        &["--ws-proxy-protocol", "--proxy-from", &range],
-    );
+    let (broker, ws) = xff_broker(&mut s, &["--ws-proxy-protocol", "--proxy-from", &range]);
     let lb2 = s.nginx_lb("lb2", Stream, "stream_send_proxy.conf", (21, 22), ws, &[]);
     let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite.conf", (11, 12), lb2, &[]);
 
