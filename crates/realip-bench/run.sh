@@ -9,5 +9,15 @@ cd "$(dirname "$0")/../.."
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build -p realip-bench --release --bin load
 mkdir -p target/realip-bench
+{
+    echo "Run started $(date -u '+%Y-%m-%d %H:%M UTC') at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+    dirty=$(git status --short -- crates/realip-core crates/realip-listener crates/realip-tower 2>/dev/null || true)
+    if [ -n "$dirty" ]; then
+        echo "Uncommitted changes in the measured crates (built as they were):"
+        echo '```'
+        echo "$dirty"
+        echo '```'
+    fi
+} | tee target/realip-bench/results.md
 # `load` re-executes itself under `taskset -c 0` and starts each server under `taskset -c 1`.
-target/release/load all "$@" | tee target/realip-bench/results.md
+target/release/load all "$@" | tee -a target/realip-bench/results.md
