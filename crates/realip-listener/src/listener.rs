@@ -51,7 +51,7 @@ use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, ToSocketAddrs, UnixListener};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::error::{Error, HeaderError};
@@ -444,20 +444,21 @@ impl<L: Accept> ProxyListener<L> {
                     accepted += 1;
                     self.backoff_delay = BACKOFF_MIN;
                     let policy = self.policy.policy_for(&peer);
-                    if policy == Policy::Skip {
-                        let addr = proxied_addr(peer, local, None);
-                        tracing::debug!(peer = %addr.socket_peer(), policy = "skip", "accepted");
-                        let stream = ProxiedStream::new(io, addr.clone());
-                        return Poll::Ready(Ok((stream, addr)));
-                    }
-                    self.pending.push(start_handshake(
-                        io,
-                        peer,
-                        local,
-                        policy,
-                        self.header_timeout,
-                        self.max_header_len,
-                    ));
+                    // A skipped connection is ready at once, but it still goes through
+                    // `pending`: returning it from here would leave the handshakes behind
+                    // it unpolled for as long as more skipped peers keep connecting.
+                    self.pending.push(if policy == Policy::Skip {
+                        skip_handshake(io, peer, local)
+                    } else {
+                        start_handshake(
+                            io,
+                            peer,
+                            local,
+                            policy,
+                            self.header_timeout,
+                            self.max_header_len,
+                        )
+                    });
                 }
                 Poll::Ready(Err(err)) => {
                     if is_connection_error(&err) {
@@ -564,6 +565,18 @@ enum Outcome {
     NoHeader,
 }
 
+/// A connection under [`Policy::Skip`]: handed over as it is, without reading.
+fn skip_handshake<IO>(io: IO, peer: PeerAddr, local: Option<SocketAddr>) -> Handshake<IO>
+where
+    IO: Send + 'static,
+{
+    let addr = proxied_addr(peer, local, None);
+    let stream = ProxiedStream::new(io, addr.clone());
+    Box::pin(std::future::ready(Ok((stream, addr))))
+}
+
+/// Starts the handshake of a socket accepted just now: its header timeout runs from here,
+/// not from the handshake's first poll.
 fn start_handshake<IO>(
     io: IO,
     peer: PeerAddr,
@@ -575,8 +588,10 @@ fn start_handshake<IO>(
 where
     IO: AsyncRead + Unpin + Send + 'static,
 {
+    // `None` when the timeout is too long to be represented: no deadline.
+    let deadline = Instant::now().checked_add(timeout);
     let span = tracing::debug_span!("proxy_protocol", peer = %peer);
-    Box::pin(handshake(io, peer, local, policy, timeout, max_len).instrument(span))
+    Box::pin(handshake(io, peer, local, policy, deadline, timeout, max_len).instrument(span))
 }
 
 async fn handshake<IO>(
@@ -584,6 +599,7 @@ async fn handshake<IO>(
     peer: PeerAddr,
     local: Option<SocketAddr>,
     policy: Policy,
+    deadline: Option<Instant>,
     timeout: Duration,
     max_len: usize,
 ) -> Result<Connection<IO>, Error>
@@ -591,12 +607,12 @@ where
     IO: AsyncRead + Unpin,
 {
     let mut buf = Vec::new();
-    let outcome = match tokio::time::timeout(
-        timeout,
-        read_header(&mut io, &mut buf, policy, max_len),
-    )
-    .await
-    {
+    let read = read_header(&mut io, &mut buf, policy, max_len);
+    let read = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, read).await,
+        None => Ok(read.await),
+    };
+    let outcome = match read {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(kind)) => return Err(kind.into_error(peer)),
         Err(_elapsed) => return Err(Error::Timeout { peer, timeout }),

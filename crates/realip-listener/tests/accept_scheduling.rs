@@ -1,0 +1,178 @@
+//! How the listener schedules accepted sockets: handshakes are not starved by peers that
+//! keep connecting, and each header timeout runs from the moment its socket was accepted.
+//! In-memory sockets from a scripted `Accept`, so the schedule is deterministic.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use realip_core::PeerAddr;
+use realip_listener::{Accept, Accepted, Error, Policy, PolicySource, ProxyHeader, ProxyListener};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Hands out the queued sockets, then (when `endless`) a new socket from a fresh port on
+/// every poll, as a flood of connecting peers would.
+#[derive(Debug)]
+struct Scripted {
+    queue: VecDeque<(DuplexStream, SocketAddr)>,
+    endless: bool,
+    next_port: u16,
+    /// Client halves of the endless sockets, kept open.
+    clients: Vec<DuplexStream>,
+}
+
+impl Scripted {
+    fn new(queue: Vec<(DuplexStream, SocketAddr)>, endless: bool) -> Self {
+        Self {
+            queue: queue.into(),
+            endless,
+            next_port: 20000,
+            clients: Vec::new(),
+        }
+    }
+}
+
+impl Accept for Scripted {
+    type Io = DuplexStream;
+    type LocalAddr = SocketAddr;
+
+    fn poll_accept_io(
+        &mut self,
+        _cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Accepted<DuplexStream>>> {
+        if let Some((io, peer)) = self.queue.pop_front() {
+            return Poll::Ready(Ok((io, PeerAddr::Inet(peer), None)));
+        }
+        if self.endless {
+            let (client, server) = tokio::io::duplex(64);
+            self.clients.push(client);
+            self.next_port = self.next_port.wrapping_add(1);
+            let peer = SocketAddr::from(([192, 0, 2, 200], self.next_port));
+            return Poll::Ready(Ok((server, PeerAddr::Inet(peer), None)));
+        }
+        // Nothing more will come; the tests never wait on the listener for this.
+        Poll::Pending
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(sa("127.0.0.1:1883"))
+    }
+
+    fn local_peer_addr(&self) -> io::Result<PeerAddr> {
+        Ok(PeerAddr::Inet(sa("127.0.0.1:1883")))
+    }
+}
+
+/// A socket whose peer (at `peer`) has already sent a v1 header for `client`.
+async fn with_header(peer: &str, client: &str) -> (DuplexStream, DuplexStream, SocketAddr) {
+    let (mut lb, server) = tokio::io::duplex(1024);
+    lb.write_all(&ProxyHeader::v1(sa(client), sa("127.0.0.1:1883")).to_bytes())
+        .await
+        .unwrap();
+    (lb, server, sa(peer))
+}
+
+#[tokio::test]
+async fn skipped_peers_connecting_without_pause_do_not_starve_handshakes() {
+    // The load balancer (port 1) must send a header; everyone else is skipped.
+    let (_lb, server, peer) = with_header("10.0.0.1:1", "198.51.100.7:4000").await;
+    let source = PolicySource::from_fn(|peer: &PeerAddr| {
+        if peer.inet().map(|a| a.port()) == Some(1) {
+            Policy::Require
+        } else {
+            Policy::Skip
+        }
+    });
+    let mut listener = ProxyListener::builder()
+        .policy_source(source)
+        .listen(Scripted::new(vec![(server, peer)], true));
+
+    // The header is complete from the start: the balancer's connection must come out
+    // within the first accept batch or so, whatever the skipped peers do.
+    let mut skipped = 0;
+    let proxied = loop {
+        let (_stream, addr) = listener.accept().await;
+        if addr.is_proxied() {
+            break addr;
+        }
+        skipped += 1;
+        assert!(
+            skipped <= 2 * realip_listener::DEFAULT_ACCEPT_BATCH,
+            "a finished handshake was starved by {skipped} skipped connections"
+        );
+    };
+    assert_eq!(proxied.client().unwrap().to_string(), "198.51.100.7:4000");
+    assert!(listener.pending() <= realip_listener::DEFAULT_MAX_PENDING);
+}
+
+#[tokio::test]
+async fn skipped_connections_keep_their_bytes_and_socket_address() {
+    let (mut client, server) = tokio::io::duplex(64);
+    client
+        .write_all(b"PROXY TCP4 looks like a header")
+        .await
+        .unwrap();
+    let mut listener = ProxyListener::builder()
+        .policy(Policy::Skip)
+        .listen(Scripted::new(vec![(server, sa("192.0.2.9:9"))], false));
+    let (mut stream, addr) = listener.accept().await;
+    assert_eq!(addr.client().unwrap().to_string(), "192.0.2.9:9");
+    assert!(addr.proxy_info().is_none());
+    let mut got = [0; 30];
+    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut got)
+        .await
+        .unwrap();
+    assert_eq!(&got, b"PROXY TCP4 looks like a header");
+}
+
+#[tokio::test(start_paused = true)]
+async fn header_timeout_runs_from_accept_not_from_first_poll() {
+    let timeout = Duration::from_secs(3);
+    let (_lb, good, good_peer) = with_header("10.0.0.1:1", "198.51.100.7:4000").await;
+    // Connected at the same time, but never sends anything.
+    let (_silent_client, silent) = tokio::io::duplex(64);
+    let mut listener = ProxyListener::builder()
+        .header_timeout(timeout)
+        .listen(Scripted::new(
+            vec![(good, good_peer), (silent, sa("10.0.0.2:2"))],
+            false,
+        ));
+
+    let accepted_at = tokio::time::Instant::now();
+    let (_stream, addr) = listener.try_accept().await.unwrap();
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    // The application is busy for a while before it accepts again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let err = listener.try_accept().await.err().unwrap();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    let waited = accepted_at.elapsed();
+    assert!(
+        waited < timeout + Duration::from_millis(100),
+        "the silent socket was closed {waited:?} after it was accepted (timeout {timeout:?})"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_header_timeout_too_long_for_a_deadline_means_no_timeout() {
+    let (lb, server) = tokio::io::duplex(1024);
+    let mut listener = ProxyListener::builder()
+        .header_timeout(Duration::MAX)
+        .listen(Scripted::new(vec![(server, sa("10.0.0.1:1"))], false));
+    let writer = tokio::spawn(async move {
+        let mut lb = lb;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        lb.write_all(&ProxyHeader::v1(sa("198.51.100.7:4000"), sa("127.0.0.1:1883")).to_bytes())
+            .await
+            .unwrap();
+        lb
+    });
+    let (_stream, addr) = listener.try_accept().await.unwrap();
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    drop(writer.await.unwrap());
+}
