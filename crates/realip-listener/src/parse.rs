@@ -1,8 +1,8 @@
 //! Detection and validation of PROXY protocol v1 and v2 headers.
 //!
 //! The signature is detected here, then `ppp`'s v1 or v2 parser is called directly on
-//! exactly the header bytes (never its v2-then-v1 fallback), with our own size cap, LOCAL
-//! handling, TLV walk and CRC32C check around it.
+//! exactly the header bytes (never its v2-then-v1 fallback), with our own size cap, v1
+//! `UNKNOWN` and port checks, LOCAL handling, TLV walk and CRC32C check around it.
 //!
 //! # Example
 //!
@@ -136,13 +136,32 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyInfo, usize)>, HeaderError> {
         }
         None => return Ok(None),
     };
+    let line = &buf[..len - 2];
+    // `UNKNOWN`: whatever comes before the CRLF is ignored (ppp rejects some of it: bytes
+    // that are not UTF-8, five fields or more).
+    if let Some(rest) = line.strip_prefix(b"PROXY UNKNOWN") {
+        if rest.is_empty() || rest[0] == b' ' {
+            return Ok(Some((v1_info(Family::Unspec, None, None), len)));
+        }
+    }
     let header =
         ppp::v1::Header::try_from(&buf[..len]).map_err(|e| HeaderError::V1(e.to_string()))?;
-    let (family, transport, source, destination) = match header.addresses {
-        ppp::v1::Addresses::Unknown => (Family::Unspec, Transport::Unspec, None, None),
+    // ppp leaves the ports to `u16::from_str`, which takes a leading `+` (and so `+080`).
+    let mut fields = line.rsplit(|&b| b == b' ');
+    for end in ["destination", "source"] {
+        if !fields
+            .next()
+            .is_some_and(|port| !port.is_empty() && port.iter().all(u8::is_ascii_digit))
+        {
+            return Err(HeaderError::V1(format!(
+                "{end} port is not a decimal number"
+            )));
+        }
+    }
+    let (family, source, destination) = match header.addresses {
+        ppp::v1::Addresses::Unknown => (Family::Unspec, None, None),
         ppp::v1::Addresses::Tcp4(a) => (
             Family::Inet,
-            Transport::Stream,
             Some(ProxyAddr::Inet(SocketAddr::from((
                 a.source_address,
                 a.source_port,
@@ -154,7 +173,6 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyInfo, usize)>, HeaderError> {
         ),
         ppp::v1::Addresses::Tcp6(a) => (
             Family::Inet6,
-            Transport::Stream,
             Some(ProxyAddr::Inet(SocketAddr::from((
                 a.source_address,
                 a.source_port,
@@ -165,18 +183,23 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyInfo, usize)>, HeaderError> {
             )))),
         ),
     };
-    Ok(Some((
-        ProxyInfo {
-            version: ProxyVersion::V1,
-            command: Command::Proxy,
-            family,
-            transport,
-            source,
-            destination,
-            tlvs: None,
+    Ok(Some((v1_info(family, source, destination), len)))
+}
+
+fn v1_info(family: Family, source: Option<ProxyAddr>, destination: Option<ProxyAddr>) -> ProxyInfo {
+    ProxyInfo {
+        version: ProxyVersion::V1,
+        command: Command::Proxy,
+        family,
+        transport: if family == Family::Unspec {
+            Transport::Unspec
+        } else {
+            Transport::Stream
         },
-        len,
-    )))
+        source,
+        destination,
+        tlvs: None,
+    }
 }
 
 fn family_of(byte: u8) -> Result<(Family, usize), HeaderError> {
@@ -241,12 +264,18 @@ fn parse_v2(buf: &[u8], max_len: usize) -> Result<Option<(ProxyInfo, usize)>, He
     }
     let header = &buf[..total];
     if command == Command::Local {
-        // The address block is skipped. When the family is defined and its block fits,
-        // the TLVs behind it are walked and a CRC32C is checked (HAProxy's health checks
-        // send `crc32c`); otherwise the whole block is discarded unread.
+        // The address block is skipped, whatever its length. When the family is defined,
+        // its block fits and the bytes behind it form a TLV list, the TLVs are exposed and
+        // a CRC32C among them is checked (HAProxy's health checks send `crc32c`);
+        // otherwise the whole block is discarded unread, as the specification asks.
         let tlvs = match family_of(family_transport) {
             Ok((_, addr_len)) if addr_len <= total - V2_FIXED_LEN => {
-                parse_tlvs(header, V2_FIXED_LEN + addr_len)?
+                match parse_tlvs(header, V2_FIXED_LEN + addr_len) {
+                    Ok(tlvs) => tlvs,
+                    // A checksum that does not match is corruption, LOCAL or not.
+                    Err(err @ HeaderError::Crc32c { .. }) => return Err(err),
+                    Err(_) => None,
+                }
             }
             _ => None,
         };
@@ -340,7 +369,7 @@ fn walk(
 /// are none.
 fn parse_tlvs(header: &[u8], start: usize) -> Result<Option<Box<Tlvs>>, HeaderError> {
     let mut tlvs = Tlvs::default();
-    let mut crc_at = None;
+    let mut crc_at = Vec::new();
     walk(header, start, header.len(), |kind, at, value| {
         match kind {
             tlv_type::CRC32C => {
@@ -350,7 +379,7 @@ fn parse_tlvs(header: &[u8], start: usize) -> Result<Option<Box<Tlvs>>, HeaderEr
                         len: value.len(),
                     });
                 }
-                crc_at = Some(at);
+                crc_at.push(at);
             }
             tlv_type::UNIQUE_ID if value.len() > 128 => {
                 return Err(HeaderError::TlvLength {
@@ -383,7 +412,9 @@ fn parse_tlvs(header: &[u8], start: usize) -> Result<Option<Box<Tlvs>>, HeaderEr
         tlvs.raw.push(Tlv::new(kind, value));
         Ok(())
     })?;
-    if let Some(at) = crc_at {
+    // Each CRC32C TLV is checked (normally there is one): `Tlvs::crc32c` returns the
+    // first, and it must not be one nobody verified.
+    for at in crc_at {
         let expected =
             u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
         let mut digest = CRC32C.digest();
@@ -450,6 +481,85 @@ mod tests {
         assert!(matches!(
             parse_header(too_long.as_bytes(), 4096),
             Err(HeaderError::Oversized { .. })
+        ));
+    }
+
+    #[test]
+    fn v1_ports_are_plain_decimal_numbers() {
+        for ports in ["0 65535", "80 443", "1 0"] {
+            let line = format!("PROXY TCP4 192.0.2.1 192.0.2.2 {ports}\r\n");
+            assert!(
+                parse_header(line.as_bytes(), 4096).unwrap().is_some(),
+                "{line}"
+            );
+        }
+        for ports in [
+            "+80 443", "80 +443", "+080 443", "01 443", "80 65536", "-1 443", "80 4 43",
+        ] {
+            let line = format!("PROXY TCP4 192.0.2.1 192.0.2.2 {ports}\r\n");
+            assert!(
+                matches!(parse_header(line.as_bytes(), 4096), Err(HeaderError::V1(_))),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn v1_unknown_ignores_the_rest_of_the_line() {
+        for line in [
+            &b"PROXY UNKNOWN\r\n"[..],
+            b"PROXY UNKNOWN 192.0.2.1 192.0.2.2 1 2\r\n",
+            b"PROXY UNKNOWN a b c d e f g\r\n",
+            b"PROXY UNKNOWN \xff\xfe\0\r\n",
+            b"PROXY UNKNOWN  \r\n",
+        ] {
+            let (info, len) = parse_header(line, 4096).unwrap().unwrap();
+            assert_eq!(len, line.len());
+            assert_eq!(
+                (info.family(), info.transport()),
+                (Family::Unspec, Transport::Unspec)
+            );
+            assert!(info.source().is_none());
+        }
+        assert!(parse_header(b"PROXY UNKNOWNX\r\n", 4096).is_err());
+        assert!(parse_header(b"PROXY UNKNOWN a\rb\r\n", 4096).is_err());
+    }
+
+    #[test]
+    fn v2_local_block_that_is_not_a_tlv_list_is_skipped() {
+        // AF_UNSPEC with an IPv4 address block, and AF_INET with padding after its block.
+        for buf in [
+            v2(0x20, 0x00, &[10, 0, 0, 1, 10, 0, 0, 2, 0x1F, 0x90, 0, 0x50]),
+            v2(
+                0x20,
+                0x11,
+                &[10, 0, 0, 1, 10, 0, 0, 2, 0x1F, 0x90, 0, 0x50, 0, 0, 0, 0],
+            ),
+            v2(0x20, 0x00, &[tlv_type::UNIQUE_ID, 0, 200]),
+        ] {
+            let (info, len) = parse_header(&buf, 4096).unwrap().unwrap();
+            assert_eq!(len, buf.len());
+            assert_eq!(info.command(), Command::Local);
+            assert!(info.tlvs().is_empty());
+        }
+    }
+
+    #[test]
+    fn every_crc32c_tlv_is_checked() {
+        let mut body = vec![192, 0, 2, 1, 192, 0, 2, 2, 0, 1, 0, 2];
+        body.extend_from_slice(&[tlv_type::CRC32C, 0, 4, 0xDE, 0xAD, 0xBE, 0xEF]);
+        body.extend_from_slice(&[tlv_type::CRC32C, 0, 4, 0, 0, 0, 0]);
+        let mut buf = v2(0x21, 0x11, &body);
+        // The second checksum is right; the first, the one `crc32c()` returns, is not.
+        let at = buf.len() - 4;
+        let crc = CRC32C.checksum(&buf);
+        buf[at..].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            parse_header(&buf, 4096),
+            Err(HeaderError::Crc32c {
+                expected: 0xDEAD_BEEF,
+                ..
+            })
         ));
     }
 

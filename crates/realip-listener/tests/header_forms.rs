@@ -189,6 +189,36 @@ async fn v2_local_with_address_block_is_skipped() {
 }
 
 #[tokio::test]
+async fn v2_local_block_of_any_shape_is_skipped() {
+    // LOCAL, AF_UNSPEC, yet 12 bytes of IPv4 addresses: not a TLV list, still discarded
+    // whole, and the health check goes on with the socket's own addresses.
+    let block = [10, 0, 0, 1, 10, 0, 0, 2, 0x1F, 0x90, 0, 0x50];
+    let proxied = accept_with(&v2_raw(0x20, 0x00, &block)).await;
+    assert_eq!(proxied.client().unwrap().source(), &AddrSource::Socket);
+    let info = proxied.proxy_info().unwrap();
+    assert_eq!(info.command(), Command::Local);
+    assert!(info.tlvs().is_empty());
+
+    // LOCAL, AF_INET, with padding after the address block.
+    let mut padded = block.to_vec();
+    padded.extend_from_slice(&[0; 4]);
+    let proxied = accept_with(&v2_raw(0x20, 0x11, &padded)).await;
+    assert_eq!(proxied.proxy_info().unwrap().command(), Command::Local);
+}
+
+#[tokio::test]
+async fn v1_unknown_with_anything_before_the_crlf() {
+    for header in [
+        &b"PROXY UNKNOWN 192.0.2.1 192.0.2.2 1 2 extra\r\n"[..],
+        b"PROXY UNKNOWN \xc3\x28 binary\r\n",
+    ] {
+        let proxied = accept_with(header).await;
+        assert_eq!(proxied.client().unwrap().source(), &AddrSource::Socket);
+        assert_eq!(proxied.proxy_info().unwrap().family(), Family::Unspec);
+    }
+}
+
+#[tokio::test]
 async fn v2_tlvs_are_exposed() {
     let ssl = SslInfo::new(SslInfo::CLIENT_SSL | SslInfo::CLIENT_CERT_CONN, 0)
         .with_version("TLSv1.3")
@@ -432,6 +462,8 @@ async fn invalid_v1_lines_are_rejected() {
         b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",
         b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n",
         b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 +02\r\n",
     ] {
         let err = expect_rejected(bytes).await;
         assert_eq!(err.reason(), "invalid", "{err}");
