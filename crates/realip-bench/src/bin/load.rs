@@ -595,9 +595,9 @@ async fn isolation_pass(
         args.request_timeout_ms
     );
     println!(
-        "| server | stalled conns (median reached) | attacker conns closed by the server during the window (median) | good requests | timed out | p50 | p99 | p99 ÷ no-attack p99 |"
+        "| server | stalled conns (median reached) | attacker conns closed by the server during the window (median) | good requests | timed out | p50 | p90 | p99 | p99 ÷ no-attack p99 |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (ki, (label, _, _)) in kinds.iter().enumerate() {
         let base_p99 = p99_with_timeouts(&samples[ki][0], request_timeout);
         for (li, &n) in levels.iter().enumerate() {
@@ -609,6 +609,7 @@ async fn isolation_pass(
                     .collect::<Vec<_>>(),
             );
             let p50 = percentile(&all, 50.0);
+            let p90 = percentile(&all, 90.0);
             let p99 = p99_with_timeouts(s, request_timeout);
             let stalled = median(
                 &stalled_seen[ki][li]
@@ -617,7 +618,7 @@ async fn isolation_pass(
                     .collect::<Vec<_>>(),
             );
             println!(
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
                 label,
                 if n == 0 {
                     "0 (baseline)".to_owned()
@@ -633,6 +634,7 @@ async fn isolation_pass(
                 s.len(),
                 timed_out,
                 fmt_latency(p50, timed_out > s.len() / 2, request_timeout),
+                fmt_latency(p90, timed_out * 10 >= s.len(), request_timeout),
                 fmt_latency(p99, timed_out * 100 >= s.len(), request_timeout),
                 match (p99, base_p99) {
                     (Some(a), Some(b)) if n > 0 => format!(
