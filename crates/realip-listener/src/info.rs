@@ -443,8 +443,8 @@ impl ProxyInfo {
         self.destination.as_ref().and_then(ProxyAddr::inet)
     }
 
-    /// The TLVs (always empty for v1; for LOCAL, those behind a well-formed address
-    /// block).
+    /// The TLVs (always empty for v1; for LOCAL, those behind the family's address block
+    /// when they form a valid TLV list, else none: the block is discarded).
     pub fn tlvs(&self) -> &Tlvs {
         match &self.tlvs {
             Some(tlvs) => tlvs,

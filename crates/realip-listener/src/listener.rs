@@ -201,7 +201,9 @@ impl Builder {
         self
     }
 
-    /// How long a peer has to send its complete header; the connection is closed after.
+    /// How long a peer has to send its complete header, counted from the moment its
+    /// socket is accepted; the connection is closed after. A duration too long to be a
+    /// deadline (such as `Duration::MAX`) means no timeout.
     #[must_use]
     pub const fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;

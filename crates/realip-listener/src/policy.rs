@@ -49,7 +49,8 @@ pub enum Policy {
     Ignore,
     /// Close the connection if it starts with a header; otherwise use the socket address.
     Reject,
-    /// Do not look at the bytes at all: the connection is handed over at once.
+    /// Do not look at the bytes at all: the connection is handed over without waiting
+    /// for a byte, with the socket address.
     Skip,
 }
 
