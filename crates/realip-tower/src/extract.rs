@@ -19,18 +19,47 @@ use crate::resolve::{Fallback, Outcome, Resolution, TransportPeer};
 /// or the peer is a Unix socket and no header gave an address. See [`RealClientRejection`].
 ///
 /// ```
+/// use std::net::SocketAddr;
+///
+/// use axum::body::{Body, to_bytes};
+/// use axum::extract::connect_info::MockConnectInfo;
 /// use axum::{Router, routing::get};
+/// use http::{Request, StatusCode};
 /// use realip_core::TrustedProxies;
 /// use realip_tower::{RealClient, RealIpLayer};
+/// use tower::ServiceExt;
 ///
 /// async fn whoami(RealClient(client): RealClient) -> String {
 ///     format!("{} via {}", client, client.source())
 /// }
 ///
-/// let app: Router = Router::new()
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let app = Router::new()
 ///     .route("/", get(whoami))
 ///     .layer(RealIpLayer::x_forwarded_for(TrustedProxies::loopback()));
-/// # let _ = app;
+/// let request = || {
+///     Request::get("/")
+///         .header("x-forwarded-for", "203.0.113.7")
+///         .body(Body::empty())
+///         .unwrap()
+/// };
+///
+/// // Served with `into_make_service_with_connect_info::<SocketAddr>()`, behind a proxy on
+/// // 127.0.0.1 (mocked here).
+/// let served = app
+///     .clone()
+///     .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 41000))));
+/// let response = served.oneshot(request()).await.unwrap();
+/// let body = to_bytes(response.into_body(), 1024).await.unwrap();
+/// assert_eq!(body, "203.0.113.7 via x-forwarded-for");
+///
+/// // Served without connect info: the rejection says what is missing.
+/// let response = app.oneshot(request()).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+/// let body = to_bytes(response.into_body(), 1024).await.unwrap();
+/// assert!(std::str::from_utf8(&body).unwrap().contains("into_make_service_with_connect_info"));
+/// # }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RealClient(pub ClientAddr);

@@ -150,6 +150,14 @@
 //! `$proxy_add_x_forwarded_for`); otherwise, if it has exactly one entry, that one; otherwise
 //! the port is unknown. A port of `0` counts as unknown.
 //!
+//! When every proxy appends to both headers, entries a client adds on the left of either
+//! list can only make the port unknown (the lengths no longer match), never choose it. The
+//! port header is believed from trusted peers only, like the address header, but it is only
+//! as good as the proxies make it: a proxy that passes a client's `X-Forwarded-Port` through
+//! unchanged lets the client pick the port it is reported with (never the address). Have
+//! every proxy set or append it, or use
+//! [`without_port_header`](RealIpLayer::without_port_header).
+//!
 //! # Transport peer
 //!
 //! Read from the request extensions by [`TransportPeer::from_extensions`]:
@@ -188,6 +196,15 @@
 //! into the current span's `client` field when the span has one, emits a `debug` event
 //! for each resolution, and a `warn` event when a header is rejected (untrusted peer,
 //! malformed entry, several lines of a single-value header).
+//!
+//! The `warn` is per request (per handshake for WebSocket): whoever can reach the server
+//! directly decides how many there are, and clients behind their own forward proxy send
+//! `X-Forwarded-For` in good faith. It stays a `warn` because a forged or broken header is
+//! what an operator must be able to see, and it is safe to emit: its fields are the peer,
+//! the client, the configured header name and a fixed reason, never bytes from the header,
+//! so a request cannot inject text into the logs. Where the volume is a problem, filter the
+//! `realip_tower` target (`RUST_LOG=info,realip_tower=error`) or rate-limit in the
+//! subscriber; every request's decision is still in its [`Resolution`].
 
 mod forwarded;
 mod layer;

@@ -139,7 +139,9 @@ impl TransportPeer {
     /// 1. [`ProxiedAddr`] (hyper-util users insert it per connection),
     /// 2. `axum::extract::ConnectInfo<ProxiedAddr>` (feature `axum`),
     /// 3. `axum::extract::ConnectInfo<SocketAddr>` (feature `axum`),
-    /// 4. a [`TransportPeer`] inserted by the application (for servers such as tonic that
+    /// 4. axum's `MockConnectInfo` of either type, the test stand-in for `ConnectInfo`
+    ///    (feature `axum`; as in axum, a real `ConnectInfo` takes precedence),
+    /// 5. a [`TransportPeer`] inserted by the application (for servers such as tonic that
     ///    expose the peer in their own type).
     pub fn from_extensions(extensions: &http::Extensions) -> Option<Self> {
         if let Some(addr) = extensions.get::<ProxiedAddr>() {
@@ -148,10 +150,17 @@ impl TransportPeer {
         #[cfg(feature = "axum")]
         {
             use axum::extract::ConnectInfo;
+            use axum::extract::connect_info::MockConnectInfo;
             if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<ProxiedAddr>>() {
                 return Some(Self::from_proxied(addr));
             }
             if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<SocketAddr>>() {
+                return Some(Self::socket(*addr));
+            }
+            if let Some(MockConnectInfo(addr)) = extensions.get::<MockConnectInfo<ProxiedAddr>>() {
+                return Some(Self::from_proxied(addr));
+            }
+            if let Some(MockConnectInfo(addr)) = extensions.get::<MockConnectInfo<SocketAddr>>() {
                 return Some(Self::socket(*addr));
             }
         }
@@ -382,8 +391,25 @@ impl Config {
     }
 }
 
-/// Whether a request is a WebSocket handshake: an HTTP/1.1 `Upgrade: websocket` with
-/// `Connection: upgrade`, or an HTTP/2 extended `CONNECT` (RFC 8441).
+/// Whether a request is a WebSocket handshake: an HTTP/1.x `Upgrade: websocket` with
+/// `Connection: upgrade` (tokens case-insensitive, in any line and position, as in
+/// `Connection: keep-alive, Upgrade`), or an HTTP/2 or HTTP/3 `CONNECT`.
+///
+/// For HTTP/2 and later, WebSockets use the extended `CONNECT` of RFC 8441, whose
+/// `:protocol` pseudo-header is not part of [`HeaderMap`] (hyper keeps it in an extension),
+/// so every `CONNECT` counts as a handshake there.
+///
+/// ```
+/// use http::{HeaderMap, Method, Version};
+/// use realip_tower::is_websocket_upgrade;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("connection", "keep-alive, Upgrade".parse().unwrap());
+/// headers.insert("upgrade", "WebSocket".parse().unwrap());
+/// assert!(is_websocket_upgrade(&Method::GET, Version::HTTP_11, &headers));
+/// headers.insert("upgrade", "h2c".parse().unwrap());
+/// assert!(!is_websocket_upgrade(&Method::GET, Version::HTTP_11, &headers));
+/// ```
 pub fn is_websocket_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> bool {
     if version >= Version::HTTP_2 {
         return method == Method::CONNECT;
@@ -409,6 +435,11 @@ pub(crate) fn resolve(
     if !present {
         return Resolution::fallback(peer, Fallback::NoHeader);
     }
+    if config.strategy == Strategy::TrustedHops(0) {
+        // Decided before the trust check: a header that is ignored by configuration is not
+        // a rejected (possibly forged) one, whoever sent it.
+        return Resolution::fallback(peer, Fallback::HeadersIgnored);
+    }
     let peer_trusted = match peer {
         Some(peer) => peer.is_trusted(&config.trusted),
         None => false,
@@ -424,8 +455,7 @@ pub(crate) fn resolve(
     let walk = match config.strategy {
         Strategy::TrustedProxies => walk_trusted(RevEntries::new(all).map(parse_entry), config),
         Strategy::Forwarded => walk_trusted(RevElements::new(all).map(parse_element), config),
-        Strategy::TrustedHops(0) => return Resolution::fallback(peer, Fallback::HeadersIgnored),
-        Strategy::TrustedHops(n) => walk_hops(RevEntries::new(all).map(parse_entry), n),
+        Strategy::TrustedHops(hops) => walk_hops(RevEntries::new(all).map(parse_entry), hops),
         Strategy::Leftmost => walk_leftmost(Entries::new(all)),
         Strategy::SingleValue => {
             let lines = all.iter().count();
@@ -656,6 +686,26 @@ mod tests {
 
         #[cfg(feature = "axum")]
         {
+            // axum's test stand-in for `ConnectInfo` (what `ConnectInfo` itself honours).
+            use axum::extract::connect_info::MockConnectInfo;
+            let mock: SocketAddr = "192.0.2.7:7".parse().unwrap();
+            ext.insert(MockConnectInfo(mock));
+            assert_eq!(
+                TransportPeer::from_extensions(&ext),
+                Some(TransportPeer::socket(mock))
+            );
+            let mut mocked_proxied = http::Extensions::new();
+            mocked_proxied.insert(MockConnectInfo(ProxiedAddr::new(
+                None,
+                PeerAddr::Inet("10.0.0.3:4000".parse().unwrap()),
+                None,
+                None,
+            )));
+            assert_eq!(
+                TransportPeer::from_extensions(&mocked_proxied),
+                Some(TransportPeer::socket("10.0.0.3:4000".parse().unwrap()))
+            );
+
             let sock: SocketAddr = "192.0.2.8:8".parse().unwrap();
             ext.insert(axum::extract::ConnectInfo(sock));
             assert_eq!(

@@ -249,6 +249,13 @@ fn item08_trusted_hops() {
     let res = RealIpLayer::trusted_hops(0).resolve(&chain, Some(&anywhere));
     assert_eq!(client(&res), ("35.2.2.2:1000".into(), "socket".into()));
     assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::HeadersIgnored));
+    // Whoever sends it: a header ignored by configuration is not a rejected (warned) one.
+    let res = RealIpLayer::trusted_hops(0)
+        .trusted_proxies(trusted("35.0.0.0/8"))
+        .resolve(&chain, Some(&peer("198.51.100.1:1")));
+    assert_eq!(client(&res), ("198.51.100.1:1".into(), "socket".into()));
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::HeadersIgnored));
+    assert!(!Fallback::HeadersIgnored.is_rejection());
     // A bad entry within the trusted hops stops the count.
     let res =
         RealIpLayer::trusted_hops(3).resolve(&xff(&["6.6.6.6, bad, 34.1.1.1"]), Some(&anywhere));
@@ -523,4 +530,183 @@ fn no_header_means_transport_peer() {
         ("203.0.113.7:5555".into(), "proxy-protocol".into())
     );
     assert_eq!(layer.resolve(&HeaderMap::new(), None).client(), None);
+}
+
+// Adversarial inputs beyond the reference items: each must fail closed or decide from the
+// entries the trusted proxies wrote.
+
+// `010.0.0.1` is not 10.0.0.1 (nor octal 8.0.0.1): it stops the walk, so it can neither
+// pass as a trusted proxy nor be returned.
+#[test]
+fn octal_looking_and_short_ipv4_forms_stop_the_walk() {
+    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    for bad in [
+        "010.0.0.1",
+        "10.0.0.01",
+        "0x0a.0.0.1",
+        "10.1",
+        "167772161",
+        "::ffff:010.0.0.1",
+    ] {
+        let chain = format!("6.6.6.6, {bad}, 10.0.0.5");
+        let res = rec.resolve(&xff(&[&chain]), Some(&peer(PROXY)));
+        assert_eq!(client(&res).0, "10.0.0.5", "{bad}");
+        match res.outcome() {
+            Outcome::Header(c) => assert_eq!(c.stopped_by(), Some(StopReason::Malformed), "{bad}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+        let res = rec.resolve(&xff(&[bad]), Some(&peer(PROXY)));
+        assert_eq!(
+            res.outcome(),
+            &Outcome::Fallback(Fallback::Invalid(StopReason::Malformed)),
+            "{bad}"
+        );
+    }
+}
+
+// IPv4-mapped IPv6 entries are the IPv4 host: skipped when in an IPv4 trusted range, and
+// returned in IPv4 form.
+#[test]
+fn ipv4_mapped_entries_match_ipv4_trusted_ranges() {
+    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let res = rec.resolve(
+        &xff(&["6.6.6.6, 203.0.113.7, ::ffff:10.0.0.1, [::ffff:10.0.0.2]:80"]),
+        Some(&peer(PROXY)),
+    );
+    assert_eq!(client(&res).0, "203.0.113.7");
+    let res = rec.resolve(
+        &xff(&["[::ffff:203.0.113.7]:5000, 10.0.0.1"]),
+        Some(&peer(PROXY)),
+    );
+    assert_eq!(client(&res).0, "203.0.113.7:5000");
+    // A trusted set written in mapped form matches plain IPv4 entries too.
+    let mapped = RealIpLayer::x_forwarded_for(trusted("::ffff:10.0.0.0/104")).recursive(true);
+    let res = mapped.resolve(&xff(&["203.0.113.7, 10.0.0.1"]), Some(&peer(PROXY)));
+    assert_eq!(client(&res).0, "203.0.113.7");
+}
+
+// A line boundary separates entries like a comma: commas at the boundary make no empty
+// address, and an address split across two lines is two malformed entries, never joined.
+#[test]
+fn line_boundaries_separate_entries() {
+    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let res = rec.resolve(&xff(&["203.0.113.9,", ",10.0.0.1"]), Some(&peer(PROXY)));
+    assert_eq!(client(&res).0, "203.0.113.9");
+    let res = rec.resolve(&xff(&["203.0.113.9", "", "10.0.0.1,"]), Some(&peer(PROXY)));
+    assert_eq!(client(&res).0, "203.0.113.9");
+    let res = rec.resolve(&xff(&["10.0.0.", "1"]), Some(&peer(PROXY)));
+    assert_eq!(
+        res.outcome(),
+        &Outcome::Fallback(Fallback::Invalid(StopReason::Malformed))
+    );
+}
+
+// Bad ports and brackets stop the walk; they are never read as a bare address.
+#[test]
+fn bad_ports_and_brackets_stop_the_walk() {
+    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    for bad in [
+        "1.2.3.4:",
+        "1.2.3.4:-1",
+        "1.2.3.4: 80",
+        "1.2.3.4:80:80",
+        "1.2.3.4:65536",
+        "[2001:db8::1",
+        "[2001:db8::1]:",
+        "[2001:db8::1]:65536",
+        "[2001:db8::1]x",
+        "2001:db8::1]",
+        "[1.2.3.4]:80",
+        "fe80::1%",
+        "fe80::1%eth0:80",
+        "1.2.3.4%eth0",
+    ] {
+        let chain = format!("6.6.6.6, {bad}, 10.0.0.5");
+        let res = rec.resolve(&xff(&[&chain]), Some(&peer(PROXY)));
+        assert_eq!(client(&res).0, "10.0.0.5", "{bad}");
+    }
+}
+
+// Forwarded: escapes, repeated `for` in any case, quoted obfuscated nodes, and a malformed
+// middle element with quoted elements on its right.
+#[test]
+fn forwarded_adversarial_elements() {
+    let layer = RealIpLayer::forwarded(trusted("10.0.0.0/8")).recursive(true);
+    let at = Some(peer(PROXY));
+    let stops = [
+        ("for=203.0.113.7;FoR=6.6.6.6", StopReason::MissingFor),
+        ("for=\"203.0.113\\.7\"", StopReason::Malformed),
+        ("for=\"\\\"203.0.113.7\"", StopReason::Malformed),
+        ("for=\"_hidden\"", StopReason::ObfuscatedNode),
+        ("for=\"Unknown\"", StopReason::UnknownNode),
+        ("for=\"203.0.113.7", StopReason::MalformedElement),
+        ("for=203.0.113.7\"", StopReason::MalformedElement),
+        ("for=\"203.0.113.7\"x", StopReason::MalformedElement),
+    ];
+    for (element, reason) in stops {
+        let res = layer.resolve(
+            &fwd(&[&format!("for=6.6.6.6, {element}, for=10.0.0.5")]),
+            at.as_ref(),
+        );
+        assert_eq!(client(&res).0, "10.0.0.5", "{element}");
+        match res.outcome() {
+            Outcome::Header(c) => assert_eq!(c.stopped_by(), Some(reason), "{element}"),
+            other => panic!("{element}: {other:?}"),
+        }
+    }
+    // Quoted `,` and `;` on the right of an unclosed quote are read correctly.
+    let res = layer.resolve(
+        &fwd(&["for=6.6.6.6, for=\"[::1, for=\"[2001:db8::7]:443\";host=\"a,b;c\", for=10.0.0.1"]),
+        at.as_ref(),
+    );
+    assert_eq!(client(&res).0, "[2001:db8::7]:443");
+    // A trailing backslash in the client's part cannot escape the proxy's separator.
+    let res = layer.resolve(
+        &fwd(&["for=\"6.6.6.6\\, for=203.0.113.7, for=10.0.0.1"]),
+        at.as_ref(),
+    );
+    assert_eq!(client(&res).0, "203.0.113.7");
+}
+
+// When every proxy appends to both lists, entries a client adds to either list make the
+// port unknown or leave it right; they never choose it.
+#[test]
+fn client_added_entries_never_choose_the_port() {
+    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let at = Some(peer(PROXY));
+    let h = |xff: &str, xfp: &str| headers(&[("x-forwarded-for", xff), ("x-forwarded-port", xfp)]);
+    // LB 1 and LB 2 appended "203.0.113.7"/"50000" and "10.0.0.1"/"40001".
+    let cases = [
+        (
+            h("203.0.113.7, 10.0.0.1", "1111, 50000, 40001"),
+            "203.0.113.7",
+        ),
+        (
+            h("203.0.113.7, 10.0.0.1", "1111, 2222, 50000, 40001"),
+            "203.0.113.7",
+        ),
+        (
+            h("6.6.6.6, 203.0.113.7, 10.0.0.1", "1111, 50000, 40001"),
+            "203.0.113.7:50000",
+        ),
+        (
+            h("6.6.6.6, 203.0.113.7, 10.0.0.1", "50000, 40001"),
+            "203.0.113.7",
+        ),
+        (
+            h("6.6.6.6:1111, 203.0.113.7, 10.0.0.1", "50000, 40001"),
+            "203.0.113.7",
+        ),
+        (
+            h(
+                "6.6.6.6, 7.7.7.7, 203.0.113.7, 10.0.0.1",
+                "1111, 50000, 40001",
+            ),
+            "203.0.113.7",
+        ),
+    ];
+    for (map, want) in cases {
+        let res = rec.resolve(&map, at.as_ref());
+        assert_eq!(client(&res).0, want, "{map:?}");
+    }
 }

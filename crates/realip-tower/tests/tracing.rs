@@ -109,3 +109,19 @@ async fn malformed_entry_is_a_warning() {
     assert!(warning.contains("entry is not an IP address"), "{logs}");
     assert!(warning.contains("client=10.0.0.1"), "{logs}");
 }
+
+/// The events carry the peer, the client, the header name and a fixed reason, never bytes
+/// of the header: a request cannot write text into the logs.
+#[tokio::test]
+async fn header_bytes_never_reach_the_logs() {
+    let forged = "evil\" level=ERROR msg=\"injected, 10.0.0.1";
+    let untrusted = run(&[("x-forwarded-for", forged)], "198.51.100.7:4000").await;
+    let malformed = run(&[("x-forwarded-for", forged)], "10.0.0.2:4000").await;
+    for logs in [untrusted, malformed] {
+        assert!(logs.contains("WARN"), "{logs}");
+        assert!(
+            !logs.contains("evil") && !logs.contains("injected"),
+            "{logs}"
+        );
+    }
+}
