@@ -19,6 +19,9 @@ use realip_bench::server::{self, ServeOptions, ServerKind};
 use realip_bench::stats::{median, percentile};
 use tokio::time::sleep;
 
+/// Listen backlog of every server.
+const BACKLOG: u32 = 1024;
+
 /// Set in the environment of the re-executed, pinned harness.
 const PINNED_ENV: &str = "REALIP_BENCH_PINNED";
 
@@ -48,6 +51,8 @@ enum Cmd {
     },
     /// Accept throughput: plain, ours v1, ours v2, peer v2, interleaved rounds.
     Accept(AcceptArgs),
+    /// Accept capacity: a stopped server gets a burst of queued connections, then drains them.
+    Drain(DrainArgs),
     /// Slow-client isolation: a good client's latency while connections stall mid-header.
     Isolation(IsolationArgs),
     /// Memory: RSS per pending handshake and per accepted connection.
@@ -58,6 +63,8 @@ enum Cmd {
     All {
         #[command(flatten)]
         accept: AcceptArgs,
+        #[command(flatten)]
+        drain: DrainArgs,
         #[command(flatten)]
         isolation: IsolationArgs,
         #[command(flatten)]
@@ -88,6 +95,16 @@ struct AcceptArgs {
     /// Concurrent client tasks.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+}
+
+#[derive(Clone, Debug, Args)]
+struct DrainArgs {
+    /// Measured rounds (each drains every server once).
+    #[arg(long, default_value_t = 15)]
+    drain_rounds: usize,
+    /// Connections queued per burst (below the listen backlog of 1024).
+    #[arg(long, default_value_t = 800)]
+    burst: usize,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -124,7 +141,7 @@ struct IsolationArgs {
 #[derive(Clone, Debug, Args)]
 struct MemoryArgs {
     /// Rounds (each runs every server and mode once, on a fresh server process).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     mem_rounds: usize,
     /// Connections opened per measurement.
     #[arg(long, default_value_t = 10_000)]
@@ -160,6 +177,10 @@ fn main() -> ExitCode {
                 preface(pin);
                 accept(&a, pin).await
             }
+            Cmd::Drain(a) => {
+                preface(pin);
+                drain(&a, pin).await
+            }
             Cmd::Isolation(a) => {
                 preface(pin);
                 isolation(&a, pin).await
@@ -175,12 +196,14 @@ fn main() -> ExitCode {
             }
             Cmd::All {
                 accept: a,
+                drain: d,
                 isolation: i,
                 memory: m,
                 micro: u,
             } => {
                 preface(pin);
                 accept(&a, pin).await?;
+                drain(&d, pin).await?;
                 isolation(&i, pin).await?;
                 memory(&m, pin).await?;
                 micro(&u);
@@ -243,7 +266,12 @@ fn preface(pin: bool) {
 }
 
 async fn run_server(kind: ServerKind, opts: ServeOptions) -> io::Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    // tokio's `TcpListener::bind` listens with a backlog of 128; servers in production
+    // usually ask for more, and the drain bursts need room for their queued connections.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let listener = socket.listen(BACKLOG)?;
     println!("LISTENING {}", listener.local_addr()?);
     io::stdout().flush()?;
     // The parent holds our stdin: end with it.
@@ -353,28 +381,7 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
     });
     let servers = servers.into_iter().collect::<io::Result<Vec<_>>>()?;
     let server = |k: ServerKind| &servers.iter().find(|(kind, _)| *kind == k).unwrap().1;
-    let scenarios = [
-        Scenario {
-            name: "(a) plain TcpListener",
-            kind: ServerKind::Plain,
-            preamble: client::preamble(&[]),
-        },
-        Scenario {
-            name: "(b) realip-listener, v1",
-            kind: ServerKind::Ours,
-            preamble: client::preamble(&header::v1(header::src4(), header::dst4())),
-        },
-        Scenario {
-            name: "(c) realip-listener, v2",
-            kind: ServerKind::Ours,
-            preamble: client::preamble(&v2_header()),
-        },
-        Scenario {
-            name: "(d) proxy-protocol-rs, v2",
-            kind: ServerKind::Peer,
-            preamble: client::preamble(&v2_header()),
-        },
-    ];
+    let scenarios = accept_scenarios();
     let duration = Duration::from_secs_f64(args.secs);
     eprintln!("accept: warm-up");
     for s in &scenarios {
@@ -467,6 +474,184 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
         if let Some(e) = &acc.first_error {
             println!("\nFirst error for {}: {e}", s.name);
         }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accept capacity (drain)
+
+/// Sends `signal` (`STOP` or `CONT`) to our own server process.
+fn signal(pid: u32, signal: &str) -> io::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("kill -{signal} {pid} failed")))
+    }
+}
+
+fn accept_scenarios() -> [Scenario; 4] {
+    [
+        Scenario {
+            name: "(a) plain TcpListener",
+            kind: ServerKind::Plain,
+            preamble: client::preamble(&[]),
+        },
+        Scenario {
+            name: "(b) realip-listener, v1",
+            kind: ServerKind::Ours,
+            preamble: client::preamble(&header::v1(header::src4(), header::dst4())),
+        },
+        Scenario {
+            name: "(c) realip-listener, v2",
+            kind: ServerKind::Ours,
+            preamble: client::preamble(&v2_header()),
+        },
+        Scenario {
+            name: "(d) proxy-protocol-rs, v2",
+            kind: ServerKind::Peer,
+            preamble: client::preamble(&v2_header()),
+        },
+    ]
+}
+
+/// One burst: stop the server, queue `burst` connections that have sent their header and
+/// request, resume it, and time until every reply has arrived. Returns (conn/s, server CPU
+/// µs per connection, server core busy fraction).
+async fn drain_once(
+    server: &ServerProc,
+    s: &Scenario,
+    burst: usize,
+) -> io::Result<(f64, f64, f64)> {
+    let fd0 = procfs::fd_count(server.pid)?;
+    signal(server.pid, "STOP")?;
+    let (open, failed) = client::hold(
+        server.addr,
+        s.preamble.clone(),
+        burst,
+        false,
+        Duration::from_secs(3),
+    )
+    .await;
+    if failed > 0 {
+        signal(server.pid, "CONT")?;
+        return Err(io::Error::other(format!(
+            "{}: {failed} of {burst} connects failed while the server was stopped",
+            s.name
+        )));
+    }
+    let cpu0 = procfs::cpu_ns(server.pid)?;
+    let start = tokio::time::Instant::now();
+    let mut replies = tokio::task::JoinSet::new();
+    for mut stream in open {
+        replies.spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut reply = [0u8; client::REPLY.len()];
+            tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut reply)).await
+        });
+    }
+    signal(server.pid, "CONT")?;
+    let mut errors = 0;
+    while let Some(r) = replies.join_next().await {
+        if !matches!(r, Ok(Ok(Ok(_)))) {
+            errors += 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    let cpu1 = procfs::cpu_ns(server.pid)?;
+    if errors > 0 {
+        return Err(io::Error::other(format!(
+            "{}: {errors} replies missing",
+            s.name
+        )));
+    }
+    // Let the server close everything before the next burst.
+    for _ in 0..200 {
+        if procfs::fd_count(server.pid)? <= fd0 {
+            break;
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+    let cpu = (cpu1 - cpu0) as f64;
+    Ok((
+        burst as f64 / elapsed.as_secs_f64(),
+        cpu / 1000.0 / burst as f64,
+        cpu / elapsed.as_nanos() as f64,
+    ))
+}
+
+async fn drain(args: &DrainArgs, pin: bool) -> io::Result<()> {
+    let opts = ServeOptions {
+        header_timeout: Duration::from_secs(5),
+        max_pending: None,
+    };
+    let servers = [ServerKind::Plain, ServerKind::Ours, ServerKind::Peer]
+        .map(|k| ServerProc::spawn(k, opts, pin).map(|p| (k, p)))
+        .into_iter()
+        .collect::<io::Result<Vec<_>>>()?;
+    let server = |k: ServerKind| &servers.iter().find(|(kind, _)| *kind == k).unwrap().1;
+    let scenarios = accept_scenarios();
+    eprintln!("drain: warm-up");
+    for s in &scenarios {
+        drain_once(server(s.kind), s, args.burst).await?;
+    }
+    let n = scenarios.len();
+    let (mut rate, mut cpu, mut busy) = (vec![vec![]; n], vec![vec![]; n], vec![vec![]; n]);
+    let (mut to_plain, mut to_peer) = (vec![vec![]; n], vec![vec![]; n]);
+    for round in 0..args.drain_rounds {
+        let mut this = Vec::new();
+        for (i, s) in scenarios.iter().enumerate() {
+            let (r, c, b) = drain_once(server(s.kind), s, args.burst).await?;
+            rate[i].push(r);
+            cpu[i].push(c);
+            busy[i].push(b);
+            this.push(r);
+        }
+        for i in 0..n {
+            to_plain[i].push(this[i] / this[0]);
+            to_peer[i].push(this[i] / this[3]);
+        }
+        eprintln!(
+            "drain round {}/{}: {}",
+            round + 1,
+            args.drain_rounds,
+            this.iter()
+                .map(|v| format!("{v:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+    }
+    println!(
+        "\n### Accept capacity (drain)\n\n{} rounds, interleaved (a b c d …). Each burst: the \
+         server process is stopped (SIGSTOP), {} clients connect and send header + `ping\\n` \
+         (the kernel completes the handshakes into the listen backlog), the server is resumed \
+         (SIGCONT) and the time until every client has its `pong\\n` is measured. The load \
+         generator only reads replies during that time, so the server core is the bottleneck \
+         (see \"server core busy\"). Ratios are medians of per-round ratios.\n",
+        args.drain_rounds, args.burst
+    );
+    println!(
+        "| server | conn/s (median) | min–max | ÷ (a) plain | ÷ (d) peer | server CPU µs/conn (median) | server core busy |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (i, s) in scenarios.iter().enumerate() {
+        let min = rate[i].iter().copied().fold(f64::INFINITY, f64::min);
+        let max = rate[i].iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {:.1} | {:.0} % |",
+            s.name,
+            median(&rate[i]),
+            min,
+            max,
+            median(&to_plain[i]),
+            median(&to_peer[i]),
+            median(&cpu[i]),
+            median(&busy[i]) * 100.0
+        );
     }
     Ok(())
 }
