@@ -176,3 +176,28 @@ async fn a_header_timeout_too_long_for_a_deadline_means_no_timeout() {
     assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
     drop(writer.await.unwrap());
 }
+
+#[tokio::test]
+async fn a_flood_of_silent_peers_does_not_starve_a_finished_handshake() {
+    // Every peer must send a header; all but the first stay silent, and more keep coming.
+    let (_lb, server, peer) = with_header("10.0.0.1:1", "198.51.100.7:4000").await;
+    let mut listener = ProxyListener::builder()
+        .accept_batch(4)
+        .listen(Scripted::new(vec![(server, peer)], true));
+    let (_stream, addr) = listener.try_accept().await.unwrap();
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    assert!(listener.pending() <= 4, "{} pending", listener.pending());
+}
+
+#[tokio::test(start_paused = true)]
+async fn pending_handshakes_never_exceed_the_cap() {
+    let mut listener = ProxyListener::builder()
+        .max_pending(8)
+        .header_timeout(Duration::from_secs(1))
+        .listen(Scripted::new(Vec::new(), true));
+    for _ in 0..40 {
+        let err = listener.try_accept().await.err().unwrap();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(listener.pending() <= 8, "{} pending", listener.pending());
+    }
+}
