@@ -79,6 +79,15 @@
 //! appending the address it saw, and their addresses are not known in advance (cloud load
 //! balancers). The client is the 2nd entry from the right; with fewer entries, the leftmost
 //! (all of them were written by trusted hops). Hop counting is not offered for `Forwarded`.
+//! `trusted_hops(0)` ignores the header from every peer (Envoy with `use_remote_address`
+//! and no trusted hops): the client is the transport peer, and nothing is logged as
+//! rejected.
+//!
+//! ```text
+//! # Envoy (HTTP connection manager)     # the same with this crate
+//! use_remote_address: true              RealIpLayer::trusted_hops(2)
+//! xff_num_trusted_hops: 2
+//! ```
 //!
 //! *Risk*: if the server can be reached without passing all the hops (a public address,
 //! a second load balancer with fewer hops), the client chooses its own address. Restrict the

@@ -710,3 +710,40 @@ fn client_added_entries_never_choose_the_port() {
         assert_eq!(client(&res).0, want, "{map:?}");
     }
 }
+
+// Cost is linear in the header size, whatever its shape: a quadratic scan over these
+// ~128 KiB values would take minutes, a linear one takes milliseconds.
+#[test]
+fn huge_headers_resolve_in_linear_time() {
+    let big = 128 * 1024;
+    let set = trusted("10.0.0.0/8");
+    let layers = [
+        RealIpLayer::x_forwarded_for(set.clone()).recursive(true),
+        RealIpLayer::forwarded(set.clone()).recursive(true),
+        RealIpLayer::trusted_hops(usize::MAX),
+        RealIpLayer::leftmost(set.clone()),
+    ];
+    let shapes = [
+        "10.0.0.1,".repeat(big / 9),
+        "for=10.0.0.1, ".repeat(big / 14),
+        ",".repeat(big),
+        " ".repeat(big),
+        "\"".repeat(big),
+        "\\\"".repeat(big / 2),
+        "\\".repeat(big),
+        "for=\"a,".repeat(big / 7),
+        "x=\"\\\"\";".repeat(big / 7),
+        format!("for=\"{}\"", ";,".repeat(big / 2)),
+    ];
+    let start = std::time::Instant::now();
+    for layer in &layers {
+        for shape in &shapes {
+            let mut map = headers(&[(layer.header_name().as_str(), shape.as_str())]);
+            map.append("x-forwarded-port", shape.parse().unwrap());
+            let res = layer.resolve(&map, Some(&peer(PROXY)));
+            assert!(res.client().is_some());
+        }
+    }
+    let elapsed = start.elapsed();
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+}
