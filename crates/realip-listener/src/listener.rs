@@ -465,6 +465,9 @@ impl<L: Accept> ProxyListener<L> {
                 Poll::Ready(Err(err)) => {
                     if is_connection_error(&err) {
                         tracing::debug!(error = %err, "accept: connection error");
+                        // Counted in the batch: an `Accept` that keeps failing this way
+                        // must not hold the poll.
+                        accepted += 1;
                         continue;
                     }
                     tracing::error!(error = %err, backoff = ?self.backoff_delay, "accept error, backing off");

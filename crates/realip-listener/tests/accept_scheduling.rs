@@ -201,3 +201,42 @@ async fn pending_handshakes_never_exceed_the_cap() {
         assert!(listener.pending() <= 8, "{} pending", listener.pending());
     }
 }
+
+/// An `Accept` whose every poll fails with a per-connection error.
+#[derive(Debug)]
+struct Aborting;
+
+impl Accept for Aborting {
+    type Io = DuplexStream;
+    type LocalAddr = SocketAddr;
+
+    fn poll_accept_io(
+        &mut self,
+        _cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Accepted<DuplexStream>>> {
+        Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(sa("127.0.0.1:1883"))
+    }
+
+    fn local_peer_addr(&self) -> io::Result<PeerAddr> {
+        Ok(PeerAddr::Inet(sa("127.0.0.1:1883")))
+    }
+}
+
+#[test]
+fn endless_connection_errors_do_not_hold_the_poll() {
+    // Polled once on another thread: the poll must return (pending) rather than spin.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut listener = ProxyListener::new(Aborting);
+        let polled = futures_util::FutureExt::now_or_never(listener.try_accept());
+        done.send(polled.is_none()).unwrap();
+    });
+    let pending = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a poll of the listener never returned");
+    assert!(pending);
+}
