@@ -210,16 +210,17 @@ impl Builder {
         self
     }
 
-    /// How many handshakes may be in progress at once; accepting pauses at the cap (the
-    /// kernel's backlog holds further connections). At least 1.
+    /// How many handshakes may be in progress at once, counting finished ones not handed
+    /// out yet; accepting pauses at the cap (the kernel's backlog holds further
+    /// connections). At least 1.
     #[must_use]
     pub const fn max_pending(mut self, max: usize) -> Self {
         self.max_pending = if max == 0 { 1 } else { max };
         self
     }
 
-    /// How many sockets are accepted in one poll before finished handshakes are handed
-    /// out. At least 1.
+    /// How many sockets are accepted (or per-connection accept errors skipped) in one poll
+    /// before finished handshakes are handed out. At least 1.
     #[must_use]
     pub const fn accept_batch(mut self, batch: usize) -> Self {
         self.accept_batch = if batch == 0 { 1 } else { batch };
@@ -392,7 +393,7 @@ impl<L: Accept> ProxyListener<L> {
         self.inner
     }
 
-    /// How many handshakes are in progress.
+    /// How many handshakes are in progress, counting finished ones not handed out yet.
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
