@@ -98,6 +98,30 @@ pub trait Accept: Send + 'static {
 
     /// The listener's own address as a [`PeerAddr`].
     fn local_peer_addr(&self) -> io::Result<PeerAddr>;
+
+    /// The local address of every socket this listener accepts, when it is known without
+    /// asking each socket: for a TCP listener bound to a specific (not wildcard) address,
+    /// on Linux, and without `IP_TRANSPARENT` (TPROXY delivers connections to other local
+    /// addresses). `None`, the default, when each socket has to be asked.
+    ///
+    /// [`ProxyListener`] calls it once, at its first accept, and passes the result to
+    /// [`poll_accept_io_with_local`](Self::poll_accept_io_with_local).
+    fn shared_local_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// Like [`poll_accept_io`](Self::poll_accept_io); `shared_local`, when `Some`, is what
+    /// [`shared_local_addr`](Self::shared_local_addr) returned, to use as the socket's local
+    /// address instead of looking it up (one `getsockname` per socket saved). The default
+    /// ignores it and calls `poll_accept_io`.
+    fn poll_accept_io_with_local(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared_local: Option<SocketAddr>,
+    ) -> Poll<io::Result<Accepted<Self::Io>>> {
+        let _ = shared_local;
+        self.poll_accept_io(cx)
+    }
 }
 
 impl Accept for TcpListener {
@@ -118,6 +142,47 @@ impl Accept for TcpListener {
     fn local_peer_addr(&self) -> io::Result<PeerAddr> {
         TcpListener::local_addr(self).map(PeerAddr::Inet)
     }
+
+    fn shared_local_addr(&self) -> Option<SocketAddr> {
+        let local = TcpListener::local_addr(self).ok()?;
+        if local.ip().is_unspecified() || is_transparent(self, local) {
+            return None;
+        }
+        Some(local)
+    }
+
+    fn poll_accept_io_with_local(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared_local: Option<SocketAddr>,
+    ) -> Poll<io::Result<Accepted<Self::Io>>> {
+        match shared_local {
+            Some(local) => TcpListener::poll_accept(self, cx)
+                .map_ok(|(io, peer)| (io, PeerAddr::Inet(peer), Some(local))),
+            None => self.poll_accept_io(cx),
+        }
+    }
+}
+
+/// Whether connections to other local addresses can reach `listener` (`IP_TRANSPARENT`,
+/// as TPROXY needs); `true` when it cannot be told.
+#[cfg(target_os = "linux")]
+fn is_transparent(listener: &TcpListener, local: SocketAddr) -> bool {
+    let sock = socket2::SockRef::from(listener);
+    let v4 = sock.ip_transparent_v4();
+    let transparent = match local {
+        SocketAddr::V4(_) => v4,
+        // A v6 socket can carry v4-mapped traffic: either option counts.
+        SocketAddr::V6(_) => sock.ip_transparent_v6().map(|v6| v6 || v4.unwrap_or(false)),
+    };
+    transparent.unwrap_or(true)
+}
+
+/// Elsewhere, a listener's sockets are asked for their local address one by one (BSD's
+/// `ipfw fwd` delivers connections to other addresses without any socket option).
+#[cfg(not(target_os = "linux"))]
+fn is_transparent(_listener: &TcpListener, _local: SocketAddr) -> bool {
+    true
 }
 
 impl Accept for UnixListener {
@@ -256,6 +321,7 @@ impl Builder {
             pending: FuturesUnordered::new(),
             backoff: None,
             backoff_delay: BACKOFF_MIN,
+            shared_local: None,
         }
     }
 
@@ -318,6 +384,8 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     pending: FuturesUnordered<Handshake<L::Io>>,
     backoff: Option<Pin<Box<Sleep>>>,
     backoff_delay: Duration,
+    /// [`Accept::shared_local_addr`], asked at the first accept (`None` until then).
+    shared_local: Option<Option<SocketAddr>>,
 }
 
 impl<L: Accept + fmt::Debug> fmt::Debug for ProxyListener<L> {
@@ -442,7 +510,10 @@ impl<L: Accept> ProxyListener<L> {
                 more_to_accept = true;
                 break;
             }
-            match self.inner.poll_accept_io(cx) {
+            let shared_local = *self
+                .shared_local
+                .get_or_insert_with(|| self.inner.shared_local_addr());
+            match self.inner.poll_accept_io_with_local(cx, shared_local) {
                 Poll::Ready(Ok((io, peer, local))) => {
                     accepted += 1;
                     self.backoff_delay = BACKOFF_MIN;
@@ -733,6 +804,82 @@ async fn read_header<IO: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn local_addr_of_accepted(bind: &str, connect: SocketAddr) -> Option<SocketAddr> {
+        let mut listener = ProxyListener::builder()
+            .policy(Policy::Skip)
+            .bind(bind)
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = tokio::net::TcpStream::connect(SocketAddr::new(connect.ip(), port))
+            .await
+            .unwrap();
+        let (stream, addr) = listener.accept().await;
+        assert_eq!(stream.local_addr(), addr.local_addr());
+        addr.local_addr()
+    }
+
+    #[tokio::test]
+    async fn local_addr_of_a_specific_bind_is_the_listeners() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bound = listener.local_addr().unwrap();
+        assert_eq!(Accept::shared_local_addr(&listener), Some(bound));
+        let mut listener = ProxyListener::builder()
+            .policy(Policy::Skip)
+            .listen(listener);
+        let _client = tokio::net::TcpStream::connect(bound).await.unwrap();
+        let (_, addr) = listener.accept().await;
+        assert_eq!(addr.local_addr(), Some(bound));
+        assert_eq!(listener.shared_local, Some(Some(bound)));
+
+        let to = "127.0.0.1:0".parse().unwrap();
+        let local = local_addr_of_accepted("127.0.0.1:0", to).await.unwrap();
+        assert_eq!(local.ip(), to.ip());
+    }
+
+    #[tokio::test]
+    async fn local_addr_of_a_wildcard_bind_is_asked_per_socket() {
+        let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
+        assert_eq!(Accept::shared_local_addr(&listener), None);
+        // The socket's own address, not the wildcard.
+        let to: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let local = local_addr_of_accepted("0.0.0.0:0", to).await.unwrap();
+        assert_eq!(local.ip(), to.ip());
+        assert_ne!(local.port(), 0);
+        if let Ok(v6) = TcpListener::bind("[::]:0").await {
+            assert_eq!(Accept::shared_local_addr(&v6), None);
+            drop(v6);
+            let to: SocketAddr = "[::1]:0".parse().unwrap();
+            if tokio::net::TcpListener::bind(to).await.is_ok() {
+                let local = local_addr_of_accepted("[::]:0", to).await.unwrap();
+                assert_eq!(local.ip(), to.ip());
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn local_addr_of_a_transparent_listener_is_asked_per_socket() {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // Needs CAP_NET_ADMIN; without it, the option stays off and the address is shared.
+        let transparent = sock.set_ip_transparent_v4(true).is_ok();
+        sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        sock.listen(16).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(sock.into()).unwrap();
+        let bound = listener.local_addr().unwrap();
+        let expected = if transparent { None } else { Some(bound) };
+        assert_eq!(Accept::shared_local_addr(&listener), expected);
+        let mut listener = ProxyListener::builder()
+            .policy(Policy::Skip)
+            .listen(listener);
+        let _client = tokio::net::TcpStream::connect(bound).await.unwrap();
+        let (_, addr) = listener.accept().await;
+        assert_eq!(addr.local_addr(), Some(bound));
+    }
 
     #[tokio::test]
     async fn pending_handshake_state_is_small() {
