@@ -106,6 +106,31 @@ impl<'a> Iterator for RevEntries<'a> {
             }
         }
     }
+
+    /// Counts the remaining entries in one pass, without splitting them out.
+    fn count(self) -> usize {
+        self.lines.fold(count_entries(self.rest), |n, line| {
+            n + count_entries(line.as_bytes())
+        })
+    }
+}
+
+/// The number of comma-separated entries of `s` that are not empty once trimmed (those
+/// holding a byte other than optional whitespace), as [`RevEntries`] and [`Entries`] yield.
+fn count_entries(s: &[u8]) -> usize {
+    let mut count = 0;
+    let mut blank = true;
+    for &b in s {
+        match b {
+            b',' => {
+                count += usize::from(!blank);
+                blank = true;
+            }
+            b' ' | b'\t' => {}
+            _ => blank = false,
+        }
+    }
+    count + usize::from(!blank)
 }
 
 /// Non-empty, trimmed, comma-separated entries of all lines of a header, left to right.
@@ -144,6 +169,13 @@ impl<'a> Iterator for Entries<'a> {
             }
         }
     }
+
+    /// Counts the remaining entries in one pass, without splitting them out.
+    fn count(self) -> usize {
+        let rest = self.rest.map_or(0, count_entries);
+        self.lines
+            .fold(rest, |n, line| n + count_entries(line.as_bytes()))
+    }
 }
 
 /// Parses one address entry: `ip`, `ip:port`, `[v6]`, `[v6]:port`, `v6%zone`, `[v6%zone]:port`.
@@ -158,6 +190,25 @@ pub(crate) fn parse_entry(entry: &[u8]) -> Node {
 }
 
 fn parse_addr(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
+    // Fast path for the common `a.b.c.d` and `a.b.c.d:port`; anything it does not accept
+    // whole goes through the general parser below, which gives the same answer for
+    // everything the fast path accepts.
+    if let Some((ip, rest)) = parse_v4_prefix(entry) {
+        match rest {
+            [] => return Some((IpAddr::V4(ip), None)),
+            [b':', port @ ..] => {
+                if let Some(port) = parse_port_bytes(port) {
+                    return Some((IpAddr::V4(ip), port));
+                }
+            }
+            _ => {}
+        }
+    }
+    parse_addr_slow(entry)
+}
+
+/// The general entry parser (every form); [`parse_addr`] tries plain IPv4 first.
+fn parse_addr_slow(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
     let entry = std::str::from_utf8(entry).ok()?;
     if let Some(bracketed) = entry.strip_prefix('[') {
         let close = bracketed.find(']')?;
@@ -201,11 +252,54 @@ const fn is_zone_byte(b: u8) -> bool {
 ///
 /// Returns `None` for invalid input and `Some(None)` for port 0.
 pub(crate) fn parse_port(s: &str) -> Option<Option<u16>> {
-    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    parse_port_bytes(s.as_bytes())
+}
+
+/// [`parse_port`] on bytes: one to five ASCII digits, at most 65535; `Some(None)` for 0.
+pub(crate) fn parse_port_bytes(s: &[u8]) -> Option<Option<u16>> {
+    if s.is_empty() || s.len() > 5 {
         return None;
     }
-    let port: u16 = s.parse().ok()?;
+    let mut port: u32 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        port = port * 10 + u32::from(b - b'0');
+    }
+    let port = u16::try_from(port).ok()?;
     Some((port != 0).then_some(port))
+}
+
+/// A dotted-quad IPv4 address at the start of `s`, as [`Ipv4Addr`]'s `FromStr` accepts it
+/// (four decimal octets of one to three digits, at most 255, no leading zero), and the
+/// bytes after it.
+fn parse_v4_prefix(s: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut value: u32 = 0;
+        while let Some(&b) = s.get(i).filter(|b| b.is_ascii_digit()) {
+            if i - start == 3 {
+                return None;
+            }
+            value = value * 10 + u32::from(b - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || (digits > 1 && s[start] == b'0') {
+            return None;
+        }
+        *octet = u8::try_from(value).ok()?;
+    }
+    Some((Ipv4Addr::from(octets), &s[i..]))
 }
 
 #[cfg(test)]
@@ -282,6 +376,75 @@ mod tests {
         let empty = HeaderMap::new();
         assert_eq!(RevEntries::new(empty.get_all("x-forwarded-for")).count(), 0);
         assert_eq!(Entries::new(empty.get_all("x-forwarded-for")).count(), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ipv4_fast_path_agrees_with_the_general_parser(
+            entry in "[0-9.:]{0,24}|([0-2]?[0-9]{0,3}\\.){3}[0-2]?[0-9]{1,2}(:[0-9]{0,6})?[a-z%:. ]{0,2}",
+        ) {
+            proptest::prop_assert_eq!(parse_addr(entry.as_bytes()), parse_addr_slow(entry.as_bytes()));
+        }
+
+        #[test]
+        fn counting_agrees_with_iterating(
+            lines in proptest::collection::vec("[a ,\t]{0,12}", 0..5),
+            skip in 0usize..8,
+        ) {
+            let mut headers = HeaderMap::new();
+            for line in &lines {
+                headers.append("x-forwarded-for", line.parse().unwrap());
+            }
+            let all = || headers.get_all("x-forwarded-for");
+            let mut rev = RevEntries::new(all());
+            let mut fwd = Entries::new(all());
+            for _ in 0..skip {
+                rev.next();
+                fwd.next();
+            }
+            let by_next = |it: &mut dyn Iterator<Item = &[u8]>| {
+                let mut n = 0;
+                while it.next().is_some() {
+                    n += 1;
+                }
+                n
+            };
+            let mut rev2 = RevEntries::new(all());
+            let mut fwd2 = Entries::new(all());
+            for _ in 0..skip {
+                rev2.next();
+                fwd2.next();
+            }
+            proptest::prop_assert_eq!(rev.count(), by_next(&mut rev2));
+            proptest::prop_assert_eq!(fwd.count(), by_next(&mut fwd2));
+        }
+    }
+
+    #[test]
+    fn ipv4_fast_path_edges() {
+        type Case<'a> = (&'a str, Option<(&'a str, Option<u16>)>);
+        let cases: &[Case<'_>] = &[
+            ("0.0.0.0", Some(("0.0.0.0", None))),
+            (
+                "255.255.255.255:65535",
+                Some(("255.255.255.255", Some(65535))),
+            ),
+            ("1.2.3.4:00080", Some(("1.2.3.4", Some(80)))),
+            ("1.2.3.4:00000", Some(("1.2.3.4", None))),
+            ("256.1.1.1", None),
+            ("1.2.3.04", None),
+            ("1.2.3.0004", None),
+            ("1.2.3.4.5", None),
+            ("1.2.3.4:123456", None),
+            ("1.2.3.4::", None),
+            ("1..3.4", None),
+            (".1.2.3.4", None),
+        ];
+        for (input, want) in cases {
+            let want = want.map(|(addr, port)| (ip(addr), port));
+            assert_eq!(parse_addr(input.as_bytes()), want, "{input}");
+            assert_eq!(parse_addr_slow(input.as_bytes()), want, "{input}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use realip_core::{AddrSource, ClientAddr, TrustedProxies};
 use realip_listener::ProxiedAddr;
 
 use crate::forwarded::{RevElements, parse_element};
-use crate::parse::{Entries, Node, RevEntries, StopReason, parse_entry, parse_port};
+use crate::parse::{Entries, Node, RevEntries, StopReason, parse_entry, parse_port_bytes};
 
 /// How the client address is chosen from the configured header.
 ///
@@ -426,15 +426,19 @@ pub fn is_websocket_upgrade(method: &Method, version: Version, headers: &HeaderM
 
 /// Resolves the client of one request (the WebSocket-only setting is applied by the
 /// caller, which knows the method).
+///
+/// The header is looked up once; the walk counts the entries it passes and then only counts
+/// (without parsing) the ones to the left of where it stopped, for [`HeaderChoice::entries`].
 pub(crate) fn resolve(
     config: &Config,
     headers: &HeaderMap,
     peer: Option<&TransportPeer>,
 ) -> Resolution {
-    let present = headers.contains_key(&config.header);
-    if !present {
+    let all = headers.get_all(&config.header);
+    let mut lines = all.iter();
+    let Some(first_line) = lines.next() else {
         return Resolution::fallback(peer, Fallback::NoHeader);
-    }
+    };
     if config.strategy == Strategy::TrustedHops(0) {
         // Decided before the trust check: a header that is ignored by configuration is not
         // a rejected (possibly forged) one, whoever sent it.
@@ -451,33 +455,28 @@ pub(crate) fn resolve(
         };
         return Resolution::fallback(peer, fallback);
     }
-    let all = headers.get_all(&config.header);
     let walk = match config.strategy {
-        Strategy::TrustedProxies => walk_trusted(RevEntries::new(all).map(parse_entry), config),
-        Strategy::Forwarded => walk_trusted(RevElements::new(all).map(parse_element), config),
-        Strategy::TrustedHops(hops) => walk_hops(RevEntries::new(all).map(parse_entry), hops),
+        Strategy::TrustedProxies => walk_trusted(RevEntries::new(all), parse_entry, config),
+        Strategy::Forwarded => walk_trusted(RevElements::new(all), parse_element, config),
+        Strategy::TrustedHops(hops) => walk_hops(RevEntries::new(all), hops),
         Strategy::Leftmost => walk_leftmost(Entries::new(all)),
         Strategy::SingleValue => {
-            let lines = all.iter().count();
-            if lines > 1 {
+            if lines.next().is_some() {
+                let lines = 2 + lines.count();
                 return Resolution::fallback(peer, Fallback::MultipleLines(lines));
             }
-            walk_single(all.iter().next().map(|v| v.as_bytes()))
+            walk_single(first_line.as_bytes())
         }
     };
-    let entries = || match config.strategy {
-        Strategy::Forwarded => RevElements::new(headers.get_all(&config.header)).count(),
-        Strategy::SingleValue => 1,
-        _ => RevEntries::new(headers.get_all(&config.header)).count(),
-    };
     match walk {
-        Walk::Found {
-            ip,
-            port,
-            position,
-            stopped,
-        } => {
-            let entries = entries();
+        Walk::Found(found) => {
+            let Found {
+                ip,
+                port,
+                position,
+                entries,
+                stopped,
+            } = found;
             let (port, port_source) = match port {
                 Some(port) => (Some(port), PortSource::Entry),
                 None => match header_port(config, headers, position, entries) {
@@ -502,109 +501,135 @@ pub(crate) fn resolve(
     }
 }
 
+/// The entry that decided, with the number of non-empty entries of the whole header.
+struct Found {
+    ip: IpAddr,
+    port: Option<u16>,
+    position: usize,
+    entries: usize,
+    stopped: Option<StopReason>,
+}
+
 enum Walk {
-    Found {
-        ip: IpAddr,
-        port: Option<u16>,
-        position: usize,
-        stopped: Option<StopReason>,
-    },
+    Found(Found),
     Empty,
     Invalid(StopReason),
 }
 
 /// NGINX's `ngx_http_get_forwarded_addr_internal`: from the right, take an entry; continue
 /// (recursive only) while it is trusted; stop at a non-address, keeping the last good one.
-fn walk_trusted(nodes: impl Iterator<Item = Node>, config: &Config) -> Walk {
-    let mut found = Walk::Empty;
-    for (position, node) in nodes.enumerate() {
-        match node {
+///
+/// `entries` yields the raw entries from the right; those left of where the walk ends are
+/// counted, not parsed.
+fn walk_trusted<'a>(
+    mut entries: impl Iterator<Item = &'a [u8]>,
+    parse: fn(&[u8]) -> Node,
+    config: &Config,
+) -> Walk {
+    let mut found: Option<(IpAddr, Option<u16>, usize)> = None;
+    let mut position = 0;
+    while let Some(entry) = entries.next() {
+        match parse(entry) {
             Node::Ip(ip, port) => {
-                found = Walk::Found {
-                    ip,
-                    port,
-                    position,
-                    stopped: None,
-                };
+                found = Some((ip, port, position));
                 if !config.recursive || !config.trusted.contains(ip) {
-                    break;
+                    return finish(found, None, position + 1 + entries.count());
                 }
             }
             Node::Stop(reason) => {
-                return stop(found, reason);
+                return match found {
+                    Some(_) => finish(found, Some(reason), position + 1 + entries.count()),
+                    None => Walk::Invalid(reason),
+                };
             }
         }
+        position += 1;
     }
-    found
+    finish(found, None, position)
 }
 
-fn stop(found: Walk, reason: StopReason) -> Walk {
+/// The walk's result once the total number of entries is known.
+fn finish(
+    found: Option<(IpAddr, Option<u16>, usize)>,
+    stopped: Option<StopReason>,
+    entries: usize,
+) -> Walk {
     match found {
-        Walk::Found {
-            ip, port, position, ..
-        } => Walk::Found {
+        Some((ip, port, position)) => Walk::Found(Found {
             ip,
             port,
             position,
-            stopped: Some(reason),
-        },
-        Walk::Empty | Walk::Invalid(_) => Walk::Invalid(reason),
+            entries,
+            stopped,
+        }),
+        None => Walk::Empty,
     }
 }
 
 /// The `hops`th entry from the right; the leftmost when there are fewer (every entry was
 /// then written by a trusted hop); a non-address stops the walk, keeping the last good one.
-fn walk_hops(nodes: impl Iterator<Item = Node>, hops: usize) -> Walk {
-    let mut found = Walk::Empty;
-    for (position, node) in nodes.take(hops).enumerate() {
-        match node {
-            Node::Ip(ip, port) => {
-                found = Walk::Found {
-                    ip,
-                    port,
-                    position,
-                    stopped: None,
-                }
+fn walk_hops<'a>(mut entries: impl Iterator<Item = &'a [u8]>, hops: usize) -> Walk {
+    let mut found: Option<(IpAddr, Option<u16>, usize)> = None;
+    let mut position = 0;
+    while position < hops {
+        let Some(entry) = entries.next() else {
+            return finish(found, None, position);
+        };
+        match parse_entry(entry) {
+            Node::Ip(ip, port) => found = Some((ip, port, position)),
+            Node::Stop(reason) => {
+                return match found {
+                    Some(_) => finish(found, Some(reason), position + 1 + entries.count()),
+                    None => Walk::Invalid(reason),
+                };
             }
-            Node::Stop(reason) => return stop(found, reason),
         }
+        position += 1;
     }
-    found
+    finish(found, None, position + entries.count())
 }
 
 fn walk_leftmost<'a>(mut entries: impl Iterator<Item = &'a [u8]>) -> Walk {
     let Some(first) = entries.next() else {
         return Walk::Empty;
     };
-    let after = entries.count();
     match parse_entry(first) {
-        Node::Ip(ip, port) => Walk::Found {
-            ip,
-            port,
-            position: after,
-            stopped: None,
-        },
+        Node::Ip(ip, port) => {
+            let after = entries.count();
+            Walk::Found(Found {
+                ip,
+                port,
+                position: after,
+                entries: after + 1,
+                stopped: None,
+            })
+        }
         Node::Stop(reason) => Walk::Invalid(reason),
     }
 }
 
-fn walk_single(line: Option<&[u8]>) -> Walk {
-    let Some(line) = line.map(crate::parse::trim_ows).filter(|l| !l.is_empty()) else {
+fn walk_single(line: &[u8]) -> Walk {
+    let line = crate::parse::trim_ows(line);
+    if line.is_empty() {
         return Walk::Empty;
-    };
+    }
     match parse_entry(line) {
-        Node::Ip(ip, port) => Walk::Found {
+        Node::Ip(ip, port) => Walk::Found(Found {
             ip,
             port,
             position: 0,
+            entries: 1,
             stopped: None,
-        },
+        }),
         Node::Stop(reason) => Walk::Invalid(reason),
     }
 }
 
 /// The port header's value for the chosen entry: at the same position when both lists have
 /// the same number of entries, else the header's only value, else none.
+///
+/// One lookup and one pass over the port header, which stops as soon as it holds more
+/// entries than either rule can use.
 fn header_port(
     config: &Config,
     headers: &HeaderMap,
@@ -612,16 +637,31 @@ fn header_port(
     entries: usize,
 ) -> Option<u16> {
     let name = config.port_header.as_ref()?;
-    let ports = || RevEntries::new(headers.get_all(name));
-    let count = ports().count();
+    let limit = entries.max(1);
+    let mut count = 0;
+    let mut first = None;
+    let mut at_position = None;
+    for raw in RevEntries::new(headers.get_all(name)) {
+        if count == limit {
+            // More entries than the address header and more than one: neither rule applies.
+            return None;
+        }
+        if count == 0 {
+            first = Some(raw);
+        }
+        if count == position {
+            at_position = Some(raw);
+        }
+        count += 1;
+    }
     let raw = if count == entries {
-        ports().nth(position)?
+        at_position?
     } else if count == 1 {
-        ports().next()?
+        first?
     } else {
         return None;
     };
-    parse_port(std::str::from_utf8(raw).ok()?)?
+    parse_port_bytes(raw)?
 }
 
 #[cfg(test)]
