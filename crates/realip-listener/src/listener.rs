@@ -40,23 +40,25 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
+use pin_project_lite::pin_project;
 use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, ToSocketAddrs, UnixListener};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::error::{Error, HeaderError};
 use crate::info::{Command, ProxyInfo};
-use crate::parse::{Detected, V2_FIXED_LEN, V2_SIGNATURE, detect, parse_header, v2_total_len};
+use crate::parse::{Detected, V2_SIGNATURE, detect, parse_header, v2_total_len};
 use crate::policy::{Policy, PolicySource};
 use crate::{ProxiedAddr, ProxiedStream};
 
@@ -69,12 +71,11 @@ pub const DEFAULT_ACCEPT_BATCH: usize = 64;
 /// Default maximum length of a v2 header, its 16-byte fixed part included.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
 
-/// Size of the first read of a handshake: enough to tell v1 from v2 and to learn a v2
-/// header's length, and all a silent client costs in buffer memory.
-const FIRST_READ: usize = V2_FIXED_LEN;
-/// Size of the following reads: a v1 header (107 bytes) or a v2 header with a Unix address
-/// block (232 bytes) fits; a longer v2 header is read to its announced length.
-const NEXT_READ: usize = 256;
+/// Size of the stack buffer each handshake read goes through: a v1 header (107 bytes) or a
+/// v2 header with a Unix address block (232 bytes) fits, with the data that followed it; a
+/// longer v2 header is read to its announced length. Only what arrived is kept, so a silent
+/// client costs no buffer at all.
+const STACK_READ: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -665,54 +666,107 @@ fn start_handshake<IO>(
 where
     IO: AsyncRead + Unpin + Send + 'static,
 {
-    // `None` when the timeout is too long to be represented: no deadline.
-    let deadline = Instant::now().checked_add(timeout);
     let span = tracing::debug_span!("proxy_protocol", peer = %peer);
-    Box::pin(handshake(io, peer, local, policy, deadline, timeout, max_len).instrument(span))
+    let handshake = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
+    Box::pin(handshake.instrument(span))
 }
 
-async fn handshake<IO>(
-    mut io: IO,
-    peer: PeerAddr,
-    local: Option<SocketAddr>,
-    policy: Policy,
-    deadline: Option<Instant>,
-    timeout: Duration,
-    max_len: usize,
-) -> Result<Connection<IO>, Error>
-where
-    IO: AsyncRead + Unpin,
-{
-    let mut buf = Vec::new();
-    let read = read_header(&mut io, &mut buf, policy, max_len);
-    let read = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, read).await,
-        None => Ok(read.await),
-    };
-    let outcome = match read {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(kind)) => return Err(kind.into_error(peer)),
-        Err(_elapsed) => return Err(Error::Timeout { peer, timeout }),
-    };
-    let (info, leftover) = match outcome {
-        Outcome::Header(info, len) => {
-            let leftover = if len == buf.len() {
-                Vec::new()
-            } else {
-                buf[len..].to_vec()
-            };
-            (info, leftover)
+pin_project! {
+    /// The handshake of one socket: reads its header under the header timeout. Written out
+    /// by hand rather than as an `async fn` so that each field is stored once; nothing is
+    /// allocated until bytes arrive.
+    struct ReadHandshake<IO> {
+        // `None` once the handshake has finished.
+        io: Option<IO>,
+        // The bytes read so far (no capacity before the first byte).
+        buf: Vec<u8>,
+        peer: PeerAddr,
+        local: Option<SocketAddr>,
+        max_len: usize,
+        timeout: Duration,
+        policy: Policy,
+        // `None` when the timeout is too long to be a deadline.
+        #[pin]
+        deadline: Option<Sleep>,
+    }
+}
+
+impl<IO> ReadHandshake<IO> {
+    fn new(
+        io: IO,
+        peer: PeerAddr,
+        local: Option<SocketAddr>,
+        policy: Policy,
+        timeout: Duration,
+        max_len: usize,
+    ) -> Self {
+        Self {
+            io: Some(io),
+            buf: Vec::new(),
+            peer,
+            local,
+            max_len,
+            timeout,
+            policy,
+            deadline: Instant::now()
+                .checked_add(timeout)
+                .map(tokio::time::sleep_until),
         }
-        Outcome::NoHeader => {
-            buf.shrink_to_fit();
-            (None, buf)
-        }
-    };
-    let addr = proxied_addr(peer, local, info);
-    Ok((
-        ProxiedStream::with_leftover(io, leftover, addr.clone()),
-        addr,
-    ))
+    }
+}
+
+impl<IO: AsyncRead + Unpin> Future for ReadHandshake<IO> {
+    type Output = Result<Connection<IO>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(io) = this.io.as_mut() else {
+            panic!("handshake polled after completion");
+        };
+        let outcome = match poll_read_header(io, this.buf, *this.policy, *this.max_len, cx) {
+            Poll::Ready(outcome) => outcome,
+            Poll::Pending => {
+                // As `tokio::time::timeout`: the read first, then the deadline.
+                if let Some(deadline) = this.deadline.as_pin_mut() {
+                    if deadline.poll(cx).is_ready() {
+                        *this.io = None;
+                        let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
+                        return Poll::Ready(Err(Error::Timeout {
+                            peer,
+                            timeout: *this.timeout,
+                        }));
+                    }
+                }
+                return Poll::Pending;
+            }
+        };
+        let io = this.io.take().expect("checked above");
+        let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(failure) => return Poll::Ready(Err(failure.into_error(peer))),
+        };
+        let mut buf = std::mem::take(this.buf);
+        let (info, leftover) = match outcome {
+            Outcome::Header(info, len) => {
+                let leftover = if len == buf.len() {
+                    Vec::new()
+                } else {
+                    buf[len..].to_vec()
+                };
+                (info, leftover)
+            }
+            Outcome::NoHeader => {
+                buf.shrink_to_fit();
+                (None, buf)
+            }
+        };
+        let addr = proxied_addr(peer, *this.local, info);
+        Poll::Ready(Ok((
+            ProxiedStream::with_leftover(io, leftover, addr.clone()),
+            addr,
+        )))
+    }
 }
 
 /// A handshake failure before the peer is attached.
@@ -738,67 +792,85 @@ impl Failure {
     }
 }
 
-async fn read_header<IO: AsyncRead + Unpin>(
+/// Reads until the header is complete (or known to be absent); `buf` keeps what was read.
+fn poll_read_header<IO: AsyncRead + Unpin>(
     io: &mut IO,
     buf: &mut Vec<u8>,
     policy: Policy,
     max_len: usize,
-) -> Result<Outcome, Failure> {
+    cx: &mut Context<'_>,
+) -> Poll<Result<Outcome, Failure>> {
     loop {
         match detect(buf) {
             Detected::Incomplete => {}
             Detected::None => {
-                return match policy {
+                return Poll::Ready(match policy {
                     Policy::Require => Err(Failure::Missing),
                     _ => Ok(Outcome::NoHeader),
-                };
+                });
             }
             Detected::V1 | Detected::V2 if policy == Policy::Reject => {
-                return Err(Failure::Forbidden(policy));
+                return Poll::Ready(Err(Failure::Forbidden(policy)));
             }
             Detected::V1 | Detected::V2 => match parse_header(buf, max_len) {
                 Ok(Some((info, len))) => {
                     let info = (policy != Policy::Ignore).then_some(info);
-                    return Ok(Outcome::Header(info, len));
+                    return Poll::Ready(Ok(Outcome::Header(info, len)));
                 }
                 Ok(None) => {}
-                Err(err) => return Err(Failure::Header(err)),
+                Err(err) => return Poll::Ready(Err(Failure::Header(err))),
             },
         }
-        // Read what the header still needs, or a first chunk.
-        let want = if buf.is_empty() {
-            FIRST_READ
-        } else if buf.starts_with(&V2_SIGNATURE) {
-            v2_total_len(buf).unwrap_or(NEXT_READ).max(NEXT_READ)
+        // A v2 header longer than a stack read is read to its announced length (already
+        // checked against `max_len` by `parse_header`).
+        let need = if buf.starts_with(&V2_SIGNATURE) {
+            v2_total_len(buf).map_or(0, |total| total.saturating_sub(buf.len()))
         } else {
-            NEXT_READ
+            0
         };
         let old = buf.len();
-        let want = want.max(old + 1);
-        buf.resize(want, 0);
-        let read = io.read(&mut buf[old..]).await;
-        let n = match read {
+        let n = match ready!(poll_read_some(io, buf, need, cx)) {
             Ok(n) => n,
             // A probe that resets the connection without sending a byte (HAProxy's
             // checks close with RST) is as routine as one that closes cleanly.
-            Err(err) if old == 0 && is_connection_error(&err) => return Err(Failure::Closed),
-            Err(err) => {
-                buf.truncate(old);
-                return Err(Failure::Io(err));
+            Err(err) if old == 0 && is_connection_error(&err) => {
+                return Poll::Ready(Err(Failure::Closed));
             }
+            Err(err) => return Poll::Ready(Err(Failure::Io(err))),
         };
-        buf.truncate(old + n);
         if n == 0 {
-            return match (policy, old) {
+            return Poll::Ready(match (policy, old) {
                 (Policy::Require, 0) => Err(Failure::Closed),
                 (Policy::Require, received) => Err(Failure::Truncated(received)),
                 // An incomplete signature prefix at EOF is application data for the
                 // policies that accept connections without a header.
                 (_, _) if detect(buf) == Detected::Incomplete => Ok(Outcome::NoHeader),
                 (_, received) => Err(Failure::Truncated(received)),
-            };
+            });
         }
     }
+}
+
+/// Reads once, appending to `buf`, which grows only by what arrived: the bytes go through
+/// a buffer on the stack (uninitialized, so nothing is zero-filled), and a socket that is
+/// not readable yet costs no allocation. When more than a stack read is `need`ed, exactly
+/// that is reserved and read into `buf`'s spare capacity.
+fn poll_read_some<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    buf: &mut Vec<u8>,
+    need: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if need > STACK_READ {
+        buf.reserve_exact(need);
+        // Stateless between polls: a fresh `read_buf` each time loses nothing.
+        return std::pin::pin!(io.read_buf(buf)).poll(cx);
+    }
+    let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
+    let mut read = ReadBuf::uninit(&mut stack);
+    ready!(Pin::new(io).poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }
 
 #[cfg(test)]
@@ -896,10 +968,135 @@ mod tests {
             DEFAULT_MAX_HEADER_LEN,
         );
         let size = std::mem::size_of_val(&*fut);
-        // Plus at most FIRST_READ bytes of buffer until the first bytes arrive.
-        assert!(
-            size + FIRST_READ <= 1024,
-            "pending handshake state is {size} bytes"
+        // No buffer until the first bytes arrive, then only what arrived.
+        assert!(size <= 320, "pending handshake state is {size} bytes");
+    }
+
+    /// A handshake on one end of an in-memory pipe, not boxed, so its buffer can be seen.
+    fn pipe_handshake(
+        policy: Policy,
+    ) -> (
+        tokio::io::DuplexStream,
+        ReadHandshake<tokio::io::DuplexStream>,
+    ) {
+        let (client, server) = tokio::io::duplex(8192);
+        let peer = PeerAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 1000)));
+        let hs = ReadHandshake::new(
+            server,
+            peer,
+            None,
+            policy,
+            DEFAULT_HEADER_TIMEOUT,
+            DEFAULT_MAX_HEADER_LEN,
         );
+        (client, hs)
+    }
+
+    async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+        poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn stalled_handshake_holds_only_what_arrived() {
+        use tokio::io::AsyncWriteExt;
+
+        let (mut client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        assert!(poll_once(&mut hs).await.is_pending());
+        assert_eq!(
+            hs.buf.capacity(),
+            0,
+            "nothing allocated before a byte arrives"
+        );
+
+        let header = crate::ProxyHeader::v2(
+            "203.0.113.9:40000".parse().unwrap(),
+            "10.0.0.1:443".parse().unwrap(),
+        )
+        .to_bytes();
+        client.write_all(&header[..14]).await.unwrap();
+        assert!(poll_once(&mut hs).await.is_pending());
+        assert_eq!(hs.buf, &header[..14]);
+        assert_eq!(hs.buf.capacity(), 14, "only what arrived");
+
+        client.write_all(&header[14..]).await.unwrap();
+        client.write_all(b"ping\n").await.unwrap();
+        let Poll::Ready(Ok((stream, addr))) = poll_once(&mut hs).await else {
+            panic!("handshake not finished");
+        };
+        assert_eq!(stream.buffered(), b"ping\n");
+        assert_eq!(
+            addr.client_socket_addr(),
+            Some("203.0.113.9:40000".parse().unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn header_longer_than_a_stack_read_in_pieces() {
+        use tokio::io::AsyncWriteExt;
+
+        let (mut client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        let header = crate::ProxyHeader::v2(
+            "203.0.113.9:40000".parse().unwrap(),
+            "10.0.0.1:443".parse().unwrap(),
+        )
+        .with_authority(&"a".repeat(600))
+        .with_unique_id(vec![7; 128])
+        .with_alpn(b"h2".to_vec())
+        .to_bytes();
+        assert!(header.len() > 300 + STACK_READ);
+        let mut bytes = header.clone();
+        bytes.extend_from_slice(b"request");
+        // The fixed part split, then the rest of the header and the request in chunks.
+        for chunk in [&bytes[..5], &bytes[5..20], &bytes[20..300], &bytes[300..]] {
+            assert!(poll_once(&mut hs).await.is_pending());
+            client.write_all(chunk).await.unwrap();
+        }
+        let Poll::Ready(Ok((mut stream, addr))) = poll_once(&mut hs).await else {
+            panic!("handshake not finished");
+        };
+        let info = addr.proxy_info().unwrap();
+        assert_eq!(info.tlvs().authority(), Some("a".repeat(600).as_str()));
+        assert_eq!(info.tlvs().unique_id(), Some(&[7; 128][..]));
+        // The rest of the header was longer than a stack read: it was read to its
+        // announced length, nothing past it.
+        assert!(stream.buffered().is_empty());
+        drop(client);
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"request");
+    }
+
+    #[tokio::test]
+    async fn data_without_header_is_kept_whole() {
+        use tokio::io::AsyncWriteExt;
+
+        let (mut client, hs) = pipe_handshake(Policy::Optional);
+        let mut hs = Box::pin(hs);
+        let request = vec![b'x'; 3 * STACK_READ];
+        client.write_all(&request).await.unwrap();
+        let Poll::Ready(Ok((mut stream, addr))) = poll_once(&mut hs).await else {
+            panic!("handshake not finished");
+        };
+        assert!(addr.proxy_info().is_none());
+        drop(client);
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, request);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_handshake_times_out() {
+        let (_client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        assert!(poll_once(&mut hs).await.is_pending());
+        tokio::time::sleep(DEFAULT_HEADER_TIMEOUT).await;
+        match poll_once(&mut hs).await {
+            Poll::Ready(Err(Error::Timeout { timeout, .. })) => {
+                assert_eq!(timeout, DEFAULT_HEADER_TIMEOUT);
+            }
+            other => panic!("expected a timeout, got {:?}", other.map(|r| r.map(|_| ()))),
+        }
     }
 }
