@@ -91,18 +91,24 @@ impl<'a> Iterator for RevEntries<'a> {
         loop {
             if self.rest.is_empty() {
                 self.rest = self.lines.next_back()?.as_bytes();
-                if self.rest.is_empty() {
-                    continue;
-                }
             }
-            let (entry, rest) = match self.rest.iter().rposition(|&b| b == b',') {
-                Some(i) => (&self.rest[i + 1..], &self.rest[..i]),
-                None => (self.rest, &[][..]),
-            };
-            self.rest = rest;
-            let entry = trim_ows(entry);
-            if !entry.is_empty() {
-                return Some(entry);
+            // One backward scan: skip trailing whitespace, then the entry up to its comma.
+            let rest = self.rest;
+            let mut end = rest.len();
+            while end > 0 && matches!(rest[end - 1], b' ' | b'\t') {
+                end -= 1;
+            }
+            let mut start = end;
+            while start > 0 && rest[start - 1] != b',' {
+                start -= 1;
+            }
+            self.rest = &rest[..start.saturating_sub(1)];
+            let mut first = start;
+            while first < end && matches!(rest[first], b' ' | b'\t') {
+                first += 1;
+            }
+            if first < end {
+                return Some(&rest[first..end]);
             }
         }
     }
@@ -182,6 +188,7 @@ impl<'a> Iterator for Entries<'a> {
 ///
 /// Zones are stripped. A port of `0` is treated as "no port". Anything else is
 /// [`StopReason::Malformed`].
+#[inline]
 pub(crate) fn parse_entry(entry: &[u8]) -> Node {
     match parse_addr(entry) {
         Some((ip, port)) => Node::Ip(ip, port),
@@ -189,6 +196,7 @@ pub(crate) fn parse_entry(entry: &[u8]) -> Node {
     }
 }
 
+#[inline]
 fn parse_addr(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
     // Fast path for the common `a.b.c.d` and `a.b.c.d:port`; anything it does not accept
     // whole goes through the general parser below, which gives the same answer for
@@ -208,6 +216,7 @@ fn parse_addr(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
 }
 
 /// The general entry parser (every form); [`parse_addr`] tries plain IPv4 first.
+#[inline(never)]
 fn parse_addr_slow(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
     let entry = std::str::from_utf8(entry).ok()?;
     if let Some(bracketed) = entry.strip_prefix('[') {
@@ -274,6 +283,7 @@ pub(crate) fn parse_port_bytes(s: &[u8]) -> Option<Option<u16>> {
 /// A dotted-quad IPv4 address at the start of `s`, as [`Ipv4Addr`]'s `FromStr` accepts it
 /// (four decimal octets of one to three digits, at most 255, no leading zero), and the
 /// bytes after it.
+#[inline]
 fn parse_v4_prefix(s: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
     let mut octets = [0u8; 4];
     let mut i = 0;

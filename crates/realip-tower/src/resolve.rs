@@ -523,7 +523,7 @@ enum Walk {
 /// counted, not parsed.
 fn walk_trusted<'a>(
     mut entries: impl Iterator<Item = &'a [u8]>,
-    parse: fn(&[u8]) -> Node,
+    parse: impl Fn(&'a [u8]) -> Node,
     config: &Config,
 ) -> Walk {
     let mut found: Option<(IpAddr, Option<u16>, usize)> = None;
