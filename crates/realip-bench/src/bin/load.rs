@@ -100,10 +100,10 @@ struct AcceptArgs {
 #[derive(Clone, Debug, Args)]
 struct DrainArgs {
     /// Measured rounds (each drains every server once).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 61)]
     drain_rounds: usize,
     /// Connections queued per burst (below the listen backlog of 1024).
-    #[arg(long, default_value_t = 800)]
+    #[arg(long, default_value_t = 1000)]
     burst: usize,
 }
 
@@ -602,18 +602,23 @@ async fn drain(args: &DrainArgs, pin: bool) -> io::Result<()> {
     let n = scenarios.len();
     let (mut rate, mut cpu, mut busy) = (vec![vec![]; n], vec![vec![]; n], vec![vec![]; n]);
     let (mut to_plain, mut to_peer) = (vec![vec![]; n], vec![vec![]; n]);
+    let (mut cpu_to_plain, mut cpu_to_peer) = (vec![vec![]; n], vec![vec![]; n]);
     for round in 0..args.drain_rounds {
         let mut this = Vec::new();
+        let mut this_cpu = Vec::new();
         for (i, s) in scenarios.iter().enumerate() {
             let (r, c, b) = drain_once(server(s.kind), s, args.burst).await?;
             rate[i].push(r);
             cpu[i].push(c);
             busy[i].push(b);
             this.push(r);
+            this_cpu.push(c);
         }
         for i in 0..n {
             to_plain[i].push(this[i] / this[0]);
             to_peer[i].push(this[i] / this[3]);
+            cpu_to_plain[i].push(this_cpu[i] / this_cpu[0]);
+            cpu_to_peer[i].push(this_cpu[i] / this_cpu[3]);
         }
         eprintln!(
             "drain round {}/{}: {}",
@@ -635,14 +640,14 @@ async fn drain(args: &DrainArgs, pin: bool) -> io::Result<()> {
         args.drain_rounds, args.burst
     );
     println!(
-        "| server | conn/s (median) | min–max | ÷ (a) plain | ÷ (d) peer | server CPU µs/conn (median) | server core busy |"
+        "| server | conn/s (median) | min–max | ÷ (a) plain | ÷ (d) peer | server CPU µs/conn (median) | ÷ (a) | ÷ (d) | server core busy |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, s) in scenarios.iter().enumerate() {
         let min = rate[i].iter().copied().fold(f64::INFINITY, f64::min);
         let max = rate[i].iter().copied().fold(0.0, f64::max);
         println!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {:.1} | {:.0} % |",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {:.1} | {:.3} | {:.3} | {:.0} % |",
             s.name,
             median(&rate[i]),
             min,
@@ -650,6 +655,8 @@ async fn drain(args: &DrainArgs, pin: bool) -> io::Result<()> {
             median(&to_plain[i]),
             median(&to_peer[i]),
             median(&cpu[i]),
+            median(&cpu_to_plain[i]),
+            median(&cpu_to_peer[i]),
             median(&busy[i]) * 100.0
         );
     }
