@@ -55,6 +55,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, ToSocketAddrs, UnixListener};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use crate::error::{Error, HeaderError};
 use crate::info::{Command, ProxyInfo};
@@ -76,6 +77,10 @@ pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
 /// longer v2 header is read to its announced length. Only what arrived is kept, so a silent
 /// client costs no buffer at all.
 const STACK_READ: usize = 256;
+/// A header up to this long stays in front of the bytes that followed it until they are
+/// replayed (a v2 IPv4 or IPv6 header, a v1 TCP4 one): replaying from the read buffer saves
+/// an allocation and a copy per connection.
+const KEEP_HEADER_BYTES: usize = 64;
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -339,8 +344,6 @@ impl Builder {
 
 /// One accepted connection, ready for the application.
 pub type Connection<IO> = (ProxiedStream<IO>, ProxiedAddr);
-
-type Handshake<IO> = Pin<Box<dyn Future<Output = Result<Connection<IO>, Error>> + Send>>;
 
 /// A listener that reads each connection's PROXY header concurrently and hands out the
 /// connection with the real client address.
@@ -643,14 +646,44 @@ enum Outcome {
     NoHeader,
 }
 
+pin_project! {
+    /// One entry of [`ProxyListener`]'s pending set, stored inline in the set's node: one
+    /// allocation per connection for the whole handshake state.
+    #[project = HandshakeProj]
+    enum Handshake<IO> {
+        /// [`Policy::Skip`]: handed over at the first poll, without reading.
+        Skip { parts: Option<(IO, PeerAddr, Option<SocketAddr>)> },
+        /// Reading the header.
+        Read { #[pin] read: ReadHandshake<IO> },
+        /// Reading the header inside its `proxy_protocol` span, when a subscriber wants it
+        /// (boxed so that untraced handshakes do not carry the span).
+        Traced { read: Pin<Box<Instrumented<ReadHandshake<IO>>>> },
+    }
+}
+
+impl<IO: AsyncRead + Unpin> Future for Handshake<IO> {
+    type Output = Result<Connection<IO>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            HandshakeProj::Skip { parts } => {
+                let Some((io, peer, local)) = parts.take() else {
+                    panic!("handshake polled after completion");
+                };
+                let addr = proxied_addr(peer, local, None);
+                Poll::Ready(Ok((ProxiedStream::new(io, addr.clone()), addr)))
+            }
+            HandshakeProj::Read { read } => read.poll(cx),
+            HandshakeProj::Traced { read } => read.as_mut().poll(cx),
+        }
+    }
+}
+
 /// A connection under [`Policy::Skip`]: handed over as it is, without reading.
-fn skip_handshake<IO>(io: IO, peer: PeerAddr, local: Option<SocketAddr>) -> Handshake<IO>
-where
-    IO: Send + 'static,
-{
-    let addr = proxied_addr(peer, local, None);
-    let stream = ProxiedStream::new(io, addr.clone());
-    Box::pin(std::future::ready(Ok((stream, addr))))
+fn skip_handshake<IO>(io: IO, peer: PeerAddr, local: Option<SocketAddr>) -> Handshake<IO> {
+    Handshake::Skip {
+        parts: Some((io, peer, local)),
+    }
 }
 
 /// Starts the handshake of a socket accepted just now: its header timeout runs from here,
@@ -664,11 +697,17 @@ fn start_handshake<IO>(
     max_len: usize,
 ) -> Handshake<IO>
 where
-    IO: AsyncRead + Unpin + Send + 'static,
+    IO: AsyncRead + Unpin,
 {
     let span = tracing::debug_span!("proxy_protocol", peer = %peer);
-    let handshake = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
-    Box::pin(handshake.instrument(span))
+    let read = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
+    if span.is_disabled() {
+        Handshake::Read { read }
+    } else {
+        Handshake::Traced {
+            read: Box::pin(read.instrument(span)),
+        }
+    }
 }
 
 pin_project! {
@@ -747,23 +786,24 @@ impl<IO: AsyncRead + Unpin> Future for ReadHandshake<IO> {
             Err(failure) => return Poll::Ready(Err(failure.into_error(peer))),
         };
         let mut buf = std::mem::take(this.buf);
-        let (info, leftover) = match outcome {
+        // What follows the header is replayed from `buf` itself when the header is short
+        // (no second allocation, no copy); after a long one it is copied out so that the
+        // header's bytes are not kept.
+        let (info, start) = match outcome {
+            Outcome::Header(info, len) if len == buf.len() => {
+                buf = Vec::new();
+                (info, 0)
+            }
+            Outcome::Header(info, len) if len <= KEEP_HEADER_BYTES => (info, len),
             Outcome::Header(info, len) => {
-                let leftover = if len == buf.len() {
-                    Vec::new()
-                } else {
-                    buf[len..].to_vec()
-                };
-                (info, leftover)
+                buf = buf[len..].to_vec();
+                (info, 0)
             }
-            Outcome::NoHeader => {
-                buf.shrink_to_fit();
-                (None, buf)
-            }
+            Outcome::NoHeader => (None, 0),
         };
         let addr = proxied_addr(peer, *this.local, info);
         Poll::Ready(Ok((
-            ProxiedStream::with_leftover(io, leftover, addr.clone()),
+            ProxiedStream::with_buffer(io, buf, start, addr.clone()),
             addr,
         )))
     }
@@ -967,9 +1007,11 @@ mod tests {
             DEFAULT_HEADER_TIMEOUT,
             DEFAULT_MAX_HEADER_LEN,
         );
-        let size = std::mem::size_of_val(&*fut);
-        // No buffer until the first bytes arrive, then only what arrived.
-        assert!(size <= 320, "pending handshake state is {size} bytes");
+        // The same size for every variant (a traced one boxes its span).
+        // Stored inline in the pending set's node, the one allocation of a handshake. No
+        // buffer until the first bytes arrive, then only what arrived.
+        let size = std::mem::size_of_val(&fut);
+        assert!(size <= 288, "pending handshake state is {size} bytes");
     }
 
     /// A handshake on one end of an in-memory pipe, not boxed, so its buffer can be seen.
@@ -1084,6 +1126,36 @@ mod tests {
         let mut got = Vec::new();
         stream.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, request);
+    }
+
+    #[tokio::test]
+    async fn handshake_runs_in_its_span_when_a_subscriber_wants_it() {
+        use tokio::io::AsyncWriteExt;
+
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_test_writer()
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let (mut client, server) = tokio::io::duplex(64);
+        let peer = PeerAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 1000)));
+        let hs = start_handshake(
+            server,
+            peer,
+            None,
+            Policy::Optional,
+            DEFAULT_HEADER_TIMEOUT,
+            DEFAULT_MAX_HEADER_LEN,
+        );
+        assert!(matches!(hs, Handshake::Traced { .. }));
+        let mut hs = Box::pin(hs);
+        assert!(poll_once(&mut hs).await.is_pending());
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let Poll::Ready(Ok((stream, addr))) = poll_once(&mut hs).await else {
+            panic!("handshake not finished");
+        };
+        assert!(addr.proxy_info().is_none());
+        assert_eq!(stream.buffered(), b"GET / HTTP/1.1\r\n");
     }
 
     #[tokio::test(start_paused = true)]

@@ -59,10 +59,21 @@ impl<IO> ProxiedStream<IO> {
 
     /// Wraps `inner`; `leftover` is returned by the first reads, before `inner` is read.
     pub fn with_leftover(inner: IO, leftover: Vec<u8>, addr: ProxiedAddr) -> Self {
+        Self::with_buffer(inner, leftover, 0, addr)
+    }
+
+    /// Wraps `inner`; `buf[start..]` is returned by the first reads.
+    pub(crate) fn with_buffer(inner: IO, buf: Vec<u8>, start: usize, addr: ProxiedAddr) -> Self {
+        debug_assert!(start <= buf.len());
+        let (leftover, pos) = if start == buf.len() {
+            (Box::default(), 0)
+        } else {
+            (buf.into_boxed_slice(), start)
+        };
         Self {
             inner,
-            leftover: leftover.into_boxed_slice(),
-            pos: 0,
+            leftover,
+            pos,
             addr,
         }
     }
@@ -210,6 +221,28 @@ mod tests {
         let mut rest = Vec::new();
         stream.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"efghi");
+        assert!(stream.buffered().is_empty());
+    }
+
+    #[tokio::test]
+    async fn replay_starts_at_the_given_offset() {
+        let (client, server) = tokio::io::duplex(64);
+        drop(client);
+        let mut stream = ProxiedStream::with_buffer(server, b"HEADERabc".to_vec(), 6, addr());
+        assert_eq!(stream.buffered(), b"abc");
+        let mut one = [0u8; 1];
+        stream.read_exact(&mut one).await.unwrap();
+        assert_eq!(&one, b"a");
+        let (io, rest, _) = stream.into_parts();
+        assert_eq!(rest, b"bc");
+        let mut stream = ProxiedStream::with_buffer(io, b"HEADERabc".to_vec(), 6, addr());
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"abc");
+        assert!(stream.buffered().is_empty());
+
+        let (_client, server) = tokio::io::duplex(64);
+        let stream = ProxiedStream::with_buffer(server, b"HEADER".to_vec(), 6, addr());
         assert!(stream.buffered().is_empty());
     }
 
