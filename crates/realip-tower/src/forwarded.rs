@@ -55,37 +55,64 @@ fn is_escaped(s: &[u8], i: usize) -> bool {
 }
 
 /// The last `sep` outside a quoted string, scanning from the right.
+///
+/// A `"` toggles quoting unless escaped (an odd number of backslashes before it). The scan
+/// jumps between the bytes that matter: `sep` or `"` outside quotes, `"` inside.
 fn rfind_unquoted(s: &[u8], sep: u8) -> Option<usize> {
-    let mut quoted = false;
-    for i in (0..s.len()).rev() {
-        match s[i] {
-            b'"' if !is_escaped(s, i) => quoted = !quoted,
-            b if b == sep && !quoted => return Some(i),
-            _ => {}
+    let mut end = s.len();
+    loop {
+        // Outside quotes.
+        let i = s[..end].iter().rposition(|&b| b == sep || b == b'"')?;
+        end = i;
+        if s[i] == sep {
+            return Some(i);
+        }
+        if is_escaped(s, i) {
+            continue;
+        }
+        // Inside quotes: up to the opening quote; none means quoted to the start.
+        loop {
+            end = s[..end].iter().rposition(|&b| b == b'"')?;
+            if !is_escaped(s, end) {
+                break;
+            }
         }
     }
-    None
 }
 
 /// The first `sep` outside a quoted string, scanning from the left; `Err` on an unclosed quote.
+///
+/// Inside a quoted string a backslash escapes the next byte. The scan jumps between the
+/// bytes that matter: `sep` or `"` outside quotes, `\` or `"` inside.
 fn find_unquoted(s: &[u8], sep: u8) -> Result<Option<usize>, ()> {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, &b) in s.iter().enumerate() {
-        if quoted {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => quoted = false,
-                _ => {}
-            }
-        } else if b == b'"' {
-            quoted = true;
-        } else if b == sep {
+    let mut start = 0;
+    loop {
+        // Outside quotes.
+        let Some(i) = s[start..].iter().position(|&b| b == sep || b == b'"') else {
+            return Ok(None);
+        };
+        let i = start + i;
+        if s[i] == sep {
             return Ok(Some(i));
         }
+        // Inside quotes, after the opening quote at `i`.
+        start = i + 1;
+        loop {
+            let Some(j) = s[start..].iter().position(|&b| b == b'\\' || b == b'"') else {
+                return Err(());
+            };
+            let j = start + j;
+            if s[j] == b'"' {
+                start = j + 1;
+                break;
+            }
+            // Skip the escaped byte; a backslash at the end leaves the quote open.
+            start = j + 2;
+            if start > s.len() {
+                return Err(());
+            }
+        }
     }
-    if quoted { Err(()) } else { Ok(None) }
 }
 
 const fn is_tchar(b: u8) -> bool {
@@ -306,6 +333,55 @@ mod tests {
         RevElements::new(headers.get_all("forwarded"))
             .map(|e| String::from_utf8(e.to_vec()).unwrap())
             .collect()
+    }
+
+    /// The byte-by-byte scans the faster ones must agree with.
+    fn rfind_unquoted_reference(s: &[u8], sep: u8) -> Option<usize> {
+        let mut quoted = false;
+        for i in (0..s.len()).rev() {
+            match s[i] {
+                b'"' if !is_escaped(s, i) => quoted = !quoted,
+                b if b == sep && !quoted => return Some(i),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn find_unquoted_reference(s: &[u8], sep: u8) -> Result<Option<usize>, ()> {
+        let mut quoted = false;
+        let mut escaped = false;
+        for (i, &b) in s.iter().enumerate() {
+            if quoted {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => quoted = false,
+                    _ => {}
+                }
+            } else if b == b'"' {
+                quoted = true;
+            } else if b == sep {
+                return Ok(Some(i));
+            }
+        }
+        if quoted { Err(()) } else { Ok(None) }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn quote_aware_scans_agree_with_the_byte_by_byte_reference(s in "[a;,\"\\\\ ]{0,16}") {
+            for sep in [b',', b';'] {
+                proptest::prop_assert_eq!(
+                    rfind_unquoted(s.as_bytes(), sep),
+                    rfind_unquoted_reference(s.as_bytes(), sep)
+                );
+                proptest::prop_assert_eq!(
+                    find_unquoted(s.as_bytes(), sep),
+                    find_unquoted_reference(s.as_bytes(), sep)
+                );
+            }
+        }
     }
 
     #[test]
