@@ -94,21 +94,18 @@ impl<'a> Iterator for RevEntries<'a> {
             }
             // One backward scan: skip trailing whitespace, then the entry up to its comma.
             let rest = self.rest;
-            let mut end = rest.len();
-            while end > 0 && matches!(rest[end - 1], b' ' | b'\t') {
-                end -= 1;
-            }
-            let mut start = end;
-            while start > 0 && rest[start - 1] != b',' {
-                start -= 1;
-            }
+            let end = rest
+                .iter()
+                .rposition(|&b| !matches!(b, b' ' | b'\t'))
+                .map_or(0, |i| i + 1);
+            let start = rest[..end]
+                .iter()
+                .rposition(|&b| b == b',')
+                .map_or(0, |i| i + 1);
             self.rest = &rest[..start.saturating_sub(1)];
-            let mut first = start;
-            while first < end && matches!(rest[first], b' ' | b'\t') {
-                first += 1;
-            }
-            if first < end {
-                return Some(&rest[first..end]);
+            let entry = &rest[start..end];
+            if let Some(first) = entry.iter().position(|&b| !matches!(b, b' ' | b'\t')) {
+                return Some(&entry[first..]);
             }
         }
     }
@@ -285,6 +282,7 @@ pub(crate) fn parse_port_bytes(s: &[u8]) -> Option<Option<u16>> {
 /// bytes after it.
 #[inline]
 fn parse_v4_prefix(s: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
+    let digit = |i: usize| s.get(i).filter(|b| b.is_ascii_digit()).map(|b| b - b'0');
     let mut octets = [0u8; 4];
     let mut i = 0;
     for (n, octet) in octets.iter_mut().enumerate() {
@@ -294,17 +292,19 @@ fn parse_v4_prefix(s: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
             }
             i += 1;
         }
-        let start = i;
-        let mut value: u32 = 0;
-        while let Some(&b) = s.get(i).filter(|b| b.is_ascii_digit()) {
-            if i - start == 3 {
-                return None;
+        let first = digit(i)?;
+        let mut value = u32::from(first);
+        i += 1;
+        // A leading 0 is the whole octet; otherwise up to two more digits.
+        if first != 0 {
+            for _ in 0..2 {
+                let Some(d) = digit(i) else { break };
+                value = value * 10 + u32::from(d);
+                i += 1;
             }
-            value = value * 10 + u32::from(b - b'0');
-            i += 1;
         }
-        let digits = i - start;
-        if digits == 0 || (digits > 1 && s[start] == b'0') {
+        // A digit here is a leading zero (`01`) or a fourth digit: not an octet.
+        if digit(i).is_some() {
             return None;
         }
         *octet = u8::try_from(value).ok()?;
