@@ -65,8 +65,20 @@ use crate::{ProxiedAddr, ProxiedStream};
 
 /// Default time a peer has to send its complete header: 3 seconds (one TCP retransmit).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default cap on handshakes in progress; accepting pauses while it is reached.
-pub const DEFAULT_MAX_PENDING: usize = 1024;
+/// Default cap on handshakes in progress: 16384; accepting pauses while it is reached.
+///
+/// The cap decides how many stalled peers (connected, header not finished) it takes to lock
+/// good clients out: at the cap, new connections wait in the kernel's accept queue until a
+/// header timeout frees a slot, which is seconds. 1024 was reached by an ordinary flood of
+/// 5,000 stalled connections; 16384 isolates good clients from such a flood while keeping the
+/// worst case bounded. A stalled handshake costs about 0.6 KiB of process memory (measured
+/// RSS, tokio's socket registration included; a silent peer costs no read buffer and a
+/// stalled one only the bytes it sent), so a full set is about 10 MiB, plus the kernel's
+/// socket memory and 16384 file descriptors: raise `RLIMIT_NOFILE` above the cap (until
+/// then, `EMFILE` pauses accepting the same way, with back-off). Lower the cap on small
+/// hosts; raise it, or shorten the [header timeout](DEFAULT_HEADER_TIMEOUT), where more
+/// stalled peers are expected.
+pub const DEFAULT_MAX_PENDING: usize = 16384;
 /// Default number of sockets accepted per poll before finished handshakes are looked at.
 pub const DEFAULT_ACCEPT_BATCH: usize = 64;
 /// Default maximum length of a v2 header, its 16-byte fixed part included.
@@ -283,7 +295,12 @@ impl Builder {
 
     /// How many handshakes may be in progress at once, counting finished ones not handed
     /// out yet; accepting pauses at the cap (the kernel's backlog holds further
-    /// connections). At least 1.
+    /// connections). At least 1; [`DEFAULT_MAX_PENDING`] by default.
+    ///
+    /// The trade-off: each pending handshake holds a socket, a file descriptor and about
+    /// 0.6 KiB of memory until its header arrives or its header timeout ends it, while a cap
+    /// below the number of peers that stall at once shuts everyone else out until timeouts
+    /// free slots. See [`DEFAULT_MAX_PENDING`] for the numbers.
     #[must_use]
     pub const fn max_pending(mut self, max: usize) -> Self {
         self.max_pending = if max == 0 { 1 } else { max };
@@ -1012,6 +1029,16 @@ mod tests {
         // buffer until the first bytes arrive, then only what arrived.
         let size = std::mem::size_of_val(&fut);
         assert!(size <= 288, "pending handshake state is {size} bytes");
+    }
+
+    #[test]
+    fn default_cap_bounds_handshake_memory() {
+        // The handshake state, plus the pending set's node around it (pointers, flags and
+        // reference counts): what a full default set holds besides the sockets.
+        let per_handshake = std::mem::size_of::<Handshake<tokio::net::TcpStream>>() + 128;
+        let total = per_handshake * DEFAULT_MAX_PENDING;
+        assert!(total <= 8 << 20, "{total} bytes at the default cap");
+        assert_eq!(Builder::new().max_pending, DEFAULT_MAX_PENDING);
     }
 
     /// A handshake on one end of an in-memory pipe, not boxed, so its buffer can be seen.
