@@ -117,7 +117,7 @@ struct IsolationArgs {
     attackers: Vec<usize>,
     /// Seconds the good client measures, after the attackers have stalled. Longer than the
     /// header timeout, so it covers a wave of timeouts and reconnects.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 4.0)]
     window_secs: f64,
     /// Header timeout of both listeners in the churn pass, milliseconds (default:
     /// realip-listener's default).
@@ -133,8 +133,9 @@ struct IsolationArgs {
     /// How long to wait for all attackers to be connected and stalled, seconds.
     #[arg(long, default_value_t = 6.0)]
     ramp_secs: f64,
-    /// realip-listener's max_pending in the raised-cap configuration.
-    #[arg(long, default_value_t = 16_384)]
+    /// realip-listener's max_pending in a second configuration (skipped when it equals the
+    /// crate's default).
+    #[arg(long, default_value_t = 1024)]
     iso_max_pending: usize,
 }
 
@@ -698,22 +699,23 @@ async fn isolation_pass(
     let mut levels = vec![0];
     levels.extend(args.attackers.iter().copied().filter(|&n| n > 0));
     // (label, kind, max_pending)
-    let kinds = [
-        (
-            format!(
-                "realip-listener (default max_pending {})",
-                realip_listener::DEFAULT_MAX_PENDING
-            ),
-            ServerKind::Ours,
-            None,
+    let mut kinds = vec![(
+        format!(
+            "realip-listener (default max_pending {})",
+            realip_listener::DEFAULT_MAX_PENDING
         ),
-        (
+        ServerKind::Ours,
+        None,
+    )];
+    // The other cap, unless it is the default.
+    if args.iso_max_pending != realip_listener::DEFAULT_MAX_PENDING {
+        kinds.push((
             format!("realip-listener, max_pending {}", args.iso_max_pending),
             ServerKind::Ours,
             Some(args.iso_max_pending),
-        ),
-        ("proxy-protocol-rs".to_owned(), ServerKind::Peer, None),
-    ];
+        ));
+    }
+    kinds.push(("proxy-protocol-rs".to_owned(), ServerKind::Peer, None));
     // samples[kind][level]
     let mut samples = vec![vec![Vec::<Option<Duration>>::new(); levels.len()]; kinds.len()];
     let mut stalled_seen = vec![vec![Vec::<usize>::new(); levels.len()]; kinds.len()];
