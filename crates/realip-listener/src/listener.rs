@@ -741,9 +741,37 @@ pin_project! {
         max_len: usize,
         timeout: Duration,
         policy: Policy,
-        // `None` when the timeout is too long to be a deadline.
         #[pin]
-        deadline: Option<Sleep>,
+        timer: Timer,
+    }
+}
+
+pin_project! {
+    /// A handshake's header timeout. The deadline is fixed at accept; the timer is only
+    /// started when a read has to wait, so a header that is there at the first read costs
+    /// no timer at all.
+    #[project = TimerProj]
+    enum Timer {
+        /// The timeout is too long to be a deadline.
+        Never,
+        /// Not started yet.
+        At { deadline: Instant },
+        /// Started.
+        Armed { #[pin] sleep: Sleep },
+    }
+}
+
+impl Timer {
+    /// Whether the deadline has passed; starts the timer (registering `cx`) on first use.
+    fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        if let TimerProj::At { deadline } = self.as_mut().project() {
+            let sleep = tokio::time::sleep_until(*deadline);
+            self.set(Self::Armed { sleep });
+        }
+        match self.project() {
+            TimerProj::Armed { sleep } => sleep.poll(cx).is_ready(),
+            TimerProj::Never | TimerProj::At { .. } => false,
+        }
     }
 }
 
@@ -764,9 +792,10 @@ impl<IO> ReadHandshake<IO> {
             max_len,
             timeout,
             policy,
-            deadline: Instant::now()
-                .checked_add(timeout)
-                .map(tokio::time::sleep_until),
+            timer: match Instant::now().checked_add(timeout) {
+                Some(deadline) => Timer::At { deadline },
+                None => Timer::Never,
+            },
         }
     }
 }
@@ -783,15 +812,13 @@ impl<IO: AsyncRead + Unpin> Future for ReadHandshake<IO> {
             Poll::Ready(outcome) => outcome,
             Poll::Pending => {
                 // As `tokio::time::timeout`: the read first, then the deadline.
-                if let Some(deadline) = this.deadline.as_pin_mut() {
-                    if deadline.poll(cx).is_ready() {
-                        *this.io = None;
-                        let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
-                        return Poll::Ready(Err(Error::Timeout {
-                            peer,
-                            timeout: *this.timeout,
-                        }));
-                    }
+                if this.timer.poll_expired(cx) {
+                    *this.io = None;
+                    let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
+                    return Poll::Ready(Err(Error::Timeout {
+                        peer,
+                        timeout: *this.timeout,
+                    }));
                 }
                 return Poll::Pending;
             }
@@ -1183,6 +1210,47 @@ mod tests {
         };
         assert!(addr.proxy_info().is_none());
         assert_eq!(stream.buffered(), b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_starts_only_when_a_read_waits_and_counts_from_accept() {
+        use tokio::io::AsyncWriteExt;
+
+        // The header is there at the first read: no timer.
+        let (mut client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        let header = crate::ProxyHeader::v1(
+            "203.0.113.9:40000".parse().unwrap(),
+            "10.0.0.1:443".parse().unwrap(),
+        )
+        .to_bytes();
+        client.write_all(&header).await.unwrap();
+        assert!(matches!(hs.timer, Timer::At { .. }));
+        assert!(matches!(poll_once(&mut hs).await, Poll::Ready(Ok(_))));
+
+        // First polled just before the deadline: the timer runs from accept, not from
+        // that poll.
+        let (_client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        tokio::time::advance(DEFAULT_HEADER_TIMEOUT - Duration::from_millis(10)).await;
+        assert!(poll_once(&mut hs).await.is_pending());
+        assert!(matches!(hs.timer, Timer::Armed { .. }));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(matches!(
+            poll_once(&mut hs).await,
+            Poll::Ready(Err(Error::Timeout { .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_too_long_for_a_deadline_means_none() {
+        let (_client, server) = tokio::io::duplex(64);
+        let peer = PeerAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 1000)));
+        let hs = ReadHandshake::new(server, peer, None, Policy::Require, Duration::MAX, 4096);
+        let mut hs = Box::pin(hs);
+        assert!(matches!(hs.timer, Timer::Never));
+        assert!(poll_once(&mut hs).await.is_pending());
+        assert!(matches!(hs.timer, Timer::Never));
     }
 
     #[tokio::test(start_paused = true)]
