@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the measured tables of BENCHMARKS.md: accept throughput, slow-client isolation,
-# memory, header parse and layer micro-benchmarks, all in one run (~8 minutes).
+# memory, header parse and layer micro-benchmarks, all in one run (about 6 minutes).
 # Usage: crates/realip-bench/run.sh [extra `load all` flags]
 # The Markdown goes to stdout and to target/realip-bench/results.md; progress to stderr.
 set -euo pipefail
