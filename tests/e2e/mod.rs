@@ -484,6 +484,22 @@ impl Scenario {
         prefix
     }
 
+    /// Starts any program (e.g. an example binary) as one of the scenario's processes, its
+    /// stdout/stderr in `<dir>/<name>.out` and `<name>.err`, and waits until it accepts
+    /// connections on each `(addr, probe source)` in `listen`.
+    pub(crate) fn process(
+        &mut self,
+        name: &str,
+        cmd: &mut Command,
+        listen: &[(SocketAddr, IpAddr)],
+    ) -> PathBuf {
+        let idx = self.spawn(name, cmd);
+        for &(addr, from) in listen {
+            self.wait_listening(idx, addr, Some(from));
+        }
+        self.dir.join(format!("{name}.out"))
+    }
+
     /// Starts the broker with `args` plus `--admin <admin>`; waits for the admin port and for each
     /// `(addr, probe source)` in `listen` (probe from a trusted proxy address so that a PROXY
     /// listener sees an ordinary health-check connect-and-close).
