@@ -678,7 +678,7 @@ pin_project! {
     }
 }
 
-impl<IO: AsyncRead + Unpin> Future for Handshake<IO> {
+impl<IO: AsyncRead + Unpin + 'static> Future for Handshake<IO> {
     type Output = Result<Connection<IO>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -714,7 +714,7 @@ fn start_handshake<IO>(
     max_len: usize,
 ) -> Handshake<IO>
 where
-    IO: AsyncRead + Unpin,
+    IO: AsyncRead + Unpin + 'static,
 {
     let span = tracing::debug_span!("proxy_protocol", peer = %peer);
     let read = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
@@ -800,7 +800,7 @@ impl<IO> ReadHandshake<IO> {
     }
 }
 
-impl<IO: AsyncRead + Unpin> Future for ReadHandshake<IO> {
+impl<IO: AsyncRead + Unpin + 'static> Future for ReadHandshake<IO> {
     type Output = Result<Connection<IO>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -877,7 +877,7 @@ impl Failure {
 }
 
 /// Reads until the header is complete (or known to be absent); `buf` keeps what was read.
-fn poll_read_header<IO: AsyncRead + Unpin>(
+fn poll_read_header<IO: AsyncRead + Unpin + 'static>(
     io: &mut IO,
     buf: &mut Vec<u8>,
     policy: Policy,
@@ -936,10 +936,10 @@ fn poll_read_header<IO: AsyncRead + Unpin>(
 }
 
 /// Reads once, appending to `buf`, which grows only by what arrived: the bytes go through
-/// a buffer on the stack (uninitialized, so nothing is zero-filled), and a socket that is
-/// not readable yet costs no allocation. When more than a stack read is `need`ed, exactly
+/// a buffer on the stack, and a socket that is not readable yet costs no allocation. A TCP
+/// socket with nothing read yet is read directly first (see [`read_fresh_tcp`]). When more than a stack read is `need`ed, exactly
 /// that is reserved and read into `buf`'s spare capacity.
-fn poll_read_some<IO: AsyncRead + Unpin>(
+fn poll_read_some<IO: AsyncRead + Unpin + 'static>(
     io: &mut IO,
     buf: &mut Vec<u8>,
     need: usize,
@@ -951,10 +951,50 @@ fn poll_read_some<IO: AsyncRead + Unpin>(
         return std::pin::pin!(io.read_buf(buf)).poll(cx);
     }
     let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
+    if buf.is_empty() {
+        // Nothing read yet: tokio knows a socket is readable only once its driver has
+        // polled it, which for a socket accepted just now is after a turn of the runtime
+        // (and a header timer started meanwhile). The header is usually there already.
+        let mut first = [0; STACK_READ];
+        match read_fresh_tcp(io, &mut first) {
+            Some(Ok(n)) => {
+                buf.extend_from_slice(&first[..n]);
+                return Poll::Ready(Ok(n));
+            }
+            Some(Err(err))
+                if !matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Poll::Ready(Err(err));
+            }
+            Some(Err(_)) | None => {}
+        }
+    }
     let mut read = ReadBuf::uninit(&mut stack);
     ready!(Pin::new(io).poll_read(cx, &mut read))?;
     buf.extend_from_slice(read.filled());
     Poll::Ready(Ok(read.filled().len()))
+}
+
+/// Reads a TCP socket directly (it is non-blocking), bypassing tokio's readiness: `None`
+/// for other sockets, `WouldBlock` when nothing has arrived (then the read goes through
+/// tokio, which registers the waker).
+#[cfg(target_os = "linux")]
+fn read_fresh_tcp<IO: 'static>(io: &IO, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    use std::io::Read;
+
+    let tcp = (io as &dyn std::any::Any).downcast_ref::<tokio::net::TcpStream>()?;
+    let sock = socket2::SockRef::from(tcp);
+    let mut sock: &socket2::Socket = &sock;
+    Some(sock.read(buf))
+}
+
+/// Elsewhere every socket is read through tokio.
+#[cfg(not(target_os = "linux"))]
+fn read_fresh_tcp<IO>(_io: &IO, _buf: &mut [u8]) -> Option<io::Result<usize>> {
+    None
 }
 
 #[cfg(test)]
@@ -1176,6 +1216,46 @@ mod tests {
         let mut rest = Vec::new();
         stream.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"request");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn header_there_at_accept_is_read_at_the_first_poll() {
+        use tokio::io::AsyncWriteExt;
+
+        // Accepted outside tokio and registered just before the first poll: tokio's driver
+        // has not seen it yet.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut bytes =
+            crate::ProxyHeader::v2("203.0.113.9:40000".parse().unwrap(), addr).to_bytes();
+        bytes.extend_from_slice(b"ping\n");
+        client.write_all(&bytes).await.unwrap();
+        let (io, peer) = listener.accept().unwrap();
+        // Loopback: the bytes are in the accepted socket's queue once the write returns.
+        let mut peek = [0; 64];
+        assert_eq!(io.peek(&mut peek).unwrap(), bytes.len());
+        io.set_nonblocking(true).unwrap();
+        let io = tokio::net::TcpStream::from_std(io).unwrap();
+        let mut hs = Box::pin(ReadHandshake::new(
+            io,
+            PeerAddr::Inet(peer),
+            Some(addr),
+            Policy::Require,
+            DEFAULT_HEADER_TIMEOUT,
+            DEFAULT_MAX_HEADER_LEN,
+        ));
+        // Before tokio's driver has seen the socket: read directly, no timer started.
+        let Poll::Ready(Ok((stream, proxied))) = poll_once(&mut hs).await else {
+            panic!("handshake not finished at the first poll");
+        };
+        assert!(matches!(hs.timer, Timer::At { .. }));
+        assert_eq!(stream.buffered(), b"ping\n");
+        assert_eq!(
+            proxied.client_socket_addr(),
+            Some("203.0.113.9:40000".parse().unwrap())
+        );
     }
 
     #[tokio::test]
