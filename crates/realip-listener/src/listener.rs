@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
@@ -342,6 +343,7 @@ impl Builder {
             accept_batch: self.accept_batch,
             max_header_len: self.max_header_len,
             pending: FuturesUnordered::new(),
+            ready: VecDeque::new(),
             backoff: None,
             backoff_delay: BACKOFF_MIN,
             shared_local: None,
@@ -403,6 +405,9 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     accept_batch: usize,
     max_header_len: usize,
     pending: FuturesUnordered<Handshake<L::Io>>,
+    /// Handshakes that finished at accept (their header had arrived with the connection,
+    /// or [`Policy::Skip`]), not handed out yet: no pending-set node for them.
+    ready: VecDeque<Result<Connection<L::Io>, Error>>,
     backoff: Option<Pin<Box<Sleep>>>,
     backoff_delay: Duration,
     /// [`Accept::shared_local_addr`], asked at the first accept (`None` until then).
@@ -418,7 +423,7 @@ impl<L: Accept + fmt::Debug> fmt::Debug for ProxyListener<L> {
             .field("max_pending", &self.max_pending)
             .field("accept_batch", &self.accept_batch)
             .field("max_header_len", &self.max_header_len)
-            .field("pending", &self.pending.len())
+            .field("pending", &self.pending())
             .finish_non_exhaustive()
     }
 }
@@ -484,7 +489,7 @@ impl<L: Accept> ProxyListener<L> {
 
     /// How many handshakes are in progress, counting finished ones not handed out yet.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.ready.len()
     }
 
     /// Accepts the next connection whose header was read and accepted.
@@ -520,7 +525,7 @@ impl<L: Accept> ProxyListener<L> {
     ) -> Poll<Result<Connection<L::Io>, Error>> {
         let mut accepted = 0;
         let mut more_to_accept = false;
-        'accept: while self.pending.len() < self.max_pending {
+        'accept: while self.pending() < self.max_pending {
             if let Some(sleep) = self.backoff.as_mut() {
                 if sleep.as_mut().poll(cx).is_pending() {
                     break 'accept;
@@ -539,21 +544,17 @@ impl<L: Accept> ProxyListener<L> {
                     accepted += 1;
                     self.backoff_delay = BACKOFF_MIN;
                     let policy = self.policy.policy_for(&peer);
-                    // A skipped connection is ready at once, but it still goes through
-                    // `pending`: returning it from here would leave the handshakes behind
-                    // it unpolled for as long as more skipped peers keep connecting.
-                    self.pending.push(if policy == Policy::Skip {
-                        skip_handshake(io, peer, local)
+                    // A connection finished here (skipped, or its header already there) is
+                    // queued, not returned: returning it from here would leave the
+                    // handshakes behind it unpolled for as long as more such peers keep
+                    // connecting. The pending set is polled before the queue.
+                    if policy == Policy::Skip {
+                        let addr = proxied_addr(peer, local, None);
+                        self.ready
+                            .push_back(Ok((ProxiedStream::new(io, addr.clone()), addr)));
                     } else {
-                        start_handshake(
-                            io,
-                            peer,
-                            local,
-                            policy,
-                            self.header_timeout,
-                            self.max_header_len,
-                        )
-                    });
+                        self.start(io, peer, local, policy, cx);
+                    }
                 }
                 Poll::Ready(Err(err)) => {
                     if is_connection_error(&err) {
@@ -574,12 +575,21 @@ impl<L: Accept> ProxyListener<L> {
 
         let result = match self.pending.poll_next_unpin(cx) {
             Poll::Ready(Some(result)) => result,
-            Poll::Ready(None) | Poll::Pending => {
-                if more_to_accept {
-                    cx.waker().wake_by_ref();
+            Poll::Ready(None) | Poll::Pending => match self.ready.pop_front() {
+                Some(result) => {
+                    if self.ready.is_empty() && self.ready.capacity() > self.accept_batch {
+                        // A burst's queue is not kept.
+                        self.ready.shrink_to(self.accept_batch);
+                    }
+                    result
                 }
-                return Poll::Pending;
-            }
+                None => {
+                    if more_to_accept {
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
+            },
         };
         match &result {
             Ok((_, addr)) => {
@@ -606,6 +616,38 @@ impl<L: Accept> ProxyListener<L> {
             cx.waker().wake_by_ref();
         }
         Poll::Ready(result)
+    }
+}
+
+impl<L: Accept> ProxyListener<L> {
+    /// Starts the handshake of a socket accepted just now with a first read: a header that
+    /// arrived with the connection finishes it here, without a pending-set node or a timer;
+    /// otherwise the handshake joins the pending set with what was read.
+    fn start(
+        &mut self,
+        mut io: L::Io,
+        peer: PeerAddr,
+        local: Option<SocketAddr>,
+        policy: Policy,
+        cx: &mut Context<'_>,
+    ) {
+        let mut buf = Vec::new();
+        match poll_read_header(&mut io, &mut buf, policy, self.max_header_len, cx) {
+            Poll::Ready(outcome) => {
+                self.ready
+                    .push_back(finish_handshake(io, buf, peer, local, outcome));
+            }
+            // The pending set polls it again at once, with its own waker.
+            Poll::Pending => self.pending.push(start_handshake_with(
+                io,
+                buf,
+                peer,
+                local,
+                policy,
+                self.header_timeout,
+                self.max_header_len,
+            )),
+        }
     }
 }
 
@@ -668,8 +710,6 @@ pin_project! {
     /// allocation per connection for the whole handshake state.
     #[project = HandshakeProj]
     enum Handshake<IO> {
-        /// [`Policy::Skip`]: handed over at the first poll, without reading.
-        Skip { parts: Option<(IO, PeerAddr, Option<SocketAddr>)> },
         /// Reading the header.
         Read { #[pin] read: ReadHandshake<IO> },
         /// Reading the header inside its `proxy_protocol` span, when a subscriber wants it
@@ -683,28 +723,15 @@ impl<IO: AsyncRead + Unpin + 'static> Future for Handshake<IO> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            HandshakeProj::Skip { parts } => {
-                let Some((io, peer, local)) = parts.take() else {
-                    panic!("handshake polled after completion");
-                };
-                let addr = proxied_addr(peer, local, None);
-                Poll::Ready(Ok((ProxiedStream::new(io, addr.clone()), addr)))
-            }
             HandshakeProj::Read { read } => read.poll(cx),
             HandshakeProj::Traced { read } => read.as_mut().poll(cx),
         }
     }
 }
 
-/// A connection under [`Policy::Skip`]: handed over as it is, without reading.
-fn skip_handshake<IO>(io: IO, peer: PeerAddr, local: Option<SocketAddr>) -> Handshake<IO> {
-    Handshake::Skip {
-        parts: Some((io, peer, local)),
-    }
-}
-
 /// Starts the handshake of a socket accepted just now: its header timeout runs from here,
 /// not from the handshake's first poll.
+#[cfg(test)]
 fn start_handshake<IO>(
     io: IO,
     peer: PeerAddr,
@@ -716,8 +743,25 @@ fn start_handshake<IO>(
 where
     IO: AsyncRead + Unpin + 'static,
 {
+    start_handshake_with(io, Vec::new(), peer, local, policy, timeout, max_len)
+}
+
+/// [`start_handshake`] after a first read that left `buf`.
+fn start_handshake_with<IO>(
+    io: IO,
+    buf: Vec<u8>,
+    peer: PeerAddr,
+    local: Option<SocketAddr>,
+    policy: Policy,
+    timeout: Duration,
+    max_len: usize,
+) -> Handshake<IO>
+where
+    IO: AsyncRead + Unpin + 'static,
+{
     let span = tracing::debug_span!("proxy_protocol", peer = %peer);
-    let read = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
+    let mut read = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
+    read.buf = buf;
     if span.is_disabled() {
         Handshake::Read { read }
     } else {
@@ -825,32 +869,43 @@ impl<IO: AsyncRead + Unpin + 'static> Future for ReadHandshake<IO> {
         };
         let io = this.io.take().expect("checked above");
         let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(failure) => return Poll::Ready(Err(failure.into_error(peer))),
-        };
-        let mut buf = std::mem::take(this.buf);
-        // What follows the header is replayed from `buf` itself when the header is short
-        // (no second allocation, no copy); after a long one it is copied out so that the
-        // header's bytes are not kept.
-        let (info, start) = match outcome {
-            Outcome::Header(info, len) if len == buf.len() => {
-                buf = Vec::new();
-                (info, 0)
-            }
-            Outcome::Header(info, len) if len <= KEEP_HEADER_BYTES => (info, len),
-            Outcome::Header(info, len) => {
-                buf = buf[len..].to_vec();
-                (info, 0)
-            }
-            Outcome::NoHeader => (None, 0),
-        };
-        let addr = proxied_addr(peer, *this.local, info);
-        Poll::Ready(Ok((
-            ProxiedStream::with_buffer(io, buf, start, addr.clone()),
-            addr,
-        )))
+        let buf = std::mem::take(this.buf);
+        Poll::Ready(finish_handshake(io, buf, peer, *this.local, outcome))
     }
+}
+
+/// The connection (or the error) a finished header read makes; `buf` holds what was read.
+fn finish_handshake<IO>(
+    io: IO,
+    mut buf: Vec<u8>,
+    peer: PeerAddr,
+    local: Option<SocketAddr>,
+    outcome: Result<Outcome, Failure>,
+) -> Result<Connection<IO>, Error> {
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(failure) => return Err(failure.into_error(peer)),
+    };
+    // What follows the header is replayed from `buf` itself when the header is short
+    // (no second allocation, no copy); after a long one it is copied out so that the
+    // header's bytes are not kept.
+    let (info, start) = match outcome {
+        Outcome::Header(info, len) if len == buf.len() => {
+            buf = Vec::new();
+            (info, 0)
+        }
+        Outcome::Header(info, len) if len <= KEEP_HEADER_BYTES => (info, len),
+        Outcome::Header(info, len) => {
+            buf = buf[len..].to_vec();
+            (info, 0)
+        }
+        Outcome::NoHeader => (None, 0),
+    };
+    let addr = proxied_addr(peer, local, info);
+    Ok((
+        ProxiedStream::with_buffer(io, buf, start, addr.clone()),
+        addr,
+    ))
 }
 
 /// A handshake failure before the peer is attached.
