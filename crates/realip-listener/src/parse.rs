@@ -296,25 +296,13 @@ fn parse_v2(buf: &[u8], max_len: usize) -> Result<Option<(ProxyInfo, usize)>, He
     let parsed = ppp::v2::Header::try_from(header).map_err(|e| HeaderError::V2(e.to_string()))?;
     let (source, destination) = match parsed.addresses {
         ppp::v2::Addresses::Unspecified => (None, None),
-        ppp::v2::Addresses::IPv4(a) => (
-            Some(ProxyAddr::Inet(SocketAddr::from((
-                a.source_address,
-                a.source_port,
-            )))),
-            Some(ProxyAddr::Inet(SocketAddr::from((
-                a.destination_address,
-                a.destination_port,
-            )))),
+        ppp::v2::Addresses::IPv4(a) => inet_pair(
+            (a.source_address, a.source_port).into(),
+            (a.destination_address, a.destination_port).into(),
         ),
-        ppp::v2::Addresses::IPv6(a) => (
-            Some(ProxyAddr::Inet(SocketAddr::from((
-                a.source_address,
-                a.source_port,
-            )))),
-            Some(ProxyAddr::Inet(SocketAddr::from((
-                a.destination_address,
-                a.destination_port,
-            )))),
+        ppp::v2::Addresses::IPv6(a) => inet_pair(
+            (a.source_address, a.source_port).into(),
+            (a.destination_address, a.destination_port).into(),
         ),
         ppp::v2::Addresses::Unix(u) => (
             Some(ProxyAddr::Unix(unix_path(&u.source))),
@@ -427,6 +415,17 @@ fn parse_tlvs(header: &[u8], start: usize) -> Result<Option<Box<Tlvs>>, HeaderEr
         }
     }
     Ok((!tlvs.raw.is_empty()).then(|| Box::new(tlvs)))
+}
+
+/// Source and destination of an INET or INET6 address block.
+fn inet_pair(
+    source: SocketAddr,
+    destination: SocketAddr,
+) -> (Option<ProxyAddr>, Option<ProxyAddr>) {
+    (
+        Some(ProxyAddr::Inet(source)),
+        Some(ProxyAddr::Inet(destination)),
+    )
 }
 
 #[cfg(test)]
