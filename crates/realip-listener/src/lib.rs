@@ -100,7 +100,8 @@ pub use info::{
 };
 pub use listener::{
     Accept, Accepted, Builder, Connection, DEFAULT_ACCEPT_BATCH, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_MAX_HEADER_LEN, DEFAULT_MAX_PENDING, ProxyListener,
+    DEFAULT_MAX_HEADER_LEN, DEFAULT_MAX_PENDING, FALLBACK_BACKLOG, ProxyListener, bind_tcp,
+    bind_unix, default_backlog,
 };
 pub use parse::parse_header;
 pub use policy::{ParsePolicyError, Policy, PolicySource};

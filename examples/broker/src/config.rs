@@ -127,6 +127,10 @@ pub(crate) struct RunArgs {
     /// Admin REST API listener address, or `off` [default: 127.0.0.1:18083].
     #[arg(long, value_name = "ADDR")]
     pub(crate) admin: Option<String>,
+    /// Listen backlog of every listener: connections the kernel queues until the broker
+    /// accepts them [default: the system's maximum, net.core.somaxconn on Linux].
+    #[arg(long, value_name = "N")]
+    pub(crate) backlog: Option<u32>,
 
     /// Only clients whose real address is in one of these ranges may connect (repeatable).
     #[arg(long, value_name = "CIDR")]
@@ -153,6 +157,7 @@ struct FileConfig {
     ws_recursive: Option<bool>,
     trusted_proxy: Option<Vec<String>>,
     admin: Option<String>,
+    backlog: Option<u32>,
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
 }
@@ -236,6 +241,8 @@ pub(crate) struct Config {
     pub(crate) ws_proxy_protocol: bool,
     pub(crate) forwarding: Option<Forwarding>,
     pub(crate) admin: Option<SocketAddr>,
+    /// Listen backlog of every listener.
+    pub(crate) backlog: u32,
     pub(crate) allow: Option<TrustedProxies>,
     pub(crate) deny: TrustedProxies,
 }
@@ -261,6 +268,11 @@ impl Config {
         let tcp = listen_addr("tcp", args.tcp.or(file.tcp), DEFAULT_TCP)?;
         let ws = listen_addr("ws", args.ws.or(file.ws), DEFAULT_WS)?;
         let admin = listen_addr("admin", args.admin.or(file.admin), DEFAULT_ADMIN)?;
+        let backlog = match args.backlog.or(file.backlog) {
+            Some(0) => return Err("invalid --backlog 0: expected at least 1".to_owned()),
+            Some(n) => n,
+            None => realip_listener::default_backlog(),
+        };
 
         let timeout = args
             .proxy_protocol_timeout
@@ -357,6 +369,7 @@ impl Config {
             ws_proxy_protocol: args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false),
             forwarding,
             admin,
+            backlog,
             allow,
             deny,
         })
@@ -421,6 +434,22 @@ mod tests {
             config.proxy_from.is_none() && config.forwarding.is_none() && config.allow.is_none()
         );
         assert!(config.deny.is_empty());
+        assert_eq!(config.backlog, realip_listener::default_backlog());
+    }
+
+    #[test]
+    fn backlog_from_the_flag_or_the_file() {
+        let file: FileConfig = toml::from_str("backlog = 2048").unwrap();
+        let config = Config::merge(parse(&[]), file).unwrap();
+        assert_eq!(config.backlog, 2048);
+        let file: FileConfig = toml::from_str("backlog = 2048").unwrap();
+        let config = Config::merge(parse(&["--backlog", "8192"]), file).unwrap();
+        assert_eq!(config.backlog, 8192);
+        assert!(
+            Config::merge(parse(&["--backlog", "0"]), FileConfig::default())
+                .unwrap_err()
+                .contains("backlog")
+        );
     }
 
     #[test]

@@ -47,9 +47,13 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn bind(name: &str, addr: Option<SocketAddr>) -> Result<Option<TcpListener>, String> {
+async fn bind(
+    name: &str,
+    addr: Option<SocketAddr>,
+    backlog: u32,
+) -> Result<Option<TcpListener>, String> {
     match addr {
-        Some(addr) => TcpListener::bind(addr)
+        Some(addr) => realip_listener::bind_tcp(addr, backlog)
             .await
             .map(Some)
             .map_err(|e| format!("cannot bind the {name} listener on {addr}: {e}")),
@@ -67,9 +71,9 @@ fn local(listener: &Option<TcpListener>) -> String {
 async fn serve(config: Config) -> Result<(), String> {
     let broker = Broker::new(Acl::new(config.allow.clone(), config.deny.clone()));
     let layer = config.forwarding.as_ref().map(real_ip_layer).transpose()?;
-    let tcp = bind("tcp", config.tcp).await?;
-    let ws = bind("ws", config.ws).await?;
-    let admin = bind("admin", config.admin).await?;
+    let tcp = bind("tcp", config.tcp, config.backlog).await?;
+    let ws = bind("ws", config.ws, config.backlog).await?;
+    let admin = bind("admin", config.admin, config.backlog).await?;
 
     // The stable line scripts wait for: every listener is bound when it is printed.
     let line = format!(
