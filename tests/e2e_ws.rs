@@ -334,7 +334,14 @@ fn w8_port_unknown_when_the_first_lb_sets_none() {
     };
     let (broker, ws) = xff_broker(&mut s, &["--ws-strategy", "trusted", "--ws-recursive"]);
     let lb2 = s.nginx_lb("lb2", Http, "http_ws_append.conf", (21, 22), ws, &[]);
-    let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite_addr.conf", (11, 12), lb2, &[]);
+    let lb1 = s.nginx_lb(
+        "lb1",
+        Http,
+        "http_ws_overwrite_addr.conf",
+        (11, 12),
+        lb2,
+        &[],
+    );
 
     let client = s
         .paho("client", PahoOpts::ws(lb1, s.ip(101), "w8-paho"))
