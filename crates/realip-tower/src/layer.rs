@@ -94,8 +94,8 @@ impl RealIpLayer {
     /// header (`proxy_set_header X-Forwarded-For $remote_addr`); when any proxy appends to
     /// a client-sent header the leftmost entry is whatever the client wrote.
     ///
-    /// Ports follow the crate's rule (same position when the lists have the same length,
-    /// else a single port value); EMQX takes the leftmost port whatever the lengths.
+    /// Ports follow the crate's rule (the port header's item at the same position from the
+    /// right, else unknown); EMQX takes the leftmost port whatever the lengths.
     pub fn leftmost(trusted: TrustedProxies) -> Self {
         Self::new(Strategy::Leftmost, trusted)
     }
@@ -114,10 +114,11 @@ impl RealIpLayer {
 
     /// Reads ports from `header` (EMQX `proxy_port_header`; default `X-Forwarded-Port`).
     ///
-    /// A port written in the address entry wins. Otherwise, when the port header has as
-    /// many entries as the address header, the port at the chosen address's position is
-    /// used (NGINX's `"$http_x_forwarded_port, $remote_port"` chains); else, when it has a
-    /// single entry, that one; else the port is unknown.
+    /// A port written in the address entry wins. Otherwise the port header's item at the
+    /// chosen address's position, counted from the right with empty items included, is
+    /// used (NGINX's `"$http_x_forwarded_port, $remote_port"` chains); an empty or missing
+    /// item means the port is unknown. For a single-value header, the port header must hold
+    /// a single item. See the [crate documentation](crate#ports).
     #[must_use]
     pub fn port_header(mut self, header: HeaderName) -> Self {
         self.config_mut().port_header = Some(header);

@@ -6,8 +6,8 @@ use http::{HeaderMap, HeaderName, Method, Version, header};
 use realip_core::{AddrSource, ClientAddr, TrustedProxies};
 use realip_listener::ProxiedAddr;
 
-use crate::forwarded::{RevElements, parse_element};
-use crate::parse::{Entries, Node, RevEntries, StopReason, parse_entry, parse_port_bytes};
+use crate::forwarded::parse_element;
+use crate::parse::{Node, RevItems, Split, StopReason, parse_entry, parse_port_bytes};
 
 /// How the client address is chosen from the configured header.
 ///
@@ -20,21 +20,35 @@ pub enum Strategy {
     ///
     /// The header (a comma-separated list such as `X-Forwarded-For`) is honoured only when
     /// the transport peer is trusted. Non-recursive: the rightmost entry. Recursive: walk
-    /// right to left, skip trusted entries, return the first untrusted one (the leftmost
-    /// when every entry is trusted).
+    /// right to left, skip trusted entries, return the first untrusted one.
+    ///
+    /// Short header: with no entry at all, the transport peer ([`Fallback::NoHeader`]);
+    /// when the recursive walk runs out of entries because every one is trusted, the
+    /// leftmost (as NGINX does): an address a trusted proxy wrote, never one from an
+    /// untrusted client, whose own entries always lie left of its untrusted address.
     TrustedProxies,
     /// Envoy `xff_num_trusted_hops` (with `use_remote_address`): `N` proxies in front of
-    /// this server each append the address they saw; the client is the `N`th entry from
-    /// the right. `0` ignores the header.
+    /// this server each append the address they saw; the client is the `N`th non-empty
+    /// entry from the right. `0` ignores the header.
+    ///
+    /// Short header: with fewer than `N` non-empty entries the request did not pass every
+    /// trusted hop, so nothing in the header is believed and the client is the transport
+    /// peer ([`Fallback::TooFewHops`], as Envoy uses the downstream connection's address).
     TrustedHops(usize),
     /// A header holding exactly one address (`X-Real-IP`, `CF-Connecting-IP`, …), written
     /// by the trusted proxy in front of this server. More than one line is an error.
+    ///
+    /// Short header: an empty value is an absent header, the transport peer
+    /// ([`Fallback::NoHeader`]).
     SingleValue,
     /// EMQX `proxy_address_header`: the leftmost entry. Safe only when the outermost proxy
     /// overwrites the header; never use it when a proxy appends to a client-sent header.
+    ///
+    /// Short header: with no entry at all, the transport peer ([`Fallback::NoHeader`]).
     Leftmost,
     /// RFC 7239 `Forwarded`: the `for=` node of each element, walked like
-    /// [`TrustedProxies`](Self::TrustedProxies). `unknown` and obfuscated nodes stop the walk.
+    /// [`TrustedProxies`](Self::TrustedProxies) (short headers included). `unknown` and
+    /// obfuscated nodes stop the walk.
     Forwarded,
 }
 
@@ -221,12 +235,15 @@ impl HeaderChoice {
     }
 
     /// Position of the chosen entry counted from the **right**, starting at 0 (the entry
-    /// appended by the nearest proxy). Empty entries are not counted.
+    /// appended by the nearest proxy), over all lines of the header. Empty items (`a,,b`,
+    /// or the leading one of `, 42342`) count as positions: this is the position the port
+    /// is taken from in the port header.
     pub const fn position_from_right(&self) -> usize {
         self.position
     }
 
-    /// Number of non-empty entries (elements for `Forwarded`) over all lines of the header.
+    /// Number of positions (entries, or elements for `Forwarded`) over all lines of the
+    /// header, empty items included.
     pub const fn entries(&self) -> usize {
         self.entries
     }
@@ -269,6 +286,16 @@ pub enum Fallback {
     Invalid(StopReason),
     /// A single-value header arrived in several lines (`lines` of them): rejected.
     MultipleLines(usize),
+    /// [`Strategy::TrustedHops`]: the header holds fewer non-empty entries than there are
+    /// trusted hops, so the request did not pass every hop and nothing in it is believed
+    /// (Envoy's `xff_num_trusted_hops` uses the downstream connection's address then): the
+    /// client is the transport peer.
+    TooFewHops {
+        /// Non-empty entries in the header.
+        entries: usize,
+        /// Trusted hops configured.
+        hops: usize,
+    },
 }
 
 impl Fallback {
@@ -282,6 +309,7 @@ impl Fallback {
             Self::HeadersIgnored => "headers ignored by configuration",
             Self::Invalid(reason) => reason.as_str(),
             Self::MultipleLines(_) => "single-value header has several lines",
+            Self::TooFewHops { .. } => "header has fewer entries than trusted hops",
         }
     }
 
@@ -290,7 +318,10 @@ impl Fallback {
     pub const fn is_rejection(self) -> bool {
         matches!(
             self,
-            Self::UntrustedPeer | Self::Invalid(_) | Self::MultipleLines(_)
+            Self::UntrustedPeer
+                | Self::Invalid(_)
+                | Self::MultipleLines(_)
+                | Self::TooFewHops { .. }
         )
     }
 }
@@ -427,15 +458,16 @@ pub fn is_websocket_upgrade(method: &Method, version: Version, headers: &HeaderM
 /// Resolves the client of one request (the WebSocket-only setting is applied by the
 /// caller, which knows the method).
 ///
-/// The header is looked up once; the walk counts the entries it passes and then only counts
-/// (without parsing) the ones to the left of where it stopped, for [`HeaderChoice::entries`].
+/// The header is looked up once per pass; the walk counts the items it passes and then only
+/// counts (without parsing) the ones to the left of where it stopped, for
+/// [`HeaderChoice::entries`].
 pub(crate) fn resolve(
     config: &Config,
     headers: &HeaderMap,
     peer: Option<&TransportPeer>,
 ) -> Resolution {
-    let all = headers.get_all(&config.header);
-    let mut lines = all.iter();
+    let all = || headers.get_all(&config.header);
+    let mut lines = all().into_iter();
     let Some(first_line) = lines.next() else {
         return Resolution::fallback(peer, Fallback::NoHeader);
     };
@@ -455,11 +487,16 @@ pub(crate) fn resolve(
         };
         return Resolution::fallback(peer, fallback);
     }
+    let entries = || RevItems::new(all(), Split::Commas);
     let walk = match config.strategy {
-        Strategy::TrustedProxies => walk_trusted(RevEntries::new(all), parse_entry, config),
-        Strategy::Forwarded => walk_trusted(RevElements::new(all), parse_element, config),
-        Strategy::TrustedHops(hops) => walk_hops(RevEntries::new(all), hops),
-        Strategy::Leftmost => walk_leftmost(Entries::new(all)),
+        Strategy::TrustedProxies => walk_trusted(entries(), parse_entry, config),
+        Strategy::Forwarded => walk_trusted(
+            RevItems::new(all(), Split::CommasOutsideQuotes),
+            parse_element,
+            config,
+        ),
+        Strategy::TrustedHops(hops) => walk_hops(entries, hops),
+        Strategy::Leftmost => walk_leftmost(entries()),
         Strategy::SingleValue => {
             if lines.next().is_some() {
                 let lines = 2 + lines.count();
@@ -477,9 +514,10 @@ pub(crate) fn resolve(
                 entries,
                 stopped,
             } = found;
+            let single = config.strategy == Strategy::SingleValue;
             let (port, port_source) = match port {
                 Some(port) => (Some(port), PortSource::Entry),
-                None => match header_port(config, headers, position, entries) {
+                None => match header_port(config, headers, single, position) {
                     Some(port) => (Some(port), PortSource::PortHeader),
                     None => (None, PortSource::None),
                 },
@@ -498,10 +536,14 @@ pub(crate) fn resolve(
         }
         Walk::Empty => Resolution::fallback(peer, Fallback::NoHeader),
         Walk::Invalid(reason) => Resolution::fallback(peer, Fallback::Invalid(reason)),
+        Walk::TooFewHops { entries, hops } => {
+            Resolution::fallback(peer, Fallback::TooFewHops { entries, hops })
+        }
     }
 }
 
-/// The entry that decided, with the number of non-empty entries of the whole header.
+/// The entry that decided: its position from the right and the number of positions of the
+/// whole header, empty items included.
 struct Found {
     ip: IpAddr,
     port: Option<u16>,
@@ -512,35 +554,45 @@ struct Found {
 
 enum Walk {
     Found(Found),
+    /// No item holds anything.
     Empty,
+    /// The first entry examined is not an address.
     Invalid(StopReason),
+    /// Fewer non-empty entries than trusted hops.
+    TooFewHops {
+        entries: usize,
+        hops: usize,
+    },
 }
 
 /// NGINX's `ngx_http_get_forwarded_addr_internal`: from the right, take an entry; continue
 /// (recursive only) while it is trusted; stop at a non-address, keeping the last good one.
+/// Empty items are passed over (as NGINX does) but keep their position.
 ///
-/// `entries` yields the raw entries from the right; those left of where the walk ends are
+/// `items` yields the raw items from the right; those left of where the walk ends are
 /// counted, not parsed.
 fn walk_trusted<'a>(
-    mut entries: impl Iterator<Item = &'a [u8]>,
+    mut items: RevItems<'a>,
     parse: impl Fn(&'a [u8]) -> Node,
     config: &Config,
 ) -> Walk {
     let mut found: Option<(IpAddr, Option<u16>, usize)> = None;
     let mut position = 0;
-    while let Some(entry) = entries.next() {
-        match parse(entry) {
-            Node::Ip(ip, port) => {
-                found = Some((ip, port, position));
-                if !config.recursive || !config.trusted.contains(ip) {
-                    return finish(found, None, position + 1 + entries.count());
+    while let Some(item) = items.next() {
+        if !item.is_empty() {
+            match parse(item) {
+                Node::Ip(ip, port) => {
+                    found = Some((ip, port, position));
+                    if !config.recursive || !config.trusted.contains(ip) {
+                        return finish(found, None, position + 1 + items.count());
+                    }
                 }
-            }
-            Node::Stop(reason) => {
-                return match found {
-                    Some(_) => finish(found, Some(reason), position + 1 + entries.count()),
-                    None => Walk::Invalid(reason),
-                };
+                Node::Stop(reason) => {
+                    return match found {
+                        Some(_) => finish(found, Some(reason), position + 1 + items.count()),
+                        None => Walk::Invalid(reason),
+                    };
+                }
             }
         }
         position += 1;
@@ -548,7 +600,7 @@ fn walk_trusted<'a>(
     finish(found, None, position)
 }
 
-/// The walk's result once the total number of entries is known.
+/// The walk's result once the total number of positions is known.
 fn finish(
     found: Option<(IpAddr, Option<u16>, usize)>,
     stopped: Option<StopReason>,
@@ -566,48 +618,71 @@ fn finish(
     }
 }
 
-/// The `hops`th entry from the right; the leftmost when there are fewer (every entry was
-/// then written by a trusted hop); a non-address stops the walk, keeping the last good one.
-fn walk_hops<'a>(mut entries: impl Iterator<Item = &'a [u8]>, hops: usize) -> Walk {
-    let mut found: Option<(IpAddr, Option<u16>, usize)> = None;
-    let mut position = 0;
-    while position < hops {
-        let Some(entry) = entries.next() else {
-            return finish(found, None, position);
+/// Envoy's `xff_num_trusted_hops`: the `hops`th non-empty entry from the right. With fewer
+/// entries the request did not pass every trusted hop, so nothing in the header is
+/// believed (Envoy then uses the downstream connection's address). A non-address among the
+/// `hops` rightmost entries stops the walk, keeping the last good one (written by a hop).
+fn walk_hops<'a>(items: impl Fn() -> RevItems<'a>, hops: usize) -> Walk {
+    // Counted first, so that a malformed entry cannot hide that the header is too short.
+    let available = items().filter(|item| !item.is_empty()).take(hops).count();
+    if available == 0 {
+        return Walk::Empty;
+    }
+    if available < hops {
+        return Walk::TooFewHops {
+            entries: available,
+            hops,
         };
-        match parse_entry(entry) {
-            Node::Ip(ip, port) => found = Some((ip, port, position)),
-            Node::Stop(reason) => {
-                return match found {
-                    Some(_) => finish(found, Some(reason), position + 1 + entries.count()),
-                    None => Walk::Invalid(reason),
-                };
+    }
+    let mut items = items();
+    let mut found: Option<(IpAddr, Option<u16>, usize)> = None;
+    let mut seen = 0;
+    let mut position = 0;
+    while seen < hops {
+        let Some(item) = items.next() else { break };
+        if !item.is_empty() {
+            match parse_entry(item) {
+                Node::Ip(ip, port) => found = Some((ip, port, position)),
+                Node::Stop(reason) => {
+                    return match found {
+                        Some(_) => finish(found, Some(reason), position + 1 + items.count()),
+                        None => Walk::Invalid(reason),
+                    };
+                }
             }
+            seen += 1;
         }
         position += 1;
     }
-    finish(found, None, position + entries.count())
+    finish(found, None, position + items.count())
 }
 
-fn walk_leftmost<'a>(mut entries: impl Iterator<Item = &'a [u8]>) -> Walk {
-    let Some(first) = entries.next() else {
+/// The leftmost non-empty entry (EMQX), and its position from the right.
+fn walk_leftmost(items: RevItems<'_>) -> Walk {
+    let mut leftmost = None;
+    let mut positions = 0;
+    for item in items {
+        if !item.is_empty() {
+            leftmost = Some((item, positions));
+        }
+        positions += 1;
+    }
+    let Some((item, position)) = leftmost else {
         return Walk::Empty;
     };
-    match parse_entry(first) {
-        Node::Ip(ip, port) => {
-            let after = entries.count();
-            Walk::Found(Found {
-                ip,
-                port,
-                position: after,
-                entries: after + 1,
-                stopped: None,
-            })
-        }
+    match parse_entry(item) {
+        Node::Ip(ip, port) => Walk::Found(Found {
+            ip,
+            port,
+            position,
+            entries: positions,
+            stopped: None,
+        }),
         Node::Stop(reason) => Walk::Invalid(reason),
     }
 }
 
+/// The one address of a single-value header line (a comma-separated list is malformed).
 fn walk_single(line: &[u8]) -> Walk {
     let line = crate::parse::trim_ows(line);
     if line.is_empty() {
@@ -625,43 +700,26 @@ fn walk_single(line: &[u8]) -> Walk {
     }
 }
 
-/// The port header's value for the chosen entry: at the same position when both lists have
-/// the same number of entries, else the header's only value, else none.
+/// The port header's value for the entry at `position` from the right: the port header's
+/// item at the same position (empty items count), over all its lines. An empty, missing or
+/// malformed item is no port: never a neighbour's value.
 ///
-/// One lookup and one pass over the port header, which stops as soon as it holds more
-/// entries than either rule can use.
-fn header_port(
-    config: &Config,
-    headers: &HeaderMap,
-    position: usize,
-    entries: usize,
-) -> Option<u16> {
+/// A single-value header is set, not appended, by the proxy in front of this server; its
+/// port is believed only when the port header holds a single value too (a list there was
+/// appended hop by hop, and its items describe the hops, not the client).
+fn header_port(config: &Config, headers: &HeaderMap, single: bool, position: usize) -> Option<u16> {
     let name = config.port_header.as_ref()?;
-    let limit = entries.max(1);
-    let mut count = 0;
-    let mut first = None;
-    let mut at_position = None;
-    for raw in RevEntries::new(headers.get_all(name)) {
-        if count == limit {
-            // More entries than the address header and more than one: neither rule applies.
+    let mut items = RevItems::new(headers.get_all(name), Split::Commas);
+    let item = if single {
+        let only = items.next()?;
+        if items.next().is_some() {
             return None;
         }
-        if count == 0 {
-            first = Some(raw);
-        }
-        if count == position {
-            at_position = Some(raw);
-        }
-        count += 1;
-    }
-    let raw = if count == entries {
-        at_position?
-    } else if count == 1 {
-        first?
+        only
     } else {
-        return None;
+        items.nth(position)?
     };
-    parse_port_bytes(raw)?
+    parse_port_bytes(item)?
 }
 
 #[cfg(test)]

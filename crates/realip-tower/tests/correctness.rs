@@ -243,8 +243,34 @@ fn item08_trusted_hops() {
     assert_eq!(ip(1), "34.1.1.1");
     assert_eq!(ip(2), "203.0.113.7");
     assert_eq!(ip(3), "6.6.6.6");
-    // Fewer entries than hops: the leftmost (all were written by trusted hops).
-    assert_eq!(ip(5), "6.6.6.6");
+    // Fewer entries than hops: the request did not pass every hop, so the header is not
+    // believed (Envoy uses the downstream address): the transport peer, never an entry.
+    for hops in [4, 5, 50] {
+        let res = RealIpLayer::trusted_hops(hops).resolve(&chain, Some(&anywhere));
+        assert_eq!(client(&res), ("35.2.2.2:1000".into(), "socket".into()));
+        assert_eq!(
+            res.outcome(),
+            &Outcome::Fallback(Fallback::TooFewHops { entries: 3, hops })
+        );
+        assert!(Fallback::TooFewHops { entries: 3, hops }.is_rejection());
+    }
+    let short = RealIpLayer::trusted_hops(3).resolve(&xff(&["1.1.1.1, 2.2.2.2"]), Some(&anywhere));
+    assert_eq!(client(&short), ("35.2.2.2:1000".into(), "socket".into()));
+    // Empty items are not entries; a malformed entry does not hide that the header is short.
+    for short in ["1.1.1.1,, 2.2.2.2,", "bad, 2.2.2.2", "1.1.1.1, bad"] {
+        let res = RealIpLayer::trusted_hops(3).resolve(&xff(&[short]), Some(&anywhere));
+        assert_eq!(
+            res.outcome(),
+            &Outcome::Fallback(Fallback::TooFewHops {
+                entries: 2,
+                hops: 3
+            }),
+            "{short}"
+        );
+    }
+    // Only empty items: no header.
+    let res = RealIpLayer::trusted_hops(2).resolve(&xff(&[" , "]), Some(&anywhere));
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::NoHeader));
     // Zero hops ignores the header.
     let res = RealIpLayer::trusted_hops(0).resolve(&chain, Some(&anywhere));
     assert_eq!(client(&res), ("35.2.2.2:1000".into(), "socket".into()));
@@ -431,7 +457,8 @@ fn item11_ports() {
     assert!(
         matches!(res.outcome(), Outcome::Header(c) if c.port_source() == PortSource::PortHeader)
     );
-    // `"$http_x_forwarded_port, $remote_port"` with no incoming header starts with an empty entry.
+    // `"$http_x_forwarded_port, $remote_port"` with no incoming header starts with an empty
+    // item: positions are counted from the right, so the client's port is still aligned.
     let res = rec.resolve(
         &h("203.0.113.7, 10.0.0.1", &[", 50000, 40001"]),
         at.as_ref(),
@@ -450,13 +477,9 @@ fn item11_ports() {
     );
     assert_eq!(client(&res).0, "203.0.113.7:1234");
     assert!(matches!(res.outcome(), Outcome::Header(c) if c.port_source() == PortSource::Entry));
-    // Different lengths: a single value is used, several are ambiguous.
+    // A port header shorter than the chosen position has no port for it: the single value
+    // there belongs to the nearest hop, not to the client.
     let res = rec.resolve(&h("203.0.113.7, 10.0.0.1", &["50000"]), at.as_ref());
-    assert_eq!(client(&res).0, "203.0.113.7:50000");
-    let res = rec.resolve(
-        &h("6.6.6.6, 203.0.113.7, 10.0.0.1", &["50000, 40001"]),
-        at.as_ref(),
-    );
     assert_eq!(client(&res).0, "203.0.113.7");
     assert!(matches!(res.outcome(), Outcome::Header(c) if c.port_source() == PortSource::None));
     // A malformed port is no port.
@@ -618,7 +641,8 @@ fn bad_ports_and_brackets_stop_the_walk() {
         "2001:db8::1]",
         "[1.2.3.4]:80",
         "fe80::1%",
-        "fe80::1%eth0:80",
+        "[fe80::1%]:80",
+        "[fe80::1%eth0]x",
         "1.2.3.4%eth0",
     ] {
         let chain = format!("6.6.6.6, {bad}, 10.0.0.5");
@@ -635,8 +659,11 @@ fn forwarded_adversarial_elements() {
     let at = Some(peer(PROXY));
     let stops = [
         ("for=203.0.113.7;FoR=6.6.6.6", StopReason::MissingFor),
-        ("for=\"203.0.113\\.7\"", StopReason::Malformed),
         ("for=\"\\\"203.0.113.7\"", StopReason::Malformed),
+        ("for=\"2001:db8::1:8080\"", StopReason::Malformed),
+        ("for=\"2001:db8::abcd\"", StopReason::Malformed),
+        ("for=2001:db8::abcd", StopReason::MalformedElement),
+        ("for=[2001:db8::1]:8080", StopReason::MalformedElement),
         ("for=\"_hidden\"", StopReason::ObfuscatedNode),
         ("for=\"Unknown\"", StopReason::UnknownNode),
         ("for=\"203.0.113.7", StopReason::MalformedElement),
@@ -668,8 +695,8 @@ fn forwarded_adversarial_elements() {
     assert_eq!(client(&res).0, "203.0.113.7");
 }
 
-// When every proxy appends to both lists, entries a client adds to either list make the
-// port unknown or leave it right; they never choose it.
+// When every proxy appends to both lists, entries a client adds on the left of either list
+// leave the port right: positions are counted from the right, the end the proxies write.
 #[test]
 fn client_added_entries_never_choose_the_port() {
     let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
@@ -677,38 +704,270 @@ fn client_added_entries_never_choose_the_port() {
     let h = |xff: &str, xfp: &str| headers(&[("x-forwarded-for", xff), ("x-forwarded-port", xfp)]);
     // LB 1 and LB 2 appended "203.0.113.7"/"50000" and "10.0.0.1"/"40001".
     let cases = [
-        (
-            h("203.0.113.7, 10.0.0.1", "1111, 50000, 40001"),
-            "203.0.113.7",
-        ),
-        (
-            h("203.0.113.7, 10.0.0.1", "1111, 2222, 50000, 40001"),
-            "203.0.113.7",
-        ),
-        (
-            h("6.6.6.6, 203.0.113.7, 10.0.0.1", "1111, 50000, 40001"),
-            "203.0.113.7:50000",
-        ),
-        (
-            h("6.6.6.6, 203.0.113.7, 10.0.0.1", "50000, 40001"),
-            "203.0.113.7",
-        ),
-        (
-            h("6.6.6.6:1111, 203.0.113.7, 10.0.0.1", "50000, 40001"),
-            "203.0.113.7",
-        ),
-        (
-            h(
-                "6.6.6.6, 7.7.7.7, 203.0.113.7, 10.0.0.1",
-                "1111, 50000, 40001",
-            ),
-            "203.0.113.7",
+        h("203.0.113.7, 10.0.0.1", "1111, 50000, 40001"),
+        h("203.0.113.7, 10.0.0.1", "1111, 2222, 50000, 40001"),
+        h("203.0.113.7, 10.0.0.1", ", 50000, 40001"),
+        h("6.6.6.6, 203.0.113.7, 10.0.0.1", "1111, 50000, 40001"),
+        h("6.6.6.6, 203.0.113.7, 10.0.0.1", "50000, 40001"),
+        h("6.6.6.6:1111, 203.0.113.7, 10.0.0.1", "50000, 40001"),
+        h(
+            "6.6.6.6, 7.7.7.7, 203.0.113.7, 10.0.0.1",
+            "1111, 50000, 40001",
         ),
     ];
-    for (map, want) in cases {
+    for map in cases {
         let res = rec.resolve(&map, at.as_ref());
-        assert_eq!(client(&res).0, want, "{map:?}");
+        assert_eq!(client(&res).0, "203.0.113.7:50000", "{map:?}");
     }
+}
+
+/// The port is the port header's item at the chosen address's position from the right,
+/// empty items counted, over all lines: for every strategy. An empty or missing position is
+/// "port unknown", never a neighbour's value.
+#[test]
+fn ports_come_from_the_chosen_position_for_every_strategy() {
+    let at = Some(peer(PROXY));
+    let set = || trusted("10.0.0.0/8");
+    let port_of = |layer: &RealIpLayer, map: &HeaderMap| {
+        let res = layer.resolve(map, at.as_ref());
+        let source = match res.outcome() {
+            Outcome::Header(c) => c.port_source(),
+            other => panic!("{map:?}: {other:?}"),
+        };
+        (res.client().unwrap().to_string(), source)
+    };
+    let h = |xff: &[&str], xfp: &[&str]| {
+        let mut map = HeaderMap::new();
+        for line in xff {
+            map.append("x-forwarded-for", line.parse().unwrap());
+        }
+        for line in xfp {
+            map.append("x-forwarded-port", line.parse().unwrap());
+        }
+        map
+    };
+    let unknown = |ip: &str| (ip.to_owned(), PortSource::None);
+    let known = |addr: &str| (addr.to_owned(), PortSource::PortHeader);
+
+    // Client 127.0.0.101 → LB1 (`X-Forwarded-For $remote_addr`, no port header) → LB2
+    // (`$proxy_add_x_forwarded_for`, `"$http_x_forwarded_port, $remote_port"`): 42342 is
+    // LB1's port on the LB1 → LB2 hop, and the client's port is unknown.
+    let nginx = h(&["127.0.0.101, 127.0.0.13"], &[", 42342"]);
+    let lbs = trusted("127.0.0.0/28");
+    let from_lb2 = Some(peer("127.0.0.14:8080"));
+    for layer in [
+        RealIpLayer::x_forwarded_for(lbs.clone()).recursive(true),
+        RealIpLayer::leftmost(lbs.clone()),
+        RealIpLayer::trusted_hops(2),
+    ] {
+        let res = layer.resolve(&nginx, from_lb2.as_ref());
+        assert_eq!(client(&res).0, "127.0.0.101", "{:?}", layer.strategy());
+    }
+    // Non-recursive and one hop choose LB1, whose port is the 42342 at the same position.
+    for layer in [
+        RealIpLayer::x_forwarded_for(lbs.clone()),
+        RealIpLayer::trusted_hops(1),
+    ] {
+        let res = layer.resolve(&nginx, from_lb2.as_ref());
+        assert_eq!(client(&res).0, "127.0.0.13:42342", "{:?}", layer.strategy());
+    }
+
+    // Recursive: position 1 from the right in both headers; empty items count.
+    let rec = RealIpLayer::x_forwarded_for(set()).recursive(true);
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &["50000, 40001"])),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &[", 40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &["50000,,40001"])),
+        unknown("203.0.113.7")
+    );
+    // Empty address items are positions too (NGINX passes over them in the walk).
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7,, 10.0.0.1"], &["50000, 1, 40001"])),
+        known("203.0.113.7:50000")
+    );
+    // Across lines, in order, for both headers.
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7", "10.0.0.1"], &["50000", "40001"])),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7", "10.0.0.1"], &["", "40001"])),
+        unknown("203.0.113.7")
+    );
+    // Missing position, malformed item: unknown.
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &["40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &["http, 40001"])),
+        unknown("203.0.113.7")
+    );
+
+    // Non-recursive: position 0.
+    let nonrec = RealIpLayer::x_forwarded_for(set());
+    assert_eq!(
+        port_of(&nonrec, &h(&["203.0.113.7, 10.0.0.1"], &["50000, 40001"])),
+        known("10.0.0.1:40001")
+    );
+    assert_eq!(
+        port_of(&nonrec, &h(&["203.0.113.7, 10.0.0.1"], &["50000, "])),
+        unknown("10.0.0.1")
+    );
+
+    // Hops: the hop's position, empty items counted for the port.
+    let hops = RealIpLayer::trusted_hops(2);
+    assert_eq!(
+        port_of(&hops, &h(&["203.0.113.7, 10.0.0.1"], &["50000, 40001"])),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&hops, &h(&["203.0.113.7,, 10.0.0.1"], &["50000, , 40001"])),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&hops, &h(&["203.0.113.7, 10.0.0.1"], &[", 40001"])),
+        unknown("203.0.113.7")
+    );
+
+    // Leftmost: the leftmost entry's position from the right.
+    let leftmost = RealIpLayer::leftmost(set());
+    assert_eq!(
+        port_of(
+            &leftmost,
+            &h(&["203.0.113.7, 10.0.0.1"], &["9, 50000, 40001"])
+        ),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&leftmost, &h(&["203.0.113.7, 10.0.0.1"], &["40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(
+        port_of(&leftmost, &h(&[" , 203.0.113.7, 10.0.0.1"], &["1, , 2"])),
+        unknown("203.0.113.7")
+    );
+
+    // Single value: set, not appended, so only a single-valued port header belongs to it.
+    let single = RealIpLayer::x_real_ip(set());
+    let real = |xfp: &[&str]| {
+        let mut map = headers(&[("x-real-ip", "203.0.113.7")]);
+        for line in xfp {
+            map.append("x-forwarded-port", line.parse().unwrap());
+        }
+        map
+    };
+    assert_eq!(
+        port_of(&single, &real(&["50000"])),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&single, &real(&["50000, 40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(
+        port_of(&single, &real(&[", 40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(
+        port_of(&single, &real(&["50000", "40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(port_of(&single, &real(&[""])), unknown("203.0.113.7"));
+
+    // Forwarded with a port header configured: elements are positions, empty ones too.
+    let forwarded = RealIpLayer::forwarded(set())
+        .recursive(true)
+        .port_header(HeaderName::from_static("x-forwarded-port"));
+    let mut map = fwd(&["for=203.0.113.7, , for=10.0.0.1"]);
+    map.append("x-forwarded-port", "50000, 1, 40001".parse().unwrap());
+    assert_eq!(port_of(&forwarded, &map), known("203.0.113.7:50000"));
+}
+
+/// Every strategy, given a header shorter than it needs, answers with the transport peer
+/// or an address a trusted proxy wrote; never a value from an untrusted client.
+#[test]
+fn short_headers_never_yield_a_client_written_value() {
+    let at = Some(peer(PROXY));
+    let set = || trusted("10.0.0.0/8");
+    let socket = (PROXY.to_owned(), "socket".to_owned());
+    // No entry at all, for each strategy.
+    let layers = [
+        RealIpLayer::x_forwarded_for(set()),
+        RealIpLayer::x_forwarded_for(set()).recursive(true),
+        RealIpLayer::trusted_hops(2),
+        RealIpLayer::leftmost(set()),
+        RealIpLayer::x_real_ip(set()),
+        RealIpLayer::forwarded(set()).recursive(true),
+    ];
+    for layer in &layers {
+        for empty in ["", " ", ",", " , ,"] {
+            let map = headers(&[(layer.header_name().as_str(), empty)]);
+            let res = layer.resolve(&map, at.as_ref());
+            if layer.strategy() == realip_tower::Strategy::SingleValue && empty.contains(',') {
+                // A list in a single-value header is malformed.
+                assert!(matches!(
+                    res.outcome(),
+                    Outcome::Fallback(Fallback::Invalid(_))
+                ));
+            } else {
+                assert_eq!(
+                    res.outcome(),
+                    &Outcome::Fallback(Fallback::NoHeader),
+                    "{:?} {empty:?}",
+                    layer.strategy()
+                );
+            }
+            assert_eq!(client(&res), socket, "{:?} {empty:?}", layer.strategy());
+        }
+    }
+    // Recursive walk running out of entries: every one is trusted, so the leftmost was
+    // written by a trusted proxy (NGINX gives the same).
+    let rec = RealIpLayer::x_forwarded_for(set()).recursive(true);
+    let res = rec.resolve(&xff(&["10.0.0.7, 10.0.0.1"]), at.as_ref());
+    assert_eq!(ip_of(&res), "10.0.0.7");
+    let rec = RealIpLayer::forwarded(set()).recursive(true);
+    let res = rec.resolve(&fwd(&["for=10.0.0.7, for=10.0.0.1"]), at.as_ref());
+    assert_eq!(ip_of(&res), "10.0.0.7");
+    // Hops: fewer entries than hops, the transport peer.
+    let res = RealIpLayer::trusted_hops(3).resolve(&xff(&["6.6.6.6, 34.1.1.1"]), at.as_ref());
+    assert_eq!(client(&res), socket);
+}
+
+/// Zones run to `]` or the end of the entry, whatever their text, wherever addresses are
+/// parsed: X-Forwarded-For, single-value headers, Forwarded.
+#[test]
+fn zones_are_stripped_wherever_addresses_are_parsed() {
+    let at = Some(peer(PROXY));
+    let windows =
+        "[fe80::d806:a55d:eb1b:49cc%vEthernet (vmxnet3 Ethernet Adapter - Virtual Switch)]:64692";
+    let want = "[fe80::d806:a55d:eb1b:49cc]:64692";
+    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8"));
+    assert_eq!(
+        client(&layer.resolve(&xff(&[windows]), at.as_ref())).0,
+        want
+    );
+    let layer = RealIpLayer::x_real_ip(trusted("10.0.0.0/8"));
+    let map = headers(&[("x-real-ip", windows)]);
+    assert_eq!(client(&layer.resolve(&map, at.as_ref())).0, want);
+    let map = headers(&[("x-real-ip", "fe80::1%Local Area Connection 2")]);
+    assert_eq!(client(&layer.resolve(&map, at.as_ref())).0, "fe80::1");
+    let layer = RealIpLayer::forwarded(trusted("10.0.0.0/8"));
+    let node = format!("for=\"{windows}\";proto=wss");
+    assert_eq!(client(&layer.resolve(&fwd(&[&node]), at.as_ref())).0, want);
+    // The recursive walk passes a trusted zoned proxy address too.
+    let layer = RealIpLayer::x_forwarded_for(trusted("fe80::/10")).recursive(true);
+    let res = layer.resolve(
+        &xff(&["203.0.113.7, fe80::2%eth0, [fe80::3%Wi-Fi 2]:80"]),
+        Some(&peer("[fe80::4]:1")),
+    );
+    assert_eq!(ip_of(&res), "203.0.113.7");
 }
 
 // Cost is linear in the header size, whatever its shape: a quadratic scan over these
