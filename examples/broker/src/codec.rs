@@ -12,6 +12,7 @@ use rumqttc::mqttbytes::{self as mqtt, QoS, v4};
 use rumqttc::v5::mqttbytes::{self as mqtt5, v5};
 
 use crate::broker::SubOptions;
+use crate::wellformed::{self, Violation};
 
 /// The protocol version of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +35,29 @@ impl Version {
 
 /// A decoding failure: the packet is malformed or not supported.
 #[derive(Debug)]
-pub(crate) struct DecodeError(pub(crate) String);
+pub(crate) struct DecodeError {
+    pub(crate) message: String,
+    /// MQTT 5 calls the fault a Protocol Error (0x82) rather than a Malformed Packet (0x81).
+    pub(crate) protocol_error: bool,
+}
+
+impl DecodeError {
+    fn malformed(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            protocol_error: false,
+        }
+    }
+}
+
+impl From<Violation> for DecodeError {
+    fn from(v: Violation) -> Self {
+        Self {
+            message: v.message,
+            protocol_error: v.protocol_error,
+        }
+    }
+}
 
 /// An encoding failure (a packet too large to express).
 #[derive(Debug)]
@@ -91,8 +114,6 @@ pub(crate) enum Inbound {
         pkid: u16,
         filters: Vec<(String, SubOptions)>,
     },
-    /// A SUBSCRIBE without topic filters (a protocol error; the codecs refuse to decode it).
-    EmptySubscribe,
     Unsubscribe {
         pkid: u16,
         filters: Vec<String>,
@@ -144,7 +165,7 @@ impl DisconnectReason {
 }
 
 fn err(e: impl std::fmt::Debug) -> DecodeError {
-    DecodeError(format!("{e:?}"))
+    DecodeError::malformed(format!("{e:?}"))
 }
 
 /// The MQTT 5 codec has its own QoS type.
@@ -166,7 +187,7 @@ const fn qos_to_v5(qos: QoS) -> mqtt5::QoS {
 
 /// The MQTT 5 codec keeps topic names as bytes; MQTT requires UTF-8.
 fn utf8_topic(topic: Bytes) -> Result<String, DecodeError> {
-    String::from_utf8(topic.into()).map_err(|_| DecodeError("topic is not UTF-8".into()))
+    String::from_utf8(topic.into()).map_err(|_| DecodeError::malformed("topic is not UTF-8"))
 }
 
 /// The MQTT 5 codec's size limit.
@@ -180,9 +201,15 @@ fn max_v5(max: usize) -> Option<u32> {
 // for more bytes", so the frame is checked before decoding and any decoding error that
 // follows is a malformed packet.
 
+// A whole frame is then checked against the rules of the specification that the codecs do
+// not enforce (see `wellformed`).
+
 fn framed_v4(buf: &BytesMut, max: usize) -> Result<bool, DecodeError> {
     match mqtt::check(buf.iter(), max) {
-        Ok(_) => Ok(true),
+        Ok(header) => {
+            wellformed::check(Version::V4, &buf[..header.frame_length()])?;
+            Ok(true)
+        }
         Err(mqtt::Error::InsufficientBytes(_)) => Ok(false),
         Err(e) => Err(err(e)),
     }
@@ -190,7 +217,10 @@ fn framed_v4(buf: &BytesMut, max: usize) -> Result<bool, DecodeError> {
 
 fn framed_v5(buf: &BytesMut, max: usize) -> Result<bool, DecodeError> {
     match v5::check(buf.iter(), max_v5(max)) {
-        Ok(_) => Ok(true),
+        Ok(header) => {
+            wellformed::check(Version::V5, &buf[..header.frame_length()])?;
+            Ok(true)
+        }
         Err(mqtt5::Error::InsufficientBytes(_)) => Ok(false),
         Err(e) => Err(err(e)),
     }
@@ -227,7 +257,7 @@ pub(crate) fn decode_connect(
                     retain: w.retain,
                 }),
             })),
-            Ok(_) => Err(DecodeError("first packet is not CONNECT".into())),
+            Ok(_) => Err(DecodeError::malformed("first packet is not CONNECT")),
             Err(e) => Err(err(e)),
         },
         Version::V5 => match v5::Packet::read(buf, max_v5(max)) {
@@ -250,7 +280,7 @@ pub(crate) fn decode_connect(
                     None => None,
                 },
             })),
-            Ok(_) => Err(DecodeError("first packet is not CONNECT".into())),
+            Ok(_) => Err(DecodeError::malformed("first packet is not CONNECT")),
             Err(e) => Err(err(e)),
         },
     }
@@ -483,7 +513,6 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
     }
     let packet = match v4::Packet::read(buf, max) {
         Ok(packet) => packet,
-        Err(mqtt::Error::EmptySubscription) => return Ok(Some(Inbound::EmptySubscribe)),
         Err(e) => return Err(err(e)),
     };
     Ok(Some(match packet {
@@ -544,7 +573,6 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
     }
     let packet = match v5::Packet::read(buf, max_v5(max)) {
         Ok(packet) => packet,
-        Err(mqtt5::Error::EmptySubscription) => return Ok(Some(Inbound::EmptySubscribe)),
         // A second CONNECT is a protocol error whatever its protocol level (the MQTT 5
         // decoder refuses any level but 5).
         Err(mqtt5::Error::InvalidProtocolLevel(_)) => return Ok(Some(Inbound::Connect)),
@@ -600,7 +628,12 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
         }
         // The decoder never yields AUTH (packet type 15 is refused as invalid); the broker
         // supports no extended authentication either.
-        v5::Packet::Auth(_) => return Err(DecodeError("AUTH is not supported".into())),
+        v5::Packet::Auth(_) => {
+            return Err(DecodeError {
+                message: "AUTH is not supported".into(),
+                protocol_error: true,
+            });
+        }
         v5::Packet::ConnAck(_)
         | v5::Packet::SubAck(_)
         | v5::Packet::UnsubAck(_)
@@ -699,15 +732,16 @@ mod tests {
     }
 
     #[test]
-    fn subscribe_without_filters_is_reported_as_such() {
-        assert!(matches!(
-            decode(Version::V4, &[0x82, 0x02, 0x00, 0x01]),
-            (Ok(Some(Inbound::EmptySubscribe)), 0)
-        ));
-        assert!(matches!(
-            decode(Version::V5, &[0x82, 0x03, 0x00, 0x01, 0x00]),
-            (Ok(Some(Inbound::EmptySubscribe)), 0)
-        ));
+    fn subscribe_without_filters_is_refused_by_version() {
+        match decode(Version::V4, &[0x82, 0x02, 0x00, 0x01]) {
+            (Err(e), _) => assert!(!e.protocol_error, "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        // MQTT 5 §3.8.3: a Protocol Error.
+        match decode(Version::V5, &[0x82, 0x03, 0x00, 0x01, 0x00]) {
+            (Err(e), _) => assert!(e.protocol_error, "{e:?}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

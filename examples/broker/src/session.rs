@@ -33,7 +33,7 @@ enum End {
     Closed,
     KeepaliveTimeout(Duration),
     Malformed(String),
-    Protocol(&'static str),
+    Protocol(String),
     TopicAlias,
     UnsupportedProtocol(u8),
     Io(std::io::Error),
@@ -54,6 +54,16 @@ impl End {
             Self::Broker(CloseReason::Kicked) => Some(DisconnectReason::AdministrativeAction),
             Self::Shutdown => Some(DisconnectReason::ServerShuttingDown),
             _ => None,
+        }
+    }
+}
+
+impl From<codec::DecodeError> for End {
+    fn from(e: codec::DecodeError) -> Self {
+        if e.protocol_error {
+            Self::Protocol(e.message)
+        } else {
+            Self::Malformed(e.message)
         }
     }
 }
@@ -104,7 +114,7 @@ impl Reader {
     fn next(&mut self, version: Version) -> Result<Option<Inbound>, End> {
         version
             .decode(&mut self.buf, MAX_PACKET_SIZE)
-            .map_err(|e| End::Malformed(e.0))
+            .map_err(End::from)
     }
 
     /// Reads more bytes; `Ok(false)` at end of stream. Cancel safe.
@@ -356,7 +366,7 @@ async fn read_first<IO: AsyncRead + Unpin>(
 ) -> Result<(Version, codec::Connect), End> {
     loop {
         if !reader.buf.is_empty() && reader.buf[0] >> 4 != 1 {
-            return Err(End::Protocol("first packet is not CONNECT"));
+            return Err(End::Protocol(String::from("first packet is not CONNECT")));
         }
         if let Some((name, level)) = connect_protocol(&reader.buf) {
             let version = match (name, level) {
@@ -367,7 +377,7 @@ async fn read_first<IO: AsyncRead + Unpin>(
             match codec::decode_connect(version, &mut reader.buf, MAX_PACKET_SIZE) {
                 Ok(Some(connect)) => return Ok((version, connect)),
                 Ok(None) => {}
-                Err(e) => return Err(End::Malformed(e.0)),
+                Err(e) => return Err(End::from(e)),
             }
         }
         if !reader.fill(io).await? {
@@ -539,7 +549,7 @@ impl Connection<'_> {
                 ..
             } => {
                 if !valid_topic(&topic) {
-                    return Some(End::Protocol("invalid topic name in PUBLISH"));
+                    return Some(End::Protocol(String::from("invalid topic name in PUBLISH")));
                 }
                 self.broker
                     .publish(Some(self.clientid), &topic, payload, qos, retain);
@@ -553,9 +563,6 @@ impl Connection<'_> {
             Inbound::PubRel(pkid) => version.pubcomp(out, pkid),
             // QoS 1 deliveries are fire-and-forget in memory; nothing to retransmit.
             Inbound::Ack => Ok(()),
-            Inbound::EmptySubscribe => {
-                return Some(End::Protocol("SUBSCRIBE without topic filters"));
-            }
             Inbound::Subscribe { pkid, filters } => {
                 let mut granted = Vec::with_capacity(filters.len());
                 let mut accepted = Vec::with_capacity(filters.len());
@@ -587,9 +594,11 @@ impl Connection<'_> {
             Inbound::PingReq => version.pingresp(out),
             Inbound::Disconnect { will: false } => return Some(End::Normal),
             Inbound::Disconnect { will: true } => return Some(End::NormalWithWill),
-            Inbound::Connect => return Some(End::Protocol("second CONNECT")),
+            Inbound::Connect => return Some(End::Protocol(String::from("second CONNECT"))),
             Inbound::ServerOnly => {
-                return Some(End::Protocol("server-to-client packet sent by the client"));
+                return Some(End::Protocol(String::from(
+                    "server-to-client packet sent by the client",
+                )));
             }
         };
         written.err().map(encode_err)

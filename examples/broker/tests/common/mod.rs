@@ -609,3 +609,23 @@ impl Drop for Paho {
         let _ = self.child.wait();
     }
 }
+
+/// Reads everything until the broker closes the connection.
+pub fn read_to_close(client: &mut RawClient) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let _ = client.stream.read_to_end(&mut rest);
+    rest
+}
+
+/// An MQTT 5 CONNECT with clean start and no properties.
+pub fn v5_connect(client_id: &str, keep_alive: u16) -> Vec<u8> {
+    let connect = rumqttc::v5::mqttbytes::v5::Connect {
+        keep_alive,
+        client_id: client_id.to_owned(),
+        clean_start: true,
+        properties: None,
+    };
+    let mut out = BytesMut::new();
+    connect.write(&None, &None, &mut out).unwrap();
+    out.to_vec()
+}
