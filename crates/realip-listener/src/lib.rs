@@ -82,28 +82,30 @@
 //! # }
 //! ```
 
+// In the order the data flows: socket, listener, handshake, header, then what the
+// application receives.
+mod accept;
 #[cfg(feature = "axum")]
 mod axum;
 mod connect_info;
 mod error;
-mod info;
+mod handshake;
+mod header;
 mod listener;
-mod parse;
 mod policy;
 mod stream;
-mod writer;
 
+pub use accept::{Accept, Accepted, FALLBACK_BACKLOG, bind_tcp, bind_unix, default_backlog};
 pub use connect_info::ProxiedAddr;
-pub use error::{Error, HeaderError};
-pub use info::{
-    Command, Family, ProxyAddr, ProxyInfo, ProxyVersion, SslInfo, Tlv, Tlvs, Transport, tlv_type,
+pub use error::{HandshakeError, HeaderError};
+pub use handshake::Connection;
+pub use header::{
+    Command, Family, ProxyAddr, ProxyHeader, ProxyInfo, ProxyVersion, SslInfo, Tlv, Tlvs,
+    Transport, parse_header, tlv_type,
 };
 pub use listener::{
-    Accept, Accepted, Builder, Connection, DEFAULT_ACCEPT_BATCH, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_MAX_HEADER_LEN, DEFAULT_MAX_PENDING, FALLBACK_BACKLOG, ProxyListener, bind_tcp,
-    bind_unix, default_backlog,
+    Builder, DEFAULT_ACCEPT_BATCH, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_LEN,
+    DEFAULT_MAX_PENDING, ProxyListener,
 };
-pub use parse::parse_header;
 pub use policy::{ParsePolicyError, Policy, PolicySource};
 pub use stream::ProxiedStream;
-pub use writer::ProxyHeader;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use realip_core::{AddrSource, PeerAddr};
 use realip_listener::{
-    Command, Error, Family, HeaderError, ProxyHeader, ProxyListener, ProxyVersion, SslInfo,
-    Transport, parse_header, tlv_type,
+    Command, Family, HandshakeError, HeaderError, ProxyHeader, ProxyListener, ProxyVersion,
+    SslInfo, Transport, parse_header, tlv_type,
 };
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -412,7 +412,7 @@ async fn large_application_data_in_the_same_write_arrives_intact() {
 }
 
 /// Sends `bytes` without closing and expects an immediate rejection.
-async fn expect_rejected(bytes: &[u8]) -> Error {
+async fn expect_rejected(bytes: &[u8]) -> HandshakeError {
     let (mut listener, addr) =
         listen(ProxyListener::builder().header_timeout(Duration::from_secs(30))).await;
     let start = Instant::now();
@@ -482,7 +482,7 @@ async fn bad_signatures_are_rejected() {
         b"\r\n\r\n\0\r\nQUIX\n\x21\x11\x00\x0c",
     ] {
         let err = expect_rejected(bytes).await;
-        assert!(matches!(err, Error::Missing { .. }), "{err}");
+        assert!(matches!(err, HandshakeError::Missing { .. }), "{err}");
     }
 }
 
@@ -607,7 +607,7 @@ async fn peer_that_closes_mid_header_is_truncated() {
     drop(client);
     let err = next(&mut listener).await.err().unwrap();
     assert!(
-        matches!(err, Error::Truncated { received: 15, .. }),
+        matches!(err, HandshakeError::Truncated { received: 15, .. }),
         "{err}"
     );
     assert!(!err.is_quiet());

@@ -24,9 +24,8 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::error::HeaderError;
-use crate::info::{
-    Command, Family, ProxyAddr, ProxyInfo, ProxyVersion, SslInfo, Tlv, Tlvs, Transport, tlv_type,
-};
+use crate::header::info::{Command, Family, ProxyAddr, ProxyInfo, ProxyVersion, Transport};
+use crate::header::tlv::parse_tlvs;
 
 /// The 12-byte v2 signature.
 pub(crate) const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -38,8 +37,6 @@ pub(crate) const V1_MAX_LEN: usize = 107;
 pub(crate) const V2_FIXED_LEN: usize = 16;
 /// Largest possible v2 header.
 pub(crate) const V2_MAX_LEN: usize = V2_FIXED_LEN + u16::MAX as usize;
-
-pub(crate) const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 /// What the first bytes of a connection are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,94 +349,6 @@ fn unix_path(raw: &[u8]) -> Vec<u8> {
     raw[..end].to_vec()
 }
 
-/// Walks `data[start..end]` as a TLV list, calling `f(kind, value_offset, value)` for each.
-fn walk(
-    data: &[u8],
-    start: usize,
-    end: usize,
-    mut f: impl FnMut(u8, usize, &[u8]) -> Result<(), HeaderError>,
-) -> Result<(), HeaderError> {
-    let mut off = start;
-    while off < end {
-        let kind = data[off];
-        if end - off < 3 {
-            return Err(HeaderError::TlvOverrun { kind, offset: off });
-        }
-        let len = usize::from(u16::from_be_bytes([data[off + 1], data[off + 2]]));
-        let value_start = off + 3;
-        if len > end - value_start {
-            return Err(HeaderError::TlvOverrun { kind, offset: off });
-        }
-        f(kind, value_start, &data[value_start..value_start + len])?;
-        off = value_start + len;
-    }
-    Ok(())
-}
-
-/// Walks and validates the TLVs from `start` to the end of `header`; `None` when there
-/// are none.
-fn parse_tlvs(header: &[u8], start: usize) -> Result<Option<Box<Tlvs>>, HeaderError> {
-    let mut tlvs = Tlvs::default();
-    let mut crc_at = Vec::new();
-    walk(header, start, header.len(), |kind, at, value| {
-        match kind {
-            tlv_type::CRC32C => {
-                if value.len() != 4 {
-                    return Err(HeaderError::TlvLength {
-                        kind,
-                        len: value.len(),
-                    });
-                }
-                crc_at.push(at);
-            }
-            tlv_type::UNIQUE_ID if value.len() > 128 => {
-                return Err(HeaderError::TlvLength {
-                    kind,
-                    len: value.len(),
-                });
-            }
-            tlv_type::SSL => {
-                if value.len() < 5 {
-                    return Err(HeaderError::TlvLength {
-                        kind,
-                        len: value.len(),
-                    });
-                }
-                let mut ssl = SslInfo {
-                    client: value[0],
-                    verify: u32::from_be_bytes([value[1], value[2], value[3], value[4]]),
-                    sub_tlvs: Vec::new(),
-                };
-                walk(header, at + 5, at + value.len(), |kind, _, value| {
-                    ssl.sub_tlvs.push(Tlv::new(kind, value));
-                    Ok(())
-                })?;
-                if tlvs.ssl.is_none() {
-                    tlvs.ssl = Some(ssl);
-                }
-            }
-            _ => {}
-        }
-        tlvs.raw.push(Tlv::new(kind, value));
-        Ok(())
-    })?;
-    // Each CRC32C TLV is checked (normally there is one): `Tlvs::crc32c` returns the
-    // first, and it must not be one nobody verified.
-    for at in crc_at {
-        let expected =
-            u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
-        let mut digest = CRC32C.digest();
-        digest.update(&header[..at]);
-        digest.update(&[0; 4]);
-        digest.update(&header[at + 4..]);
-        let computed = digest.finalize();
-        if computed != expected {
-            return Err(HeaderError::Crc32c { expected, computed });
-        }
-    }
-    Ok((!tlvs.raw.is_empty()).then(|| Box::new(tlvs)))
-}
-
 /// Source and destination of an INET or INET6 address block.
 fn inet_pair(
     source: SocketAddr,
@@ -454,6 +363,7 @@ fn inet_pair(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::tlv::{CRC32C, tlv_type};
 
     fn v2(cmd: u8, fam: u8, body: &[u8]) -> Vec<u8> {
         let mut out = V2_SIGNATURE.to_vec();
