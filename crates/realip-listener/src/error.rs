@@ -32,7 +32,8 @@ pub enum HeaderError {
     /// The header is longer than allowed (v1: 107 bytes; v2: the configured cap).
     #[error("header of {len} bytes exceeds the maximum of {max}")]
     Oversized {
-        /// The header's length, or the bytes seen so far without an end.
+        /// The header's length (v2), or `max + 1` for a v1 line whose CRLF does not come
+        /// within `max` bytes (the same however the bytes were split).
         len: usize,
         /// The maximum allowed.
         max: usize,

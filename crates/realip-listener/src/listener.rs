@@ -84,6 +84,78 @@ pub const DEFAULT_MAX_PENDING: usize = 16384;
 pub const DEFAULT_ACCEPT_BATCH: usize = 64;
 /// Default maximum length of a v2 header, its 16-byte fixed part included.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
+/// The listen backlog used when the system's maximum cannot be read: 4096, Linux's
+/// `net.core.somaxconn` since 5.4.
+pub const FALLBACK_BACKLOG: u32 = 4096;
+
+/// The listen backlog [`Builder::bind`] and [`Builder::bind_unix`] use by default: the
+/// system's maximum, as Go's `net.Listen` and NGINX (`listen ... backlog=`, whose default on
+/// Linux is `-1`, the maximum) do.
+///
+/// On Linux it is `/proc/sys/net/core/somaxconn` (the kernel caps any larger backlog to
+/// it); where that cannot be read, or elsewhere, [`FALLBACK_BACKLOG`].
+///
+/// A burst of connections arriving faster than they are accepted waits in this queue;
+/// tokio's `TcpListener::bind` uses 128 (as the standard library does), which a few
+/// thousand clients reconnecting at once overflow: the kernel then drops their handshakes
+/// and they retry a second later, or give up.
+pub fn default_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(FALLBACK_BACKLOG)
+}
+
+/// Binds a TCP listener to the first of `addr`'s addresses that can be bound (as
+/// `TcpListener::bind` does, `SO_REUSEADDR` set on Unix) with a listen backlog of `backlog`
+/// (see [`default_backlog`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = realip_listener::bind_tcp("127.0.0.1:0", 8192).await?;
+/// assert!(listener.local_addr()?.ip().is_loopback());
+/// # Ok(())
+/// # }
+/// ```
+pub async fn bind_tcp(addr: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
+    let mut last_err = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match bind_tcp_addr(addr, backlog) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last_err = Some(err),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
+}
+
+fn bind_tcp_addr(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Binds a Unix socket listener at `path` with a listen backlog of `backlog` (see
+/// [`default_backlog`]; tokio's `UnixListener::bind` uses the system's maximum on Linux
+/// and 128 on some other systems).
+pub fn bind_unix(path: impl AsRef<Path>, backlog: u32) -> io::Result<UnixListener> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    UnixListener::from_std(socket.into())
+}
 
 /// Size of the stack buffer each handshake read goes through: a v1 header (107 bytes) or a
 /// v2 header with a Unix address block (232 bytes) fits, with the data that followed it; a
@@ -238,6 +310,7 @@ pub struct Builder {
     max_pending: usize,
     accept_batch: usize,
     max_header_len: usize,
+    backlog: Option<u32>,
 }
 
 impl Default for Builder {
@@ -258,6 +331,7 @@ impl Builder {
             max_pending: DEFAULT_MAX_PENDING,
             accept_batch: DEFAULT_ACCEPT_BATCH,
             max_header_len: DEFAULT_MAX_HEADER_LEN,
+            backlog: None,
         }
     }
 
@@ -295,8 +369,10 @@ impl Builder {
     }
 
     /// How many handshakes may be in progress at once, counting finished ones not handed
-    /// out yet; accepting pauses at the cap (the kernel's backlog holds further
-    /// connections). At least 1; [`DEFAULT_MAX_PENDING`] by default.
+    /// out yet; accepting pauses at the cap, and further connections wait in the kernel's
+    /// accept queue (its size is the [listen backlog](Self::backlog); once that is full too,
+    /// the kernel drops new handshakes and clients retry). At least 1;
+    /// [`DEFAULT_MAX_PENDING`] by default.
     ///
     /// The trade-off: each pending handshake holds a socket, a file descriptor and about
     /// 0.6 KiB of memory until its header arrives or its header timeout ends it, while a cap
@@ -325,6 +401,17 @@ impl Builder {
         self
     }
 
+    /// The listen backlog of the socket [`bind`](Self::bind) or
+    /// [`bind_unix`](Self::bind_unix) creates: how many connections the kernel queues until
+    /// they are accepted. [`default_backlog()`] (the system's maximum) by default. At least
+    /// 1; the kernel may cap it (Linux: to `net.core.somaxconn`). It does not apply to
+    /// [`listen`](Self::listen), whose listener is already listening.
+    #[must_use]
+    pub const fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = Some(if backlog == 0 { 1 } else { backlog });
+        self
+    }
+
     fn policy_source_for_build(&self) -> PolicySource {
         match (&self.source, &self.trusted) {
             (Some(source), _) => source.clone(),
@@ -350,14 +437,20 @@ impl Builder {
         }
     }
 
-    /// Binds a TCP listener and wraps it.
+    /// Binds a TCP listener with the [listen backlog](Self::backlog) and wraps it.
+    ///
+    /// Like `TcpListener::bind`, `addr` may resolve to several addresses: the first that
+    /// can be bound is used.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<ProxyListener<TcpListener>> {
-        Ok(self.listen(TcpListener::bind(addr).await?))
+        let backlog = self.backlog.unwrap_or_else(default_backlog);
+        Ok(self.listen(bind_tcp(addr, backlog).await?))
     }
 
-    /// Binds a Unix socket listener at `path` and wraps it.
+    /// Binds a Unix socket listener at `path` with the [listen backlog](Self::backlog) and
+    /// wraps it.
     pub fn bind_unix(self, path: impl AsRef<Path>) -> io::Result<ProxyListener<UnixListener>> {
-        Ok(self.listen(UnixListener::bind(path)?))
+        let backlog = self.backlog.unwrap_or_else(default_backlog);
+        Ok(self.listen(bind_unix(path, backlog)?))
     }
 }
 
@@ -429,14 +522,16 @@ impl<L: Accept + fmt::Debug> fmt::Debug for ProxyListener<L> {
 }
 
 impl ProxyListener<TcpListener> {
-    /// Binds a TCP listener with default settings ([`Policy::Require`]).
+    /// Binds a TCP listener with default settings ([`Policy::Require`], the
+    /// [default backlog](default_backlog)).
     pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
         Builder::new().bind(addr).await
     }
 }
 
 impl ProxyListener<UnixListener> {
-    /// Binds a Unix socket listener with default settings ([`Policy::Require`]).
+    /// Binds a Unix socket listener with default settings ([`Policy::Require`], the
+    /// [default backlog](default_backlog)).
     pub fn bind_unix(path: impl AsRef<Path>) -> io::Result<Self> {
         Builder::new().bind_unix(path)
     }

@@ -68,6 +68,39 @@ async fn v1_tcp6() {
 }
 
 #[tokio::test]
+async fn v1_lines_of_mixed_families_name_the_source() {
+    for (header, client, destination) in [
+        (
+            &b"PROXY TCP6 2001:db8::1 127.0.0.21 51512 15001\r\n"[..],
+            "[2001:db8::1]:51512",
+            "127.0.0.21:15001",
+        ),
+        (
+            b"PROXY TCP4 192.0.2.1 ::1 51512 15003\r\n",
+            "192.0.2.1:51512",
+            "[::1]:15003",
+        ),
+        (
+            b"PROXY TCP6 ::ffff:192.0.2.1 ::ffff:127.0.0.1 51512 15001\r\n",
+            "192.0.2.1:51512",
+            "[::ffff:127.0.0.1]:15001",
+        ),
+        (
+            b"PROXY TCP6 fe80::1%eth0 ::1 51512 15001\r\n",
+            "[fe80::1]:51512",
+            "[::1]:15001",
+        ),
+    ] {
+        let proxied = accept_with(header).await;
+        let client_addr = proxied.client().unwrap();
+        assert_eq!(client_addr.to_string(), client);
+        assert_eq!(client_addr.source(), &AddrSource::ProxyProtocol);
+        let info = proxied.proxy_info().unwrap();
+        assert_eq!(info.destination_inet(), Some(sa(destination)));
+    }
+}
+
+#[tokio::test]
 async fn v1_unknown_uses_the_socket_peer() {
     for header in [
         &b"PROXY UNKNOWN\r\n"[..],
