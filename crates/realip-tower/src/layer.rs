@@ -99,6 +99,8 @@ impl RealIpLayer {
     /// `X-Forwarded-For` with `hops` trusted proxies in front of this server, whatever
     /// their addresses (Envoy `xff_num_trusted_hops`). Any peer is trusted to send the
     /// header; restrict that with [`trusted_proxies`](Self::trusted_proxies) when you can.
+    /// A header with fewer than `hops` entries is not believed: the client is the
+    /// transport peer ([`Fallback::TooFewHops`]).
     pub fn trusted_hops(hops: usize) -> Self {
         Self::new(Strategy::TrustedHops(hops), TrustedProxies::any())
     }
