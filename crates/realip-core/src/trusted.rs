@@ -8,10 +8,11 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::addr::{PeerAddr, canonical_ip};
 
-/// An error from parsing a trusted-proxy entry.
+/// The error of parsing a trusted-proxy entry ([`TrustedProxies::parse_list`],
+/// [`TrustedProxies::add`], `str::parse`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ParseError {
+pub enum ParseTrustedProxiesError {
     /// The entry is empty.
     #[error("empty trusted proxy entry")]
     Empty,
@@ -139,7 +140,7 @@ impl TrustedProxies {
     /// Parses a list of entries: IP addresses (`10.0.0.1`, `::1`), CIDRs (`10.0.0.0/8`),
     /// or `unix:` for Unix socket peers. Host bits in a CIDR are ignored (`10.1.2.3/8` is
     /// `10.0.0.0/8`), as NGINX does.
-    pub fn parse_list<I, S>(entries: I) -> Result<Self, ParseError>
+    pub fn parse_list<I, S>(entries: I) -> Result<Self, ParseTrustedProxiesError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -156,7 +157,7 @@ impl TrustedProxies {
     }
 
     /// Parses and adds one entry (see [`parse_list`](Self::parse_list)).
-    pub fn add(&mut self, entry: &str) -> Result<(), ParseError> {
+    pub fn add(&mut self, entry: &str) -> Result<(), ParseTrustedProxiesError> {
         match parse_entry(entry)? {
             Entry::Net(net) => self.insert(net),
             Entry::Unix => self.unix = true,
@@ -254,7 +255,7 @@ impl FromIterator<IpNet> for TrustedProxies {
 }
 
 impl FromStr for TrustedProxies {
-    type Err = ParseError;
+    type Err = ParseTrustedProxiesError;
 
     /// Parses entries separated by commas and/or whitespace.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -283,15 +284,15 @@ enum Entry {
     Unix,
 }
 
-fn parse_entry(entry: &str) -> Result<Entry, ParseError> {
+fn parse_entry(entry: &str) -> Result<Entry, ParseTrustedProxiesError> {
     let entry = entry.trim();
     if entry.is_empty() {
-        return Err(ParseError::Empty);
+        return Err(ParseTrustedProxiesError::Empty);
     }
     if entry.eq_ignore_ascii_case("unix:") {
         return Ok(Entry::Unix);
     }
-    let invalid = || ParseError::Invalid {
+    let invalid = || ParseTrustedProxiesError::Invalid {
         input: entry.to_owned(),
     };
     // Canonicalized where every network is added (`Extend`).
@@ -402,7 +403,7 @@ mod tests {
             let err = TrustedProxies::parse_list([bad]).unwrap_err();
             assert_eq!(
                 err,
-                ParseError::Invalid {
+                ParseTrustedProxiesError::Invalid {
                     input: bad.to_owned()
                 },
                 "{bad}"
@@ -411,7 +412,7 @@ mod tests {
         }
         assert_eq!(
             TrustedProxies::parse_list([" "]).unwrap_err(),
-            ParseError::Empty
+            ParseTrustedProxiesError::Empty
         );
     }
 

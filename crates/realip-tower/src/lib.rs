@@ -1,7 +1,7 @@
 //! A tower layer that resolves the real client address from forwarded-request headers.
 //!
 //! [`RealIpLayer`] works with any service of `http::Request` (axum, hyper, tonic). For each
-//! request it finds the [transport peer](TransportPeer), decides whether the configured
+//! request it finds the [transport peer](#transport-peer), decides whether the configured
 //! header may be believed, and inserts the client as a [`ClientAddr`] (IP, optional port,
 //! and its [`AddrSource`]: socket, PROXY protocol, or the header's name) plus the
 //! [`Resolution`] that records how it was decided. A `ClientAddr` already in the
@@ -11,14 +11,14 @@
 //!
 //! ```
 //! use http::Request;
-//! use realip_core::{AddrSource, ClientAddr, TrustedProxies};
-//! use realip_tower::{RealIpLayer, TransportPeer};
+//! use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
+//! use realip_tower::RealIpLayer;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let svc = ServiceBuilder::new()
-//!     .layer(RealIpLayer::x_forwarded_for("10.0.0.0/8".parse::<TrustedProxies>().unwrap()).recursive(true))
+//!     .layer(RealIpLayer::x_forwarded_for_recursive("10.0.0.0/8".parse::<TrustedProxies>().unwrap()))
 //!     .service(service_fn(|req: Request<()>| async move {
 //!         Ok::<_, std::convert::Infallible>(req.extensions().get::<ClientAddr>().cloned())
 //!     }));
@@ -26,7 +26,7 @@
 //! // The request came from the proxy 10.0.0.2, which appended to a client-sent header.
 //! let mut req = Request::new(());
 //! req.headers_mut().insert("x-forwarded-for", "127.0.0.1, 203.0.113.7, 10.0.0.1".parse().unwrap());
-//! req.extensions_mut().insert(TransportPeer::socket("10.0.0.2:41000".parse().unwrap()));
+//! req.extensions_mut().insert(PeerAddr::Inet("10.0.0.2:41000".parse().unwrap()));
 //!
 //! let client = svc.oneshot(req).await.unwrap().unwrap();
 //! assert_eq!(client.ip().to_string(), "203.0.113.7");
@@ -46,11 +46,11 @@
 //!
 //! | Strategy | Constructor | Matches |
 //! |---|---|---|
-//! | [`Strategy::TrustedProxies`] | [`RealIpLayer::x_forwarded_for`] | NGINX `set_real_ip_from` + `real_ip_header X-Forwarded-For` (+ `real_ip_recursive`) |
+//! | [`Strategy::TrustedProxies`] | [`RealIpLayer::x_forwarded_for`], [`x_forwarded_for_recursive`](RealIpLayer::x_forwarded_for_recursive) | NGINX `set_real_ip_from` + `real_ip_header X-Forwarded-For` (+ `real_ip_recursive`) |
 //! | [`Strategy::TrustedHops`] | [`RealIpLayer::trusted_hops`] | Envoy `xff_num_trusted_hops` |
 //! | [`Strategy::SingleValue`] | [`RealIpLayer::x_real_ip`], [`cf_connecting_ip`](RealIpLayer::cf_connecting_ip), … | `proxy_set_header X-Real-IP $remote_addr`, CDNs |
 //! | [`Strategy::Leftmost`] | [`RealIpLayer::leftmost`] | EMQX `proxy_address_header` |
-//! | [`Strategy::Forwarded`] | [`RealIpLayer::forwarded`] | RFC 7239 `Forwarded: for=…` |
+//! | [`Strategy::Forwarded`] | [`RealIpLayer::forwarded`], [`forwarded_recursive`](RealIpLayer::forwarded_recursive) | RFC 7239 `Forwarded: for=…` |
 //!
 //! ## Trusted proxies (NGINX realip)
 //!
@@ -60,7 +60,7 @@
 //! proxy_set_header X-Forwarded-Port "$http_x_forwarded_port, $remote_port";
 //! ```
 //!
-//! `RealIpLayer::x_forwarded_for("10.0.0.0/8".parse()?).recursive(true)` is NGINX's
+//! `RealIpLayer::x_forwarded_for_recursive("10.0.0.0/8".parse()?)` is NGINX's
 //! `set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on;`.
 //! HAProxy's `option forwardfor` (which adds its own header line) needs nothing else.
 //! Non-recursive takes the rightmost entry, which the trusted peer wrote. Recursive walks
@@ -133,7 +133,7 @@
 //! Written by proxies such as HAProxy 2.8+ (`option forwarded`), or NGINX with a `map`
 //! that quotes and brackets IPv6 nodes (a bare `for=$remote_addr` is invalid for IPv6).
 //!
-//! `RealIpLayer::forwarded(lb_range).recursive(true)`: the `for=` node of each element,
+//! `RealIpLayer::forwarded_recursive(lb_range)`: the `for=` node of each element,
 //! walked like trusted proxies (short headers included). Parameter names are
 //! case-insensitive tokens; values are tokens or quoted-strings (RFC 7230 §3.2.6), whose
 //! quoted-pairs are unescaped (`for="192.0.2.\3"` is `192.0.2.3`); `proto=ws`/`wss` is
@@ -212,11 +212,21 @@
 //!
 //! # Transport peer
 //!
-//! Read from the request extensions by [`TransportPeer::from_extensions`]:
-//! `realip-listener`'s [`ProxiedAddr`](realip_listener::ProxiedAddr) (directly, or as
-//! axum's `ConnectInfo<ProxiedAddr>`), so that with PROXY protocol on the WebSocket port the
-//! peer whose headers are trusted is the PROXY-derived address (scenario W6); else axum's
-//! `ConnectInfo<SocketAddr>`; else a [`TransportPeer`] the application inserted. With no
+//! The peer whose headers are judged is read from the request extensions, in this order:
+//!
+//! 1. `realip-listener`'s `ProxiedAddr`, directly (hyper-util users insert it per
+//!    connection) or as axum's `ConnectInfo<ProxiedAddr>` (feature `listener`, which the
+//!    `realip` facade turns on with both of its features): with PROXY protocol on the
+//!    port, the peer is the PROXY header's source, so PROXY protocol and forwarded headers
+//!    compose;
+//! 2. axum's `ConnectInfo<SocketAddr>`, then `MockConnectInfo` of either type (feature
+//!    `axum`);
+//! 3. a [`PeerAddr`] the application inserted (tonic exposes the peer in its own
+//!    extension; copy it into a `PeerAddr` in an outer layer).
+//!
+//! Without the `listener` feature this crate does not depend on `realip-listener` (nor on
+//! tokio). Every trust check goes through [`TrustedProxies::contains_peer`]: an IP in the
+//! set, or a Unix socket peer when the set trusts `unix:`. With no
 //! peer known, headers are not believed unless
 //! [`trust_headers_unconditionally`](RealIpLayer::trust_headers_unconditionally) is set, and
 //! no `ClientAddr` is inserted when no header applies. When no header applies, the client is
@@ -229,8 +239,7 @@
 //! the upgrade, so the address is in the handshake request's extensions for axum's
 //! `WebSocketUpgrade` handlers (and `RealClient` extracts it). A tokio-tungstenite server
 //! has no tower stack: call [`RealIpLayer::resolve`] with the handshake request's headers
-//! and [`TransportPeer::socket`] of the accepted stream inside the `accept_hdr_async`
-//! callback.
+//! and the accepted stream's peer as a [`PeerAddr`] inside the `accept_hdr_async` callback.
 //!
 //! # Decision record
 //!
@@ -258,20 +267,24 @@
 //! `realip_tower` target (`RUST_LOG=info,realip_tower=error`) or rate-limit in the
 //! subscriber; every request's decision is still in its [`Resolution`].
 
+// In data-flow order: the layer takes the request, finds the peer, splits the header
+// lines, walks them, and inserts the resolution.
+#[cfg(feature = "axum")]
+mod extract;
 mod forwarded;
 mod layer;
 mod parse;
-mod resolve;
-
-#[cfg(feature = "axum")]
-mod extract;
+mod peer;
+mod resolution;
+mod strategy;
+mod walk;
+mod websocket;
 
 #[cfg(feature = "axum")]
 pub use extract::{RealClient, RealClientRejection};
 pub use layer::{RealIp, RealIpLayer};
 pub use parse::StopReason;
-pub use realip_core::{AddrSource, ClientAddr, TrustedProxies};
-pub use resolve::{
-    Fallback, HeaderChoice, Outcome, ParseStrategyError, PortSource, Resolution, Strategy,
-    TransportPeer, is_websocket_upgrade,
-};
+pub use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
+pub use resolution::{Fallback, HeaderChoice, Outcome, PortSource, Resolution};
+pub use strategy::{ParseStrategyError, Strategy};
+pub use websocket::is_websocket_upgrade;

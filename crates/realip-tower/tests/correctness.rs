@@ -4,16 +4,14 @@ use std::net::SocketAddr;
 
 use http::{HeaderMap, HeaderName};
 use realip_core::{AddrSource, TrustedProxies};
-use realip_tower::{
-    Fallback, Outcome, PortSource, RealIpLayer, Resolution, StopReason, TransportPeer,
-};
+use realip_tower::{Fallback, Outcome, PeerAddr, PortSource, RealIpLayer, Resolution, StopReason};
 
 fn trusted(s: &str) -> TrustedProxies {
     s.parse().unwrap()
 }
 
-fn peer(s: &str) -> TransportPeer {
-    TransportPeer::socket(s.parse::<SocketAddr>().unwrap())
+fn peer(s: &str) -> PeerAddr {
+    PeerAddr::Inet(s.parse::<SocketAddr>().unwrap())
 }
 
 fn headers(lines: &[(&str, &str)]) -> HeaderMap {
@@ -54,7 +52,7 @@ fn item01_leftmost_entry_is_not_trusted() {
     let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8"));
     let res = layer.resolve(&xff(&["6.6.6.6, 203.0.113.7"]), Some(&peer(PROXY)));
     assert_eq!(ip_of(&res), "203.0.113.7");
-    let layer = layer.recursive(true);
+    let layer = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let res = layer.resolve(
         &xff(&["6.6.6.6, 203.0.113.7, 10.0.0.1"]),
         Some(&peer(PROXY)),
@@ -76,7 +74,7 @@ fn item02_headers_only_from_trusted_peers() {
     assert_eq!(client(&res), ("1.2.3.4".into(), "x-forwarded-for".into()));
 
     // Unix peers are trusted only when the set says so.
-    let unix = TransportPeer::Unix;
+    let unix = PeerAddr::Unix(None);
     let res = layer.resolve(&forged, Some(&unix));
     assert_eq!(res.client(), None);
     assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::UntrustedPeer));
@@ -102,7 +100,7 @@ fn item02_headers_only_from_trusted_peers() {
 // 3. All header lines are combined in order.
 #[test]
 fn item03_all_lines_combined_in_order() {
-    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let layer = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     // A first-line-only reader would return the forged 6.6.6.6.
     let lines = xff(&["6.6.6.6", "203.0.113.7, 10.0.0.1", "10.0.0.3"]);
     let res = layer.resolve(&lines, Some(&peer(PROXY)));
@@ -119,7 +117,7 @@ fn item03_all_lines_combined_in_order() {
 // 4. Split on commas, trim, tolerate empty entries.
 #[test]
 fn item04_splitting_and_trimming() {
-    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let layer = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     for value in [
         "203.0.113.7,10.0.0.1",
         "203.0.113.7, 10.0.0.1",
@@ -182,7 +180,7 @@ fn item06_recursive_and_rightmost() {
     let chain = xff(&["203.0.113.7, 192.168.1.1, 10.0.0.1"]);
     let flat = RealIpLayer::x_forwarded_for(set.clone());
     assert_eq!(ip_of(&flat.resolve(&chain, Some(&peer(PROXY)))), "10.0.0.1");
-    let rec = flat.recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(set);
     let res = rec.resolve(&chain, Some(&peer(PROXY)));
     assert_eq!(ip_of(&res), "203.0.113.7");
     match res.outcome() {
@@ -208,7 +206,7 @@ fn item06_recursive_and_rightmost() {
 // 7. Fail closed: an unparsable entry stops the walk; the last good address is kept.
 #[test]
 fn item07_fail_closed() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let res = rec.resolve(&xff(&["203.0.113.66, evil, 10.0.0.5"]), Some(&peer(PROXY)));
     assert_eq!(ip_of(&res), "10.0.0.5");
     match res.outcome() {
@@ -300,7 +298,7 @@ fn fwd(lines: &[&str]) -> HeaderMap {
 // 9. RFC 7239 Forwarded.
 #[test]
 fn item09_forwarded() {
-    let layer = RealIpLayer::forwarded(trusted("10.0.0.0/8")).recursive(true);
+    let layer = RealIpLayer::forwarded_recursive(trusted("10.0.0.0/8"));
     let at = Some(peer(PROXY));
     let cases: &[(&[&str], Option<&str>)] = &[
         (&["for=203.0.113.7"], Some("203.0.113.7")),
@@ -442,7 +440,7 @@ fn item10_single_value_headers() {
 // 11. Ports: in the entry, or from the port header at the same position.
 #[test]
 fn item11_ports() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let at = Some(peer(PROXY));
     let h = |xff: &str, xfp: &[&str]| {
         let mut map = headers(&[("x-forwarded-for", xff)]);
@@ -546,13 +544,27 @@ fn no_header_means_transport_peer() {
     let res = layer.resolve(&HeaderMap::new(), Some(&peer(PROXY)));
     assert_eq!(client(&res), (PROXY.into(), "socket".into()));
     assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::NoHeader));
-    let pp = TransportPeer::proxy_protocol("203.0.113.7:5555".parse().unwrap());
-    let res = layer.resolve(&HeaderMap::new(), Some(&pp));
-    assert_eq!(
-        client(&res),
-        ("203.0.113.7:5555".into(), "proxy-protocol".into())
-    );
     assert_eq!(layer.resolve(&HeaderMap::new(), None).client(), None);
+    // Behind the PROXY listener, the PROXY header's source, labelled as such.
+    #[cfg(feature = "listener")]
+    {
+        use realip_core::ClientAddr;
+        let pp: SocketAddr = "203.0.113.7:5555".parse().unwrap();
+        let mut req = http::Request::new(());
+        req.extensions_mut()
+            .insert(realip_listener::ProxiedAddr::new(
+                Some(ClientAddr::from_socket_addr(pp, AddrSource::ProxyProtocol)),
+                peer(PROXY),
+                None,
+                None,
+            ));
+        let res = layer.resolve_request(&req);
+        assert_eq!(
+            client(&res),
+            ("203.0.113.7:5555".into(), "proxy-protocol".into())
+        );
+        assert_eq!(res.peer(), Some(&PeerAddr::Inet(pp)));
+    }
 }
 
 // Adversarial inputs beyond the reference items: each must fail closed or decide from the
@@ -562,7 +574,7 @@ fn no_header_means_transport_peer() {
 // pass as a trusted proxy nor be returned.
 #[test]
 fn octal_looking_and_short_ipv4_forms_stop_the_walk() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     for bad in [
         "010.0.0.1",
         "10.0.0.01",
@@ -591,7 +603,7 @@ fn octal_looking_and_short_ipv4_forms_stop_the_walk() {
 // returned in IPv4 form.
 #[test]
 fn ipv4_mapped_entries_match_ipv4_trusted_ranges() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let res = rec.resolve(
         &xff(&["6.6.6.6, 203.0.113.7, ::ffff:10.0.0.1, [::ffff:10.0.0.2]:80"]),
         Some(&peer(PROXY)),
@@ -603,7 +615,7 @@ fn ipv4_mapped_entries_match_ipv4_trusted_ranges() {
     );
     assert_eq!(client(&res).0, "203.0.113.7:5000");
     // A trusted set written in mapped form matches plain IPv4 entries too.
-    let mapped = RealIpLayer::x_forwarded_for(trusted("::ffff:10.0.0.0/104")).recursive(true);
+    let mapped = RealIpLayer::x_forwarded_for_recursive(trusted("::ffff:10.0.0.0/104"));
     let res = mapped.resolve(&xff(&["203.0.113.7, 10.0.0.1"]), Some(&peer(PROXY)));
     assert_eq!(client(&res).0, "203.0.113.7");
 }
@@ -612,7 +624,7 @@ fn ipv4_mapped_entries_match_ipv4_trusted_ranges() {
 // address, and an address split across two lines is two malformed entries, never joined.
 #[test]
 fn line_boundaries_separate_entries() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let res = rec.resolve(&xff(&["203.0.113.9,", ",10.0.0.1"]), Some(&peer(PROXY)));
     assert_eq!(client(&res).0, "203.0.113.9");
     let res = rec.resolve(&xff(&["203.0.113.9", "", "10.0.0.1,"]), Some(&peer(PROXY)));
@@ -627,7 +639,7 @@ fn line_boundaries_separate_entries() {
 // Bad ports and brackets stop the walk; they are never read as a bare address.
 #[test]
 fn bad_ports_and_brackets_stop_the_walk() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     for bad in [
         "1.2.3.4:",
         "1.2.3.4:-1",
@@ -655,7 +667,7 @@ fn bad_ports_and_brackets_stop_the_walk() {
 // middle element with quoted elements on its right.
 #[test]
 fn forwarded_adversarial_elements() {
-    let layer = RealIpLayer::forwarded(trusted("10.0.0.0/8")).recursive(true);
+    let layer = RealIpLayer::forwarded_recursive(trusted("10.0.0.0/8"));
     let at = Some(peer(PROXY));
     let stops = [
         ("for=203.0.113.7;FoR=6.6.6.6", StopReason::MissingFor),
@@ -699,7 +711,7 @@ fn forwarded_adversarial_elements() {
 // leave the port right: positions are counted from the right, the end the proxies write.
 #[test]
 fn client_added_entries_never_choose_the_port() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let at = Some(peer(PROXY));
     let h = |xff: &str, xfp: &str| headers(&[("x-forwarded-for", xff), ("x-forwarded-port", xfp)]);
     // LB 1 and LB 2 appended "203.0.113.7"/"50000" and "10.0.0.1"/"40001".
@@ -756,7 +768,7 @@ fn ports_come_from_the_chosen_position_for_every_strategy() {
     let lbs = trusted("127.0.0.0/28");
     let from_lb2 = Some(peer("127.0.0.14:8080"));
     for layer in [
-        RealIpLayer::x_forwarded_for(lbs.clone()).recursive(true),
+        RealIpLayer::x_forwarded_for_recursive(lbs.clone()),
         RealIpLayer::leftmost(lbs.clone()),
         RealIpLayer::trusted_hops(2),
     ] {
@@ -773,7 +785,7 @@ fn ports_come_from_the_chosen_position_for_every_strategy() {
     }
 
     // Recursive: position 1 from the right in both headers; empty items count.
-    let rec = RealIpLayer::x_forwarded_for(set()).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(set());
     assert_eq!(
         port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &["50000, 40001"])),
         known("203.0.113.7:50000")
@@ -882,8 +894,7 @@ fn ports_come_from_the_chosen_position_for_every_strategy() {
     assert_eq!(port_of(&single, &real(&[""])), unknown("203.0.113.7"));
 
     // Forwarded with a port header configured: elements are positions, empty ones too.
-    let forwarded = RealIpLayer::forwarded(set())
-        .recursive(true)
+    let forwarded = RealIpLayer::forwarded_recursive(set())
         .port_header(HeaderName::from_static("x-forwarded-port"));
     let mut map = fwd(&["for=203.0.113.7, , for=10.0.0.1"]);
     map.append("x-forwarded-port", "50000, 1, 40001".parse().unwrap());
@@ -900,11 +911,11 @@ fn short_headers_never_yield_a_client_written_value() {
     // No entry at all, for each strategy.
     let layers = [
         RealIpLayer::x_forwarded_for(set()),
-        RealIpLayer::x_forwarded_for(set()).recursive(true),
+        RealIpLayer::x_forwarded_for_recursive(set()),
         RealIpLayer::trusted_hops(2),
         RealIpLayer::leftmost(set()),
         RealIpLayer::x_real_ip(set()),
-        RealIpLayer::forwarded(set()).recursive(true),
+        RealIpLayer::forwarded_recursive(set()),
     ];
     for layer in &layers {
         for empty in ["", " ", ",", " , ,"] {
@@ -929,10 +940,10 @@ fn short_headers_never_yield_a_client_written_value() {
     }
     // Recursive walk running out of entries: every one is trusted, so the leftmost was
     // written by a trusted proxy (NGINX gives the same).
-    let rec = RealIpLayer::x_forwarded_for(set()).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(set());
     let res = rec.resolve(&xff(&["10.0.0.7, 10.0.0.1"]), at.as_ref());
     assert_eq!(ip_of(&res), "10.0.0.7");
-    let rec = RealIpLayer::forwarded(set()).recursive(true);
+    let rec = RealIpLayer::forwarded_recursive(set());
     let res = rec.resolve(&fwd(&["for=10.0.0.7, for=10.0.0.1"]), at.as_ref());
     assert_eq!(ip_of(&res), "10.0.0.7");
     // Hops: fewer entries than hops, the transport peer.
@@ -962,7 +973,7 @@ fn zones_are_stripped_wherever_addresses_are_parsed() {
     let node = format!("for=\"{windows}\";proto=wss");
     assert_eq!(client(&layer.resolve(&fwd(&[&node]), at.as_ref())).0, want);
     // The recursive walk passes a trusted zoned proxy address too.
-    let layer = RealIpLayer::x_forwarded_for(trusted("fe80::/10")).recursive(true);
+    let layer = RealIpLayer::x_forwarded_for_recursive(trusted("fe80::/10"));
     let res = layer.resolve(
         &xff(&["203.0.113.7, fe80::2%eth0, [fe80::3%Wi-Fi 2]:80"]),
         Some(&peer("[fe80::4]:1")),
@@ -977,8 +988,8 @@ fn huge_headers_resolve_in_linear_time() {
     let big = 128 * 1024;
     let set = trusted("10.0.0.0/8");
     let layers = [
-        RealIpLayer::x_forwarded_for(set.clone()).recursive(true),
-        RealIpLayer::forwarded(set.clone()).recursive(true),
+        RealIpLayer::x_forwarded_for_recursive(set.clone()),
+        RealIpLayer::forwarded_recursive(set.clone()),
         RealIpLayer::trusted_hops(usize::MAX),
         RealIpLayer::leftmost(set.clone()),
     ];

@@ -131,8 +131,12 @@ pub(crate) fn real_ip_layer(fwd: &Forwarding) -> Result<RealIpLayer, String> {
     let header = HeaderName::from_bytes(fwd.header.as_bytes())
         .map_err(|_| format!("invalid header name {:?}", fwd.header))?;
     let trusted = || fwd.trusted.clone().unwrap_or_else(TrustedProxies::loopback);
+    let recursive = fwd.recursive;
     let layer = match fwd.strategy {
-        Strategy::Trusted => RealIpLayer::x_forwarded_for(trusted()),
+        Strategy::Trusted => RealIpLayer::new(
+            realip_tower::Strategy::TrustedProxies { recursive },
+            trusted(),
+        ),
         Strategy::Hops(n) => {
             let layer = RealIpLayer::trusted_hops(n);
             match &fwd.trusted {
@@ -142,9 +146,11 @@ pub(crate) fn real_ip_layer(fwd: &Forwarding) -> Result<RealIpLayer, String> {
         }
         Strategy::Single => RealIpLayer::x_real_ip(trusted()),
         Strategy::Leftmost => RealIpLayer::leftmost(trusted()),
-        Strategy::Forwarded => RealIpLayer::forwarded(trusted()),
+        Strategy::Forwarded => {
+            RealIpLayer::new(realip_tower::Strategy::Forwarded { recursive }, trusted())
+        }
     };
-    let layer = layer.header(header).recursive(fwd.recursive);
+    let layer = layer.header(header);
     Ok(match &fwd.port_header {
         Some(name) => layer.port_header(
             HeaderName::from_bytes(name.as_bytes())
@@ -347,7 +353,7 @@ mod tests {
             HeaderName::from_bytes(header.as_bytes()).unwrap(),
             value.parse().unwrap(),
         );
-        let peer = realip_tower::TransportPeer::socket(peer.parse().unwrap());
+        let peer = realip_core::PeerAddr::Inet(peer.parse().unwrap());
         real_ip_layer(&fwd)
             .unwrap()
             .resolve(&headers, Some(&peer))
@@ -449,7 +455,7 @@ mod tests {
         headers.append("x-forwarded-for", "198.51.100.9".parse().unwrap());
         headers.append("x-forwarded-for", "127.0.0.11".parse().unwrap());
         headers.append("x-forwarded-port", "4711, 5000".parse().unwrap());
-        let peer = realip_tower::TransportPeer::socket("127.0.0.12:6000".parse().unwrap());
+        let peer = realip_core::PeerAddr::Inet("127.0.0.12:6000".parse().unwrap());
         let resolution = layer.resolve(&headers, Some(&peer));
         assert_eq!(
             resolution.client().unwrap().to_string(),
@@ -467,7 +473,7 @@ mod tests {
         assert_eq!(json["port_source"], "port-header");
 
         // From an untrusted peer the header decides nothing.
-        let peer = realip_tower::TransportPeer::socket("192.0.2.1:6000".parse().unwrap());
+        let peer = realip_core::PeerAddr::Inet("192.0.2.1:6000".parse().unwrap());
         let resolution = layer.resolve(&headers, Some(&peer));
         assert!(forwarded_json(&resolution, &headers, None).is_none());
         assert_eq!(resolution.client().unwrap().to_string(), "192.0.2.1:6000");
