@@ -17,6 +17,8 @@
 //!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set.
 //! * [`ProxyHeader`] writes headers, for clients, tests and proxies written in Rust.
 //! * Feature `axum`: `axum::serve(listener, app)` and `ConnectInfo<ProxiedAddr>`.
+//! * Feature `udp`: [`udp::ProxyUdpSocket`], PROXY v2 (per flow or per datagram) and
+//!   Cloudflare's Simple Proxy Protocol over UDP.
 //!
 //! A connection that fails its handshake is closed and logged (`warn` for a forged or
 //! malformed header, `debug` for a probe that closes without sending anything); it never
@@ -69,6 +71,8 @@ mod listener;
 mod parse;
 mod policy;
 mod stream;
+#[cfg(feature = "udp")]
+pub mod udp;
 mod writer;
 
 pub use connect_info::ProxiedAddr;
