@@ -39,7 +39,9 @@ fuzz_target!(|data: &[u8]| {
         match decoder.decode(peer, datagram) {
             Ok((header_len, addr)) => {
                 assert!(header_len <= datagram.len());
-                let client = addr.client().expect("an internet source always has a client");
+                let client = addr
+                    .client()
+                    .expect("an internet source always has a client");
                 assert_eq!(addr.socket_peer().inet(), Some(peer));
                 match policy {
                     UdpPolicy::Reject => {
