@@ -1,10 +1,11 @@
 //! The `udp_echo` example's documented contract, driven as a separate process.
 #![cfg(feature = "udp")]
 
+mod e2e;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use realip::listener::ProxyHeader;
@@ -14,31 +15,8 @@ use tokio::net::UdpSocket;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// Builds the example once (so the test never runs a stale binary) and returns its path,
-/// `target/<profile>/examples/udp_echo`, next to this test's own directory.
-fn example_path() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "udp_echo",
-                "--features",
-                "udp",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build --example udp_echo");
-        assert!(status.success(), "building the example failed");
-        let mut dir = std::env::current_exe().unwrap();
-        dir.pop();
-        if dir.ends_with("deps") {
-            dir.pop();
-        }
-        dir.join("examples").join("udp_echo")
-    })
+fn example_path() -> PathBuf {
+    e2e::example_binary("udp_echo", "udp")
 }
 
 struct Server {

@@ -45,6 +45,41 @@ use serde_json::Value;
 /// arriving) may take before the scenario fails.
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Builds example `name` with `features` (once per test binary, so that no test runs a stale
+/// binary) and returns its path, `target/<profile>/examples/<name>`, next to the running test's
+/// own directory.
+pub(crate) fn example_binary(name: &str, features: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<BTreeMap<String, PathBuf>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            name,
+            "--features",
+            features,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("cargo build --example {name}: {e}"));
+    assert!(status.success(), "building the example {name} failed");
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("examples").join(name);
+    built.insert(name.to_owned(), path.clone());
+    path
+}
+
 const NGINX: &str = "nginx";
 const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 const HAPROXY: &str = "haproxy";

@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 use realip_core::{PeerAddr, TrustedProxies};
 
+use crate::policy::Selector;
+
 /// The header format of the datagrams from one source.
 ///
 /// | policy | header | client of a datagram without one |
@@ -97,30 +99,21 @@ impl FromStr for UdpPolicy {
     }
 }
 
-type PolicyFn = dyn Fn(&PeerAddr) -> UdpPolicy + Send + Sync;
-
 /// Chooses the [`UdpPolicy`] of each datagram from its socket source.
 #[derive(Clone)]
-pub struct UdpPolicySource(Inner);
-
-#[derive(Clone)]
-enum Inner {
-    Fixed(UdpPolicy),
-    Trusted(Arc<TrustedProxies>, UdpPolicy),
-    Fn(Arc<PolicyFn>),
-}
+pub struct UdpPolicySource(Selector<UdpPolicy>);
 
 impl UdpPolicySource {
     /// The same policy for every source.
     pub const fn fixed(policy: UdpPolicy) -> Self {
-        Self(Inner::Fixed(policy))
+        Self(Selector::Fixed(policy))
     }
 
     /// `policy` for sources in `trusted`, [`UdpPolicy::Reject`] for everyone else: only
     /// trusted proxies may send a header, a datagram with one from anyone else is dropped,
     /// and their datagrams without one are delivered with the socket source.
     pub fn trusted(trusted: TrustedProxies, policy: UdpPolicy) -> Self {
-        Self(Inner::Trusted(Arc::new(trusted), policy))
+        Self(Selector::Trusted(Arc::new(trusted), policy))
     }
 
     /// A function of the socket source.
@@ -128,17 +121,12 @@ impl UdpPolicySource {
     where
         F: Fn(&PeerAddr) -> UdpPolicy + Send + Sync + 'static,
     {
-        Self(Inner::Fn(Arc::new(f)))
+        Self(Selector::Fn(Arc::new(f)))
     }
 
     /// The policy for a datagram from `peer`.
     pub fn policy_for(&self, peer: &PeerAddr) -> UdpPolicy {
-        match &self.0 {
-            Inner::Fixed(policy) => *policy,
-            Inner::Trusted(set, policy) if set.contains_peer(peer) => *policy,
-            Inner::Trusted(..) => UdpPolicy::Reject,
-            Inner::Fn(f) => f(peer),
-        }
+        self.0.select(peer, UdpPolicy::Reject)
     }
 }
 
@@ -158,14 +146,6 @@ impl From<UdpPolicy> for UdpPolicySource {
 
 impl fmt::Debug for UdpPolicySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Inner::Fixed(policy) => f.debug_tuple("Fixed").field(policy).finish(),
-            Inner::Trusted(set, policy) => f
-                .debug_struct("Trusted")
-                .field("trusted", set)
-                .field("policy", policy)
-                .finish(),
-            Inner::Fn(_) => f.write_str("Fn(..)"),
-        }
+        self.0.fmt(f)
     }
 }
