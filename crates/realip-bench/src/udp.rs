@@ -62,16 +62,16 @@ impl UdpKind {
 pub async fn bind(kind: UdpKind) -> io::Result<(SocketAddr, impl Future<Output = io::Result<()>>)> {
     enum Server {
         Plain(UdpSocket),
-        Ours(ProxyUdpSocket),
+        Ours(Box<ProxyUdpSocket>),
     }
     let server = match kind.policy() {
         None => Server::Plain(UdpSocket::bind("127.0.0.1:0").await?),
-        Some(policy) => Server::Ours(
+        Some(policy) => Server::Ours(Box::new(
             ProxyUdpSocket::builder()
                 .policy(policy)
                 .bind("127.0.0.1:0")
                 .await?,
-        ),
+        )),
     };
     let addr = match &server {
         Server::Plain(s) => s.local_addr()?,
