@@ -4,20 +4,14 @@
 mod e2e;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use realip::listener::ProxyHeader;
 use realip::listener::udp::SppHeader;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UdpSocket;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
-
-fn example_path() -> PathBuf {
-    e2e::example_binary("udp_echo", "udp")
-}
 
 struct Server {
     child: Child,
@@ -27,28 +21,7 @@ struct Server {
 
 impl Server {
     async fn start(args: &[&str]) -> Self {
-        let path = tokio::task::spawn_blocking(example_path).await.unwrap();
-        let mut child = Command::new(path)
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-            .await
-            .expect("example did not start")
-            .unwrap()
-            .unwrap();
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let (mut child, addr) = e2e::start_example("udp_echo", "udp", args, true).await;
         let (tx, stderr) = mpsc::unbounded_channel();
         let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
         tokio::spawn(async move {
