@@ -411,6 +411,24 @@ impl Drop for ServerProc {
     }
 }
 
+/// One progress line on stderr: the round's rate per server.
+fn progress(section: &str, round: usize, rounds: usize, rates: &[f64]) {
+    let rates = rates
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(" / ");
+    eprintln!("{section} round {}/{rounds}: {rates}", round + 1);
+}
+
+/// The smallest and largest of `values`.
+fn min_max(values: &[f64]) -> (f64, f64) {
+    (
+        values.iter().copied().fold(f64::INFINITY, f64::min),
+        values.iter().copied().fold(0.0, f64::max),
+    )
+}
+
 fn v2_header() -> Vec<u8> {
     header::v2(header::src4(), header::dst4(), &[])
 }
@@ -490,16 +508,7 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
             cpu_to_plain[i].push(this_cpu[i] / this_cpu[0]);
             cpu_to_peer[i].push(this_cpu[i] / this_cpu[3]);
         }
-        eprintln!(
-            "accept round {}/{}: {}",
-            round + 1,
-            args.rounds,
-            this_round
-                .iter()
-                .map(|v| format!("{v:.0}"))
-                .collect::<Vec<_>>()
-                .join(" / ")
-        );
+        progress("accept", round, args.rounds, &this_round);
     }
     println!(
         "\n### Accept throughput\n\n{} rounds × {} s per server, {} concurrent client tasks, \
@@ -516,8 +525,7 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, (s, acc)) in scenarios.iter().zip(&samples).enumerate() {
-        let min = acc.per_sec.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = acc.per_sec.iter().copied().fold(0.0, f64::max);
+        let (min, max) = min_max(&acc.per_sec);
         println!(
             "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {:.1} | {:.3} | {:.3} | {:.0} % | {} |",
             s.name,
@@ -1204,16 +1212,7 @@ async fn udp(args: &UdpArgs, pin: bool) -> io::Result<()> {
             to_plain[i].push(this_round[i] / this_round[0]);
             cpu_to_plain[i].push(this_cpu[i] / this_cpu[0]);
         }
-        eprintln!(
-            "udp round {}/{}: {}",
-            round + 1,
-            args.udp_rounds,
-            this_round
-                .iter()
-                .map(|v| format!("{v:.0}"))
-                .collect::<Vec<_>>()
-                .join(" / ")
-        );
+        progress("udp", round, args.udp_rounds, &this_round);
     }
     println!(
         "\n### UDP datagrams per second\n\n{} rounds × {} s per server, interleaved (plain, \
@@ -1228,8 +1227,7 @@ async fn udp(args: &UdpArgs, pin: bool) -> io::Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (i, kind) in UdpKind::ALL.iter().enumerate() {
-        let min = per_sec[i].iter().copied().fold(f64::INFINITY, f64::min);
-        let max = per_sec[i].iter().copied().fold(0.0, f64::max);
+        let (min, max) = min_max(&per_sec[i]);
         println!(
             "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.0} | {:.3} | {} |",
             if *kind == UdpKind::Plain {
