@@ -319,6 +319,23 @@ async fn an_idle_flow_ends_and_a_new_client_on_the_same_proxy_port_is_its_own() 
 }
 
 #[tokio::test]
+async fn a_local_header_starts_a_flow_of_the_proxy_itself() {
+    let socket = ProxyUdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = socket.local_addr().unwrap();
+    let proxy = client("127.0.0.1:0").await;
+    let own = proxy.local_addr().unwrap().to_string();
+    send(&proxy, server, Some("192.0.2.1:1".parse().unwrap()), b"x").await;
+    assert_eq!(next(&socket).await.unwrap(), ok(b"x", "192.0.2.1:1"));
+    // A health check on the same port: LOCAL, so the proxy speaks for itself from now on.
+    let mut local = ProxyHeader::v2_local().to_bytes();
+    local.extend_from_slice(b"check");
+    proxy.send_to(&local, server).await.unwrap();
+    assert_eq!(next(&socket).await.unwrap(), ok(b"check", &own));
+    send(&proxy, server, None, b"after").await;
+    assert_eq!(next(&socket).await.unwrap(), ok(b"after", &own));
+}
+
+#[tokio::test]
 async fn at_the_flow_cap_the_least_recently_seen_flow_is_evicted_never_misattributed() {
     let socket = ProxyUdpSocket::builder()
         .max_flows(2)

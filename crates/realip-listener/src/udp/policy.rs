@@ -35,6 +35,11 @@ use crate::policy::Selector;
 /// | `Spp` | Simple Proxy Protocol on every datagram; replies carry it back | dropped |
 /// | `Reject` | none: a datagram that starts with the PROXY v2 signature is dropped | the socket source |
 ///
+/// With `V2PerFlow`, every datagram that starts with the 12-byte v2 signature is read as a
+/// header (and restarts the flow). The specification (section 2.2) chose the signature so
+/// that common protocols' data does not start with it; a client payload that does would be
+/// read as a header, and dropped as malformed unless it is one.
+///
 /// `Reject` looks for the 12-byte v2 signature only: SPP's two-byte magic number is common at
 /// the start of other protocols' datagrams (a QUIC short header can begin with `0x56`), so
 /// presence of SPP cannot be guessed. Such a datagram is delivered as payload with the socket
