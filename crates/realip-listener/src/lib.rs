@@ -17,6 +17,8 @@
 //!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set.
 //! * [`ProxyHeader`] writes headers, for clients, tests and proxies written in Rust.
 //! * Feature `axum`: `axum::serve(listener, app)` and `ConnectInfo<ProxiedAddr>`.
+//! * Feature `udp`: [`udp::ProxyUdpSocket`], PROXY v2 (per flow or per datagram) and
+//!   Cloudflare's Simple Proxy Protocol over UDP.
 //!
 //! # Accepted v1 lines
 //!
@@ -94,6 +96,8 @@ mod header;
 mod listener;
 mod policy;
 mod stream;
+#[cfg(feature = "udp")]
+pub mod udp;
 
 pub use accept::{Accept, Accepted, FALLBACK_BACKLOG, bind_tcp, bind_unix, default_backlog};
 pub use connect_info::ProxiedAddr;

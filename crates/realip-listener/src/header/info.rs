@@ -36,14 +36,18 @@ pub enum ProxyVersion {
     V1,
     /// The binary format.
     V2,
+    /// Not a PROXY protocol version: Cloudflare's Simple Proxy Protocol, a fixed 38-byte
+    /// header on every UDP datagram (see `udp::SppHeader`, feature `udp`).
+    Spp,
 }
 
 impl ProxyVersion {
-    /// `"v1"` or `"v2"`.
+    /// `"v1"`, `"v2"` or `"spp"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::V1 => "v1",
             Self::V2 => "v2",
+            Self::Spp => "spp",
         }
     }
 }

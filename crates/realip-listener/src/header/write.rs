@@ -128,6 +128,12 @@ impl ProxyHeader {
         Self::v2_with(Command::Proxy, V2Addrs::Inet(src, dst), Transport::Stream)
     }
 
+    /// A v2 PROXY header for a UDP flow (`INET` or `INET6`, `DGRAM`), as a proxy prepends to
+    /// a datagram. Mixed families are sent as IPv6 with the IPv4 address mapped.
+    pub fn v2_datagram(src: SocketAddr, dst: SocketAddr) -> Self {
+        Self::v2(src, dst).with_transport(Transport::Datagram)
+    }
+
     /// A v2 LOCAL header (a proxy's own connection, such as a health check), `AF_UNSPEC`.
     pub fn v2_local() -> Self {
         Self::v2_with(Command::Local, V2Addrs::Unspec, Transport::Unspec)
