@@ -27,7 +27,9 @@
 //! assert_eq!(client.to_string(), "198.51.100.7:40000");
 //! ```
 
-pub use realip_core::{AddrSource, ClientAddr, ParseError, PeerAddr, TrustedProxies, canonical_ip};
+pub use realip_core::{
+    AddrSource, ClientAddr, ParseTrustedProxiesError, PeerAddr, TrustedProxies, canonical_ip,
+};
 
 #[cfg(feature = "listener")]
 #[doc(inline)]

@@ -88,13 +88,15 @@ pub(crate) struct RunArgs {
     /// MQTT over TCP listener address, or `off` [default: 0.0.0.0:1883].
     #[arg(long, value_name = "ADDR")]
     pub(crate) tcp: Option<String>,
-    /// Require a PROXY protocol header (v1 or v2) on the TCP listener.
+    /// Require a PROXY protocol header (v1 or v2) from every peer on the TCP listener;
+    /// a connection without one is closed.
     #[arg(long)]
     pub(crate) tcp_proxy_protocol: bool,
     /// Seconds allowed for a PROXY protocol header to arrive [default: 3].
     #[arg(long, value_name = "SECS")]
     pub(crate) proxy_protocol_timeout: Option<f64>,
-    /// Sources allowed to send PROXY headers (repeatable) [default: any].
+    /// Peers whose PROXY headers are believed (repeatable); a connection from any other
+    /// peer is closed [default: any].
     #[arg(long, value_name = "CIDR")]
     pub(crate) proxy_from: Vec<String>,
 
@@ -104,7 +106,8 @@ pub(crate) struct RunArgs {
     /// WebSocket path [default: /mqtt].
     #[arg(long, value_name = "PATH")]
     pub(crate) ws_path: Option<String>,
-    /// Require a PROXY protocol header on the WebSocket listener.
+    /// Require a PROXY protocol header from every peer on the WebSocket listener (same
+    /// --proxy-from and timeout); a connection without one is closed.
     #[arg(long)]
     pub(crate) ws_proxy_protocol: bool,
     /// Header carrying the client address on the WebSocket upgrade request
@@ -291,6 +294,16 @@ impl Config {
             Some(cidrs("proxy-from", &proxy_from)?)
         };
 
+        let tcp_proxy_protocol =
+            args.tcp_proxy_protocol || file.tcp_proxy_protocol.unwrap_or(false);
+        let ws_proxy_protocol = args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false);
+        if proxy_from.is_some() && !tcp_proxy_protocol && !ws_proxy_protocol {
+            // It would decide nothing: say so instead of ignoring it.
+            return Err(
+                "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol".to_owned(),
+            );
+        }
+
         let trusted_list = list(args.trusted_proxy, file.trusted_proxy);
         let trusted = if trusted_list.is_empty() {
             None
@@ -350,6 +363,16 @@ impl Config {
             }
             None => None,
         };
+        if forwarding.is_none() && (recursive || trusted.is_some()) {
+            return Err(format!(
+                "{} needs --ws-header (or --ws-strategy forwarded)",
+                if recursive {
+                    "--ws-recursive"
+                } else {
+                    "--trusted-proxy"
+                }
+            ));
+        }
 
         let allow = list(args.allow, file.allow);
         let allow = if allow.is_empty() {
@@ -361,12 +384,12 @@ impl Config {
 
         Ok(Self {
             tcp,
-            tcp_proxy_protocol: args.tcp_proxy_protocol || file.tcp_proxy_protocol.unwrap_or(false),
+            tcp_proxy_protocol,
             proxy_protocol_timeout: Duration::from_secs_f64(timeout),
             proxy_from,
             ws,
             ws_path,
-            ws_proxy_protocol: args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false),
+            ws_proxy_protocol,
             forwarding,
             admin,
             backlog,
@@ -504,6 +527,34 @@ mod tests {
         let real_ip =
             Config::merge(parse(&["--ws-header", "X-Real-IP"]), FileConfig::default()).unwrap();
         assert_eq!(real_ip.forwarding.unwrap().strategy, Strategy::Single);
+    }
+
+    #[test]
+    fn flags_that_would_decide_nothing_are_errors() {
+        let err = |args: &[&str]| Config::merge(parse(args), FileConfig::default()).unwrap_err();
+        assert_eq!(
+            err(&["--proxy-from", "10.0.0.0/8"]),
+            "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol"
+        );
+        assert!(err(&["--ws-recursive"]).starts_with("--ws-recursive needs --ws-header"));
+        assert!(
+            err(&["--trusted-proxy", "10.0.0.0/8"])
+                .starts_with("--trusted-proxy needs --ws-header")
+        );
+        for ok in [
+            &["--proxy-from", "10.0.0.0/8", "--ws-proxy-protocol"][..],
+            &[
+                "--trusted-proxy",
+                "10.0.0.0/8",
+                "--ws-strategy",
+                "forwarded",
+            ],
+        ] {
+            assert!(
+                Config::merge(parse(ok), FileConfig::default()).is_ok(),
+                "{ok:?}"
+            );
+        }
     }
 
     #[test]
