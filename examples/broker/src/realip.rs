@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderName};
 use axum::serve::{IncomingStream, Listener};
 use realip_core::{AddrSource, ClientAddr, TrustedProxies};
 use realip_listener::{
-    Connection, Error, Policy, ProxiedAddr, ProxiedStream, ProxyInfo, ProxyListener, tlv_type,
+    Connection, HandshakeError, Policy, ProxiedAddr, ProxiedStream, ProxyInfo, ProxyListener,
+    tlv_type,
 };
 use realip_tower::{Outcome, PortSource, RealIpLayer, Resolution};
 use serde_json::{Value, json};
@@ -78,7 +79,7 @@ impl MqttListener {
                     }
                     _ => return (stream, addr),
                 },
-                Err(Error::Forbidden { peer, .. }) => {
+                Err(HandshakeError::Forbidden { peer, .. }) => {
                     tracing::warn!(
                         peer = %peer,
                         "connection from {peer} closed: PROXY protocol header from a peer \
