@@ -244,11 +244,38 @@ pub(crate) enum Acked {
     Unknown,
 }
 
+/// The limits the broker sets, advertised to MQTT 5 clients in CONNACK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Largest packet accepted, fixed header included (MQTT 5 Maximum Packet Size).
+    pub(crate) max_packet_size: u32,
+    /// Highest QoS granted and accepted (MQTT 5 Maximum QoS).
+    pub(crate) max_qos: QoS,
+    /// Inbound QoS 2 messages a client may have unreleased (MQTT 5 Receive Maximum).
+    pub(crate) receive_maximum: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            max_qos: QoS::ExactlyOnce,
+            receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
+        }
+    }
+}
+
+/// 1 MiB + 64 KiB: a 1 MiB payload with room for its topic and properties.
+pub(crate) const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024 + 64 * 1024;
+/// Default Receive Maximum the broker advertises.
+pub(crate) const DEFAULT_RECEIVE_MAXIMUM: u16 = 1024;
+
 /// The broker: shared by every connection task and the admin API.
 #[derive(Debug)]
 pub(crate) struct Broker {
     state: Mutex<State>,
     acl: Acl,
+    limits: Limits,
     next_conn: AtomicU64,
     active: AtomicUsize,
     idle: Notify,
@@ -256,10 +283,11 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
-    pub(crate) fn new(acl: Acl) -> Arc<Self> {
+    pub(crate) fn new(acl: Acl, limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             acl,
+            limits,
             next_conn: AtomicU64::new(1),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -275,6 +303,10 @@ impl Broker {
 
     pub(crate) fn acl(&self) -> &Acl {
         &self.acl
+    }
+
+    pub(crate) const fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// A receiver that changes to `true` when the broker shuts down.
@@ -501,10 +533,13 @@ impl Broker {
     }
 
     /// An inbound QoS 2 PUBLISH: `true` when its packet identifier is new (deliver it),
-    /// `false` for a re-sent one whose first copy was delivered already (exactly once).
-    pub(crate) fn inbound_qos2(&self, clientid: &str, conn_id: u64, pkid: u16) -> bool {
-        self.with_own(clientid, conn_id, |s| s.inbound_qos2.insert(pkid))
-            .unwrap_or(false)
+    /// `false` for a re-sent one whose first copy was delivered already (exactly once);
+    /// and how many are now unreleased.
+    pub(crate) fn inbound_qos2(&self, clientid: &str, conn_id: u64, pkid: u16) -> (bool, usize) {
+        self.with_own(clientid, conn_id, |s| {
+            (s.inbound_qos2.insert(pkid), s.inbound_qos2.len())
+        })
+        .unwrap_or((false, 0))
     }
 
     /// PUBREL: the inbound QoS 2 packet identifier may be used again.
@@ -773,7 +808,7 @@ mod tests {
 
     #[tokio::test]
     async fn takeover_closes_the_first_connection_and_fanout_picks_the_best_qos() {
-        let broker = Broker::new(Acl::default());
+        let broker = Broker::new(Acl::default(), Limits::default());
         let first = broker.register(info("c", true));
         let second = broker.register(info("c", true));
         assert_eq!(first.close.await.unwrap(), CloseReason::TakenOver);
@@ -815,7 +850,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_local_retain_as_published_and_retain_handling() {
-        let broker = Broker::new(Acl::default());
+        let broker = Broker::new(Acl::default(), Limits::default());
         let me = broker.register(info("me", true));
         let opts = |no_local, retain_as_published, retain_handling| SubOptions {
             qos: QoS::AtLeastOnce,
@@ -853,7 +888,7 @@ mod tests {
 
     #[tokio::test]
     async fn persistent_sessions_keep_subscriptions_queue_and_messages_in_flight() {
-        let broker = Broker::new(Acl::default());
+        let broker = Broker::new(Acl::default(), Limits::default());
         let first = broker.register(info("p", false));
         assert!(!first.session_present);
         broker.subscribe("p", &[("t".into(), SubOptions::qos(QoS::ExactlyOnce))]);
@@ -891,7 +926,7 @@ mod tests {
 
     #[tokio::test]
     async fn receive_maximum_limits_messages_in_flight_and_order_is_kept() {
-        let broker = Broker::new(Acl::default());
+        let broker = Broker::new(Acl::default(), Limits::default());
         let c = broker.register(info("r", true));
         broker.subscribe("r", &[("t".into(), SubOptions::qos(QoS::AtLeastOnce))]);
         for payload in [b"1", b"2", b"3"] {

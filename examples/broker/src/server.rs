@@ -67,7 +67,10 @@ fn local(listener: &Option<TcpListener>) -> String {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let broker = Broker::new(Acl::new(config.allow.clone(), config.deny.clone()));
+    let broker = Broker::new(
+        Acl::new(config.allow.clone(), config.deny.clone()),
+        config.limits,
+    );
     let layer = config.forwarding.as_ref().map(real_ip_layer).transpose()?;
     let tcp = bind("tcp", config.tcp).await?;
     let ws = bind("ws", config.ws).await?;

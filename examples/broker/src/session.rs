@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::broker::{
-    Broker, ClientInfo, CloseReason, ConnMeta, Delivery, Registration, min_qos, valid_filter,
-    valid_topic,
+    Broker, ClientInfo, CloseReason, ConnMeta, Delivery, Limits, Registration, min_qos,
+    valid_filter, valid_topic,
 };
 use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 
@@ -19,8 +19,6 @@ use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that does not read what it is sent for this long is disconnected.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest accepted packet (remaining length).
-pub(crate) const MAX_PACKET_SIZE: usize = 1024 * 1024;
 
 /// Why a connection ended, for the audit log.
 #[derive(Debug)]
@@ -34,6 +32,9 @@ enum End {
     KeepaliveTimeout(Duration),
     Malformed(String),
     Protocol(String),
+    TooLarge(String),
+    /// A limit of the broker's was broken (MQTT 5 reason code, description).
+    Limit(DisconnectReason, &'static str),
     TopicAlias,
     UnsupportedProtocol(u8),
     Io(std::io::Error),
@@ -49,6 +50,8 @@ impl End {
             Self::KeepaliveTimeout(_) => Some(DisconnectReason::KeepAliveTimeout),
             Self::Malformed(_) => Some(DisconnectReason::MalformedPacket),
             Self::Protocol(_) => Some(DisconnectReason::ProtocolError),
+            Self::TooLarge(_) => Some(DisconnectReason::PacketTooLarge),
+            Self::Limit(reason, _) => Some(*reason),
             Self::TopicAlias => Some(DisconnectReason::TopicAliasInvalid),
             Self::Broker(CloseReason::TakenOver) => Some(DisconnectReason::SessionTakenOver),
             Self::Broker(CloseReason::Kicked) => Some(DisconnectReason::AdministrativeAction),
@@ -60,7 +63,9 @@ impl End {
 
 impl From<codec::DecodeError> for End {
     fn from(e: codec::DecodeError) -> Self {
-        if e.protocol_error {
+        if e.too_large {
+            Self::TooLarge(e.message)
+        } else if e.protocol_error {
             Self::Protocol(e.message)
         } else {
             Self::Malformed(e.message)
@@ -83,6 +88,8 @@ impl fmt::Display for End {
             }
             Self::Malformed(e) => write!(f, "malformed packet: {e}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::TooLarge(e) => write!(f, "packet too large: {e}"),
+            Self::Limit(_, e) => f.write_str(e),
             Self::TopicAlias => f.write_str("protocol error: topic alias (none allowed)"),
             Self::UnsupportedProtocol(level) => write!(f, "unsupported protocol level {level}"),
             Self::Io(e) => write!(f, "io error: {e}"),
@@ -111,10 +118,8 @@ impl Reader {
     }
 
     /// The next complete packet already buffered, if any.
-    fn next(&mut self, version: Version) -> Result<Option<Inbound>, End> {
-        version
-            .decode(&mut self.buf, MAX_PACKET_SIZE)
-            .map_err(End::from)
+    fn next(&mut self, version: Version, max: usize) -> Result<Option<Inbound>, End> {
+        version.decode(&mut self.buf, max).map_err(End::from)
     }
 
     /// Reads more bytes; `Ok(false)` at end of stream. Cancel safe.
@@ -164,7 +169,7 @@ where
 
     // CONNECT first, within CONNECT_TIMEOUT.
     let first = tokio::select! {
-        first = tokio::time::timeout(CONNECT_TIMEOUT, read_first(&mut io, &mut reader)) => first,
+        first = tokio::time::timeout(CONNECT_TIMEOUT, read_first(&mut io, &mut reader, max_packet(&broker))) => first,
         _ = shutdown.changed() => return,
     };
     let (version, connect) = match first {
@@ -197,7 +202,15 @@ where
         // 3.1.1 needs clean session for an assigned id; MQTT 5 allows it either way.
         if version == Version::V4 && !connect.clean_start {
             tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = "empty client id with clean session = 0", "client refused");
-            let _ = connack(&mut io, version, ConnackCode::BadClientId, false, None).await;
+            let _ = connack(
+                &mut io,
+                version,
+                ConnackCode::BadClientId,
+                false,
+                None,
+                broker.limits(),
+            )
+            .await;
             return;
         }
         clientid = format!("realip-{:016x}", rand_id());
@@ -215,7 +228,15 @@ where
             reason = %reason,
             "client denied"
         );
-        let _ = connack(&mut io, version, ConnackCode::NotAuthorized, false, None).await;
+        let _ = connack(
+            &mut io,
+            version,
+            ConnackCode::NotAuthorized,
+            false,
+            None,
+            broker.limits(),
+        )
+        .await;
         close(&mut io).await;
         return;
     }
@@ -258,6 +279,7 @@ where
         ConnackCode::Accepted,
         session_present,
         assigned.as_deref(),
+        broker.limits(),
     )
     .await
     {
@@ -370,9 +392,14 @@ impl Drop for Registered<'_> {
     }
 }
 
+fn max_packet(broker: &Broker) -> usize {
+    usize::try_from(broker.limits().max_packet_size).unwrap_or(usize::MAX)
+}
+
 async fn read_first<IO: AsyncRead + Unpin>(
     io: &mut IO,
     reader: &mut Reader,
+    max: usize,
 ) -> Result<(Version, codec::Connect), End> {
     loop {
         if !reader.buf.is_empty() && reader.buf[0] >> 4 != 1 {
@@ -384,7 +411,7 @@ async fn read_first<IO: AsyncRead + Unpin>(
                 (b"MQTT", 5) => Version::V5,
                 _ => return Err(End::UnsupportedProtocol(level)),
             };
-            match codec::decode_connect(version, &mut reader.buf, MAX_PACKET_SIZE) {
+            match codec::decode_connect(version, &mut reader.buf, max) {
                 Ok(Some(connect)) => return Ok((version, connect)),
                 Ok(None) => {}
                 Err(e) => return Err(End::from(e)),
@@ -421,16 +448,15 @@ async fn connack<IO: AsyncWrite + Unpin>(
     code: ConnackCode,
     session_present: bool,
     assigned: Option<&str>,
+    limits: &Limits,
 ) -> Result<(), End> {
     let mut out = BytesMut::new();
     version
-        .connack(&mut out, code, session_present, assigned)
+        .connack(&mut out, code, session_present, assigned, limits)
         .map_err(encode_err)?;
     send(io, &mut out).await
 }
 
-/// The highest QoS the broker grants and delivers.
-const MAX_QOS: QoS = QoS::ExactlyOnce;
 /// Messages taken from the session queue per wake-up.
 const BATCH: usize = 256;
 
@@ -487,7 +513,7 @@ impl Connection<'_> {
         loop {
             // Packets already buffered (pipelined after CONNECT, or several in one read).
             loop {
-                match reader.next(self.version) {
+                match reader.next(self.version, max_packet(self.broker)) {
                     Ok(Some(packet)) => {
                         if let Some(end) = self.handle(packet) {
                             let _ = send(io, &mut self.out).await;
@@ -598,6 +624,14 @@ impl Connection<'_> {
                 if !valid_topic(&topic) {
                     return Some(End::Protocol(String::from("invalid topic name in PUBLISH")));
                 }
+                let limits = self.broker.limits();
+                if (qos as u8) > (limits.max_qos as u8) && version == Version::V5 {
+                    // [MQTT-3.2.2-11]: above the Maximum QoS of CONNACK.
+                    return Some(End::Limit(
+                        DisconnectReason::QosNotSupported,
+                        "QoS not supported: PUBLISH above the broker's Maximum QoS",
+                    ));
+                }
                 let msg = Delivery {
                     topic: Arc::from(topic.as_str()),
                     payload,
@@ -617,7 +651,19 @@ impl Connection<'_> {
                     QoS::ExactlyOnce => {
                         // Delivered on the first receipt only; a re-sent PUBLISH (same
                         // packet identifier, before PUBREL) is only acknowledged again.
-                        if self.broker.inbound_qos2(self.clientid, self.conn_id, pkid) {
+                        let (new, unreleased) =
+                            self.broker.inbound_qos2(self.clientid, self.conn_id, pkid);
+                        if unreleased > usize::from(limits.receive_maximum)
+                            && version == Version::V5
+                        {
+                            // [MQTT-3.3.4-8]: more unacknowledged QoS 2 PUBLISHes than the
+                            // Receive Maximum of CONNACK.
+                            return Some(End::Limit(
+                                DisconnectReason::ReceiveMaximumExceeded,
+                                "receive maximum exceeded",
+                            ));
+                        }
+                        if new {
                             self.broker.publish(Some(self.clientid), msg);
                         }
                         version.pubrec(out, pkid)
@@ -651,7 +697,7 @@ impl Connection<'_> {
                 let mut accepted = Vec::with_capacity(filters.len());
                 for (filter, mut opts) in filters {
                     if valid_filter(&filter) {
-                        opts.qos = min_qos(opts.qos, MAX_QOS);
+                        opts.qos = min_qos(opts.qos, self.broker.limits().max_qos);
                         granted.push(Some(opts.qos));
                         accepted.push((filter, opts));
                     } else {
@@ -740,9 +786,9 @@ mod tests {
                 Version::V5
             };
             let mut first = bytes.clone();
-            let _ = codec::decode_connect(version, &mut first, MAX_PACKET_SIZE);
+            let _ = codec::decode_connect(version, &mut first, 1 << 20);
             let mut reader = Reader { buf: bytes };
-            while let Ok(Some(_)) = reader.next(version) {}
+            while let Ok(Some(_)) = reader.next(version, 1 << 20) {}
         }
     }
 
