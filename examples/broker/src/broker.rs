@@ -46,6 +46,8 @@ pub(crate) struct ClientInfo {
     /// Whether the session outlives the connection (3.1.1 clean session = 0, MQTT 5 session
     /// expiry interval > 0).
     pub(crate) persistent: bool,
+    /// How long the session outlives the connection.
+    pub(crate) expiry: Expiry,
     pub(crate) connected_at: SystemTime,
 }
 
@@ -69,6 +71,49 @@ impl SubOptions {
             no_local: false,
             retain_as_published: false,
             retain_handling: 0,
+        }
+    }
+}
+
+/// How long a session outlives its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// It ends with the connection (3.1.1 clean session = 1, MQTT 5 interval 0).
+    Now,
+    /// MQTT 5 Session Expiry Interval.
+    After(Duration),
+    /// 3.1.1 clean session = 0, MQTT 5 interval 0xFFFFFFFF: until the broker stops.
+    Never,
+}
+
+impl Expiry {
+    /// From an MQTT 5 Session Expiry Interval (absent = 0) [MQTT-3.1.2-23].
+    pub(crate) fn from_interval(secs: Option<u32>) -> Self {
+        match secs {
+            None | Some(0) => Self::Now,
+            Some(u32::MAX) => Self::Never,
+            Some(secs) => Self::After(Duration::from_secs(u64::from(secs))),
+        }
+    }
+}
+
+/// A will message waiting for its Will Delay Interval (or the end of its session).
+#[derive(Clone, Debug)]
+pub(crate) struct PendingWill {
+    pub(crate) msg: Delivery,
+    pub(crate) delay: Duration,
+    /// Its Message Expiry Interval, counted from when it is published.
+    pub(crate) message_expiry: Option<u32>,
+}
+
+impl PendingWill {
+    /// The message as published now.
+    fn release(self) -> Delivery {
+        let mut props = (*self.msg.props).clone();
+        props.expire_after(self.message_expiry);
+        Delivery {
+            props: Arc::new(props),
+            ..self.msg
         }
     }
 }
@@ -199,6 +244,11 @@ struct Session {
     last_pkid: u16,
     /// Inbound QoS 2 packet identifiers whose PUBLISH was received and not yet released.
     inbound_qos2: BTreeSet<u16>,
+    expiry: Option<Expiry>,
+    /// When the last connection ended (`None` while connected).
+    disconnected_at: Option<Instant>,
+    /// A will message waiting to be published, and when.
+    will: Option<(PendingWill, Instant)>,
 }
 
 impl Session {
@@ -212,6 +262,15 @@ impl Session {
         self.queue.push_back(delivery);
         if let Some(conn) = &self.conn {
             conn.ready.notify_one();
+        }
+    }
+
+    /// Whether a disconnected session's expiry interval has passed.
+    fn expired(&self, now: Instant) -> bool {
+        match (self.disconnected_at, self.expiry) {
+            (Some(at), Some(Expiry::After(d))) => at + d <= now,
+            (Some(_), Some(Expiry::Now)) => true,
+            _ => false,
         }
     }
 
@@ -348,9 +407,22 @@ impl Broker {
         let (close_tx, close) = oneshot::channel();
         let ready = Arc::new(Notify::new());
         let clientid = info.clientid.clone();
-        let (clean_start, persistent) = (info.clean_start, info.persistent);
+        let (clean_start, persistent, expiry) = (info.clean_start, info.persistent, info.expiry);
+        let now = Instant::now();
+        let mut wills = Vec::new();
         let mut state = self.lock();
         let session = state.sessions.entry(clientid).or_default();
+        if session.expired(now) {
+            // Expired before the periodic sweep saw it: gone, and its will is due.
+            if let Some((will, _)) = session.will.take() {
+                wills.push(will.release());
+            }
+            *session = Session::default();
+        }
+        // A will still waiting for its delay is cancelled by the reconnection [MQTT-3.1.3-9].
+        if session.will.take().is_some() {
+            tracing::debug!(client = %info.clientid, "delayed will message cancelled: the client is back");
+        }
         if let Some(old) = session.conn.take() {
             if let Some(close) = old.close {
                 let _ = close.send(CloseReason::TakenOver);
@@ -370,6 +442,8 @@ impl Broker {
             *session = Session::default();
         }
         session.persistent = persistent;
+        session.expiry = Some(expiry);
+        session.disconnected_at = None;
         if !session.queue.is_empty() {
             ready.notify_one();
         }
@@ -379,28 +453,103 @@ impl Broker {
             close: Some(close_tx),
             info: Arc::new(info),
         });
+        let resend = session.inflight.clone();
+        drop(state);
+        for will in wills {
+            self.publish(None, will);
+        }
         Registration {
             conn_id,
             session_present,
             ready,
             close,
-            resend: session.inflight.clone(),
+            resend,
         }
     }
 
-    /// Forgets a connection (if it is still the current one for its client id). A clean
-    /// session is dropped with it; a persistent one keeps its subscriptions, its queue and
-    /// its messages in flight.
-    pub(crate) fn unregister(&self, clientid: &str, conn_id: u64) {
-        let mut state = self.lock();
-        let Some(session) = state.sessions.get_mut(clientid) else {
-            return;
-        };
-        if session.conn.as_ref().is_some_and(|c| c.id == conn_id) {
-            session.conn = None;
-            if !session.persistent {
-                state.sessions.remove(clientid);
+    /// Forgets a connection (if it is still the current one for its client id). A session
+    /// that ends with the connection is dropped; another keeps its subscriptions, its queue
+    /// and its messages in flight until it expires. `expiry` replaces the session's own
+    /// (MQTT 5 DISCONNECT); `will` is published after its delay or when the session ends,
+    /// whichever comes first [MQTT-3.1.2-8], [MQTT-3.1.3-9].
+    pub(crate) fn unregister(
+        &self,
+        clientid: &str,
+        conn_id: u64,
+        expiry: Option<Expiry>,
+        will: Option<PendingWill>,
+    ) {
+        let now = Instant::now();
+        let mut publish_now = None;
+        {
+            let mut state = self.lock();
+            let Some(session) = state.sessions.get_mut(clientid) else {
+                return;
+            };
+            if session.conn.as_ref().is_none_or(|c| c.id != conn_id) {
+                // Taken over: the new connection owns the session, and a delayed will is
+                // cancelled by it [MQTT-3.1.3-9].
+                publish_now = will.filter(|w| w.delay.is_zero()).map(PendingWill::release);
+            } else {
+                session.conn = None;
+                session.disconnected_at = Some(now);
+                if let Some(expiry) = expiry {
+                    session.expiry = Some(expiry);
+                }
+                let ends = match session.expiry {
+                    Some(Expiry::Now) | None => Some(now),
+                    Some(Expiry::After(d)) => Some(now + d),
+                    Some(Expiry::Never) => None,
+                };
+                if let Some(w) = will {
+                    let due = ends.map_or(now + w.delay, |end| end.min(now + w.delay));
+                    if due <= now {
+                        publish_now = Some(w.release());
+                    } else {
+                        session.will = Some((w, due));
+                    }
+                }
+                if ends.is_some_and(|end| end <= now) {
+                    state.sessions.remove(clientid);
+                }
             }
+        }
+        if let Some(msg) = publish_now {
+            self.publish(Some(clientid), msg);
+        }
+    }
+
+    /// Publishes wills whose delay has passed, ends sessions whose expiry interval has
+    /// passed (publishing their pending will) [MQTT-3.1.2-23], and drops retained messages
+    /// whose Message Expiry Interval has passed [MQTT-3.3.2-5].
+    pub(crate) fn sweep(&self, now: Instant) {
+        let mut due = Vec::new();
+        {
+            let mut state = self.lock();
+            state.sessions.retain(|clientid, session| {
+                if session.conn.is_some() {
+                    return true;
+                }
+                let expired = session.expired(now);
+                if session
+                    .will
+                    .as_ref()
+                    .is_some_and(|(_, at)| *at <= now || expired)
+                {
+                    if let Some((will, _)) = session.will.take() {
+                        tracing::debug!(client = %clientid, "publishing delayed will message");
+                        due.push(will.release());
+                    }
+                }
+                if expired {
+                    tracing::info!(client = %clientid, "session expired");
+                }
+                !expired
+            });
+            state.retained.retain(|_, msg| !msg.props.expired(now));
+        }
+        for will in due {
+            self.publish(None, will);
         }
     }
 
@@ -794,6 +943,7 @@ mod tests {
             keepalive: 60,
             clean_start: clean,
             persistent: !clean,
+            expiry: if clean { Expiry::Now } else { Expiry::Never },
             connected_at: SystemTime::now(),
         }
     }
@@ -813,7 +963,7 @@ mod tests {
         let second = broker.register(info("c", true));
         assert_eq!(first.close.await.unwrap(), CloseReason::TakenOver);
         // The first connection's cleanup must not remove the second one.
-        broker.unregister("c", first.conn_id);
+        broker.unregister("c", first.conn_id, None, None);
         assert_eq!(broker.clients().len(), 1);
 
         broker.subscribe(
@@ -898,7 +1048,7 @@ mod tests {
         assert_eq!(sent.iter().map(|o| o.pkid).collect::<Vec<_>>(), [1, 2]);
         // b reached PUBREC; a is unacknowledged.
         assert_eq!(broker.pubrec("p", first.conn_id, 2, false), Acked::Known);
-        broker.unregister("p", first.conn_id);
+        broker.unregister("p", first.conn_id, None, None);
         broker.publish(None, msg("t", b"0", QoS::AtMostOnce, false));
         broker.publish(None, msg("t", b"c", QoS::AtLeastOnce, false));
 
@@ -920,7 +1070,7 @@ mod tests {
         // A clean session discards the old state.
         let clean = broker.register(info("p", true));
         assert!(!clean.session_present && clean.resend.is_empty());
-        broker.unregister("p", clean.conn_id);
+        broker.unregister("p", clean.conn_id, None, None);
         assert!(broker.client("p").is_none());
     }
 

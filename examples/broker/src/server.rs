@@ -101,6 +101,7 @@ async fn serve(config: Config) -> Result<(), String> {
 
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(sweep_loop(Arc::clone(&broker), stop.clone()));
     if let Some(listener) = tcp {
         let listener = MqttListener::new(
             listener,
@@ -167,6 +168,17 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Delayed wills, session expiry and retained-message expiry, four times a second.
+async fn sweep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = every.tick() => broker.sweep(std::time::Instant::now()),
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::broker::{
-    Broker, ClientInfo, CloseReason, ConnMeta, Delivery, Limits, Registration, min_qos,
-    valid_filter, valid_topic,
+    Broker, ClientInfo, CloseReason, ConnMeta, Delivery, Expiry, Limits, PendingWill, Registration,
+    min_qos, valid_filter, valid_topic,
 };
 use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 
@@ -248,6 +248,11 @@ where
         keepalive: connect.keep_alive,
         clean_start: connect.clean_start,
         persistent: connect.persistent,
+        expiry: match version {
+            Version::V4 if connect.persistent => Expiry::Never,
+            Version::V4 => Expiry::Now,
+            Version::V5 => Expiry::from_interval(connect.session_expiry),
+        },
         connected_at: SystemTime::now(),
     };
     let registration = broker.register(info);
@@ -273,7 +278,7 @@ where
     );
 
     let session_present = registration.session_present;
-    let end = match connack(
+    let (end, disconnect_expiry) = match connack(
         &mut io,
         version,
         ConnackCode::Accepted,
@@ -295,6 +300,7 @@ where
                     .max_packet_size
                     .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
                 out: BytesMut::new(),
+                disconnect_expiry: None,
             };
             let end = conn
                 .run(
@@ -311,33 +317,32 @@ where
                     let _ = send(&mut io, &mut out).await;
                 }
             }
-            end
+            (end, conn.disconnect_expiry)
         }
-        Err(end) => end,
+        Err(end) => (end, None),
     };
 
-    broker.unregister(&clientid, conn_id);
     let will = match end {
         End::Normal => None,
-        _ => connect.will,
+        _ => connect.will.filter(|w| valid_topic(&w.topic)),
     };
-    if let Some(will) = will {
-        if valid_topic(&will.topic) {
-            tracing::debug!(client = %clientid, topic = %will.topic, "publishing will message");
-            let mut props = will.props;
-            props.expire_after(will.message_expiry);
-            broker.publish(
-                Some(&clientid),
-                Delivery {
-                    topic: Arc::from(will.topic.as_str()),
-                    payload: will.payload,
-                    qos: will.qos,
-                    retain: will.retain,
-                    props: Arc::new(props),
-                },
-            );
-        }
-    }
+    let will = will.map(|will| PendingWill {
+        msg: Delivery {
+            topic: Arc::from(will.topic.as_str()),
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            props: Arc::new(will.props),
+        },
+        delay: Duration::from_secs(u64::from(will.delay)),
+        message_expiry: will.message_expiry,
+    });
+    broker.unregister(
+        &clientid,
+        conn_id,
+        disconnect_expiry.map(|secs| Expiry::from_interval(Some(secs))),
+        will,
+    );
     close(&mut io).await;
     let level_info = matches!(
         end,
@@ -388,7 +393,8 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.broker.unregister(self.clientid, self.conn_id);
+        self.broker
+            .unregister(self.clientid, self.conn_id, None, None);
     }
 }
 
@@ -471,6 +477,8 @@ struct Connection<'a> {
     receive_max: u16,
     /// The Session Expiry Interval of CONNECT (MQTT 5).
     session_expiry: Option<u32>,
+    /// The Session Expiry Interval of DISCONNECT (MQTT 5), which replaces CONNECT's.
+    disconnect_expiry: Option<u32>,
     /// The client's Maximum Packet Size [MQTT-3.1.2-24].
     client_max_packet: usize,
     out: BytesMut,
@@ -727,8 +735,17 @@ impl Connection<'_> {
                     "DISCONNECT sets a Session Expiry Interval after CONNECT set 0",
                 )));
             }
-            Inbound::Disconnect { will: false, .. } => return Some(End::Normal),
-            Inbound::Disconnect { will: true, .. } => return Some(End::NormalWithWill),
+            Inbound::Disconnect {
+                will,
+                session_expiry,
+            } => {
+                self.disconnect_expiry = session_expiry;
+                return Some(if will {
+                    End::NormalWithWill
+                } else {
+                    End::Normal
+                });
+            }
             Inbound::Connect => return Some(End::Protocol(String::from("second CONNECT"))),
             Inbound::ServerOnly => {
                 return Some(End::Protocol(String::from(
