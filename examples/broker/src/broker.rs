@@ -62,6 +62,8 @@ pub(crate) struct SubOptions {
     pub(crate) retain_as_published: bool,
     /// 0: send retained messages on subscribe, 1: only for a new subscription, 2: never.
     pub(crate) retain_handling: u8,
+    /// MQTT 5 Subscription Identifier, sent with every message this subscription matches.
+    pub(crate) id: Option<u32>,
 }
 
 impl SubOptions {
@@ -71,6 +73,7 @@ impl SubOptions {
             no_local: false,
             retain_as_published: false,
             retain_handling: 0,
+            id: None,
         }
     }
 }
@@ -160,6 +163,9 @@ pub(crate) struct Delivery {
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
     pub(crate) props: Arc<MessageProps>,
+    /// The Subscription Identifiers of the subscriber's matching subscriptions
+    /// [MQTT-3.3.4-3] (empty on the way in).
+    pub(crate) sub_ids: Vec<u32>,
 }
 
 impl Delivery {
@@ -171,6 +177,7 @@ impl Delivery {
             qos,
             retain,
             props: Arc::default(),
+            sub_ids: Vec::new(),
         }
     }
 }
@@ -292,6 +299,8 @@ impl Session {
 struct State {
     sessions: HashMap<String, Session>,
     retained: BTreeMap<String, Delivery>,
+    /// Round-robin position of each shared subscription (`group`, `filter`).
+    shared_next: HashMap<(String, String), usize>,
 }
 
 /// What an acknowledgement from the client did.
@@ -729,7 +738,8 @@ impl Broker {
                 1 => !existed,
                 _ => false,
             };
-            if !send {
+            // Retained messages are not sent for a shared subscription (MQTT 5 §4.8.2).
+            if !send || shared_filter(filter).is_some() {
                 continue;
             }
             for (topic, msg) in &state.retained {
@@ -739,6 +749,7 @@ impl Broker {
                         Delivery {
                             qos: min_qos(msg.qos, opts.qos),
                             retain: true,
+                            sub_ids: opts.id.into_iter().collect(),
                             ..msg.clone()
                         },
                     );
@@ -768,11 +779,24 @@ impl Broker {
                 state.retained.insert(msg.topic.to_string(), msg.clone());
             }
         }
+        // Members of each matching shared subscription: (client id, options, connected).
+        let mut shared: BTreeMap<(String, String), Vec<(String, SubOptions, bool)>> =
+            BTreeMap::new();
         for (clientid, session) in &mut state.sessions {
             let own = from == Some(clientid.as_str());
             let mut granted: Option<QoS> = None;
             let mut keep_retain = false;
+            let mut sub_ids = Vec::new();
             for (filter, opts) in &session.subs {
+                if let Some((group, filter)) = shared_filter(filter) {
+                    if topic_matches(&msg.topic, filter) {
+                        shared
+                            .entry((group.to_owned(), filter.to_owned()))
+                            .or_default()
+                            .push((clientid.clone(), *opts, session.conn.is_some()));
+                    }
+                    continue;
+                }
                 if (own && opts.no_local) || !topic_matches(&msg.topic, filter) {
                     continue;
                 }
@@ -780,11 +804,13 @@ impl Broker {
                     granted = Some(opts.qos);
                 }
                 keep_retain |= opts.retain_as_published;
+                sub_ids.extend(opts.id);
             }
             let Some(granted) = granted else { continue };
             let delivery = Delivery {
                 qos: min_qos(msg.qos, granted),
                 retain: msg.retain && keep_retain,
+                sub_ids,
                 ..msg.clone()
             };
             if session.conn.is_none() && delivery.qos == QoS::AtMostOnce {
@@ -792,6 +818,29 @@ impl Broker {
                 continue;
             }
             session.enqueue(clientid, delivery);
+        }
+        // One member of each shared subscription gets the message, in turn (connected
+        // members first) (MQTT 5 §4.8.2).
+        for (key, mut members) in shared {
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            if members.iter().any(|m| m.2) {
+                members.retain(|m| m.2);
+            }
+            let next = state.shared_next.entry(key).or_default();
+            let (clientid, opts, connected) = &members[*next % members.len()];
+            *next = next.wrapping_add(1);
+            let delivery = Delivery {
+                qos: min_qos(msg.qos, opts.qos),
+                retain: msg.retain && opts.retain_as_published,
+                sub_ids: opts.id.into_iter().collect(),
+                ..msg.clone()
+            };
+            if !connected && delivery.qos == QoS::AtMostOnce {
+                continue;
+            }
+            if let Some(session) = state.sessions.get_mut(clientid) {
+                session.enqueue(clientid, delivery);
+            }
         }
     }
 
@@ -839,6 +888,14 @@ pub(crate) fn min_qos(a: QoS, b: QoS) -> QoS {
 /// Whether a topic name is valid for PUBLISH: not empty, no wildcards, no NUL.
 pub(crate) fn valid_topic(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
+/// A shared subscription `$share/{group}/{filter}`: its group and filter, when well formed
+/// (a non-empty group without `/`, `+`, `#`; a valid filter) (MQTT 5 §4.8.2).
+pub(crate) fn shared_filter(filter: &str) -> Option<(&str, &str)> {
+    let (group, filter) = filter.strip_prefix("$share/")?.split_once('/')?;
+    (!group.is_empty() && !group.contains(['+', '#']) && valid_filter(filter))
+        .then_some((group, filter))
 }
 
 /// Whether a topic filter is valid for SUBSCRIBE: `+` fills a whole level, `#` is a whole,
@@ -1007,6 +1064,7 @@ mod tests {
             no_local,
             retain_as_published,
             retain_handling,
+            id: None,
         };
         broker.subscribe("me", &[("own/#".into(), opts(true, false, 0))]);
         broker.publish(Some("me"), msg("own/x", b"mine", QoS::AtMostOnce, false));

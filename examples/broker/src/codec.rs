@@ -439,8 +439,8 @@ impl Version {
                         reason_string: None,
                         user_properties: Vec::new(),
                         wildcard_subscription_available: Some(1),
-                        subscription_identifiers_available: Some(0),
-                        shared_subscription_available: Some(0),
+                        subscription_identifiers_available: Some(1),
+                        shared_subscription_available: Some(1),
                         server_keep_alive: None,
                         response_information: None,
                         server_reference: None,
@@ -479,16 +479,23 @@ impl Version {
             }
             Self::V5 => {
                 let p = &msg.props;
-                let properties = (**p != MessageProps::default()).then(|| v5::PublishProperties {
-                    payload_format_indicator: p.payload_format_indicator,
-                    message_expiry_interval: p.remaining_expiry(now),
-                    topic_alias: None,
-                    response_topic: p.response_topic.clone(),
-                    correlation_data: p.correlation_data.clone(),
-                    user_properties: p.user_properties.clone(),
-                    subscription_identifiers: Vec::new(),
-                    content_type: p.content_type.clone(),
-                });
+                let properties =
+                    (**p != MessageProps::default() || !msg.sub_ids.is_empty()).then(|| {
+                        v5::PublishProperties {
+                            payload_format_indicator: p.payload_format_indicator,
+                            message_expiry_interval: p.remaining_expiry(now),
+                            topic_alias: None,
+                            response_topic: p.response_topic.clone(),
+                            correlation_data: p.correlation_data.clone(),
+                            user_properties: p.user_properties.clone(),
+                            subscription_identifiers: msg
+                                .sub_ids
+                                .iter()
+                                .map(|id| *id as usize)
+                                .collect(),
+                            content_type: p.content_type.clone(),
+                        }
+                    });
                 let mut publish = v5::Publish::new(
                     &*msg.topic,
                     qos_to_v5(msg.qos),
@@ -761,26 +768,35 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
             ),
         },
         v5::Packet::PubComp(p) => Inbound::PubComp(p.pkid),
-        v5::Packet::Subscribe(s) => Inbound::Subscribe {
-            pkid: s.pkid,
-            filters: s
-                .filters
-                .into_iter()
-                .map(|f| {
-                    let opts = SubOptions {
-                        qos: qos_from_v5(f.qos),
-                        no_local: f.nolocal,
-                        retain_as_published: f.preserve_retain,
-                        retain_handling: match f.retain_forward_rule {
-                            v5::RetainForwardRule::OnEverySubscribe => 0,
-                            v5::RetainForwardRule::OnNewSubscribe => 1,
-                            v5::RetainForwardRule::Never => 2,
-                        },
-                    };
-                    (f.path, opts)
-                })
-                .collect(),
-        },
+        v5::Packet::Subscribe(s) => {
+            let sub_id = match s.properties.and_then(|p| p.id) {
+                // MQTT 5 §3.8.2.1.2.
+                Some(0) => return Err(DecodeError::protocol("Subscription Identifier 0")),
+                Some(id) => Some(u32::try_from(id).map_err(err)?),
+                None => None,
+            };
+            Inbound::Subscribe {
+                pkid: s.pkid,
+                filters: s
+                    .filters
+                    .into_iter()
+                    .map(|f| {
+                        let opts = SubOptions {
+                            qos: qos_from_v5(f.qos),
+                            no_local: f.nolocal,
+                            retain_as_published: f.preserve_retain,
+                            retain_handling: match f.retain_forward_rule {
+                                v5::RetainForwardRule::OnEverySubscribe => 0,
+                                v5::RetainForwardRule::OnNewSubscribe => 1,
+                                v5::RetainForwardRule::Never => 2,
+                            },
+                            id: sub_id,
+                        };
+                        (f.path, opts)
+                    })
+                    .collect(),
+            }
+        }
         v5::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
             pkid: u.pkid,
             filters: u.filters,
@@ -843,7 +859,7 @@ mod tests {
             ),
             (Some(4096), Some(10), Some(1), None)
         );
-        // Retain, wildcard subscriptions available; subscription ids, shared ones not.
+        // Retain, wildcard subscriptions, subscription identifiers, shared subscriptions.
         assert_eq!(
             (
                 p.retain_available,
@@ -851,7 +867,7 @@ mod tests {
                 p.subscription_identifiers_available,
                 p.shared_subscription_available
             ),
-            (Some(1), Some(1), Some(0), Some(0))
+            (Some(1), Some(1), Some(1), Some(1))
         );
         // Maximum QoS 2 is never sent (MQTT 5 §3.2.2.3.4): its absence means 2.
         out.clear();

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::broker::{
     Broker, ClientInfo, CloseReason, ConnMeta, Delivery, Expiry, Limits, PendingWill, Registration,
-    min_qos, valid_filter, valid_topic,
+    min_qos, shared_filter, valid_filter, valid_topic,
 };
 use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 
@@ -333,6 +333,7 @@ where
             qos: will.qos,
             retain: will.retain,
             props: Arc::new(will.props),
+            sub_ids: Vec::new(),
         },
         delay: Duration::from_secs(u64::from(will.delay)),
         message_expiry: will.message_expiry,
@@ -646,6 +647,7 @@ impl Connection<'_> {
                     qos,
                     retain,
                     props: Arc::new(props),
+                    sub_ids: Vec::new(),
                 };
                 match qos {
                     QoS::AtMostOnce => {
@@ -704,7 +706,19 @@ impl Connection<'_> {
                 let mut granted = Vec::with_capacity(filters.len());
                 let mut accepted = Vec::with_capacity(filters.len());
                 for (filter, mut opts) in filters {
-                    if valid_filter(&filter) {
+                    let shared = filter.starts_with("$share/");
+                    if shared && opts.no_local && version == Version::V5 {
+                        // [MQTT-3.8.3-4].
+                        return Some(End::Protocol(String::from(
+                            "No Local on a shared subscription",
+                        )));
+                    }
+                    let valid = if shared {
+                        shared_filter(&filter).is_some()
+                    } else {
+                        valid_filter(&filter)
+                    };
+                    if valid {
                         opts.qos = min_qos(opts.qos, self.broker.limits().max_qos);
                         granted.push(Some(opts.qos));
                         accepted.push((filter, opts));

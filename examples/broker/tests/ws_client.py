@@ -12,7 +12,7 @@ Events:   {"event": "connected", "rc": 0}
           {"event": "message", "topic": "t", "payload": "p", "qos": 1, "retain": false}
           {"event": "disconnected", "rc": 0}
 Commands: {"op": "sub", "topic": "t/#", "qos": 1}
-          (MQTT 5 options: "no_local", "retain_as_published", "retain_handling")
+          (MQTT 5 options: "no_local", "retain_as_published", "retain_handling", "sub_id")
           {"op": "pub", "topic": "t", "payload": "p", "qos": 1, "retain": false}
           (MQTT 5: "props": {"user_properties": [["k", "v"]], "content_type": ...})
           {"op": "quit"}
@@ -161,7 +161,14 @@ def main():
                 retainAsPublished=cmd.get("retain_as_published", False),
                 retainHandling=cmd.get("retain_handling", 0),
             )
-            client.subscribe(cmd["topic"], options=options)
+            properties = None
+            if cmd.get("sub_id"):
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                properties = Properties(PacketTypes.SUBSCRIBE)
+                properties.SubscriptionIdentifier = cmd["sub_id"]
+            client.subscribe(cmd["topic"], options=options, properties=properties)
         elif op == "sub":
             client.subscribe(cmd["topic"], qos=cmd.get("qos", 0))
         elif op == "pub":
