@@ -780,8 +780,7 @@ impl Broker {
             }
         }
         // Members of each matching shared subscription: (client id, options, connected).
-        let mut shared: BTreeMap<(String, String), Vec<(String, SubOptions, bool)>> =
-            BTreeMap::new();
+        let mut shared: BTreeMap<(String, String), Vec<SharedMember>> = BTreeMap::new();
         for (clientid, session) in &mut state.sessions {
             let own = from == Some(clientid.as_str());
             let mut granted: Option<QoS> = None;
@@ -889,6 +888,9 @@ pub(crate) fn min_qos(a: QoS, b: QoS) -> QoS {
 pub(crate) fn valid_topic(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#', '\0'])
 }
+
+/// A member of a shared subscription a message matches: client id, options, connected.
+type SharedMember = (String, SubOptions, bool);
 
 /// A shared subscription `$share/{group}/{filter}`: its group and filter, when well formed
 /// (a non-empty group without `/`, `+`, `#`; a valid filter) (MQTT 5 §4.8.2).
