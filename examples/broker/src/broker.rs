@@ -321,6 +321,8 @@ pub(crate) struct Limits {
     pub(crate) max_qos: QoS,
     /// Inbound QoS 2 messages a client may have unreleased (MQTT 5 Receive Maximum).
     pub(crate) receive_maximum: u16,
+    /// Topic aliases a client may set (MQTT 5 Topic Alias Maximum; 0: none).
+    pub(crate) topic_alias_maximum: u16,
 }
 
 impl Default for Limits {
@@ -329,6 +331,7 @@ impl Default for Limits {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             max_qos: QoS::ExactlyOnce,
             receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
+            topic_alias_maximum: DEFAULT_TOPIC_ALIAS_MAXIMUM,
         }
     }
 }
@@ -337,6 +340,8 @@ impl Default for Limits {
 pub(crate) const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024 + 64 * 1024;
 /// Default Receive Maximum the broker advertises.
 pub(crate) const DEFAULT_RECEIVE_MAXIMUM: u16 = 1024;
+/// Default Topic Alias Maximum the broker advertises.
+pub(crate) const DEFAULT_TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
 /// The broker: shared by every connection task and the admin API.
 #[derive(Debug)]

@@ -17,7 +17,9 @@ use realip_core::TrustedProxies;
 use rumqttc::mqttbytes::QoS;
 use serde::Deserialize;
 
-use crate::broker::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_RECEIVE_MAXIMUM, Limits};
+use crate::broker::{
+    DEFAULT_MAX_PACKET_SIZE, DEFAULT_RECEIVE_MAXIMUM, DEFAULT_TOPIC_ALIAS_MAXIMUM, Limits,
+};
 
 /// Default MQTT over TCP listener.
 pub(crate) const DEFAULT_TCP: &str = "0.0.0.0:1883";
@@ -153,6 +155,10 @@ pub(crate) struct RunArgs {
     /// [default: 1024].
     #[arg(long, value_name = "N")]
     pub(crate) receive_maximum: Option<u16>,
+    /// Topic aliases an MQTT 5 client may set (MQTT 5 Topic Alias Maximum; 0 offers none)
+    /// [default: 64].
+    #[arg(long, value_name = "N")]
+    pub(crate) topic_alias_maximum: Option<u16>,
 }
 
 /// The TOML file: the same names as the flags.
@@ -177,6 +183,7 @@ struct FileConfig {
     max_packet_size: Option<u32>,
     max_qos: Option<u8>,
     receive_maximum: Option<u16>,
+    topic_alias_maximum: Option<u16>,
 }
 
 /// How the WebSocket listener picks the client address out of the forwarded header.
@@ -431,6 +438,10 @@ impl Config {
                 max_packet_size,
                 max_qos,
                 receive_maximum,
+                topic_alias_maximum: args
+                    .topic_alias_maximum
+                    .or(file.topic_alias_maximum)
+                    .unwrap_or(DEFAULT_TOPIC_ALIAS_MAXIMUM),
             },
         })
     }

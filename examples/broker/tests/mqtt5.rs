@@ -52,7 +52,7 @@ fn keepalive_timeout_and_protocol_errors_are_reason_coded() {
         "{waited:?}"
     );
 
-    // A PUBLISH with a topic alias (none is allowed): DISCONNECT 0x94.
+    // A PUBLISH with a topic alias above the Topic Alias Maximum (64): DISCONNECT 0x94.
     let mut alias =
         RawClient::connect_from("127.0.0.144", broker.tcp(), &v5_connect("v5-alias", 60));
     let publish = v5::Publish::new(
@@ -62,7 +62,7 @@ fn keepalive_timeout_and_protocol_errors_are_reason_coded() {
         Some(v5::PublishProperties {
             payload_format_indicator: None,
             message_expiry_interval: None,
-            topic_alias: Some(1),
+            topic_alias: Some(65),
             response_topic: None,
             correlation_data: None,
             user_properties: Vec::new(),
