@@ -74,7 +74,7 @@ pub(crate) enum CtlCommand {
 /// `ctl clients ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClientsCommand {
-    /// One line per connected client.
+    /// One line per client session (connected or not).
     List,
     /// One client, by client id.
     Show {

@@ -573,7 +573,12 @@ fn persistent_sessions_with_mosquitto_sub_and_kick_from_the_admin_api() {
     .output()
     .unwrap();
     assert!(first.status.success(), "{first:?}");
-    assert_eq!(broker.get("/api/v5/clients/durable").0, 404);
+    // Still listed, as a disconnected session.
+    let (status, record) = broker.get("/api/v5/clients/durable");
+    assert_eq!(
+        (status, &record["connected"]),
+        (200, &serde_json::json!(false))
+    );
 
     // Published while it is away, at QoS 1: queued.
     let status = mosquitto(
