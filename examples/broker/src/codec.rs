@@ -114,6 +114,8 @@ pub(crate) struct Connect {
     pub(crate) max_packet_size: Option<u32>,
     /// MQTT 5 Topic Alias Maximum the client accepts.
     pub(crate) topic_alias_max: u16,
+    /// MQTT 5 Authentication Method (enhanced authentication, which the broker lacks).
+    pub(crate) auth_method: Option<String>,
 }
 
 /// A will message.
@@ -182,6 +184,8 @@ pub(crate) enum ConnackCode {
     Accepted,
     BadClientId,
     NotAuthorized,
+    /// MQTT 5 only.
+    BadAuthenticationMethod,
 }
 
 /// Reasons for a server-side DISCONNECT (MQTT 5 only; 3.1.1 just closes).
@@ -330,6 +334,7 @@ pub(crate) fn decode_connect(
                 receive_maximum: u16::MAX,
                 max_packet_size: None,
                 topic_alias_max: 0,
+                auth_method: None,
             })),
             Ok(_) => Err(DecodeError::malformed("first packet is not CONNECT")),
             Err(e) => Err(err(e)),
@@ -382,6 +387,7 @@ pub(crate) fn decode_connect(
                     receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
                     max_packet_size: props.max_packet_size,
                     topic_alias_max: props.topic_alias_max.unwrap_or(0),
+                    auth_method: props.authentication_method,
                 }))
             }
             Ok(_) => Err(DecodeError::malformed("first packet is not CONNECT")),
@@ -416,7 +422,9 @@ impl Version {
                 let code = match code {
                     ConnackCode::Accepted => v4::ConnectReturnCode::Success,
                     ConnackCode::BadClientId => v4::ConnectReturnCode::BadClientId,
-                    ConnackCode::NotAuthorized => v4::ConnectReturnCode::NotAuthorized,
+                    ConnackCode::NotAuthorized | ConnackCode::BadAuthenticationMethod => {
+                        v4::ConnectReturnCode::NotAuthorized
+                    }
                 };
                 v4::ConnAck::new(code, session_present).write(out)?;
             }
@@ -425,6 +433,9 @@ impl Version {
                     ConnackCode::Accepted => v5::ConnectReturnCode::Success,
                     ConnackCode::BadClientId => v5::ConnectReturnCode::ClientIdentifierNotValid,
                     ConnackCode::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
+                    ConnackCode::BadAuthenticationMethod => {
+                        v5::ConnectReturnCode::BadAuthenticationMethod
+                    }
                 };
                 // A refused CONNECT gets no properties: rumqttc writes the (required)
                 // property length 0 for `None`.

@@ -66,7 +66,7 @@ pub(crate) struct CtlArgs {
 /// `ctl` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum CtlCommand {
-    /// Connected clients.
+    /// Client sessions.
     #[command(subcommand)]
     Clients(ClientsCommand),
 }

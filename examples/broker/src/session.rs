@@ -218,6 +218,22 @@ where
         assigned = Some(clientid.clone());
     }
 
+    if let Some(method) = &connect.auth_method {
+        // [MQTT-4.12.0-1]: enhanced authentication is not supported; 0x8C and close.
+        tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, client = %clientid, method = %method, "client refused: unsupported authentication method");
+        let _ = connack(
+            &mut io,
+            version,
+            ConnackCode::BadAuthenticationMethod,
+            false,
+            None,
+            broker.limits(),
+        )
+        .await;
+        close(&mut io).await;
+        return;
+    }
+
     if let Err(reason) = broker.acl().check(meta.client.ip()) {
         tracing::warn!(
             target: "realip_broker::audit",
