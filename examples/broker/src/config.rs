@@ -292,10 +292,8 @@ impl Config {
         let ws = listen_addr("ws", args.ws.or(file.ws), DEFAULT_WS)?;
         let admin = listen_addr("admin", args.admin.or(file.admin), DEFAULT_ADMIN)?;
 
-        let timeout = args
-            .proxy_protocol_timeout
-            .or(file.proxy_protocol_timeout)
-            .unwrap_or(DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS);
+        let timeout_given = args.proxy_protocol_timeout.or(file.proxy_protocol_timeout);
+        let timeout = timeout_given.unwrap_or(DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS);
         if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
             return Err(format!(
                 "invalid --proxy-protocol-timeout {timeout}: expected seconds in (0, 3600]"
@@ -312,10 +310,26 @@ impl Config {
         let tcp_proxy_protocol =
             args.tcp_proxy_protocol || file.tcp_proxy_protocol.unwrap_or(false);
         let ws_proxy_protocol = args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false);
-        if proxy_from.is_some() && !tcp_proxy_protocol && !ws_proxy_protocol {
-            // It would decide nothing: say so instead of ignoring it.
+        // A flag that would decide nothing is an error, not silently ignored.
+        if !tcp_proxy_protocol && !ws_proxy_protocol {
+            if proxy_from.is_some() {
+                return Err(
+                    "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol".to_owned(),
+                );
+            }
+            if timeout_given.is_some() {
+                return Err(
+                    "--proxy-protocol-timeout needs --tcp-proxy-protocol or --ws-proxy-protocol"
+                        .to_owned(),
+                );
+            }
+        }
+        if tcp_proxy_protocol && tcp.is_none() {
+            return Err("--tcp-proxy-protocol needs the TCP listener (--tcp is off)".to_owned());
+        }
+        if ws_proxy_protocol && ws.is_none() {
             return Err(
-                "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol".to_owned(),
+                "--ws-proxy-protocol needs the WebSocket listener (--ws is off)".to_owned(),
             );
         }
 
@@ -572,6 +586,16 @@ mod tests {
         assert!(
             err(&["--trusted-proxy", "10.0.0.0/8"])
                 .starts_with("--trusted-proxy needs --ws-header")
+        );
+        assert!(
+            err(&["--proxy-protocol-timeout", "2"]).starts_with("--proxy-protocol-timeout needs")
+        );
+        assert!(
+            err(&["--tcp", "off", "--tcp-proxy-protocol"])
+                .starts_with("--tcp-proxy-protocol needs")
+        );
+        assert!(
+            err(&["--ws", "off", "--ws-proxy-protocol"]).starts_with("--ws-proxy-protocol needs")
         );
         assert!(err(&["--max-qos", "3"]).contains("--max-qos 3"));
         assert!(err(&["--receive-maximum", "0"]).contains("--receive-maximum 0"));
