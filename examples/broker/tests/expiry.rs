@@ -9,34 +9,16 @@ mod common;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BrokerProcess, have_mosquitto};
+use common::{BrokerProcess, have_mosquitto, mosquitto_cmd};
 
 fn sub(broker: &BrokerProcess, args: &[&str]) -> Command {
-    let mut command = Command::new("mosquitto_sub");
-    command
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.tcp().port().to_string(),
-            "-V",
-            "mqttv5",
-        ])
-        .args(["-F", "%t %p %E"])
-        .args(args);
+    let mut command = mosquitto_cmd("mosquitto_sub", broker, "mqttv5");
+    command.args(["-F", "%t %p %E"]).args(args);
     command
 }
 
 fn publish(broker: &BrokerProcess, args: &[&str]) {
-    let status = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.tcp().port().to_string(),
-            "-V",
-            "mqttv5",
-        ])
+    let status = mosquitto_cmd("mosquitto_pub", broker, "mqttv5")
         .args(["-q", "1"])
         .args(args)
         .status()

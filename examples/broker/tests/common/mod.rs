@@ -225,6 +225,16 @@ pub fn have(tool: &str, runs: bool) -> bool {
     false
 }
 
+/// `mosquitto_pub` or `mosquitto_sub` (`bin`) pointed at the broker's TCP listener, speaking
+/// `version` (`mqttv311`, `mqttv5`).
+pub fn mosquitto_cmd(bin: &str, broker: &BrokerProcess, version: &str) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .args(["-h", "127.0.0.1", "-p", &broker.tcp().port().to_string()])
+        .args(["-V", version]);
+    command
+}
+
 pub fn have_mosquitto() -> bool {
     // `mosquitto_pub --help` exits non-zero on some versions: that it ran is enough.
     let runs = ["mosquitto_pub", "mosquitto_sub"].iter().all(|bin| {
