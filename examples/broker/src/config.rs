@@ -6,14 +6,13 @@
 //! a repeatable flag given on the command line replaces the file's whole list; a boolean flag
 //! is on when either the command line or the file turns it on.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use realip_core::TrustedProxies;
+use realip_tower::Strategy;
 use rumqttc::mqttbytes::QoS;
 use serde::Deserialize;
 
@@ -122,10 +121,12 @@ pub(crate) struct RunArgs {
     /// Header carrying the client port (e.g. X-Forwarded-Port).
     #[arg(long, value_name = "NAME")]
     pub(crate) ws_port_header: Option<String>,
-    /// How to pick the address from the header: trusted|hops:N|single|leftmost|forwarded.
+    /// How to pick the address from the header: trusted|trusted-recursive|hops:N|single|
+    /// leftmost|forwarded|forwarded-recursive.
     #[arg(long, value_name = "STRATEGY")]
     pub(crate) ws_strategy: Option<String>,
-    /// Walk the header from the right past every trusted proxy (NGINX `real_ip_recursive on`).
+    /// Walk the header from the right past every trusted proxy (NGINX `real_ip_recursive on`);
+    /// only for the trusted and forwarded strategies.
     #[arg(long)]
     pub(crate) ws_recursive: bool,
     /// Proxies whose forwarded headers are believed (repeatable) [default: loopback].
@@ -191,58 +192,6 @@ struct FileConfig {
     topic_alias_maximum: Option<u16>,
 }
 
-/// How the WebSocket listener picks the client address out of the forwarded header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Strategy {
-    /// Right-to-left walk over trusted proxies (see `--ws-recursive`).
-    Trusted,
-    /// The entry N hops from the right (Envoy's `xff_num_trusted_hops`).
-    Hops(usize),
-    /// A single-value header (X-Real-IP): exactly one value, from a trusted peer.
-    Single,
-    /// The leftmost entry (only safe when the outermost proxy overwrites the header).
-    Leftmost,
-    /// RFC 7239 `Forwarded`, walked from the right.
-    Forwarded,
-}
-
-impl FromStr for Strategy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        match s.to_ascii_lowercase().as_str() {
-            "trusted" => Ok(Self::Trusted),
-            "single" => Ok(Self::Single),
-            "leftmost" => Ok(Self::Leftmost),
-            "forwarded" => Ok(Self::Forwarded),
-            other => match other.strip_prefix("hops:") {
-                Some(n) => n
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .map(Self::Hops)
-                    .ok_or_else(|| format!("invalid --ws-strategy {s:?}: hops:N needs N >= 1")),
-                None => Err(format!(
-                    "invalid --ws-strategy {s:?}: expected trusted, hops:N, single, leftmost or forwarded"
-                )),
-            },
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Trusted => f.write_str("trusted"),
-            Self::Hops(n) => write!(f, "hops:{n}"),
-            Self::Single => f.write_str("single"),
-            Self::Leftmost => f.write_str("leftmost"),
-            Self::Forwarded => f.write_str("forwarded"),
-        }
-    }
-}
-
 /// Forwarded-header settings of the WebSocket listener.
 #[derive(Clone, Debug)]
 pub(crate) struct Forwarding {
@@ -250,8 +199,8 @@ pub(crate) struct Forwarding {
     pub(crate) header: String,
     /// The port header, when configured.
     pub(crate) port_header: Option<String>,
+    /// `--ws-strategy` with `--ws-recursive` folded in.
     pub(crate) strategy: Strategy,
-    pub(crate) recursive: bool,
     /// `--trusted-proxy`, when given: loopback for every strategy but `hops:N`, which
     /// accepts the header from any peer unless this is set.
     pub(crate) trusted: Option<TrustedProxies>,
@@ -370,7 +319,7 @@ impl Config {
         let strategy = args
             .ws_strategy
             .or(file.ws_strategy)
-            .map(|s| s.parse::<Strategy>())
+            .map(|s| parse_strategy(&s))
             .transpose()?;
         let recursive = args.ws_recursive || file.ws_recursive.unwrap_or(false);
         for name in header.iter().chain(port_header.iter()) {
@@ -378,31 +327,36 @@ impl Config {
                 return Err(format!("invalid header name {name:?}"));
             }
         }
-        let forwarding = match header {
-            Some(header) => {
-                let strategy = strategy.unwrap_or_else(|| default_strategy(&header));
+        let forwarding = match (header, strategy) {
+            (Some(header), strategy) => {
+                let strategy = match strategy {
+                    Some(strategy) => with_recursive(strategy, recursive, "")?,
+                    None => with_recursive(
+                        default_strategy(&header),
+                        recursive,
+                        &format!(" (the default for {header})"),
+                    )?,
+                };
                 Some(Forwarding {
                     header,
                     port_header,
                     strategy,
-                    recursive,
                     trusted: trusted.clone(),
                 })
             }
-            None if port_header.is_some() => {
+            (None, _) if port_header.is_some() => {
                 return Err("--ws-port-header needs --ws-header".to_owned());
             }
-            None if strategy == Some(Strategy::Forwarded) => Some(Forwarding {
+            (None, Some(strategy @ Strategy::Forwarded { .. })) => Some(Forwarding {
                 header: "Forwarded".to_owned(),
                 port_header: None,
-                strategy: Strategy::Forwarded,
-                recursive,
+                strategy: with_recursive(strategy, recursive, "")?,
                 trusted: trusted.clone(),
             }),
-            None if strategy.is_some() => {
+            (None, Some(_)) => {
                 return Err("--ws-strategy needs --ws-header".to_owned());
             }
-            None => None,
+            (None, None) => None,
         };
         if forwarding.is_none() && (recursive || trusted.is_some()) {
             return Err(format!(
@@ -478,10 +432,40 @@ impl Config {
 /// everything else the right-to-left walk over trusted proxies.
 fn default_strategy(header: &str) -> Strategy {
     match header.to_ascii_lowercase().as_str() {
-        "forwarded" => Strategy::Forwarded,
-        "x-real-ip" | "cf-connecting-ip" | "true-client-ip" | "fly-client-ip" => Strategy::Single,
-        _ => Strategy::Trusted,
+        "forwarded" => Strategy::Forwarded { recursive: false },
+        "x-real-ip" | "cf-connecting-ip" | "true-client-ip" | "fly-client-ip" => {
+            Strategy::SingleValue
+        }
+        _ => Strategy::TrustedProxies { recursive: false },
     }
+}
+
+/// `--ws-strategy`, by the names of [`Strategy`]'s `FromStr` (case-insensitive). `hops:0`,
+/// which would ignore the header, is refused: leave out `--ws-header` instead.
+fn parse_strategy(name: &str) -> Result<Strategy, String> {
+    let name = name.trim();
+    match name.to_ascii_lowercase().parse::<Strategy>() {
+        Ok(Strategy::TrustedHops(0)) => Err(format!(
+            "invalid --ws-strategy {name:?}: hops:N needs N >= 1 (hops:0 would ignore the header)"
+        )),
+        Ok(strategy) => Ok(strategy),
+        Err(e) => Err(format!("invalid --ws-strategy: {e}")),
+    }
+}
+
+/// `strategy` with `--ws-recursive` applied; an error when the flag is on and `strategy`
+/// has no walk over trusted proxies (`hops:N`, `single`, `leftmost`), where it would decide
+/// nothing. `default` says where `strategy` came from when `--ws-strategy` was not given.
+fn with_recursive(strategy: Strategy, recursive: bool, default: &str) -> Result<Strategy, String> {
+    if !recursive {
+        return Ok(strategy);
+    }
+    strategy.with_recursive(true).ok_or_else(|| {
+        format!(
+            "--ws-recursive does not apply to --ws-strategy {strategy}{default}: only trusted \
+             and forwarded walk over trusted proxies"
+        )
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
@@ -582,16 +566,15 @@ mod tests {
         assert!(!trusted.contains("10.0.0.1".parse().unwrap()));
         assert_eq!(fwd.header, "X-Forwarded-For");
         assert_eq!(fwd.port_header.as_deref(), Some("X-Forwarded-Port"));
-        assert_eq!(fwd.strategy, Strategy::Trusted);
-        assert!(fwd.recursive);
+        assert_eq!(fwd.strategy, Strategy::TrustedProxies { recursive: true });
     }
 
     #[test]
     fn strategies_parse_and_bad_values_are_errors() {
-        assert_eq!("hops:2".parse::<Strategy>().unwrap(), Strategy::Hops(2));
-        assert_eq!("Leftmost".parse::<Strategy>().unwrap(), Strategy::Leftmost);
-        assert!("hops:0".parse::<Strategy>().is_err());
-        assert!("random".parse::<Strategy>().unwrap_err().contains("random"));
+        assert_eq!(parse_strategy("hops:2").unwrap(), Strategy::TrustedHops(2));
+        assert_eq!(parse_strategy(" Leftmost").unwrap(), Strategy::Leftmost);
+        assert!(parse_strategy("hops:0").unwrap_err().contains("N >= 1"));
+        assert!(parse_strategy("random").unwrap_err().contains("random"));
         assert!(Config::merge(parse(&["--tcp", "nonsense"]), FileConfig::default()).is_err());
         assert!(
             Config::merge(parse(&["--deny", "10.0.0.0/33"]), FileConfig::default())
@@ -601,7 +584,7 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("unknown-key = 1").is_err());
         let real_ip =
             Config::merge(parse(&["--ws-header", "X-Real-IP"]), FileConfig::default()).unwrap();
-        assert_eq!(real_ip.forwarding.unwrap().strategy, Strategy::Single);
+        assert_eq!(real_ip.forwarding.unwrap().strategy, Strategy::SingleValue);
     }
 
     #[test]

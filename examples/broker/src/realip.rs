@@ -13,12 +13,12 @@ use realip_listener::{
     Connection, HandshakeError, Policy, ProxiedAddr, ProxiedStream, ProxyInfo, ProxyListener,
     tlv_type,
 };
-use realip_tower::{Outcome, PortSource, RealIpLayer, Resolution};
+use realip_tower::{Outcome, PortSource, RealIpLayer, Resolution, Strategy};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::ConnMeta;
-use crate::config::{Forwarding, Strategy};
+use crate::config::Forwarding;
 
 /// A broker listener: TCP, or the TCP under the WebSocket server.
 ///
@@ -127,31 +127,18 @@ pub(crate) async fn insert_proxied_addr(
     request
 }
 
-/// The forwarded-header layer for the WebSocket listener.
+/// The forwarded-header layer for the WebSocket listener: `--ws-strategy` (with
+/// `--ws-recursive` folded in by the configuration), headers believed from `--trusted-proxy`,
+/// by default loopback, or any peer for `hops:N` (Envoy trusts its hop count, not addresses).
 pub(crate) fn real_ip_layer(fwd: &Forwarding) -> Result<RealIpLayer, String> {
     let header = HeaderName::from_bytes(fwd.header.as_bytes())
         .map_err(|_| format!("invalid header name {:?}", fwd.header))?;
-    let trusted = || fwd.trusted.clone().unwrap_or_else(TrustedProxies::loopback);
-    let recursive = fwd.recursive;
-    let layer = match fwd.strategy {
-        Strategy::Trusted => RealIpLayer::new(
-            realip_tower::Strategy::TrustedProxies { recursive },
-            trusted(),
-        ),
-        Strategy::Hops(n) => {
-            let layer = RealIpLayer::trusted_hops(n);
-            match &fwd.trusted {
-                Some(set) => layer.trusted_proxies(set.clone()),
-                None => layer,
-            }
-        }
-        Strategy::Single => RealIpLayer::x_real_ip(trusted()),
-        Strategy::Leftmost => RealIpLayer::leftmost(trusted()),
-        Strategy::Forwarded => {
-            RealIpLayer::new(realip_tower::Strategy::Forwarded { recursive }, trusted())
-        }
+    let trusted = match (&fwd.trusted, fwd.strategy) {
+        (Some(set), _) => set.clone(),
+        (None, Strategy::TrustedHops(_)) => TrustedProxies::any(),
+        (None, _) => TrustedProxies::loopback(),
     };
-    let layer = layer.header(header);
+    let layer = RealIpLayer::new(fwd.strategy, trusted).header(header);
     Ok(match &fwd.port_header {
         Some(name) => layer.port_header(
             HeaderName::from_bytes(name.as_bytes())
@@ -346,7 +333,6 @@ mod tests {
             header: header.into(),
             port_header: None,
             strategy,
-            recursive: false,
             trusted: trusted.map(|t| t.parse().unwrap()),
         };
         let mut headers = HeaderMap::new();
@@ -369,7 +355,7 @@ mod tests {
         // trusted, non-recursive: the rightmost entry, from a trusted (default loopback) peer.
         assert_eq!(
             resolve(
-                Strategy::Trusted,
+                Strategy::TrustedProxies { recursive: false },
                 "X-Forwarded-For",
                 xff,
                 None,
@@ -380,7 +366,7 @@ mod tests {
         // ...and nothing from an untrusted peer.
         assert_eq!(
             resolve(
-                Strategy::Trusted,
+                Strategy::TrustedProxies { recursive: false },
                 "X-Forwarded-For",
                 xff,
                 None,
@@ -391,7 +377,7 @@ mod tests {
         // hops:2 from any peer when no --trusted-proxy is given.
         assert_eq!(
             resolve(
-                Strategy::Hops(2),
+                Strategy::TrustedHops(2),
                 "X-Forwarded-For",
                 xff,
                 None,
@@ -402,7 +388,7 @@ mod tests {
         // hops:2 restricted by an explicit --trusted-proxy.
         assert_eq!(
             resolve(
-                Strategy::Hops(2),
+                Strategy::TrustedHops(2),
                 "X-Forwarded-For",
                 xff,
                 Some("10.0.0.0/8"),
@@ -422,7 +408,7 @@ mod tests {
         );
         assert_eq!(
             resolve(
-                Strategy::Single,
+                Strategy::SingleValue,
                 "X-Real-IP",
                 "203.0.113.4",
                 None,
@@ -432,7 +418,7 @@ mod tests {
         );
         assert_eq!(
             resolve(
-                Strategy::Forwarded,
+                Strategy::Forwarded { recursive: false },
                 "Forwarded",
                 "for=\"[2001:db8::7]:4711\"",
                 None,
@@ -447,8 +433,7 @@ mod tests {
         let fwd = Forwarding {
             header: "X-Forwarded-For".into(),
             port_header: Some("X-Forwarded-Port".into()),
-            strategy: Strategy::Trusted,
-            recursive: true,
+            strategy: Strategy::TrustedProxies { recursive: true },
             trusted: Some("127.0.0.0/8".parse().unwrap()),
         };
         let layer = real_ip_layer(&fwd).unwrap();

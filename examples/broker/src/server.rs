@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use realip_listener::ProxiedAddr;
-use realip_tower::Resolution;
+use realip_tower::{RealClient, RealClientRejection, Resolution};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -248,29 +249,24 @@ fn ws_router(config: &Config, broker: Arc<Broker>) -> Router {
         })
 }
 
-async fn ws_upgrade(State(state): State<WsState>, request: Request) -> Response {
-    let (mut parts, _body) = request.into_parts();
-    let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<ProxiedAddr>>().cloned()
-    else {
-        return (
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "no connect info: serve the router with into_make_service_with_connect_info::<ProxiedAddr>()",
-        )
-            .into_response();
-    };
+/// The upgrade handler. With the forwarded-header layer installed, [`RealClient`] is its
+/// answer (which already accounts for the PROXY-derived transport peer) and [`Resolution`]
+/// says which header decided; without it, the client is what the PROXY listener accepted.
+async fn ws_upgrade(
+    State(state): State<WsState>,
+    ConnectInfo(addr): ConnectInfo<ProxiedAddr>,
+    client: Option<RealClient>,
+    resolution: Result<Resolution, RealClientRejection>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let mut meta = conn_meta(WS_LISTENER, &addr);
-    // With the forwarded-header layer installed, its answer wins (it already accounts for
-    // the PROXY-derived transport peer).
-    if let Some(resolution) = parts.extensions.get::<Resolution>() {
-        if let Some(client) = resolution.client() {
-            meta.client = client.clone();
-        }
-        meta.forwarded = forwarded_json(resolution, &parts.headers, state.port_header.as_deref());
+    if let Some(RealClient(client)) = client {
+        meta.client = client;
     }
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
-    };
+    if let Ok(resolution) = resolution {
+        meta.forwarded = forwarded_json(&resolution, &headers, state.port_header.as_deref());
+    }
     let broker = state.broker;
     upgrade
         .protocols(["mqtt", "mqttv3.1"])
