@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::{BIN, BrokerProcess, WsClient, connect_packet};
+use serde_json::Value;
 
 /// Runs the broker with `args` and returns its stderr; fails when it does not exit with
 /// status 2 (a configuration error) within ten seconds.
@@ -75,16 +76,15 @@ impl Drop for ConfigFile {
     }
 }
 
-/// Upgrades from `from` with `headers`, connects as `id`, and returns the client address
-/// the admin API shows.
-fn ws_client_address(broker: &BrokerProcess, from: &str, id: &str, headers: &str) -> String {
+/// Upgrades from `from` with `headers`, connects as `id`, and returns the client's record
+/// in the admin API.
+fn ws_record(broker: &BrokerProcess, from: &str, id: &str, headers: &str) -> Value {
     let mut ws = WsClient::connect(from, broker.ws(), b"", headers);
     let mut connect = BytesMut::new();
     connect_packet(id, 60).write(&mut connect).unwrap();
     ws.send(&connect);
     assert_eq!(ws.recv(), [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
-    let record = broker.client(id);
-    record["ip_address"].as_str().unwrap().to_owned()
+    broker.client(id)
 }
 
 #[test]
@@ -227,55 +227,35 @@ fn the_walking_strategies_take_the_recursive_flag_or_name() {
         args.extend(trusted);
         let broker = BrokerProcess::start(&args);
         let id = format!("walk-{i}");
-        assert_eq!(
-            ws_client_address(&broker, "127.0.0.151", &id, headers),
-            expected,
-            "{flags:?}"
-        );
+        let record = ws_record(&broker, "127.0.0.151", &id, headers);
+        assert_eq!(record["ip_address"], expected, "{flags:?}");
     }
 }
 
 #[test]
 fn toml_keys_set_the_same_strategy_as_the_flags() {
-    let file = ConfigFile::new(
-        "walk",
-        "tcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         ws-header = \"X-Forwarded-For\"\nws-port-header = \"X-Forwarded-Port\"\n\
-         ws-strategy = \"trusted\"\nws-recursive = true\ntrusted-proxy = [\"127.0.0.0/8\"]\n",
-    );
-    let mut command = Command::new(BIN);
-    command.args(["--config", file.path()]);
-    let broker = BrokerProcess::spawn(command);
-    let mut ws = WsClient::connect(
-        "127.0.0.152",
-        broker.ws(),
-        b"",
-        "X-Forwarded-For: 198.51.100.9, 127.0.0.11\r\nX-Forwarded-Port: 4711, 5000\r\n",
-    );
-    let mut connect = BytesMut::new();
-    connect_packet("toml-walk", 60).write(&mut connect).unwrap();
-    ws.send(&connect);
-    assert_eq!(ws.recv(), [0x20, 0x02, 0x00, 0x00]);
-    let record = broker.client("toml-walk");
-    assert_eq!(record["peername"], "198.51.100.9:4711");
-    assert_eq!(record["ip_source"], "x-forwarded-for");
-
-    // hops:N counts hops from any peer unless --trusted-proxy narrows it; it needs no flag.
-    let file = ConfigFile::new(
-        "hops",
-        "tcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         ws-header = \"X-Forwarded-For\"\nws-strategy = \"hops:2\"\n",
-    );
-    let mut command = Command::new(BIN);
-    command.args(["--config", file.path()]);
-    let broker = BrokerProcess::spawn(command);
-    assert_eq!(
-        ws_client_address(
-            &broker,
-            "127.0.0.153",
-            "toml-hops",
-            "X-Forwarded-For: 203.0.113.1, 198.51.100.9, 127.0.0.11\r\n"
+    // (file, request headers, record field, value the admin API shows)
+    let cases = [
+        (
+            "ws-header = \"X-Forwarded-For\"\nws-port-header = \"X-Forwarded-Port\"\n\
+             ws-strategy = \"trusted\"\nws-recursive = true\ntrusted-proxy = [\"127.0.0.0/8\"]\n",
+            "X-Forwarded-For: 198.51.100.9, 127.0.0.11\r\nX-Forwarded-Port: 4711, 5000\r\n",
+            "peername",
+            "198.51.100.9:4711",
         ),
-        "198.51.100.9"
-    );
+        // hops:N counts hops from any peer unless --trusted-proxy narrows it.
+        (
+            "ws-header = \"X-Forwarded-For\"\nws-strategy = \"hops:2\"\n",
+            "X-Forwarded-For: 203.0.113.1, 198.51.100.9, 127.0.0.11\r\n",
+            "ip_address",
+            "198.51.100.9",
+        ),
+    ];
+    for (i, (text, headers, field, expected)) in cases.into_iter().enumerate() {
+        let file = ConfigFile::new(&format!("toml-{i}"), text);
+        let broker = BrokerProcess::start(&["--config", file.path()]);
+        let record = ws_record(&broker, "127.0.0.152", &format!("toml-{i}"), headers);
+        assert_eq!(record[field], expected, "{text}");
+        assert_eq!(record["ip_source"], "x-forwarded-for", "{text}");
+    }
 }
