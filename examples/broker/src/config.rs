@@ -596,6 +596,16 @@ mod tests {
         );
         assert!(err(&["--ws-recursive"]).starts_with("--ws-recursive needs --ws-header"));
         assert!(
+            err(&[
+                "--ws-header",
+                "X-Forwarded-For",
+                "--ws-strategy",
+                "leftmost",
+                "--ws-recursive"
+            ])
+            .starts_with("--ws-recursive does not apply to --ws-strategy leftmost")
+        );
+        assert!(
             err(&["--trusted-proxy", "10.0.0.0/8"])
                 .starts_with("--trusted-proxy needs --ws-header")
         );
