@@ -105,7 +105,7 @@ pub use error::{HandshakeError, HeaderError};
 pub use handshake::Connection;
 pub use header::{
     Command, Family, ProxyAddr, ProxyHeader, ProxyInfo, ProxyVersion, SslInfo, Tlv, Tlvs,
-    Transport, parse_header, tlv_type,
+    Transport, UnverifiedIdentity, parse_header, tlv_type,
 };
 pub use listener::{
     Builder, DEFAULT_ACCEPT_BATCH, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_LEN,
