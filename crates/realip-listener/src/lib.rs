@@ -15,6 +15,8 @@
 //!   [header size](DEFAULT_MAX_HEADER_LEN): a silent or slow client never delays others.
 //! * A [`Policy`] per peer: require (default), optional, ignore, reject, skip; or trust
 //!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set.
+//! * [`SslInfo::verified_client_cn`]: the client-certificate identity a TLS-terminating
+//!   proxy sends, only for a certificate it verified ([`UnverifiedIdentity`] says why not).
 //! * [`ProxyHeader`] writes headers, for clients, tests and proxies written in Rust.
 //! * Feature `axum`: `axum::serve(listener, app)` and `ConnectInfo<ProxiedAddr>`.
 //! * Feature `udp`: [`udp::ProxyUdpSocket`], PROXY v2 (per flow or per datagram) and
