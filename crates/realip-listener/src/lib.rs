@@ -14,7 +14,8 @@
 //!   with a [cap on pending handshakes](DEFAULT_MAX_PENDING) and on
 //!   [header size](DEFAULT_MAX_HEADER_LEN): a silent or slow client never delays others.
 //! * A [`Policy`] per peer: require (default), optional, ignore, reject, skip; or trust
-//!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set.
+//!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set; or a
+//!   [`PolicyTable`] of ranges (load balancers, health checkers) with a default.
 //! * [`SslInfo::verified_client_cn`]: the client-certificate identity a TLS-terminating
 //!   proxy sends, only for a certificate it verified ([`UnverifiedIdentity`] says why not).
 //! * [`ProxyHeader`] writes headers, for clients, tests and proxies written in Rust.
@@ -97,6 +98,7 @@ mod handshake;
 mod header;
 mod listener;
 mod policy;
+mod policy_table;
 mod stream;
 #[cfg(feature = "udp")]
 pub mod udp;
@@ -114,4 +116,5 @@ pub use listener::{
     DEFAULT_MAX_PENDING, ProxyListener,
 };
 pub use policy::{ParsePolicyError, Policy, PolicySource};
+pub use policy_table::{ParsePolicyTableError, PolicyTable};
 pub use stream::ProxiedStream;
