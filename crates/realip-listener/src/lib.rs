@@ -20,6 +20,8 @@
 //!   proxy sends, only for a certificate it verified ([`UnverifiedIdentity`] says why not).
 //! * [`ProxyHeader`] writes headers, for clients, tests and proxies written in Rust.
 //! * Feature `axum`: `axum::serve(listener, app)` and `ConnectInfo<ProxiedAddr>`.
+//! * Feature `metrics`: handshakes, rejections, pending handshakes and header wait time
+//!   through the `metrics` facade ([`metrics`] lists the names).
 //! * Feature `udp`: [`udp::ProxyUdpSocket`], PROXY v2 (per flow or per datagram) and
 //!   Cloudflare's Simple Proxy Protocol over UDP.
 //!
@@ -97,6 +99,7 @@ mod error;
 mod handshake;
 mod header;
 mod listener;
+pub mod metrics;
 mod policy;
 mod policy_table;
 mod stream;
