@@ -8,6 +8,7 @@ use realip_core::{ClientAddr, PeerAddr, TrustedProxies};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::metrics;
 use crate::peer::Peer;
 use crate::resolution::{Fallback, Outcome, Resolution};
 use crate::strategy::Strategy;
@@ -299,6 +300,7 @@ where
         if request.extensions().get::<ClientAddr>().is_none() {
             let resolution = self.layer.resolve_request(&request);
             trace_resolution(&self.layer, &resolution);
+            metrics::resolved(&resolution);
             if let Some(client) = resolution.client() {
                 request.extensions_mut().insert(client.clone());
             }

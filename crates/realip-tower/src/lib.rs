@@ -273,6 +273,7 @@
 mod extract;
 mod forwarded;
 mod layer;
+pub mod metrics;
 mod parse;
 mod peer;
 mod resolution;
