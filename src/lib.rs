@@ -30,7 +30,7 @@
 //! ```
 
 pub use realip_core::{
-    AddrSource, ClientAddr, ParseTrustedProxiesError, PeerAddr, TrustedProxies, canonical_ip,
+    AddrSource, ClientAddr, Live, ParseTrustedProxiesError, PeerAddr, TrustedProxies, canonical_ip,
 };
 
 #[cfg(feature = "listener")]

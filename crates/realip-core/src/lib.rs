@@ -23,9 +23,11 @@
 //! [`realip-tower`]: https://docs.rs/realip-tower
 
 mod addr;
+mod live;
 mod trusted;
 
 pub use addr::{AddrSource, ClientAddr, PeerAddr, canonical_ip};
+pub use live::Live;
 pub use trusted::{ParseTrustedProxiesError, TrustedProxies};
 
 /// The former name of [`ParseTrustedProxiesError`].
