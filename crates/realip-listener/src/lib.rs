@@ -13,6 +13,8 @@
 //! * Headers are read concurrently, under a [header timeout](DEFAULT_HEADER_TIMEOUT),
 //!   with a [cap on pending handshakes](DEFAULT_MAX_PENDING) and on
 //!   [header size](DEFAULT_MAX_HEADER_LEN): a silent or slow client never delays others.
+//! * [`ProxyListener::bind`] listens with a backlog sized for bursts: the system's maximum
+//!   ([`default_backlog`]), or [`Builder::backlog`].
 //! * A [`Policy`] per peer: require (default), optional, ignore, reject, skip; or trust
 //!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set; or a
 //!   [`PolicyTable`] of ranges (load balancers, health checkers) with a default.

@@ -242,3 +242,43 @@ fn endless_connection_errors_do_not_hold_the_poll() {
         .expect("a poll of the listener never returned");
     assert!(pending);
 }
+
+/// Hands out borrowed sockets: neither the listener nor its sockets are `'static`.
+struct Borrowed<'a>(Vec<&'a mut DuplexStream>);
+
+impl<'a> Accept for Borrowed<'a> {
+    type Io = &'a mut DuplexStream;
+    type LocalAddr = ();
+
+    fn poll_accept_io(&mut self, _: &mut Context<'_>) -> Poll<io::Result<Accepted<Self::Io>>> {
+        match self.0.pop() {
+            Some(io) => Poll::Ready(Ok((io, PeerAddr::Inet(sa("127.0.0.1:5000")), None))),
+            None => Poll::Pending,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn local_peer_addr(&self) -> io::Result<PeerAddr> {
+        Ok(PeerAddr::Unix(None))
+    }
+}
+
+#[tokio::test]
+async fn sockets_that_borrow_are_accepted() {
+    use tokio::io::AsyncReadExt;
+
+    let (mut client, mut server) = tokio::io::duplex(1024);
+    let mut bytes = ProxyHeader::v1(sa("198.51.100.7:4000"), sa("10.0.0.1:1883")).to_bytes();
+    bytes.extend_from_slice(b"ping");
+    client.write_all(&bytes).await.unwrap();
+
+    let mut listener = ProxyListener::builder().listen(Borrowed(vec![&mut server]));
+    let (mut stream, addr) = listener.accept().await;
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    let mut ping = [0; 4];
+    stream.read_exact(&mut ping).await.unwrap();
+    assert_eq!(&ping, b"ping");
+}

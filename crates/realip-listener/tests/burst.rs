@@ -152,37 +152,84 @@ fn spawn_server() -> (SocketAddr, std::thread::JoinHandle<()>) {
     (rx.recv().unwrap(), server)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_5000_connections_is_accepted_without_a_drop() {
-    raise_open_files_limit(2 * CLIENTS as u64 + 200);
-    let (addr, server) = spawn_server();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let client = SocketAddr::from(([198, 51, 100, (i % 250) as u8 + 1], 10_000 + i as u16));
-            tokio::spawn(burst_client(addr, client))
-        })
-        .collect();
+/// What the clients of one burst saw.
+struct Burst {
+    /// Clients that failed (connect, write or read error, or a wrong client address).
+    failures: Vec<String>,
+    /// Clients whose connect took a SYN retransmission: their first handshake was dropped.
+    retried: usize,
+    slowest: Duration,
+}
 
-    let mut failures = Vec::new();
-    let mut slowest = Duration::ZERO;
-    for client in clients {
-        match tokio::time::timeout(Duration::from_secs(60), client).await {
-            Ok(Ok(Ok(connected))) => slowest = slowest.max(connected),
-            Ok(Ok(Err(err))) => failures.push(err),
-            Ok(Err(join)) => failures.push(join.to_string()),
-            Err(_) => failures.push("client did not finish within 60 s".to_owned()),
+/// Connects `CLIENTS` clients at once (from one thread, as one client host would) to a
+/// freshly started application.
+fn burst() -> Burst {
+    let (addr, server) = spawn_server();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt.block_on(async move {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let client =
+                    SocketAddr::from(([198, 51, 100, (i % 250) as u8 + 1], 10_000 + i as u16));
+                tokio::spawn(burst_client(addr, client))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(CLIENTS);
+        for client in clients {
+            results.push(
+                match tokio::time::timeout(Duration::from_secs(60), client).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(join)) => Err(join.to_string()),
+                    Err(_) => Err("client did not finish within 60 s".to_owned()),
+                },
+            );
+        }
+        results
+    });
+    server.join().unwrap();
+    let mut burst = Burst {
+        failures: Vec::new(),
+        retried: 0,
+        slowest: Duration::ZERO,
+    };
+    for result in results {
+        match result {
+            Ok(connected) => {
+                burst.slowest = burst.slowest.max(connected);
+                burst.retried += usize::from(connected >= SYN_RETRY);
+            }
+            Err(err) => burst.failures.push(err),
         }
     }
-    server.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {CLIENTS} clients failed, first: {:?}",
-        failures.len(),
-        failures.first()
-    );
-    // A handshake dropped by a full accept queue is retried after a second at the earliest.
-    assert!(
-        slowest < SYN_RETRY,
-        "the slowest connect took {slowest:?}: a handshake was dropped and retried"
-    );
+    burst
+}
+
+#[test]
+fn a_burst_of_5000_connections_is_accepted_without_a_drop() {
+    raise_open_files_limit(2 * CLIENTS as u64 + 200);
+    // The kernel queues up to the backlog (4096 on current Linux) while the application
+    // accepts the rest: on a host so loaded that the application gets no CPU for the whole
+    // burst, a queue of that size still overflows. Such a run is repeated (up to three in
+    // all); a backlog of 128 drops handshakes in every run.
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let burst = burst();
+        assert!(
+            burst.failures.is_empty(),
+            "{} of {CLIENTS} clients failed, first: {:?}",
+            burst.failures.len(),
+            burst.failures.first()
+        );
+        if burst.retried == 0 {
+            return;
+        }
+        runs.push(format!(
+            "{} handshakes dropped and retried, slowest connect {:?}",
+            burst.retried, burst.slowest
+        ));
+    }
+    panic!("every run dropped handshakes: {runs:?}");
 }

@@ -419,6 +419,23 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A quoted-pair means the byte it escapes: escaping any bytes of a quoted node
+        /// never changes what it names.
+        #[test]
+        fn quoted_pairs_mean_the_bytes_they_escape(
+            node in "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}(:[0-9]{1,5})?|\\[[0-9a-f:]{2,12}(%[ -~&&[^\\]\"\\\\]]{1,8})?\\](:[0-9_a-z]{1,5})?|unknown|_[a-z.]{1,6}",
+            mask in proptest::collection::vec(proptest::bool::ANY, 40),
+        ) {
+            let escaped: String = node
+                .chars()
+                .zip(mask.iter().cycle())
+                .map(|(c, &escape)| if escape { format!("\\{c}") } else { c.to_string() })
+                .collect();
+            let plain = parse_element(format!("for=\"{node}\"").as_bytes());
+            let unescaped = parse_element(format!("for=\"{escaped}\"").as_bytes());
+            proptest::prop_assert_eq!(plain, unescaped, "{}", escaped);
+        }
+
         #[test]
         fn quote_aware_scan_agrees_with_the_byte_by_byte_reference(s in "[a;,\"\\\\ ]{0,16}") {
             for sep in [b',', b';'] {
