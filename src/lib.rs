@@ -33,6 +33,10 @@ pub use realip_core::{
     AddrSource, ClientAddr, Live, ParseTrustedProxiesError, PeerAddr, TrustedProxies, canonical_ip,
 };
 
+#[cfg(feature = "presets")]
+#[doc(inline)]
+pub use realip_core::presets;
+
 #[cfg(feature = "listener")]
 #[doc(inline)]
 pub use realip_listener as listener;

@@ -24,6 +24,8 @@
 
 mod addr;
 mod live;
+#[cfg(feature = "presets")]
+pub mod presets;
 mod trusted;
 
 pub use addr::{AddrSource, ClientAddr, PeerAddr, canonical_ip};
