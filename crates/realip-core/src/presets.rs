@@ -9,7 +9,8 @@
 //! | Google | `{"prefixes": [{"ipv4Prefix": …} \| {"ipv6Prefix": …}]}` ([`google`]) | `https://www.gstatic.com/ipranges/goog.json`, `cloud.json` |
 //!
 //! No snapshot of these lists ships with the crate: fetch the list you trust (and keep it
-//! current), then parse it here. Every parser fails on an empty result or on any entry that
+//! current), parse it here, and [`store_checked`] it into the [`Live`] set your listener or
+//! layer reads. Every parser fails on an empty result or on any entry that
 //! is not a network, so a truncated or garbled download is an error, never a smaller set.
 //!
 //! # Example
@@ -29,6 +30,7 @@
 
 use serde_json::Value;
 
+use crate::live::Live;
 use crate::trusted::{ParseTrustedProxiesError, TrustedProxies};
 
 /// Why a provider's list could not be used.
@@ -58,6 +60,46 @@ pub enum PresetError {
         /// The format being parsed.
         format: &'static str,
     },
+    /// The new list has less than half as many networks as the one it would replace
+    /// ([`store_checked`]).
+    #[error("the new list has {after} networks, less than half of the {before} in use")]
+    Shrunk {
+        /// Networks in the set in use.
+        before: usize,
+        /// Networks in the new list.
+        after: usize,
+    },
+}
+
+/// Stores a freshly parsed list into `live` only if it is usable: it parsed, and it has at
+/// least half as many networks as the set in use (a provider's list grows and shrinks by a
+/// few entries; a list cut in half is a broken download). Otherwise `live` keeps the last
+/// good set and the error says why.
+///
+/// ```
+/// use realip_core::{Live, presets};
+///
+/// let live = Live::new(presets::cloudflare("192.0.2.0/26\n192.0.2.64/26\n192.0.2.128/26").unwrap());
+/// // A download cut short, then a garbled one: the last good set stays.
+/// assert!(presets::store_checked(&live, presets::cloudflare("192.0.2.0/26")).is_err());
+/// assert!(presets::store_checked(&live, presets::cloudflare("<html>")).is_err());
+/// assert_eq!(live.load().networks().len(), 3);
+/// // A normal update is stored.
+/// presets::store_checked(&live, presets::cloudflare("192.0.2.0/26\n192.0.2.64/26")).unwrap();
+/// assert_eq!(live.load().networks().len(), 2);
+/// ```
+pub fn store_checked(
+    live: &Live<TrustedProxies>,
+    update: Result<TrustedProxies, PresetError>,
+) -> Result<(), PresetError> {
+    let update = update?;
+    let before = live.load().networks().len();
+    let after = update.networks().len();
+    if after * 2 < before {
+        return Err(PresetError::Shrunk { before, after });
+    }
+    live.store(update);
+    Ok(())
 }
 
 fn collect<'a>(
