@@ -21,7 +21,7 @@
 
 use tokio::time::Instant;
 
-use crate::error::{HandshakeError, HeaderError};
+use crate::error::HandshakeError;
 use crate::handshake::Connection;
 use crate::header::info::{Command, ProxyVersion};
 
@@ -49,23 +49,15 @@ fn outcome<IO>(connection: &Connection<IO>) -> &'static str {
     }
 }
 
-/// The `reason` label of a handshake failure.
+/// The `reason` label of a handshake failure, from [`HandshakeError::reason`].
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 fn reason(err: &HandshakeError) -> &'static str {
-    match err {
-        HandshakeError::Missing { .. } => "missing",
-        HandshakeError::Header {
-            source: HeaderError::Oversized { .. },
-            ..
-        } => "oversized",
-        HandshakeError::Header {
-            source: HeaderError::Crc32c { .. },
-            ..
-        } => "crc",
-        HandshakeError::Header { .. } => "malformed",
-        HandshakeError::Forbidden { .. } => "policy",
-        HandshakeError::Timeout { .. } => "timeout",
-        // Closed, reset or failed before a complete header.
+    match err.reason() {
+        "invalid" => "malformed",
+        "crc32c" => "crc",
+        "forbidden" => "policy",
+        reason @ ("missing" | "oversized" | "timeout") => reason,
+        // Closed, reset or failed before a complete header (`closed`, `truncated`, `io`).
         _ => "closed_before_header",
     }
 }
