@@ -14,7 +14,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use realip_core::TrustedProxies;
+use rumqttc::mqttbytes::QoS;
 use serde::Deserialize;
+
+use crate::broker::{
+    DEFAULT_MAX_PACKET_SIZE, DEFAULT_RECEIVE_MAXIMUM, DEFAULT_TOPIC_ALIAS_MAXIMUM, Limits,
+};
 
 /// Default MQTT over TCP listener.
 pub(crate) const DEFAULT_TCP: &str = "0.0.0.0:1883";
@@ -61,7 +66,7 @@ pub(crate) struct CtlArgs {
 /// `ctl` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum CtlCommand {
-    /// Connected clients.
+    /// Client sessions.
     #[command(subcommand)]
     Clients(ClientsCommand),
 }
@@ -69,7 +74,7 @@ pub(crate) enum CtlCommand {
 /// `ctl clients ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClientsCommand {
-    /// One line per connected client.
+    /// One line per client session (connected or not).
     List,
     /// One client, by client id.
     Show {
@@ -141,6 +146,23 @@ pub(crate) struct RunArgs {
     /// Clients whose real address is in one of these ranges are refused (repeatable; wins over --allow).
     #[arg(long, value_name = "CIDR")]
     pub(crate) deny: Vec<String>,
+
+    /// Largest MQTT packet accepted, in bytes, fixed header included; larger ones close the
+    /// connection (MQTT 5: DISCONNECT 0x95) [default: 1114112 = 1 MiB + 64 KiB].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_packet_size: Option<u32>,
+    /// Highest QoS granted to subscriptions and accepted from MQTT 5 publishers (0, 1 or 2)
+    /// [default: 2].
+    #[arg(long, value_name = "QOS")]
+    pub(crate) max_qos: Option<u8>,
+    /// Inbound QoS 2 messages an MQTT 5 client may have unreleased (MQTT 5 Receive Maximum)
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub(crate) receive_maximum: Option<u16>,
+    /// Topic aliases an MQTT 5 client may set (MQTT 5 Topic Alias Maximum; 0 offers none)
+    /// [default: 64].
+    #[arg(long, value_name = "N")]
+    pub(crate) topic_alias_maximum: Option<u16>,
 }
 
 /// The TOML file: the same names as the flags.
@@ -163,6 +185,10 @@ struct FileConfig {
     backlog: Option<u32>,
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
+    max_packet_size: Option<u32>,
+    max_qos: Option<u8>,
+    receive_maximum: Option<u16>,
+    topic_alias_maximum: Option<u16>,
 }
 
 /// How the WebSocket listener picks the client address out of the forwarded header.
@@ -248,6 +274,7 @@ pub(crate) struct Config {
     pub(crate) backlog: u32,
     pub(crate) allow: Option<TrustedProxies>,
     pub(crate) deny: TrustedProxies,
+    pub(crate) limits: Limits,
 }
 
 impl Config {
@@ -277,10 +304,8 @@ impl Config {
             None => realip_listener::default_backlog(),
         };
 
-        let timeout = args
-            .proxy_protocol_timeout
-            .or(file.proxy_protocol_timeout)
-            .unwrap_or(DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS);
+        let timeout_given = args.proxy_protocol_timeout.or(file.proxy_protocol_timeout);
+        let timeout = timeout_given.unwrap_or(DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS);
         if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
             return Err(format!(
                 "invalid --proxy-protocol-timeout {timeout}: expected seconds in (0, 3600]"
@@ -297,10 +322,26 @@ impl Config {
         let tcp_proxy_protocol =
             args.tcp_proxy_protocol || file.tcp_proxy_protocol.unwrap_or(false);
         let ws_proxy_protocol = args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false);
-        if proxy_from.is_some() && !tcp_proxy_protocol && !ws_proxy_protocol {
-            // It would decide nothing: say so instead of ignoring it.
+        // A flag that would decide nothing is an error, not silently ignored.
+        if !tcp_proxy_protocol && !ws_proxy_protocol {
+            if proxy_from.is_some() {
+                return Err(
+                    "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol".to_owned(),
+                );
+            }
+            if timeout_given.is_some() {
+                return Err(
+                    "--proxy-protocol-timeout needs --tcp-proxy-protocol or --ws-proxy-protocol"
+                        .to_owned(),
+                );
+            }
+        }
+        if tcp_proxy_protocol && tcp.is_none() {
+            return Err("--tcp-proxy-protocol needs the TCP listener (--tcp is off)".to_owned());
+        }
+        if ws_proxy_protocol && ws.is_none() {
             return Err(
-                "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol".to_owned(),
+                "--ws-proxy-protocol needs the WebSocket listener (--ws is off)".to_owned(),
             );
         }
 
@@ -382,6 +423,31 @@ impl Config {
         };
         let deny = cidrs("deny", &list(args.deny, file.deny))?;
 
+        let max_packet_size = args
+            .max_packet_size
+            .or(file.max_packet_size)
+            .unwrap_or(DEFAULT_MAX_PACKET_SIZE);
+        // The largest size MQTT can express: a remaining length of 268,435,455 and its
+        // five-byte fixed header.
+        if !(64..=268_435_460).contains(&max_packet_size) {
+            return Err(format!(
+                "invalid --max-packet-size {max_packet_size}: expected 64 to 268435460 bytes"
+            ));
+        }
+        let max_qos = match args.max_qos.or(file.max_qos).unwrap_or(2) {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            other => return Err(format!("invalid --max-qos {other}: expected 0, 1 or 2")),
+        };
+        let receive_maximum = args
+            .receive_maximum
+            .or(file.receive_maximum)
+            .unwrap_or(DEFAULT_RECEIVE_MAXIMUM);
+        if receive_maximum == 0 {
+            return Err("invalid --receive-maximum 0: expected 1 to 65535".to_owned());
+        }
+
         Ok(Self {
             tcp,
             tcp_proxy_protocol,
@@ -395,6 +461,15 @@ impl Config {
             backlog,
             allow,
             deny,
+            limits: Limits {
+                max_packet_size,
+                max_qos,
+                receive_maximum,
+                topic_alias_maximum: args
+                    .topic_alias_maximum
+                    .or(file.topic_alias_maximum)
+                    .unwrap_or(DEFAULT_TOPIC_ALIAS_MAXIMUM),
+            },
         })
     }
 }
@@ -541,6 +616,19 @@ mod tests {
             err(&["--trusted-proxy", "10.0.0.0/8"])
                 .starts_with("--trusted-proxy needs --ws-header")
         );
+        assert!(
+            err(&["--proxy-protocol-timeout", "2"]).starts_with("--proxy-protocol-timeout needs")
+        );
+        assert!(
+            err(&["--tcp", "off", "--tcp-proxy-protocol"])
+                .starts_with("--tcp-proxy-protocol needs")
+        );
+        assert!(
+            err(&["--ws", "off", "--ws-proxy-protocol"]).starts_with("--ws-proxy-protocol needs")
+        );
+        assert!(err(&["--max-qos", "3"]).contains("--max-qos 3"));
+        assert!(err(&["--receive-maximum", "0"]).contains("--receive-maximum 0"));
+        assert!(err(&["--max-packet-size", "10"]).contains("--max-packet-size 10"));
         for ok in [
             &["--proxy-from", "10.0.0.0/8", "--ws-proxy-protocol"][..],
             &[
