@@ -30,8 +30,12 @@
 //! ```
 
 pub use realip_core::{
-    AddrSource, ClientAddr, ParseTrustedProxiesError, PeerAddr, TrustedProxies, canonical_ip,
+    AddrSource, ClientAddr, Live, ParseTrustedProxiesError, PeerAddr, TrustedProxies, canonical_ip,
 };
+
+#[cfg(feature = "presets")]
+#[doc(inline)]
+pub use realip_core::presets;
 
 #[cfg(feature = "listener")]
 #[doc(inline)]

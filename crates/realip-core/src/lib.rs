@@ -23,9 +23,13 @@
 //! [`realip-tower`]: https://docs.rs/realip-tower
 
 mod addr;
+mod live;
+#[cfg(feature = "presets")]
+pub mod presets;
 mod trusted;
 
 pub use addr::{AddrSource, ClientAddr, PeerAddr, canonical_ip};
+pub use live::Live;
 pub use trusted::{ParseTrustedProxiesError, TrustedProxies};
 
 /// The former name of [`ParseTrustedProxiesError`].

@@ -27,6 +27,7 @@ use crate::connect_info::ProxiedAddr;
 use crate::error::{HandshakeError, HeaderError};
 use crate::header::info::ProxyInfo;
 use crate::header::parse::{Detected, V2_SIGNATURE, detect, parse_header, v2_total_len};
+use crate::metrics::{self, PendingGuard};
 use crate::policy::Policy;
 use crate::stream::ProxiedStream;
 
@@ -138,6 +139,8 @@ pin_project! {
         policy: Policy,
         #[pin]
         timer: Timer,
+        // Counted as pending while alive (zero-sized).
+        pending: PendingGuard,
     }
 }
 
@@ -170,6 +173,17 @@ impl Timer {
     }
 }
 
+impl Timer {
+    /// When the handshake was accepted: its deadline less the timeout.
+    fn accepted(&self, timeout: Duration) -> Option<Instant> {
+        match self {
+            Self::Never => None,
+            Self::At { deadline } => deadline.checked_sub(timeout),
+            Self::Armed { sleep } => sleep.deadline().checked_sub(timeout),
+        }
+    }
+}
+
 impl<L: Accept> ReadHandshake<L> {
     fn new(
         io: L::Io,
@@ -191,6 +205,7 @@ impl<L: Accept> ReadHandshake<L> {
                 Some(deadline) => Timer::At { deadline },
                 None => Timer::Never,
             },
+            pending: PendingGuard::new(),
         }
     }
 }
@@ -199,7 +214,7 @@ impl<L: Accept> Future for ReadHandshake<L> {
     type Output = Result<Connection<L::Io>, HandshakeError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let Some(io) = this.io.as_mut() else {
             panic!("handshake polled after completion");
         };
@@ -207,7 +222,10 @@ impl<L: Accept> Future for ReadHandshake<L> {
             Poll::Ready(outcome) => outcome,
             Poll::Pending => {
                 // As `tokio::time::timeout`: the read first, then the deadline.
-                if this.timer.poll_expired(cx) {
+                if this.timer.as_mut().poll_expired(cx) {
+                    if let Some(accepted) = this.timer.accepted(*this.timeout) {
+                        metrics::header_wait(accepted);
+                    }
                     *this.io = None;
                     let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
                     return Poll::Ready(Err(HandshakeError::Timeout {
@@ -218,6 +236,9 @@ impl<L: Accept> Future for ReadHandshake<L> {
                 return Poll::Pending;
             }
         };
+        if let Some(accepted) = this.timer.accepted(*this.timeout) {
+            metrics::header_wait(accepted);
+        }
         let io = this.io.take().expect("checked above");
         let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
         let buf = std::mem::take(this.buf);

@@ -16,9 +16,14 @@
 //! * [`ProxyListener::bind`] listens with a backlog sized for bursts: the system's maximum
 //!   ([`default_backlog`]), or [`Builder::backlog`].
 //! * A [`Policy`] per peer: require (default), optional, ignore, reject, skip; or trust
-//!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set.
+//!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set; or a
+//!   [`PolicyTable`] of ranges (load balancers, health checkers) with a default.
+//! * [`SslInfo::verified_client_cn`]: the client-certificate identity a TLS-terminating
+//!   proxy sends, only for a certificate it verified ([`UnverifiedIdentity`] says why not).
 //! * [`ProxyHeader`] writes headers, for clients, tests and proxies written in Rust.
 //! * Feature `axum`: `axum::serve(listener, app)` and `ConnectInfo<ProxiedAddr>`.
+//! * Feature `metrics`: handshakes, rejections, pending handshakes and header wait time
+//!   through the `metrics` facade ([`metrics`] lists the names).
 //! * Feature `udp`: [`udp::ProxyUdpSocket`], PROXY v2 (per flow or per datagram) and
 //!   Cloudflare's Simple Proxy Protocol over UDP.
 //!
@@ -96,7 +101,9 @@ mod error;
 mod handshake;
 mod header;
 mod listener;
+pub mod metrics;
 mod policy;
+mod policy_table;
 mod stream;
 #[cfg(feature = "udp")]
 pub mod udp;
@@ -107,11 +114,12 @@ pub use error::{HandshakeError, HeaderError};
 pub use handshake::Connection;
 pub use header::{
     Command, Family, ProxyAddr, ProxyHeader, ProxyInfo, ProxyVersion, SslInfo, Tlv, Tlvs,
-    Transport, parse_header, tlv_type,
+    Transport, UnverifiedIdentity, parse_header, tlv_type,
 };
 pub use listener::{
     Builder, DEFAULT_ACCEPT_BATCH, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_LEN,
     DEFAULT_MAX_PENDING, ProxyListener,
 };
 pub use policy::{ParsePolicyError, Policy, PolicySource};
+pub use policy_table::{ParsePolicyTableError, PolicyTable};
 pub use stream::ProxiedStream;

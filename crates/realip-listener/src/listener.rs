@@ -56,6 +56,7 @@ use crate::accept::{Accept, bind_tcp, bind_unix, default_backlog, is_connection_
 use crate::connect_info::ProxiedAddr;
 use crate::error::HandshakeError;
 use crate::handshake::{Connection, Handshake, Started, start};
+use crate::metrics;
 use crate::policy::{Policy, PolicySource};
 use crate::stream::ProxiedStream;
 
@@ -423,6 +424,7 @@ impl<L: Accept> ProxyListener<L> {
                     // handshakes behind it unpolled for as long as more such peers keep
                     // connecting. The pending set is polled before the queue.
                     if policy == Policy::Skip {
+                        metrics::skipped();
                         let addr = ProxiedAddr::from_connection(peer, local, None);
                         self.ready
                             .push_back(Ok((ProxiedStream::new(io, addr.clone()), addr)));
@@ -437,7 +439,10 @@ impl<L: Accept> ProxyListener<L> {
                             cx,
                         );
                         match started {
-                            Started::Done(result) => self.ready.push_back(result),
+                            Started::Done(result) => {
+                                metrics::finished(&result);
+                                self.ready.push_back(result);
+                            }
                             // The pending set polls it again at once, with its own waker.
                             Started::Pending(handshake) => self.pending.push(handshake),
                         }
@@ -461,7 +466,10 @@ impl<L: Accept> ProxyListener<L> {
         }
 
         let result = match self.pending.poll_next_unpin(cx) {
-            Poll::Ready(Some(result)) => result,
+            Poll::Ready(Some(result)) => {
+                metrics::finished(&result);
+                result
+            }
             Poll::Ready(None) | Poll::Pending => match self.ready.pop_front() {
                 Some(result) => {
                     if self.ready.is_empty() && self.ready.capacity() > self.accept_batch {

@@ -6,7 +6,7 @@
 //! # Example
 //!
 //! ```
-//! use realip_core::{PeerAddr, TrustedProxies};
+//! use realip_core::{Live, PeerAddr, TrustedProxies};
 //! use realip_listener::{Policy, PolicySource};
 //!
 //! // Headers only from the load balancers; everybody else must not send one.
@@ -22,7 +22,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use realip_core::{PeerAddr, TrustedProxies};
+use realip_core::{Live, PeerAddr, TrustedProxies};
 
 /// What to do with a PROXY header on one connection.
 ///
@@ -153,6 +153,13 @@ impl PolicySource {
         F: Fn(&PeerAddr) -> Policy + Send + Sync + 'static,
     {
         Self(Selector::Fn(Arc::new(f)))
+    }
+
+    /// The policy of whichever source `live` holds when a connection is accepted, loaded
+    /// without a lock: storing a new source (a reload) applies to the connections accepted
+    /// from then on, never to one already handed out.
+    pub fn live(live: Live<PolicySource>) -> Self {
+        Self::from_fn(move |peer| live.load().policy_for(peer))
     }
 
     /// The policy for a connection from `peer`.

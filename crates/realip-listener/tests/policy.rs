@@ -174,6 +174,34 @@ async fn policy_from_a_function_of_the_peer() {
     );
 }
 
+/// A policy table over three loopback hosts: the load balancer must send a header, the
+/// health checker may, and anyone else must not.
+#[tokio::test]
+async fn policy_table_for_a_load_balancer_its_health_checker_and_everyone_else() {
+    const LB: &str = "127.0.0.11";
+    const CHECKER: &str = "127.0.0.21";
+    const OTHER: &str = "127.0.0.66";
+    let table: realip_listener::PolicyTable = format!("{LB}=require; {CHECKER}=optional; *=reject")
+        .parse()
+        .unwrap();
+    let (mut listener, addr) = listen(ProxyListener::builder().policy_source(table.into())).await;
+    let cases = [
+        (LB, Input::V2, Outcome::FromHeader),
+        (LB, Input::Plain, Outcome::Missing),
+        (CHECKER, Input::Plain, Outcome::Socket),
+        (CHECKER, Input::V1, Outcome::FromHeader),
+        (OTHER, Input::Plain, Outcome::Socket),
+        (OTHER, Input::V2, Outcome::Forbidden),
+    ];
+    for (from, input, outcome) in cases {
+        assert_eq!(
+            run(&mut listener, addr, from, input).await,
+            outcome,
+            "peer {from}, input {input:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn optional_policy_waits_for_a_partial_signature() {
     // "PRO" could still become "PROXY ": the listener waits, then sees plain data.

@@ -323,3 +323,127 @@ async fn nginx_stream_proxy_protocol_v1() {
 
     assert_v1_client_through(&mut listener, front).await;
 }
+
+/// A certificate and its PKCS#8 key, PEM encoded together for HAProxy.
+fn write_pem(path: &Path, cert: &rcgen::Certificate, key: &rcgen::KeyPair) {
+    std::fs::write(path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+}
+
+/// A client certificate whose subject CN is `cn`, signed by `issuer`.
+fn client_cert(
+    cn: &str,
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    (params.signed_by(&key, issuer).unwrap(), key)
+}
+
+/// HAProxy terminates TLS with `verify optional` against a CA, ignoring verification errors
+/// so that an unverifiable certificate still gets through, and sends `send-proxy-v2-ssl-cn`:
+/// the identity is the CN of a verified certificate only, never of a missing or unverified
+/// one.
+#[tokio::test]
+async fn haproxy_ssl_cn_is_an_identity_only_for_a_verified_client_certificate() {
+    use realip_listener::UnverifiedIdentity;
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let dir = work_dir("haproxy-ssl-cn");
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let server_pem = dir.join("localhost.pem");
+    write_pem(&server_pem, &server.cert, &server.signing_key);
+
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "realip test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    // Signed by a CA HAProxy does not know.
+    let rogue_ca = rcgen::CertifiedIssuer::self_signed(
+        rcgen::CertificateParams::new(Vec::<String>::new()).unwrap(),
+        rcgen::KeyPair::generate().unwrap(),
+    )
+    .unwrap();
+
+    let (_haproxy, mut listener, front) = behind_haproxy(
+        &dir,
+        &format!(
+            " ssl crt {} ca-file {} verify optional ca-ignore-err all crt-ignore-err all",
+            server_pem.display(),
+            ca_pem.display()
+        ),
+        "send-proxy-v2-ssl-cn",
+    )
+    .await;
+
+    let trusted_client = client_cert("device-42", &ca);
+    let rogue_client = client_cert("admin", &rogue_ca);
+    // Whether the client certificate, if any, is signed by the CA HAProxy verifies against.
+    let cases = [
+        (Some(&trusted_client), true),
+        (None, false),
+        (Some(&rogue_client), false),
+    ];
+    for (cert, signed_by_ca) in cases {
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        roots.add(server.cert.der().clone()).unwrap();
+        let builder = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match cert {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![cert.der().clone()],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = connect_from_client(front).await;
+        let client_addr = tcp.local_addr().unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(localhost(), tcp)
+            .await
+            .expect("TLS handshake with HAProxy");
+
+        let (mut stream, addr) = accept_client(&mut listener, client_addr, ProxyVersion::V2).await;
+        let tlvs = addr.proxy_info().unwrap().tlvs();
+        let identity = tlvs.verified_client_cn();
+        let ssl = tlvs.ssl().expect("SSL TLV");
+        match (cert, signed_by_ca) {
+            (Some(_), true) => assert_eq!(identity, Ok("device-42"), "{ssl:?}"),
+            (None, _) => {
+                // HAProxy leaves verify at 0 when no certificate was presented.
+                assert_eq!(ssl.verify(), 0, "{ssl:?}");
+                assert_eq!(
+                    identity,
+                    Err(UnverifiedIdentity::NoClientCertificate),
+                    "{ssl:?}"
+                );
+            }
+            (Some(_), false) => {
+                // HAProxy's OpenSSL verify result for an unknown issuer, whatever its number.
+                assert!(ssl.has_client_cert(), "{ssl:?}");
+                assert_ne!(ssl.verify(), 0, "{ssl:?}");
+                assert_eq!(
+                    identity,
+                    Err(UnverifiedIdentity::NotVerified {
+                        verify: ssl.verify()
+                    })
+                );
+                // The CN was sent all the same: reading it directly would have let it in.
+                assert_eq!(ssl.client_cn(), Some("admin"));
+            }
+        }
+        roundtrip(&mut tls, &mut stream).await;
+    }
+}

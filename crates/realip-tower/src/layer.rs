@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderName, Request};
-use realip_core::{ClientAddr, PeerAddr, TrustedProxies};
+use realip_core::{ClientAddr, Live, PeerAddr, TrustedProxies};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::metrics;
 use crate::peer::Peer;
 use crate::resolution::{Fallback, Outcome, Resolution};
 use crate::strategy::Strategy;
@@ -152,7 +153,32 @@ impl RealIpLayer {
     /// entries are skipped).
     #[must_use]
     pub fn trusted_proxies(mut self, trusted: TrustedProxies) -> Self {
-        self.config_mut().trusted = trusted;
+        let config = self.config_mut();
+        config.trusted = trusted;
+        config.live_trusted = None;
+        self
+    }
+
+    /// Reads the set of trusted proxies from `live` for each request, without a lock, in
+    /// place of the fixed set: storing a new set (a reload) applies to the requests resolved
+    /// from then on.
+    ///
+    /// ```
+    /// use realip_core::{Live, PeerAddr, TrustedProxies};
+    /// use realip_tower::RealIpLayer;
+    ///
+    /// let trusted = Live::new(TrustedProxies::new());
+    /// let layer = RealIpLayer::x_forwarded_for(TrustedProxies::new()).live_trusted_proxies(trusted.clone());
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+    /// let lb = PeerAddr::Inet("10.0.0.2:41000".parse().unwrap());
+    /// assert_eq!(layer.resolve(&headers, Some(&lb)).client().unwrap().ip().to_string(), "10.0.0.2");
+    /// trusted.store("10.0.0.0/8".parse().unwrap());
+    /// assert_eq!(layer.resolve(&headers, Some(&lb)).client().unwrap().ip().to_string(), "203.0.113.7");
+    /// ```
+    #[must_use]
+    pub fn live_trusted_proxies(mut self, live: Live<TrustedProxies>) -> Self {
+        self.config_mut().live_trusted = Some(live);
         self
     }
 
@@ -189,9 +215,15 @@ impl RealIpLayer {
         self.config.port_header.as_ref()
     }
 
-    /// The trusted proxies.
+    /// The fixed set of trusted proxies (not used while a
+    /// [live set](Self::live_trusted_proxies) is configured).
     pub fn trusted(&self) -> &TrustedProxies {
         &self.config.trusted
+    }
+
+    /// The live set of trusted proxies, if one is configured.
+    pub fn live_trusted(&self) -> Option<&Live<TrustedProxies>> {
+        self.config.live_trusted.as_ref()
     }
 
     /// Whether only WebSocket upgrades are resolved.
@@ -299,6 +331,7 @@ where
         if request.extensions().get::<ClientAddr>().is_none() {
             let resolution = self.layer.resolve_request(&request);
             trace_resolution(&self.layer, &resolution);
+            metrics::resolved(&resolution);
             if let Some(client) = resolution.client() {
                 request.extensions_mut().insert(client.clone());
             }

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName};
-use realip_core::{AddrSource, ClientAddr, TrustedProxies};
+use realip_core::{AddrSource, ClientAddr, Live, TrustedProxies};
 
 use crate::forwarded::parse_element;
 use crate::parse::{Node, RevItems, Split, StopReason, parse_entry, parse_port_bytes, trim_ows};
@@ -22,6 +22,8 @@ pub(crate) struct Config {
     pub(crate) source: AddrSource,
     pub(crate) port_header: Option<HeaderName>,
     pub(crate) trusted: TrustedProxies,
+    /// Replaces `trusted` when set: loaded per request.
+    pub(crate) live_trusted: Option<Live<TrustedProxies>>,
     pub(crate) websocket_only: bool,
     pub(crate) unconditional: bool,
 }
@@ -39,6 +41,7 @@ impl Config {
             header,
             port_header,
             trusted,
+            live_trusted: None,
             websocket_only: false,
             unconditional: false,
         }
@@ -67,8 +70,11 @@ pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer>)
         // a rejected (possibly forged) one, whoever sent it.
         return Resolution::fallback(peer, Fallback::HeadersIgnored);
     }
+    // One load per request: the whole decision uses one set, whatever a reload does.
+    let live = config.live_trusted.as_ref().map(Live::load);
+    let trusted: &TrustedProxies = live.as_deref().unwrap_or(&config.trusted);
     let peer_trusted = match peer {
-        Some(peer) => peer.is_trusted(&config.trusted),
+        Some(peer) => peer.is_trusted(trusted),
         None => false,
     };
     if !(peer_trusted || config.unconditional) {
@@ -81,13 +87,13 @@ pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer>)
     let entries = || RevItems::new(all(), Split::Commas);
     let walk = match config.strategy {
         Strategy::TrustedProxies { recursive } => {
-            walk_trusted(entries(), parse_entry, recursive, &config.trusted)
+            walk_trusted(entries(), parse_entry, recursive, trusted)
         }
         Strategy::Forwarded { recursive } => walk_trusted(
             RevItems::new(all(), Split::CommasOutsideQuotes),
             parse_element,
             recursive,
-            &config.trusted,
+            trusted,
         ),
         Strategy::TrustedHops(hops) => walk_hops(entries, hops),
         Strategy::Leftmost => walk_leftmost(entries()),

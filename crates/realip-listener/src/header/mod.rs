@@ -5,13 +5,17 @@
 //! * [`info`]: what a parsed header said ([`ProxyInfo`]: version, command, family,
 //!   transport, addresses).
 //! * [`tlv`]: the TLVs of a v2 header, validated while parsing ([`Tlvs`], [`SslInfo`]).
+//! * [`identity`]: the verified client-certificate identity of the SSL TLV, failing closed
+//!   ([`UnverifiedIdentity`]).
 //! * [`write`]: [`ProxyHeader`], which writes v1 and v2 headers.
 
+pub(crate) mod identity;
 pub(crate) mod info;
 pub(crate) mod parse;
 pub(crate) mod tlv;
 pub(crate) mod write;
 
+pub use identity::UnverifiedIdentity;
 pub use info::{Command, Family, ProxyAddr, ProxyInfo, ProxyVersion, Transport};
 pub use parse::parse_header;
 pub use tlv::{SslInfo, Tlv, Tlvs, tlv_type};

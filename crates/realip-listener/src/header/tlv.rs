@@ -48,6 +48,13 @@ pub mod tlv_type {
     pub const SSL_SIG_ALG: u8 = 0x24;
     /// Certificate key algorithm sub-TLV (`PP2_SUBTYPE_SSL_KEY_ALG`).
     pub const SSL_KEY_ALG: u8 = 0x25;
+    /// TLS key exchange group sub-TLV, such as `secp256r1` (`PP2_SUBTYPE_SSL_GROUP`).
+    pub const SSL_GROUP: u8 = 0x26;
+    /// TLS signature scheme sub-TLV, such as `rsa_pss_rsae_sha256`
+    /// (`PP2_SUBTYPE_SSL_SIG_SCHEME`).
+    pub const SSL_SIG_SCHEME: u8 = 0x27;
+    /// The client certificate, DER encoded (`PP2_SUBTYPE_SSL_CLIENT_CERT`).
+    pub const SSL_CLIENT_CERT: u8 = 0x28;
     /// Network namespace name (`PP2_TYPE_NETNS`).
     pub const NETNS: u8 = 0x30;
     /// Google Cloud Private Service Connect: 8-byte connection id.
@@ -138,7 +145,8 @@ impl SslInfo {
         self.sub_str(tlv_type::SSL_VERSION)
     }
 
-    /// The client certificate's common name.
+    /// The client certificate's common name, as sent, whether or not a certificate was
+    /// verified: for an identity use [`SslInfo::verified_client_cn`].
     pub fn client_cn(&self) -> Option<&str> {
         self.sub_str(tlv_type::SSL_CN)
     }

@@ -1,0 +1,64 @@
+//! What the layer counts, through the [`metrics`](https://docs.rs/metrics) facade when the
+//! `metrics` feature is on (and nothing at all when it is off).
+//!
+//! | Name | Type | Labels | Meaning |
+//! |------|------|--------|---------|
+//! | `realip_tower_requests_total` | counter | `source`: `socket`, `proxy-protocol`, the header's lowercase name (`x-forwarded-for`, …), or `none` | requests resolved by the layer, by where their client address came from ([`AddrSource::as_str`](realip_core::AddrSource::as_str); `none`: no client address, as for a Unix-socket peer) |
+//! | `realip_tower_fallbacks_total` | counter | `reason`: `untrusted_peer`, `malformed_entry`, `multiple_lines`, `too_few_entries`, `no_header`, `no_transport_peer`, `not_websocket`, `headers_ignored` | requests whose header did not decide, by [`Fallback`] (the first four are rejected headers) |
+//!
+//! A request that already carried a [`ClientAddr`](realip_core::ClientAddr) (set by an
+//! outer layer) is not resolved and not counted.
+//!
+//! # Example
+//!
+//! ```
+//! use realip_tower::metrics;
+//! assert_eq!(metrics::REQUESTS_TOTAL, "realip_tower_requests_total");
+//! assert_eq!(metrics::FALLBACKS_TOTAL, "realip_tower_fallbacks_total");
+//! ```
+
+#[cfg(feature = "metrics")]
+use crate::resolution::Outcome;
+use crate::resolution::{Fallback, Resolution};
+
+/// Counter of resolved requests, by `source`.
+pub const REQUESTS_TOTAL: &str = "realip_tower_requests_total";
+/// Counter of requests whose header did not decide, by `reason`.
+pub const FALLBACKS_TOTAL: &str = "realip_tower_fallbacks_total";
+
+/// The `reason` label of a fallback.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+const fn reason(fallback: Fallback) -> &'static str {
+    match fallback {
+        Fallback::UntrustedPeer => "untrusted_peer",
+        Fallback::Invalid(_) => "malformed_entry",
+        Fallback::MultipleLines(_) => "multiple_lines",
+        Fallback::TooFewHops { .. } => "too_few_entries",
+        Fallback::NoHeader => "no_header",
+        Fallback::NoTransportPeer => "no_transport_peer",
+        Fallback::NotWebSocket => "not_websocket",
+        Fallback::HeadersIgnored => "headers_ignored",
+    }
+}
+
+/// Counts one resolved request.
+#[inline]
+pub(crate) fn resolved(resolution: &Resolution) {
+    #[cfg(feature = "metrics")]
+    {
+        use realip_core::AddrSource;
+        let source: metrics::SharedString = match resolution.client().map(|c| c.source()) {
+            None => "none".into(),
+            Some(AddrSource::Socket) => "socket".into(),
+            Some(AddrSource::ProxyProtocol) => "proxy-protocol".into(),
+            Some(AddrSource::Header(name)) => name.clone().into(),
+            Some(other) => other.as_str().to_owned().into(),
+        };
+        metrics::counter!(REQUESTS_TOTAL, "source" => source).increment(1);
+        if let Outcome::Fallback(fallback) = resolution.outcome() {
+            metrics::counter!(FALLBACKS_TOTAL, "reason" => reason(*fallback)).increment(1);
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = resolution;
+}
