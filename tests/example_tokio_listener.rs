@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use realip::listener::ProxyHeader;
@@ -12,31 +11,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 
-/// Builds the example once (so the test never runs a stale binary) and returns its path,
-/// `target/<profile>/examples/tokio_listener`, next to this test's own directory.
-fn example_path() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "tokio_listener",
-                "--features",
-                "listener",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build --example tokio_listener");
-        assert!(status.success(), "building the example failed");
-        let mut dir = std::env::current_exe().unwrap();
-        dir.pop();
-        if dir.ends_with("deps") {
-            dir.pop();
-        }
-        dir.join("examples").join("tokio_listener")
-    })
+/// The example, built by Cargo for this test (never a stale binary).
+fn example_path() -> PathBuf {
+    realip_test_support::example_bin("tokio_listener", "listener")
 }
 
 struct Server {

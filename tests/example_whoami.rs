@@ -1,17 +1,16 @@
 //! The `whoami` example's documented contract (its command line, its "listening on" line and
 //! its JSON answer), driven as a separate process with real HTTP/1.1 requests from distinct
-//! loopback addresses `127.N.0.x` (see `tests/e2e/mod.rs` for the address plan), directly, with
+//! loopback addresses `127.N.0.x` (see `realip-test-support`'s `scenario.rs` for the address plan), directly, with
 //! PROXY headers, and behind a real NGINX.
 #![cfg(all(feature = "listener", feature = "tower", feature = "axum"))]
 
-mod e2e;
+use realip_test_support as e2e;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use e2e::Block::Http;
@@ -19,31 +18,9 @@ use e2e::{STEP_TIMEOUT, Scenario, Tool, connect_from, contains_ip};
 use realip::listener::ProxyHeader;
 use serde_json::{Value, json};
 
-/// Builds the example once (so the test never runs a stale binary) and returns its path,
-/// `target/<profile>/examples/whoami`, next to this test's own directory.
-fn example_path() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "whoami",
-                "--features",
-                "listener,tower,axum",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build --example whoami");
-        assert!(status.success(), "building the example failed");
-        let mut dir = std::env::current_exe().unwrap();
-        dir.pop();
-        if dir.ends_with("deps") {
-            dir.pop();
-        }
-        dir.join("examples").join("whoami")
-    })
+/// The example, built by Cargo for this test (never a stale binary).
+fn example_path() -> PathBuf {
+    realip_test_support::example_bin("whoami", "listener,tower,axum")
 }
 
 /// Starts `whoami --bind 127.N.0.2:PORT ARGS…` as one of the scenario's processes (killed when

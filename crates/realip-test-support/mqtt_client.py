@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""MQTT over WebSocket test client for realip-broker: paho-mqtt with transport="websockets".
+"""Scriptable MQTT test client (paho-mqtt 2.x) over TCP, TLS or WebSocket, for every test of
+this workspace that needs a real MQTT client.
 
 Driven line by line: it prints one JSON object per event on stdout and reads one JSON command
 per line on stdin.
 
-Events:   {"event": "connected", "rc": 0}
+Events:   {"event": "connected", "rc": 0, "local": ["127.0.0.121", 40000]}  (the socket's own address)
+          {"event": "error", "reason": "connect: ..."}  (the TCP/TLS/WebSocket connection failed)
           {"event": "subscribed", "mid": 1, "granted": [1]}
           {"event": "published", "mid": 2}
           {"event": "message", "topic": "t", "payload": "p", "qos": 1, "retain": false}
@@ -14,13 +16,14 @@ Commands: {"op": "sub", "topic": "t/#", "qos": 1}
           {"op": "pub", "topic": "t", "payload": "p", "qos": 1, "retain": false}
           {"op": "quit"}
 
-Usage: ws_client.py --port PORT [--host 127.0.0.1] [--path /mqtt] [--bind 127.0.0.121]
-                    [--client-id ID] [--header "Name: value"]... [--keepalive 60]
-                    [--mqtt 3.1.1|5] [--transport websockets|tcp]
+Usage: mqtt_client.py --port PORT [--host 127.0.0.1] [--path /mqtt] [--bind 127.0.0.121]
+                      [--client-id ID] [--header "Name: value"]... [--keepalive 60]
+                      [--mqtt 3.1.1|5] [--transport websockets|tcp] [--tls-sni NAME]
 """
 
 import argparse
 import json
+import ssl
 import sys
 import threading
 
@@ -36,6 +39,26 @@ def emit(**event):
         sys.stdout.flush()
 
 
+class SniContext(ssl.SSLContext):
+    """An SSL context that always sends `sni` (paho uses the connect host, here an IP, as SNI)."""
+
+    sni = None
+
+    def wrap_socket(self, sock, *args, server_hostname=None, **kwargs):
+        return super().wrap_socket(sock, *args, server_hostname=self.sni, **kwargs)
+
+
+def local_address(client):
+    """The socket's own (ip, port); the WebSocket wrapper keeps the socket inside."""
+    sock = client.socket()
+    sock = getattr(sock, "_socket", sock)
+    try:
+        ip, port = sock.getsockname()[:2]
+    except (AttributeError, OSError):
+        return None
+    return [ip, port]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
@@ -47,6 +70,7 @@ def main():
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--mqtt", choices=["3.1.1", "5"], default="3.1.1")
     parser.add_argument("--transport", choices=["websockets", "tcp"], default="websockets")
+    parser.add_argument("--tls-sni", default=None, help="TLS (certificate not verified) with this SNI")
     args = parser.parse_args()
 
     headers = {}
@@ -63,9 +87,16 @@ def main():
     )
     if args.transport == "websockets":
         client.ws_set_options(path=args.path, headers=headers or None)
+    if args.tls_sni:
+        ctx = SniContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.sni = args.tls_sni
+        client.tls_set_context(ctx)
+        client.tls_insecure_set(True)
 
-    def on_connect(_client, _userdata, _flags, reason_code, _properties):
-        emit(event="connected", rc=reason_code.value)
+    def on_connect(client, _userdata, _flags, reason_code, _properties):
+        emit(event="connected", rc=reason_code.value, local=local_address(client))
 
     def on_subscribe(_client, _userdata, mid, reason_codes, _properties):
         emit(event="subscribed", mid=mid, granted=[rc.value for rc in reason_codes])
@@ -97,7 +128,7 @@ def main():
     try:
         client.connect(args.host, args.port, keepalive=args.keepalive, bind_address=args.bind)
     except Exception as e:  # noqa: BLE001 - reported to the test as an event
-        emit(event="error", error=str(e))
+        emit(event="error", reason=f"connect: {e!r}")
         return 1
     client.loop_start()
 
