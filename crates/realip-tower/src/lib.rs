@@ -40,9 +40,8 @@
 //! matches the proxies in front of the server. Every strategy except
 //! [`trust_headers_unconditionally`](RealIpLayer::trust_headers_unconditionally) honours
 //! the header only when the transport peer is in the [`TrustedProxies`] set; otherwise the
-//! header is ignored (logged at `warn`) and the client is the transport peer (scenario W5:
-//! a client that connects directly and sends its own `X-Forwarded-For` gets its socket
-//! address).
+//! header is ignored (logged at `warn`) and the client is the transport peer: a client that
+//! connects directly and sends its own `X-Forwarded-For` gets its socket address.
 //!
 //! | Strategy | Constructor | Matches |
 //! |---|---|---|
@@ -66,8 +65,8 @@
 //! Non-recursive takes the rightmost entry, which the trusted peer wrote. Recursive walks
 //! from the right, skips entries that are trusted proxies and returns the first untrusted
 //! one; when every entry is trusted, the leftmost (NGINX does the same). Whatever a client
-//! writes ends up to the left of the first untrusted address and is never reached
-//! (scenarios W3, W4b).
+//! writes ends up to the left of the first untrusted address and is never reached, however
+//! many appending proxies it passes.
 //!
 //! *Risk*: a trusted set that is too wide (a whole cloud range shared with other tenants)
 //! lets those tenants vouch for any address. Without recursion, a chain of several proxies
@@ -96,7 +95,7 @@
 //! ## Single value (`X-Real-IP`, `CF-Connecting-IP`, `True-Client-IP`, `Fly-Client-IP`)
 //!
 //! ```nginx
-//! # The last proxy resolved the client itself (NGINX realip, scenario W4)
+//! # The last proxy resolved the client itself (NGINX realip)
 //! proxy_set_header X-Real-IP $remote_addr;
 //! ```
 //!
@@ -111,16 +110,16 @@
 //! ## Leftmost (EMQX `proxy_address_header`, compatibility only)
 //!
 //! ```nginx
-//! # The outermost proxy overwrites, inner ones append (scenario W2)
+//! # The outermost proxy overwrites, inner ones append
 //! proxy_set_header X-Forwarded-For  $remote_addr;            # LB1
 //! proxy_set_header X-Forwarded-For  $proxy_add_x_forwarded_for; # LB2
 //! ```
 //!
 //! `RealIpLayer::leftmost(lb_range)` takes the leftmost entry, as EMQX does. It is correct
 //! only when the outermost proxy **overwrites** the header with `$remote_addr`. If any proxy
-//! lets a client-sent header through, the client picks its own address (scenario W3 with an
-//! appending LB1). Never the default; prefer the recursive walk, which gives the same answer
-//! in W2 and stays correct when a proxy appends.
+//! lets a client-sent header through (an outermost proxy that appends), the client picks its
+//! own address. Never the default; prefer the recursive walk, which gives the same answer
+//! behind an overwriting outermost proxy and stays correct when it appends.
 //!
 //! ## Forwarded (RFC 7239)
 //!
@@ -172,7 +171,7 @@
 //! Read from the request extensions by [`TransportPeer::from_extensions`]:
 //! `realip-listener`'s [`ProxiedAddr`](realip_listener::ProxiedAddr) (directly, or as
 //! axum's `ConnectInfo<ProxiedAddr>`), so that with PROXY protocol on the WebSocket port the
-//! peer whose headers are trusted is the PROXY-derived address (scenario W6); else axum's
+//! peer whose headers are trusted is the PROXY-derived address; else axum's
 //! `ConnectInfo<SocketAddr>`; else a [`TransportPeer`] the application inserted. With no
 //! peer known, headers are not believed unless
 //! [`trust_headers_unconditionally`](RealIpLayer::trust_headers_unconditionally) is set, and
