@@ -100,8 +100,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// has one.
 pub type Accepted<IO> = (IO, PeerAddr, Option<SocketAddr>);
 
-/// A socket listener that [`ProxyListener`] can wrap: implemented for [`TcpListener`] and
-/// [`UnixListener`].
+/// A socket listener that [`ProxyListener`] can wrap: implemented for tokio's
+/// [`TcpListener`](https://docs.rs/tokio/1/tokio/net/struct.TcpListener.html) and
+/// [`UnixListener`](https://docs.rs/tokio/1/tokio/net/struct.UnixListener.html).
 pub trait Accept: Send + 'static {
     /// The accepted socket.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
@@ -368,8 +369,10 @@ pub type Connection<IO> = (ProxiedStream<IO>, ProxiedAddr);
 ///
 /// * [`accept`](Self::accept) (cancel-safe) never fails: a bad connection is logged and
 ///   closed, accept errors such as `EMFILE` are logged and retried with back-off.
-/// * [`try_accept`](Self::try_accept) and the [`Stream`] implementation also yield each
-///   failed connection's [`Error`], for applications that count or report them.
+/// * [`try_accept`](Self::try_accept) and the
+///   [`Stream`](https://docs.rs/futures-core/0.3/futures_core/stream/trait.Stream.html)
+///   implementation also yield each failed connection's [`Error`], for applications that
+///   count or report them.
 /// * With the `axum` feature, `axum::serve(listener, app)` works; see
 ///   [`ProxiedAddr`] for the connect-info type.
 /// * Handshakes run inside the listener, so they progress (and time out) while the
