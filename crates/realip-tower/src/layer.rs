@@ -12,7 +12,8 @@ use crate::resolve::{
     Config, Fallback, Outcome, Resolution, Strategy, TransportPeer, is_websocket_upgrade, resolve,
 };
 
-/// Configuration of the real-client-address middleware; a [`Layer`] producing [`RealIp`].
+/// Configuration of the real-client-address middleware; a
+/// [`Layer`](https://docs.rs/tower-layer/0.3/tower_layer/trait.Layer.html) producing [`RealIp`].
 ///
 /// Start from a preset that names the proxy setup, then adjust:
 ///
