@@ -3,13 +3,15 @@
 //! call, and a handler reads it from the request extensions as a [`ClientAddr`].
 //!
 //! ```text
-//! cargo run --example tonic_grpc -- 127.0.0.1:50051
+//! cargo run --example tonic_grpc -- 127.0.0.1:50051 10.0.0.0/8
 //! grpcurl -plaintext -H 'x-forwarded-for: 203.0.113.7' 127.0.0.1:50051 grpc.health.v1.Health/Check
 //! ```
 //!
 //! tonic records the TCP peer as its own `TcpConnectInfo`; the layer needs to know the peer to
 //! decide whether to believe the header, so one `map_request` step hands it over as a
-//! [`TransportPeer`]. Prints `listening on IP:PORT`, then `grpc PATH client=IP[:PORT]` per call.
+//! [`TransportPeer`]. The arguments are the address to listen on and the trusted proxies
+//! (CIDRs, space-separated; default `127.0.0.0/8 ::1`). Prints `listening on IP:PORT`, then
+//! `grpc PATH client=IP[:PORT]` per call.
 
 use std::net::SocketAddr;
 
@@ -21,13 +23,18 @@ use tower::ServiceBuilder;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bind: SocketAddr = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let bind: SocketAddr = args
+        .next()
         .as_deref()
         .unwrap_or("127.0.0.1:50051")
         .parse()?;
-    // Headers are believed from loopback proxies only; anyone else is their own client.
-    let trusted: TrustedProxies = "127.0.0.0/8 ::1".parse()?;
+    // Headers are believed from these proxies only; anyone else is their own client.
+    let trusted: TrustedProxies = args
+        .next()
+        .as_deref()
+        .unwrap_or("127.0.0.0/8 ::1")
+        .parse()?;
     let (_reporter, health) = tonic_health::server::health_reporter();
     let layers = ServiceBuilder::new()
         .map_request(peer_from_tonic)

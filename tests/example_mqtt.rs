@@ -43,14 +43,13 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 fn start_example(
     s: &mut Scenario,
     name: &str,
-    features: &str,
     args: &[String],
 ) -> (SocketAddr, std::path::PathBuf) {
     let bind = s.addr(2);
     let probe_from = s.ip(12);
     let out = s.process(
         name,
-        Command::new(example_bin(name, features))
+        Command::new(example_bin(name))
             .arg(bind.to_string())
             .args(args)
             .env("RUST_LOG", "debug")
@@ -69,7 +68,7 @@ fn mqtt_tcp_prints_the_real_client_behind_nginx() {
     let Some(mut s) = Scenario::start("example-mqtt-tcp", 61, &tools) else {
         return;
     };
-    let (tcp, out) = start_example(&mut s, "mqtt_tcp", "listener", &[]);
+    let (tcp, out) = start_example(&mut s, "mqtt_tcp", &[]);
     let lb = s.nginx_lb("lb1", Stream, "stream_send_proxy.conf", (11, 12), tcp, &[]);
 
     let paho = s
@@ -123,7 +122,7 @@ fn mqtt_ws_prints_the_real_client_behind_nginx() {
         return;
     };
     let range = s.lb_range();
-    let (ws, out) = start_example(&mut s, "mqtt_ws", "tower,axum", &[range]);
+    let (ws, out) = start_example(&mut s, "mqtt_ws", &[range]);
     let lb1 = s.nginx_lb("lb1", Http, "http_ws_overwrite.conf", (11, 12), ws, &[]);
     let lb2 = s.nginx_lb("lb2", Http, "http_ws_append.conf", (21, 22), ws, &[]);
 

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 
 /// The example, built by Cargo for this test (never a stale binary).
 fn example_path() -> PathBuf {
-    realip_test_support::example_bin("tokio_listener", "listener")
+    realip_test_support::example_bin("tokio_listener")
 }
 
 struct Server {

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 /// The example, built by Cargo for this test (never a stale binary).
 fn example_path() -> PathBuf {
-    realip_test_support::example_bin("whoami", "listener,tower,axum")
+    realip_test_support::example_bin("whoami")
 }
 
 /// Starts `whoami --bind 127.N.0.2:PORT ARGS…` as one of the scenario's processes (killed when

@@ -14,9 +14,10 @@ pub fn broker_bin() -> PathBuf {
     build(&["-p", "realip-broker", "--bin", "realip-broker"])
 }
 
-/// The facade's example `name`, built (once per test process) with `features`.
-pub fn example_bin(name: &str, features: &str) -> PathBuf {
-    build(&["-p", "realip", "--example", name, "--features", features])
+/// The facade's example `name`, built (once per test process) with every feature, so that all
+/// examples share one build of the library.
+pub fn example_bin(name: &str) -> PathBuf {
+    build(&["-p", "realip", "--example", name, "--all-features"])
 }
 
 /// Runs `cargo build ARGS --message-format=json` in the workspace and returns the path of the
