@@ -38,7 +38,7 @@ async fn main() -> Result<(), Error> {
     let trusted: TrustedProxies = args.next().as_deref().unwrap_or("127.0.0.0/8").parse()?;
     let app = Router::new()
         .route("/mqtt", get(upgrade))
-        .layer(RealIpLayer::x_forwarded_for(trusted).recursive(true));
+        .layer(RealIpLayer::x_forwarded_for_recursive(trusted));
     let listener = tokio::net::TcpListener::bind(bind).await?;
     println!("listening on {}", listener.local_addr()?);
     // The layer needs the TCP peer: whose headers it may believe.

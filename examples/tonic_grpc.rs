@@ -9,14 +9,14 @@
 //!
 //! tonic records the TCP peer as its own `TcpConnectInfo`; the layer needs to know the peer to
 //! decide whether to believe the header, so one `map_request` step hands it over as a
-//! [`TransportPeer`]. The arguments are the address to listen on and the trusted proxies
+//! [`PeerAddr`]. The arguments are the address to listen on and the trusted proxies
 //! (CIDRs, space-separated; default `127.0.0.0/8 ::1`). Prints `listening on IP:PORT`, then
 //! `grpc PATH client=IP[:PORT]` per call.
 
 use std::net::SocketAddr;
 
-use realip::tower::{RealIpLayer, TransportPeer};
-use realip::{ClientAddr, TrustedProxies};
+use realip::tower::RealIpLayer;
+use realip::{ClientAddr, PeerAddr, TrustedProxies};
 use tonic::transport::Server;
 use tonic::transport::server::TcpConnectInfo;
 use tower::ServiceBuilder;
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (_reporter, health) = tonic_health::server::health_reporter();
     let layers = ServiceBuilder::new()
         .map_request(peer_from_tonic)
-        .layer(RealIpLayer::x_forwarded_for(trusted).recursive(true))
+        .layer(RealIpLayer::x_forwarded_for_recursive(trusted))
         .map_request(log_client);
     let listener = tokio::net::TcpListener::bind(bind).await?;
     println!("listening on {}", listener.local_addr()?);
@@ -57,7 +57,7 @@ fn peer_from_tonic<B>(mut request: http::Request<B>) -> http::Request<B> {
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr);
     if let Some(peer) = peer {
-        request.extensions_mut().insert(TransportPeer::socket(peer));
+        request.extensions_mut().insert(PeerAddr::Inet(peer));
     }
     request
 }

@@ -16,16 +16,16 @@
 //!
 //! // NGINX: set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on;
 //! let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
-//! let layer = RealIpLayer::x_forwarded_for(trusted).recursive(true);
+//! let layer = RealIpLayer::x_forwarded_for_recursive(trusted);
 //!
 //! // The proxy 10.0.0.2 appended to a header that the client had filled in itself.
 //! let mut request = http::Request::new(());
 //! request
 //!     .headers_mut()
 //!     .insert("x-forwarded-for", "127.0.0.1, 203.0.113.7, 10.0.0.1".parse().unwrap());
-//! request.extensions_mut().insert(realip::tower::TransportPeer::socket(
-//!     "10.0.0.2:41000".parse().unwrap(),
-//! ));
+//! request
+//!     .extensions_mut()
+//!     .insert(realip::PeerAddr::Inet("10.0.0.2:41000".parse().unwrap()));
 //!
 //! let client = layer.resolve_request(&request).into_client().unwrap();
 //! assert_eq!(client.ip().to_string(), "203.0.113.7");

@@ -1,20 +1,15 @@
 //! The `tokio_listener` example's documented contract, driven as a separate process.
 #![cfg(feature = "listener")]
 
+use realip_test_support as e2e;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use realip::listener::ProxyHeader;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
-
-/// The example, built by Cargo for this test (never a stale binary).
-fn example_path() -> PathBuf {
-    realip_test_support::example_bin("tokio_listener")
-}
+use tokio::process::Child;
 
 struct Server {
     child: Child,
@@ -23,27 +18,7 @@ struct Server {
 
 impl Server {
     async fn start(args: &[&str]) -> Self {
-        let path = tokio::task::spawn_blocking(example_path).await.unwrap();
-        let mut child = Command::new(path)
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-            .await
-            .expect("example did not start")
-            .unwrap()
-            .unwrap();
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let (child, addr) = e2e::start_example("tokio_listener", args, false).await;
         Self { child, addr }
     }
 }

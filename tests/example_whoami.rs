@@ -18,9 +18,8 @@ use e2e::{STEP_TIMEOUT, Scenario, Tool, connect_from, contains_ip};
 use realip::listener::ProxyHeader;
 use serde_json::{Value, json};
 
-/// The example, built by Cargo for this test (never a stale binary).
 fn example_path() -> PathBuf {
-    realip_test_support::example_bin("whoami")
+    e2e::example_bin("whoami")
 }
 
 /// Starts `whoami --bind 127.N.0.2:PORT ARGS…` as one of the scenario's processes (killed when

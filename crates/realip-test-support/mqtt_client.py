@@ -7,6 +7,7 @@ per line on stdin.
 
 Events:   {"event": "connected", "rc": 0, "local": ["127.0.0.121", 40000]}  (the socket's own address)
           {"event": "error", "reason": "connect: ..."}  (the TCP/TLS/WebSocket connection failed)
+          (MQTT 5 messages add "dup" and "props": user_properties, content_type, ...)
           {"event": "subscribed", "mid": 1, "granted": [1]}
           {"event": "published", "mid": 2}
           {"event": "message", "topic": "t", "payload": "p", "qos": 1, "retain": false}
@@ -14,6 +15,7 @@ Events:   {"event": "connected", "rc": 0, "local": ["127.0.0.121", 40000]}  (the
 Commands: {"op": "sub", "topic": "t/#", "qos": 1}
           (MQTT 5 options: "no_local", "retain_as_published", "retain_handling")
           {"op": "pub", "topic": "t", "payload": "p", "qos": 1, "retain": false}
+          (MQTT 5: "props": {"user_properties": [["k", "v"]], "content_type": ...})
           {"op": "quit"}
 
 Usage: mqtt_client.py --port PORT [--host 127.0.0.1] [--path /mqtt] [--bind 127.0.0.121]
@@ -57,6 +59,28 @@ def local_address(client):
     except (AttributeError, OSError):
         return None
     return [ip, port]
+
+
+def message_properties(props):
+    """The MQTT 5 PUBLISH properties paho-mqtt read, as JSON."""
+    out = {}
+    if props is None:
+        return out
+    for name, key in [
+        ("UserProperty", "user_properties"),
+        ("ContentType", "content_type"),
+        ("ResponseTopic", "response_topic"),
+        ("PayloadFormatIndicator", "payload_format_indicator"),
+        ("MessageExpiryInterval", "message_expiry_interval"),
+        ("SubscriptionIdentifier", "subscription_identifiers"),
+        ("TopicAlias", "topic_alias"),
+    ]:
+        if hasattr(props, name):
+            value = getattr(props, name)
+            out[key] = [list(p) for p in value] if name == "UserProperty" else value
+    if hasattr(props, "CorrelationData"):
+        out["correlation_data"] = props.CorrelationData.decode("utf-8", "replace")
+    return out
 
 
 def main():
@@ -105,13 +129,17 @@ def main():
         emit(event="published", mid=mid)
 
     def on_message(_client, _userdata, msg):
-        emit(
+        event = dict(
             event="message",
             topic=msg.topic,
             payload=msg.payload.decode("utf-8", "replace"),
             qos=msg.qos,
             retain=bool(msg.retain),
         )
+        if v5:
+            event["dup"] = bool(msg.dup)
+            event["props"] = message_properties(msg.properties)
+        emit(**event)
 
     def on_disconnect(client, _userdata, _flags, reason_code, _properties):
         emit(event="disconnected", rc=reason_code.value)
@@ -149,11 +177,31 @@ def main():
         elif op == "sub":
             client.subscribe(cmd["topic"], qos=cmd.get("qos", 0))
         elif op == "pub":
+            properties = None
+            if v5 and cmd.get("props"):
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                properties = Properties(PacketTypes.PUBLISH)
+                p = cmd["props"]
+                if "user_properties" in p:
+                    properties.UserProperty = [tuple(kv) for kv in p["user_properties"]]
+                if "content_type" in p:
+                    properties.ContentType = p["content_type"]
+                if "response_topic" in p:
+                    properties.ResponseTopic = p["response_topic"]
+                if "correlation_data" in p:
+                    properties.CorrelationData = p["correlation_data"].encode()
+                if "message_expiry_interval" in p:
+                    properties.MessageExpiryInterval = p["message_expiry_interval"]
+                if "payload_format_indicator" in p:
+                    properties.PayloadFormatIndicator = p["payload_format_indicator"]
             client.publish(
                 cmd["topic"],
                 cmd.get("payload", ""),
                 qos=cmd.get("qos", 0),
                 retain=cmd.get("retain", False),
+                properties=properties,
             )
         elif op == "quit":
             break

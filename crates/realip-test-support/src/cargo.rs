@@ -1,11 +1,14 @@
 //! Binaries built by Cargo for the running test: never a path that may hold a stale build.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
+
+use crate::wait::STEP_TIMEOUT;
 
 /// The `realip-broker` binary, built (once per test process) by `cargo build -p realip-broker`.
 ///
@@ -57,4 +60,45 @@ fn build(args: &[&str]) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo build {} reported no executable", args.join(" ")));
     built.insert(key, path.clone());
     path
+}
+
+/// Starts example `name` (see [`example_bin`]) as `name --bind 127.0.0.1:0 ARGS…` with
+/// `RUST_LOG=info`, its stdout piped and its stderr piped (`stderr`) or discarded, waits for its
+/// documented first line `listening on IP:PORT` and returns the process (killed on drop) and
+/// that address.
+pub async fn start_example(
+    name: &'static str,
+    args: &[&str],
+    stderr: bool,
+) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let path = tokio::task::spawn_blocking(move || example_bin(name))
+        .await
+        .expect("build the example");
+    let mut child = tokio::process::Command::new(path)
+        .args(["--bind", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(if stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start example {name}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(STEP_TIMEOUT, lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("example {name} did not start"))
+        .expect("read the example's stdout")
+        .unwrap_or_else(|| panic!("example {name} exited before its first line"));
+    let addr = first
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("example {name}: unexpected first line {first:?}"));
+    (child, addr)
 }

@@ -24,13 +24,14 @@ mod tools;
 mod wait;
 
 pub use admin::{Broker, contains_ip, json_strings, reported, wait_client};
-pub use cargo::{broker_bin, example_bin};
+pub use cargo::{broker_bin, example_bin, start_example};
 pub use mqtt::{
     ConnectOutcome, RawClient, WsClient, connect_packet, mqtt_connect_packet, raw_mqtt_connect,
+    read_to_close, v5_connect,
 };
 pub use net::{bind_connect, connect_from, http, http_get, http_json};
 pub use paho::{Paho, PahoOpts};
 pub use pp2::{PP2_SIGNATURE, crc32c, pp2_local_with_addresses, pp2_with_crc32c};
 pub use scenario::{Block, Scenario, render};
-pub use tools::{Tool, have_mosquitto, have_paho, require};
+pub use tools::{Tool, have, have_mosquitto, have_paho, require};
 pub use wait::{STEP_TIMEOUT, say, wait_child, wait_for};

@@ -54,6 +54,9 @@ impl RawClient {
             Packet::Publish(p) => p.write(&mut out),
             Packet::Subscribe(p) => p.write(&mut out),
             Packet::PubAck(p) => p.write(&mut out),
+            Packet::PubRec(p) => p.write(&mut out),
+            Packet::PubRel(p) => p.write(&mut out),
+            Packet::PubComp(p) => p.write(&mut out),
             Packet::PingReq => v4::PingReq.write(&mut out),
             Packet::Disconnect => v4::Disconnect.write(&mut out),
             other => panic!("raw client cannot send {other:?}"),
@@ -161,32 +164,51 @@ impl WsClient {
     /// Connects from `bind`, sends `prefix` and an upgrade of `/mqtt` (subprotocol `mqtt`) with
     /// extra `headers` (`Name: value\r\n` lines), and checks the 101 answer.
     pub fn connect(bind: &str, to: SocketAddr, prefix: &[u8], headers: &str) -> Self {
+        match Self::try_connect(bind, to, prefix, headers) {
+            Some(client) => client,
+            None => panic!("the server closed the WebSocket connection before answering"),
+        }
+    }
+
+    /// Like [`connect`](Self::connect); `None` when the server closes the connection or
+    /// refuses the upgrade.
+    pub fn try_connect(bind: &str, to: SocketAddr, prefix: &[u8], headers: &str) -> Option<Self> {
         let mut stream = bind_connect(bind, to);
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        stream.write_all(prefix).unwrap();
+        // Prefix and request in one write: a server that closes after the prefix must not
+        // make the second write fail.
+        let mut request = prefix.to_vec();
         write!(
-            stream,
+            request,
             "GET /mqtt HTTP/1.1\r\nHost: {to}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
              Sec-WebSocket-Protocol: mqtt\r\n{headers}\r\n"
         )
         .unwrap();
+        if stream.write_all(&request).is_err() {
+            return None;
+        }
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).unwrap();
+            if stream.read_exact(&mut byte).is_err() {
+                return None;
+            }
             head.push(byte[0]);
         }
         let head = String::from_utf8(head).unwrap();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        if !head.starts_with("HTTP/1.1 101") {
+            // Refused (an HTTP error, after which the server closes).
+            return None;
+        }
         assert!(
             head.to_ascii_lowercase()
                 .contains("sec-websocket-protocol: mqtt"),
             "{head}"
         );
-        Self { stream }
+        Some(Self { stream })
     }
 
     /// Sends `payload` (under 126 bytes) in one masked binary frame.
@@ -253,4 +275,26 @@ pub fn raw_mqtt_connect(stream: &mut TcpStream, prefix: &[u8], client_id: &str) 
         }
         Err(_) => ConnectOutcome::Closed,
     }
+}
+
+/// Reads everything until the server closes the connection.
+pub fn read_to_close(client: &mut RawClient) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let _ = client.stream.read_to_end(&mut rest);
+    rest
+}
+
+/// The bytes of an MQTT 5 CONNECT with clean start and no properties.
+pub fn v5_connect(client_id: &str, keep_alive: u16) -> Vec<u8> {
+    let connect = rumqttc::v5::mqttbytes::v5::Connect {
+        keep_alive,
+        client_id: client_id.to_owned(),
+        clean_start: true,
+        properties: None,
+    };
+    let mut out = BytesMut::new();
+    connect
+        .write(&None, &None, &mut out)
+        .expect("encode CONNECT");
+    out.to_vec()
 }

@@ -79,6 +79,13 @@ impl Paho {
     /// With `log` (a path prefix), stdout lines are copied to `<log>.out` and stderr goes to
     /// `<log>.err`.
     pub fn start(opts: &PahoOpts, log: Option<&Path>) -> Result<Paho, String> {
+        Self::try_start(opts, log).map_err(|event| event.to_string())
+    }
+
+    /// [`Paho::start`] with paho's event as the error: `error` (the connection or upgrade
+    /// failed), `disconnected` (closed before CONNACK), or `connected` with a non-zero `rc`
+    /// (refused).
+    pub fn try_start(opts: &PahoOpts, log: Option<&Path>) -> Result<Paho, Value> {
         let mut cmd = Command::new(PYTHON);
         cmd.arg("-u")
             .arg(SCRIPT)
@@ -134,17 +141,24 @@ impl Paho {
             local: SocketAddr::from(([0, 0, 0, 0], 0)),
             client_id: opts.client_id.clone(),
         };
-        let event = match paho.events.recv_timeout(STEP_TIMEOUT) {
-            Ok(event) => event,
-            Err(e) => {
-                return Err(format!(
-                    "no event from the client within {STEP_TIMEOUT:?} ({e})"
-                ));
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let event = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match paho.events.recv_timeout(left) {
+                Ok(event) if event["event"] == "connected" && event["rc"] == 0 => break event,
+                Ok(event)
+                    if ["connected", "error", "disconnected"]
+                        .contains(&event["event"].as_str().unwrap_or_default()) =>
+                {
+                    return Err(event);
+                }
+                Ok(event) => paho.seen.push(event),
+                Err(e) => {
+                    let reason = format!("no event from the client within {STEP_TIMEOUT:?} ({e})");
+                    return Err(json!({"event": "error", "reason": reason}));
+                }
             }
         };
-        if event["event"] != "connected" || event["rc"] != 0 {
-            return Err(event.to_string());
-        }
         let ip: IpAddr = event["local"][0]
             .as_str()
             .and_then(|s| s.parse().ok())
@@ -171,13 +185,25 @@ impl Paho {
         headers: &[&str],
         extra: &[&str],
     ) -> Self {
+        Self::try_connect_with(target, clientid, bind, headers, extra)
+            .unwrap_or_else(|event| panic!("paho client {clientid}: CONNECT failed: {event}"))
+    }
+
+    /// [`Paho::connect_with`], with paho's event as the error (see [`Paho::try_start`]).
+    pub fn try_connect_with(
+        target: SocketAddr,
+        clientid: &str,
+        bind: &str,
+        headers: &[&str],
+        extra: &[&str],
+    ) -> Result<Self, Value> {
         let bind = bind
             .parse()
             .unwrap_or_else(|e| panic!("source address {bind:?}: {e}"));
         let mut opts = PahoOpts::ws(target, bind, clientid);
         opts.headers = headers.iter().map(|h| (*h).to_owned()).collect();
         opts.extra = extra.iter().map(|a| (*a).to_owned()).collect();
-        Self::start(&opts, None).unwrap_or_else(|e| panic!("paho client {clientid}: {e}"))
+        Self::try_start(&opts, None)
     }
 
     /// Sends one command (`{"op": "sub", …}`, `{"op": "pub", …}`, `{"op": "quit"}`).

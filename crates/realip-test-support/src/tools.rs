@@ -73,7 +73,17 @@ pub fn require(what: &str, tools: &[Tool]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let why = missing.join("; ");
+    skip_or_fail(what, &missing.join("; "))
+}
+
+/// Whether the running test may go on with a program that is `usable` or not (`tool` names it
+/// in the messages): the rule of [`require`] for programs that are not a [`Tool`].
+pub fn have(tool: &str, usable: bool) -> bool {
+    usable || skip_or_fail(&current_test(), &format!("{tool} is not usable here"))
+}
+
+/// With `CI=true`, panics; otherwise prints one loud `SKIPPED` line. Returns `false`.
+fn skip_or_fail(what: &str, why: &str) -> bool {
     assert!(
         !is_ci(),
         "{what}: required tool missing with CI=true: {why}"

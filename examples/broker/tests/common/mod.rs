@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub use realip_test_support::{
-    Paho, RawClient, WsClient, bind_connect, connect_packet, have_mosquitto, have_paho, http,
-    wait_for,
+    Paho, RawClient, WsClient, bind_connect, connect_packet, have, have_mosquitto, have_paho, http,
+    read_to_close, v5_connect, wait_for,
 };
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_realip-broker");
