@@ -23,7 +23,7 @@
 //! header's name; `headers` lists every forwarding-related header line as received. With
 //! `--proxy-protocol` the listener requires a PROXY header (v1 or v2) from every peer, or
 //! only from the `--proxy-from` ranges (others must not send one), and the header's source
-//! address is the transport peer whose forwarded headers are trusted (scenario W6).
+//! address is the transport peer whose forwarded headers are trusted.
 
 use std::net::SocketAddr;
 

@@ -38,12 +38,10 @@ pub use realip_core::{
 pub use realip_core::presets;
 
 #[cfg(feature = "listener")]
-#[doc(inline)]
-pub use realip_listener as listener;
+pub mod listener;
 
 #[cfg(feature = "tower")]
-#[doc(inline)]
-pub use realip_tower as tower;
+pub mod tower;
 
 /// The README's code blocks, compiled as doctests.
 #[cfg(all(doctest, feature = "listener", feature = "tower", feature = "axum"))]

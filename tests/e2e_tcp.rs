@@ -2,7 +2,7 @@
 //! real NGINX / HAProxy in front of the real `realip-broker`, real MQTT clients.
 //! See `tests/SCENARIOS.md` for the topologies and the exact proxy configurations.
 
-mod e2e;
+use realip_test_support as e2e;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

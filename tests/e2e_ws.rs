@@ -2,7 +2,7 @@
 //! of the real `realip-broker`, real paho-mqtt clients over WebSocket.
 //! See `tests/SCENARIOS.md` for the topologies and the exact proxy configurations.
 
-mod e2e;
+use realip_test_support as e2e;
 
 use std::net::SocketAddr;
 

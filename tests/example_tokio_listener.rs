@@ -1,7 +1,7 @@
 //! The `tokio_listener` example's documented contract, driven as a separate process.
 #![cfg(feature = "listener")]
 
-mod e2e;
+use realip_test_support as e2e;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,7 +18,7 @@ struct Server {
 
 impl Server {
     async fn start(args: &[&str]) -> Self {
-        let (child, addr) = e2e::start_example("tokio_listener", "listener", args, false).await;
+        let (child, addr) = e2e::start_example("tokio_listener", args, false).await;
         Self { child, addr }
     }
 }

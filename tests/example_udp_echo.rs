@@ -1,7 +1,7 @@
 //! The `udp_echo` example's documented contract, driven as a separate process.
 #![cfg(feature = "udp")]
 
-mod e2e;
+use realip_test_support as e2e;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,7 +21,7 @@ struct Server {
 
 impl Server {
     async fn start(args: &[&str]) -> Self {
-        let (mut child, addr) = e2e::start_example("udp_echo", "udp", args, true).await;
+        let (mut child, addr) = e2e::start_example("udp_echo", args, true).await;
         let (tx, stderr) = mpsc::unbounded_channel();
         let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
         tokio::spawn(async move {

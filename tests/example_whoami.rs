@@ -1,10 +1,10 @@
 //! The `whoami` example's documented contract (its command line, its "listening on" line and
 //! its JSON answer), driven as a separate process with real HTTP/1.1 requests from distinct
-//! loopback addresses `127.N.0.x` (see `tests/e2e/mod.rs` for the address plan), directly, with
+//! loopback addresses `127.N.0.x` (see `realip-test-support`'s `scenario.rs` for the address plan), directly, with
 //! PROXY headers, and behind a real NGINX.
 #![cfg(all(feature = "listener", feature = "tower", feature = "axum"))]
 
-mod e2e;
+use realip_test_support as e2e;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -19,7 +19,7 @@ use realip::listener::ProxyHeader;
 use serde_json::{Value, json};
 
 fn example_path() -> PathBuf {
-    e2e::example_binary("whoami", "listener,tower,axum")
+    e2e::example_bin("whoami")
 }
 
 /// Starts `whoami --bind 127.N.0.2:PORT ARGS…` as one of the scenario's processes (killed when

@@ -30,8 +30,10 @@ use tokio::net::{TcpListener, ToSocketAddrs, UnixListener};
 /// has one.
 pub type Accepted<IO> = (IO, PeerAddr, Option<SocketAddr>);
 
-/// A socket listener that [`ProxyListener`](crate::listener::ProxyListener) can wrap: implemented for [`TcpListener`] and
-/// [`UnixListener`].
+/// A socket listener that [`ProxyListener`](crate::listener::ProxyListener) can wrap:
+/// implemented for tokio's
+/// [`TcpListener`](https://docs.rs/tokio/1/tokio/net/struct.TcpListener.html) and
+/// [`UnixListener`](https://docs.rs/tokio/1/tokio/net/struct.UnixListener.html).
 pub trait Accept: Send {
     /// The accepted socket.
     type Io: AsyncRead + AsyncWrite + Unpin + Send;
@@ -78,7 +80,7 @@ pub trait Accept: Send {
     /// The handshake's first read uses it: tokio knows a socket is readable only once its
     /// driver has polled it, which for a socket accepted just now is after a turn of the
     /// runtime (and a header timer started meanwhile), while the header is usually there
-    /// already. [`TcpListener`]'s sockets are read this way on Linux.
+    /// already. Tokio's `TcpListener` sockets are read this way on Linux.
     fn read_accepted(io: &Self::Io, buf: &mut [u8]) -> Option<io::Result<usize>> {
         let _ = (io, buf);
         None

@@ -66,12 +66,11 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 ///
 /// The cap decides how many stalled peers (connected, header not finished) it takes to lock
 /// good clients out: at the cap, new connections wait in the kernel's accept queue until a
-/// header timeout frees a slot, which is seconds. 1024 was reached by an ordinary flood of
-/// 5,000 stalled connections; 16384 isolates good clients from such a flood while keeping the
-/// worst case bounded. A stalled handshake costs about 0.6 KiB of process memory (measured
-/// RSS, tokio's socket registration included; a silent peer costs no read buffer and a
-/// stalled one only the bytes it sent), so a full set is about 10 MiB, plus the kernel's
-/// socket memory and 16384 file descriptors: raise `RLIMIT_NOFILE` above the cap (until
+/// header timeout frees a slot, which is seconds. The default is high enough that a flood of
+/// some thousand stalled connections does not reach it, while keeping the worst case bounded.
+/// A stalled handshake holds its small state and tokio's socket registration (a silent peer
+/// no read buffer, a stalled one only the bytes it sent), plus the kernel's socket memory and
+/// one file descriptor: raise `RLIMIT_NOFILE` above the cap (until
 /// then, `EMFILE` pauses accepting the same way, with back-off). Lower the cap on small
 /// hosts; raise it, or shorten the [header timeout](DEFAULT_HEADER_TIMEOUT), where more
 /// stalled peers are expected.
@@ -157,10 +156,10 @@ impl Builder {
     /// the kernel drops new handshakes and clients retry). At least 1;
     /// [`DEFAULT_MAX_PENDING`] by default.
     ///
-    /// The trade-off: each pending handshake holds a socket, a file descriptor and about
-    /// 0.6 KiB of memory until its header arrives or its header timeout ends it, while a cap
-    /// below the number of peers that stall at once shuts everyone else out until timeouts
-    /// free slots. See [`DEFAULT_MAX_PENDING`] for the numbers.
+    /// The trade-off: each pending handshake holds a socket, a file descriptor and its small
+    /// state until its header arrives or its header timeout ends it, while a cap below the
+    /// number of peers that stall at once shuts everyone else out until timeouts free slots.
+    /// See [`DEFAULT_MAX_PENDING`].
     #[must_use]
     pub const fn max_pending(mut self, max: usize) -> Self {
         self.max_pending = if max == 0 { 1 } else { max };
@@ -242,8 +241,10 @@ impl Builder {
 ///
 /// * [`accept`](Self::accept) (cancel-safe) never fails: a bad connection is logged and
 ///   closed, accept errors such as `EMFILE` are logged and retried with back-off.
-/// * [`try_accept`](Self::try_accept) and the [`Stream`] implementation also yield each
-///   failed connection's [`HandshakeError`], for applications that count or report them.
+/// * [`try_accept`](Self::try_accept) and the
+///   [`Stream`](https://docs.rs/futures-core/0.3/futures_core/stream/trait.Stream.html)
+///   implementation also yield each failed connection's [`HandshakeError`], for
+///   applications that count or report them.
 /// * With the `axum` feature, `axum::serve(listener, app)` works; see
 ///   [`ProxiedAddr`] for the connect-info type.
 /// * Handshakes run inside the listener, so they progress (and time out) while the

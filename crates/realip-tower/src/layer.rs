@@ -15,7 +15,8 @@ use crate::strategy::Strategy;
 use crate::walk::{Config, resolve};
 use crate::websocket::is_websocket_upgrade;
 
-/// Configuration of the real-client-address middleware; a [`Layer`] producing [`RealIp`].
+/// Configuration of the real-client-address middleware; a
+/// [`Layer`](https://docs.rs/tower-layer/0.3/tower_layer/trait.Layer.html) producing [`RealIp`].
 ///
 /// Start from a preset that names the proxy setup, then adjust:
 ///

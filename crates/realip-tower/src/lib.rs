@@ -40,9 +40,8 @@
 //! matches the proxies in front of the server. Every strategy except
 //! [`trust_headers_unconditionally`](RealIpLayer::trust_headers_unconditionally) honours
 //! the header only when the transport peer is in the [`TrustedProxies`] set; otherwise the
-//! header is ignored (logged at `warn`) and the client is the transport peer (scenario W5:
-//! a client that connects directly and sends its own `X-Forwarded-For` gets its socket
-//! address).
+//! header is ignored (logged at `warn`) and the client is the transport peer: a client that
+//! connects directly and sends its own `X-Forwarded-For` gets its socket address.
 //!
 //! | Strategy | Constructor | Matches |
 //! |---|---|---|
@@ -100,7 +99,7 @@
 //! ## Single value (`X-Real-IP`, `CF-Connecting-IP`, `True-Client-IP`, `Fly-Client-IP`)
 //!
 //! ```nginx
-//! # The last proxy resolved the client itself (NGINX realip, scenario W4)
+//! # The last proxy resolved the client itself (NGINX realip)
 //! proxy_set_header X-Real-IP $remote_addr;
 //! ```
 //!
@@ -116,16 +115,16 @@
 //! ## Leftmost (EMQX `proxy_address_header`, compatibility only)
 //!
 //! ```nginx
-//! # The outermost proxy overwrites, inner ones append (scenario W2)
+//! # The outermost proxy overwrites, inner ones append
 //! proxy_set_header X-Forwarded-For  $remote_addr;            # LB1
 //! proxy_set_header X-Forwarded-For  $proxy_add_x_forwarded_for; # LB2
 //! ```
 //!
 //! `RealIpLayer::leftmost(lb_range)` takes the leftmost entry, as EMQX does. It is correct
 //! only when the outermost proxy **overwrites** the header with `$remote_addr`. If any proxy
-//! lets a client-sent header through, the client picks its own address (scenario W3 with an
-//! appending LB1). Never the default; prefer the recursive walk, which gives the same answer
-//! in W2 and stays correct when a proxy appends. A header without any entry is an absent one
+//! lets a client-sent header through (an outermost proxy that appends), the client picks its
+//! own address. Never the default; prefer the recursive walk, which gives the same answer
+//! behind an overwriting outermost proxy and stays correct when it appends. A header without any entry is an absent one
 //! (the transport peer).
 //!
 //! ## Forwarded (RFC 7239)

@@ -9,7 +9,9 @@ use crate::parse::trim_ows;
 /// `Connection: keep-alive, Upgrade`), or an HTTP/2 or HTTP/3 `CONNECT`.
 ///
 /// For HTTP/2 and later, WebSockets use the extended `CONNECT` of RFC 8441, whose
-/// `:protocol` pseudo-header is not part of [`HeaderMap`] (hyper keeps it in an extension),
+/// `:protocol` pseudo-header is not part of
+/// [`HeaderMap`](https://docs.rs/http/1/http/header/struct.HeaderMap.html) (hyper keeps it in
+/// an extension),
 /// so every `CONNECT` counts as a handshake there.
 ///
 /// ```

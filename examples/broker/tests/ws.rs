@@ -1,5 +1,5 @@
 //! MQTT over WebSocket with a real client (Python paho-mqtt, `transport="websockets"`,
-//! driven through tests/ws_client.py), and forwarded headers on the upgrade request.
+//! driven through realip-test-support's `mqtt_client.py`), and forwarded headers on the upgrade request.
 
 mod common;
 

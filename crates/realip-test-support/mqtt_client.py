@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""MQTT over WebSocket test client for realip-broker: paho-mqtt with transport="websockets".
+"""Scriptable MQTT test client (paho-mqtt 2.x) over TCP, TLS or WebSocket, for every test of
+this workspace that needs a real MQTT client.
 
 Driven line by line: it prints one JSON object per event on stdout and reads one JSON command
 per line on stdin.
 
-Events:   {"event": "connected", "rc": 0}
+Events:   {"event": "connected", "rc": 0, "local": ["127.0.0.121", 40000]}  (the socket's own address)
           (MQTT 5: "connected" adds "session_present" and the CONNACK "props" by paho's
-          names; messages add "dup" and "props": user_properties, content_type, ...)
+          names)
+          {"event": "error", "reason": "connect: ..."}  (the TCP/TLS/WebSocket connection failed)
+          (MQTT 5 messages add "dup" and "props": user_properties, content_type, ...)
           {"event": "subscribed", "mid": 1, "granted": [1]}
           {"event": "published", "mid": 2}
           {"event": "message", "topic": "t", "payload": "p", "qos": 1, "retain": false}
@@ -17,13 +20,14 @@ Commands: {"op": "sub", "topic": "t/#", "qos": 1}
           (MQTT 5: "props": {"user_properties": [["k", "v"]], "content_type": ...})
           {"op": "quit"}
 
-Usage: ws_client.py --port PORT [--host 127.0.0.1] [--path /mqtt] [--bind 127.0.0.121]
-                    [--client-id ID] [--header "Name: value"]... [--keepalive 60]
-                    [--mqtt 3.1.1|5] [--transport websockets|tcp]
+Usage: mqtt_client.py --port PORT [--host 127.0.0.1] [--path /mqtt] [--bind 127.0.0.121]
+                      [--client-id ID] [--header "Name: value"]... [--keepalive 60]
+                      [--mqtt 3.1.1|5] [--transport websockets|tcp] [--tls-sni NAME]
 """
 
 import argparse
 import json
+import ssl
 import sys
 import threading
 
@@ -37,6 +41,26 @@ def emit(**event):
     with lock:
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
+
+
+class SniContext(ssl.SSLContext):
+    """An SSL context that always sends `sni` (paho uses the connect host, here an IP, as SNI)."""
+
+    sni = None
+
+    def wrap_socket(self, sock, *args, server_hostname=None, **kwargs):
+        return super().wrap_socket(sock, *args, server_hostname=self.sni, **kwargs)
+
+
+def local_address(client):
+    """The socket's own (ip, port); the WebSocket wrapper keeps the socket inside."""
+    sock = client.socket()
+    sock = getattr(sock, "_socket", sock)
+    try:
+        ip, port = sock.getsockname()[:2]
+    except (AttributeError, OSError):
+        return None
+    return [ip, port]
 
 
 def message_properties(props):
@@ -72,6 +96,7 @@ def main():
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--mqtt", choices=["3.1.1", "5"], default="3.1.1")
     parser.add_argument("--transport", choices=["websockets", "tcp"], default="websockets")
+    parser.add_argument("--tls-sni", default=None, help="TLS (certificate not verified) with this SNI")
     args = parser.parse_args()
 
     headers = {}
@@ -88,9 +113,16 @@ def main():
     )
     if args.transport == "websockets":
         client.ws_set_options(path=args.path, headers=headers or None)
+    if args.tls_sni:
+        ctx = SniContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.sni = args.tls_sni
+        client.tls_set_context(ctx)
+        client.tls_insecure_set(True)
 
-    def on_connect(_client, _userdata, flags, reason_code, properties):
-        event = dict(event="connected", rc=reason_code.value)
+    def on_connect(client, _userdata, flags, reason_code, properties):
+        event = dict(event="connected", rc=reason_code.value, local=local_address(client))
         if v5:
             event["session_present"] = bool(flags.session_present)
             event["props"] = {
@@ -144,7 +176,7 @@ def main():
     try:
         client.connect(args.host, args.port, keepalive=args.keepalive, bind_address=args.bind)
     except Exception as e:  # noqa: BLE001 - reported to the test as an event
-        emit(event="error", error=str(e))
+        emit(event="error", reason=f"connect: {e!r}")
         return 1
     client.loop_start()
 
