@@ -262,3 +262,28 @@ async fn junk_flood_does_not_delay_good_clients() {
         "p99 {attacked:?} under the flood, {quiet:?} without"
     );
 }
+
+/// Found by the `header_reader` fuzz target: a v1 line with no CRLF within 107 bytes is
+/// rejected as oversized however its bytes are segmented (the error's byte count says how
+/// much had arrived, which depends on the segmentation; the reason does not).
+#[tokio::test]
+async fn oversized_v1_is_rejected_alike_at_any_segmentation() {
+    let (mut listener, addr) = listen(ProxyListener::builder().policy(Policy::Require)).await;
+    let mut line = b"PROXY ".to_vec();
+    line.extend_from_slice(&[b'5'; 250]);
+    for chunks in [vec![line.len()], vec![1, 5, 34, 300], vec![107, 1, 300]] {
+        let mut tcp = connect(addr).await;
+        let mut rest = &line[..];
+        for size in chunks.iter().copied() {
+            let (chunk, tail) = rest.split_at(size.min(rest.len()));
+            tcp.write_all(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            rest = tail;
+        }
+        let err = within("the rejection", listener.try_accept())
+            .await
+            .err()
+            .expect("rejected");
+        assert_eq!(err.reason(), "oversized", "chunks {chunks:?}: {err}");
+    }
+}
