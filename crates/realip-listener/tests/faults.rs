@@ -56,10 +56,9 @@ async fn client_reset_mid_header_fails_that_connection_only() {
         tcp.write_all(&header[..cut]).await.unwrap();
         tcp.set_zero_linger().unwrap();
         drop(tcp); // RST
-        let err = within("the reset connection's error", listener.try_accept())
-            .await
-            .err()
-            .expect("a reset mid-header is that connection's error");
+        let Err(err) = within("the reset connection's error", listener.try_accept()).await else {
+            panic!("a reset mid-header must be that connection's error");
+        };
         assert!(
             matches!(err, Error::Truncated { .. } | Error::Io { .. }),
             "cut at {cut}: {err:?}"
@@ -280,10 +279,9 @@ async fn oversized_v1_is_rejected_alike_at_any_segmentation() {
             tokio::time::sleep(Duration::from_millis(5)).await;
             rest = tail;
         }
-        let err = within("the rejection", listener.try_accept())
-            .await
-            .err()
-            .expect("rejected");
+        let Err(err) = within("the rejection", listener.try_accept()).await else {
+            panic!("chunks {chunks:?}: accepted");
+        };
         assert_eq!(err.reason(), "oversized", "chunks {chunks:?}: {err}");
     }
 }
