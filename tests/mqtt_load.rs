@@ -14,6 +14,8 @@
 //!   HAProxy holds two descriptors per session, so one instance serves at most 5,000
 //!   sessions here (the hard `RLIMIT_NOFILE` is 20,000): more sessions use more instances,
 //!   clients spread over them. The figures are printed as one `load:` line.
+//! * `junk_after_connect_affects_no_one_else`: clients send random bytes after their CONNECT
+//!   while another session makes QoS 1 round trips: the junk closes their own sessions only.
 //! * `haproxy_killed_mid_stream`: HAProxy is killed (`SIGKILL`, by process id) while sessions
 //!   with wills are open through it: the broker drops every one of them, fires each will, and
 //!   gets back to its descriptor count from before.
@@ -531,5 +533,75 @@ fn haproxy_killed_mid_stream() {
     drop(clients);
     e2e::say(format_args!(
         "HAPROXY-KILLED: {SESSIONS} sessions dropped, {SESSIONS} wills fired, broker back to {base_fds} fds"
+    ));
+}
+
+#[test]
+fn junk_after_connect_affects_no_one_else() {
+    const NET: u8 = 64;
+    const JUNK: usize = 50;
+    let Some(mut s) = Scenario::start("JUNK-AFTER-CONNECT", NET, &[Tool::Haproxy]) else {
+        return;
+    };
+    let (broker, upstream) = broker(&mut s);
+    let front = haproxy(&mut s, 0, upstream);
+    let pid = s.pid("broker");
+    let (base_fds, _) = fds_and_rss(pid);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut good = Mqtt::connect(client_ip(NET, 0), front, &[], "good", None)
+            .await
+            .expect("good client connects");
+        good.subscribe("good/topic").await.unwrap();
+        let mut junk = tokio::task::JoinSet::new();
+        for i in 1..=JUNK {
+            junk.spawn(async move {
+                let id = format!("junk-{i}");
+                let mut client = Mqtt::connect(client_ip(NET, i), front, &[], &id, None)
+                    .await
+                    .unwrap_or_else(|e| panic!("{id}: {e}"));
+                // xorshift64* bytes: deterministic per client.
+                let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let bytes: Vec<u8> = (0..512)
+                    .map(|_| {
+                        x ^= x >> 12;
+                        x ^= x << 25;
+                        x ^= x >> 27;
+                        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+                    })
+                    .collect();
+                let _ = client.tcp.write_all(&bytes).await;
+                // The broker closes this session (a malformed packet), or waits for the rest
+                // of a packet that claims to be long: either way, nothing reaches others.
+                let mut sink = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), client.tcp.read_to_end(&mut sink))
+                        .await;
+            });
+        }
+        for n in 0..20 {
+            let payload = format!("round trip {n}");
+            let got = tokio::time::timeout(
+                STEP_TIMEOUT,
+                good.publish_and_receive("good/topic", payload.as_bytes()),
+            )
+            .await
+            .expect("round trip in time")
+            .expect("good session alive");
+            assert_eq!(got, payload.as_bytes());
+        }
+        while let Some(done) = junk.join_next().await {
+            done.unwrap();
+        }
+        let record = broker.wait_client("good");
+        assert_eq!(record["clientid"], "good");
+        good.disconnect().await;
+    });
+    eventually("descriptors back to baseline", STEP_TIMEOUT, || {
+        let (fds, _) = fds_and_rss(pid);
+        (fds > base_fds).then(|| format!("{fds} open, {base_fds} before"))
+    });
+    e2e::say(format_args!(
+        "JUNK-AFTER-CONNECT: {JUNK} sessions sent random bytes; the good session made 20 round trips"
     ));
 }
