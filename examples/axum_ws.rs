@@ -34,7 +34,7 @@ use axum::routing::get;
 use clap::Parser;
 use realip_core::TrustedProxies;
 use realip_listener::{Policy, ProxiedAddr, ProxyListener};
-use realip_tower::{RealClient, RealIpLayer};
+use realip_tower::{RealClient, RealIpLayer, Strategy};
 use tracing::Instrument;
 
 /// Command-line options.
@@ -100,9 +100,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/mqtt", get(mqtt))
         .layer(
-            RealIpLayer::x_forwarded_for(trusted)
-                .recursive(args.recursive)
-                .websocket_only(true),
+            RealIpLayer::new(
+                Strategy::TrustedProxies {
+                    recursive: args.recursive,
+                },
+                trusted,
+            )
+            .websocket_only(true),
         )
         .layer(middleware::from_fn(request_span));
 

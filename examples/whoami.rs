@@ -81,13 +81,16 @@ const FORWARDING_HEADERS: &[&str] = &[
     "via",
 ];
 
-fn layer(args: &Args) -> Result<RealIpLayer, realip_core::ParseError> {
+fn layer(args: &Args) -> Result<RealIpLayer, Box<dyn std::error::Error>> {
     let trusted = TrustedProxies::parse_list(&args.trusted_proxy)?;
-    let mut layer = match args.strategy {
+    let strategy = args
+        .strategy
+        .with_recursive(args.recursive)
+        .ok_or("--recursive applies to the trusted and forwarded strategies only")?;
+    let mut layer = match strategy {
         Strategy::TrustedHops(hops) if trusted.is_empty() => RealIpLayer::trusted_hops(hops),
         strategy => RealIpLayer::new(strategy, trusted),
-    }
-    .recursive(args.recursive);
+    };
     if let Some(header) = &args.header {
         layer = layer.header(header.clone());
     }

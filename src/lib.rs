@@ -5,7 +5,9 @@
 //!
 //! - **PROXY protocol** (v1 text, v2 binary) on TCP and Unix listeners: [`listener`] (feature
 //!   `listener`, on by default) wraps a `tokio` listener, reads and strips the header of every
-//!   connection concurrently, and hands out streams that carry the real addresses.
+//!   connection concurrently, and hands out streams that carry the real addresses. Over UDP
+//!   (feature `udp`), `listener::udp::ProxyUdpSocket` does the same per datagram, for PROXY v2
+//!   and Cloudflare's Simple Proxy Protocol.
 //! - **Forwarded headers** (`X-Forwarded-For`, `X-Real-IP`, RFC 7239 `Forwarded`, …) on HTTP
 //!   requests, including WebSocket upgrades: [`tower`] (feature `tower`, on by default) is a
 //!   tower layer that resolves the client with trusted-proxy ranges, and ignores forged headers.
@@ -27,7 +29,9 @@
 //! assert_eq!(client.to_string(), "198.51.100.7:40000");
 //! ```
 
-pub use realip_core::{AddrSource, ClientAddr, ParseError, PeerAddr, TrustedProxies, canonical_ip};
+pub use realip_core::{
+    AddrSource, ClientAddr, ParseTrustedProxiesError, PeerAddr, TrustedProxies, canonical_ip,
+};
 
 #[cfg(feature = "listener")]
 #[doc(inline)]

@@ -721,3 +721,110 @@ fn t1_t4_ipv6_loopback() {
         client.roundtrip();
     }
 }
+
+/// T3 across address families: NGINX's stream realip module re-encodes the client it
+/// trusts with its own listening address as the destination, so a middle tier of the other
+/// family writes a v1 line that mixes them (`PROXY TCP6 <v6 client> <v4 LB2> ...`, or
+/// `PROXY TCP4 <v4 client> <v6 LB2> ...`). The broker reports the client's address and port.
+#[test]
+fn t3_mixed_families_ipv6_client_through_an_ipv4_middle_tier() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        e2e::say(format_args!(
+            "!!!!!!!! SKIPPED scenario T3-mixed-v6v4: no IPv6 loopback ({e}) !!!!!!!!"
+        ));
+        return;
+    }
+    let Some(mut s) = Scenario::start("T3-mixed-v6v4", 13, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let (broker, tcp) = broker_behind_lbs(&mut s);
+    // LB2 on 127.N.0.21 (IPv4), trusting LB1's outgoing address 127.N.0.12.
+    let trusted = vec![("TRUSTED", s.ip(12).to_string())];
+    let lb2 = s.nginx_lb(
+        "lb2",
+        Stream,
+        "stream_reproxy.conf",
+        (21, 22),
+        tcp,
+        &trusted,
+    );
+    // LB1 on [::1], connecting to LB2 from 127.N.0.12.
+    let lb1 = s.addr_v6();
+    let vars = vec![
+        ("LISTEN", lb1.to_string()),
+        ("BIND", s.ip(12).to_string()),
+        ("UPSTREAM", lb2.to_string()),
+    ];
+    s.nginx("lb1", Stream, "stream_send_proxy.conf", &vars, &[lb1]);
+
+    let v6 = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+    let client = s
+        .paho("client", PahoOpts::tcp(lb1, v6, "t3-mixed-v6"))
+        .expect("an IPv6 client connects through LB1 and the IPv4 LB2");
+    let record = broker.wait_client("t3-mixed-v6");
+    assert_eq!(
+        record["proxy"]["destination"].as_str().map(str::to_owned),
+        Some(lb2.to_string()),
+        "LB2 wrote a TCP6 line with its own IPv4 address as the destination: {record}"
+    );
+    s.assert_reported(&record, client.local);
+    assert_socket_peer(&record, s.ip(22));
+    client.roundtrip();
+}
+
+/// The reverse of [`t3_mixed_families_ipv6_client_through_an_ipv4_middle_tier`]: an IPv4
+/// client, LB2 on `[::1]`, and an IPv6 hop to the broker.
+#[test]
+fn t3_mixed_families_ipv4_client_through_an_ipv6_middle_tier() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        e2e::say(format_args!(
+            "!!!!!!!! SKIPPED scenario T3-mixed-v4v6: no IPv6 loopback ({e}) !!!!!!!!"
+        ));
+        return;
+    }
+    let Some(mut s) = Scenario::start("T3-mixed-v4v6", 14, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let v6 = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+    let tcp = s.addr_v6();
+    let args = [
+        "--tcp".to_owned(),
+        tcp.to_string(),
+        "--tcp-proxy-protocol".to_owned(),
+        "--proxy-from".to_owned(),
+        "::1/128".to_owned(),
+        "--ws".to_owned(),
+        "off".to_owned(),
+    ];
+    let broker = s.broker("broker", &args, &[(tcp, v6)]);
+    // LB2 on [::1], trusting LB1's outgoing address ::1, connecting to the broker from ::1.
+    let lb2 = s.addr_v6();
+    let vars = vec![
+        ("LISTEN", lb2.to_string()),
+        ("BIND", v6.to_string()),
+        ("UPSTREAM", tcp.to_string()),
+        ("TRUSTED", v6.to_string()),
+    ];
+    s.nginx("lb2", Stream, "stream_reproxy.conf", &vars, &[lb2]);
+    // LB1 on 127.N.0.11 (IPv4), connecting to LB2 from ::1.
+    let lb1 = s.addr(11);
+    let vars = vec![
+        ("LISTEN", lb1.to_string()),
+        ("BIND", v6.to_string()),
+        ("UPSTREAM", lb2.to_string()),
+    ];
+    s.nginx("lb1", Stream, "stream_send_proxy.conf", &vars, &[lb1]);
+
+    let client = s
+        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t3-mixed-v4"))
+        .expect("an IPv4 client connects through LB1 and the IPv6 LB2");
+    let record = broker.wait_client("t3-mixed-v4");
+    assert_eq!(
+        record["proxy"]["destination"].as_str().map(str::to_owned),
+        Some(lb2.to_string()),
+        "LB2 wrote a TCP4 line with its own IPv6 address as the destination: {record}"
+    );
+    s.assert_reported(&record, client.local);
+    assert_socket_peer(&record, v6);
+    client.roundtrip();
+}

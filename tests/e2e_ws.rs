@@ -321,3 +321,55 @@ fn w6b_proxy_derived_peer_is_a_trusted_proxy() {
         "client connects through LB1 and LB2",
     );
 }
+
+/// Client → LB1 (overwrites X-Forwarded-For with `$remote_addr`, sets no port header) → LB2
+/// (appends to X-Forwarded-For, `X-Forwarded-Port "$http_x_forwarded_port, $remote_port"`) →
+/// broker walking recursively. The broker receives `X-Forwarded-Port: , <LB1's port>`: the
+/// client's position in the port header is empty, so its port is unknown (JSON `null`), never
+/// LB1's source port on the LB1 → LB2 hop.
+#[test]
+fn w8_port_unknown_when_the_first_lb_sets_none() {
+    let Some(mut s) = Scenario::start("W8", 61, &[Tool::Nginx, Tool::Paho]) else {
+        return;
+    };
+    let (broker, ws) = xff_broker(&mut s, &["--ws-strategy", "trusted", "--ws-recursive"]);
+    let lb2 = s.nginx_lb("lb2", Http, "http_ws_append.conf", (21, 22), ws, &[]);
+    let lb1 = s.nginx_lb(
+        "lb1",
+        Http,
+        "http_ws_overwrite_addr.conf",
+        (11, 12),
+        lb2,
+        &[],
+    );
+
+    let client = s
+        .paho("client", PahoOpts::ws(lb1, s.ip(101), "w8-paho"))
+        .expect("client connects through LB1 and LB2");
+    let record = broker.wait_client("w8-paho");
+    let client_local = client.local;
+    client.roundtrip();
+    assert_eq!(
+        record["ip_address"].as_str(),
+        Some(client_local.ip().to_string().as_str()),
+        "W8: the client host's address: {record}"
+    );
+    assert!(
+        record["port"].is_null(),
+        "W8: the client's port is unknown, not LB1's: {record}"
+    );
+    assert_eq!(
+        record["peername"].as_str(),
+        Some(client_local.ip().to_string().as_str()),
+        "W8: peername without a port: {record}"
+    );
+    assert_eq!(record["forwarded"]["port_source"], "none", "{record}");
+    // The hop whose port must not be reported: LB1's connection to LB2, as LB2 logged it.
+    let lb1_hop = access_log_peer(&s, "lb2");
+    assert_eq!(lb1_hop.ip(), s.ip(12), "LB2's peer is LB1");
+    assert_ne!(record["port"].as_u64(), Some(u64::from(lb1_hop.port())));
+    e2e::say(format_args!(
+        "scenario W8: ok client={client_local} reported={} (LB1 hop {lb1_hop} not used)",
+        e2e::reported(&record)
+    ));
+}

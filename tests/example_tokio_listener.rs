@@ -1,43 +1,15 @@
 //! The `tokio_listener` example's documented contract, driven as a separate process.
 #![cfg(feature = "listener")]
 
+mod e2e;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use realip::listener::ProxyHeader;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
-
-/// Builds the example once (so the test never runs a stale binary) and returns its path,
-/// `target/<profile>/examples/tokio_listener`, next to this test's own directory.
-fn example_path() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "tokio_listener",
-                "--features",
-                "listener",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build --example tokio_listener");
-        assert!(status.success(), "building the example failed");
-        let mut dir = std::env::current_exe().unwrap();
-        dir.pop();
-        if dir.ends_with("deps") {
-            dir.pop();
-        }
-        dir.join("examples").join("tokio_listener")
-    })
-}
+use tokio::process::Child;
 
 struct Server {
     child: Child,
@@ -46,27 +18,7 @@ struct Server {
 
 impl Server {
     async fn start(args: &[&str]) -> Self {
-        let path = tokio::task::spawn_blocking(example_path).await.unwrap();
-        let mut child = Command::new(path)
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-            .await
-            .expect("example did not start")
-            .unwrap()
-            .unwrap();
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let (child, addr) = e2e::start_example("tokio_listener", "listener", args, false).await;
         Self { child, addr }
     }
 }

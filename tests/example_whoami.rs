@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use e2e::Block::Http;
@@ -19,31 +18,8 @@ use e2e::{STEP_TIMEOUT, Scenario, Tool, connect_from, contains_ip};
 use realip::listener::ProxyHeader;
 use serde_json::{Value, json};
 
-/// Builds the example once (so the test never runs a stale binary) and returns its path,
-/// `target/<profile>/examples/whoami`, next to this test's own directory.
-fn example_path() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "whoami",
-                "--features",
-                "listener,tower,axum",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build --example whoami");
-        assert!(status.success(), "building the example failed");
-        let mut dir = std::env::current_exe().unwrap();
-        dir.pop();
-        if dir.ends_with("deps") {
-            dir.pop();
-        }
-        dir.join("examples").join("whoami")
-    })
+fn example_path() -> PathBuf {
+    e2e::example_binary("whoami", "listener,tower,axum")
 }
 
 /// Starts `whoami --bind 127.N.0.2:PORT ARGS…` as one of the scenario's processes (killed when

@@ -45,6 +45,81 @@ use serde_json::Value;
 /// arriving) may take before the scenario fails.
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Builds example `name` with `features` (once per test binary, so that no test runs a stale
+/// binary) and returns its path, `target/<profile>/examples/<name>`, next to the running test's
+/// own directory.
+pub(crate) fn example_binary(name: &str, features: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<BTreeMap<String, PathBuf>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            name,
+            "--features",
+            features,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("cargo build --example {name}: {e}"));
+    assert!(status.success(), "building the example {name} failed");
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("examples").join(name);
+    built.insert(name.to_owned(), path.clone());
+    path
+}
+
+/// Starts example `name` (built with `features`) as `name --bind 127.0.0.1:0 ARGS…` with
+/// `RUST_LOG=info`, its stdout piped and its stderr piped or discarded, waits for its documented
+/// first line `listening on IP:PORT` and returns the process (killed on drop) and that address.
+pub(crate) async fn start_example(
+    name: &'static str,
+    features: &'static str,
+    args: &[&str],
+    stderr: bool,
+) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let path = tokio::task::spawn_blocking(move || example_binary(name, features))
+        .await
+        .unwrap();
+    let mut child = tokio::process::Command::new(path)
+        .args(["--bind", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(if stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("example {name} did not start"))
+        .unwrap()
+        .unwrap();
+    let addr = first
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("example {name}: unexpected first line {first:?}"));
+    (child, addr)
+}
+
 const NGINX: &str = "nginx";
 const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 const HAPROXY: &str = "haproxy";

@@ -16,7 +16,7 @@ use axum::extract::FromRequestParts;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request};
 use realip_core::{ClientAddr, TrustedProxies};
-use realip_tower::{RealIp, RealIpLayer, Resolution, TransportPeer};
+use realip_tower::{PeerAddr, RealIp, RealIpLayer, Resolution};
 use tower_service::Service;
 
 use crate::header::{self, dst4, dst6, sample_tlvs, src4, src6};
@@ -168,7 +168,7 @@ pub struct LayerCase {
     forwarded: bool,
     headers: HeaderMap,
     layer: RealIpLayer,
-    peer: TransportPeer,
+    peer: PeerAddr,
     service: RealIp<Echo>,
     request: Option<Request<()>>,
     parts: Parts,
@@ -199,14 +199,13 @@ pub fn layer_cases() -> Vec<LayerCase> {
         let nets = cidrs.iter().map(|c| c.parse().expect("valid CIDR")).collect();
         let forwarded = header == "forwarded";
         let layer = if forwarded {
-            RealIpLayer::forwarded(trusted)
+            RealIpLayer::forwarded_recursive(trusted)
         } else {
-            RealIpLayer::x_forwarded_for(trusted)
-        }
-        .recursive(true);
+            RealIpLayer::x_forwarded_for_recursive(trusted)
+        };
         let mut headers = HeaderMap::new();
         headers.insert(header, HeaderValue::from_static(value));
-        let peer = TransportPeer::socket(PEER);
+        let peer = PeerAddr::Inet(PEER);
         let mut request = Request::new(());
         *request.headers_mut() = headers.clone();
         request.extensions_mut().insert(peer.clone());

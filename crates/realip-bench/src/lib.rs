@@ -10,3 +10,4 @@ pub mod micro;
 pub mod procfs;
 pub mod server;
 pub mod stats;
+pub mod udp;

@@ -32,7 +32,8 @@ pub const fn canonical_ip(ip: IpAddr) -> IpAddr {
 pub enum AddrSource {
     /// The transport socket's peer address: no proxy information applied.
     Socket,
-    /// The source address of a PROXY protocol header (v1 or v2).
+    /// The source address of a PROXY protocol header (v1 or v2), or of the Simple Proxy
+    /// Protocol header of a UDP datagram.
     ProxyProtocol,
     /// A forwarded-request header; the value is the header name in lowercase
     /// (for example `x-forwarded-for`, `x-real-ip`, `forwarded`).

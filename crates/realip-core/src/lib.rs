@@ -26,4 +26,8 @@ mod addr;
 mod trusted;
 
 pub use addr::{AddrSource, ClientAddr, PeerAddr, canonical_ip};
-pub use trusted::{ParseError, TrustedProxies};
+pub use trusted::{ParseTrustedProxiesError, TrustedProxies};
+
+/// The former name of [`ParseTrustedProxiesError`].
+#[deprecated(since = "0.1.0", note = "renamed to `ParseTrustedProxiesError`")]
+pub type ParseError = ParseTrustedProxiesError;

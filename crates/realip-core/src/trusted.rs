@@ -8,10 +8,11 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::addr::{PeerAddr, canonical_ip};
 
-/// An error from parsing a trusted-proxy entry.
+/// The error of parsing a trusted-proxy entry ([`TrustedProxies::parse_list`],
+/// [`TrustedProxies::add`], `str::parse`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ParseError {
+pub enum ParseTrustedProxiesError {
     /// The entry is empty.
     #[error("empty trusted proxy entry")]
     Empty,
@@ -28,7 +29,12 @@ pub enum ParseError {
 /// A set of trusted proxy addresses: IPv4 and IPv6 CIDRs, and optionally Unix socket peers.
 ///
 /// This is NGINX's `set_real_ip_from` list. Lookups canonicalize IPv4-mapped IPv6 addresses
-/// first, so `::ffff:10.0.0.1` matches `10.0.0.0/8`. Ranges are merged into sorted,
+/// first, so `::ffff:10.0.0.1` matches `10.0.0.0/8`; networks are canonicalized the same way
+/// however they are added (parsed, [`insert`](Self::insert), [`with`](Self::with),
+/// [`add`](Self::add), [`Extend`], [`FromIterator`]), so `::ffff:10.0.0.0/104` is
+/// `10.0.0.0/8` and the same networks always make the same set. As in NGINX, an IPv4-mapped
+/// address is an IPv4 host: it is matched by IPv4 networks and by IPv6 networks inside
+/// `::ffff:0:0/96`, not by wider IPv6 networks such as `::/0`. Ranges are merged into sorted,
 /// non-overlapping intervals and looked up by binary search, so the cost of [`contains`]
 /// grows with the logarithm of the set size: a set of thousands of cloud ranges costs a few
 /// more comparisons than a set of ten.
@@ -134,7 +140,7 @@ impl TrustedProxies {
     /// Parses a list of entries: IP addresses (`10.0.0.1`, `::1`), CIDRs (`10.0.0.0/8`),
     /// or `unix:` for Unix socket peers. Host bits in a CIDR are ignored (`10.1.2.3/8` is
     /// `10.0.0.0/8`), as NGINX does.
-    pub fn parse_list<I, S>(entries: I) -> Result<Self, ParseError>
+    pub fn parse_list<I, S>(entries: I) -> Result<Self, ParseTrustedProxiesError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -151,7 +157,7 @@ impl TrustedProxies {
     }
 
     /// Parses and adds one entry (see [`parse_list`](Self::parse_list)).
-    pub fn add(&mut self, entry: &str) -> Result<(), ParseError> {
+    pub fn add(&mut self, entry: &str) -> Result<(), ParseTrustedProxiesError> {
         match parse_entry(entry)? {
             Entry::Net(net) => self.insert(net),
             Entry::Unix => self.unix = true,
@@ -159,7 +165,7 @@ impl TrustedProxies {
         Ok(())
     }
 
-    /// Adds a network.
+    /// Adds a network (host bits dropped, IPv4-mapped IPv6 networks made IPv4).
     pub fn insert(&mut self, net: IpNet) {
         self.extend([net]);
     }
@@ -211,7 +217,8 @@ impl TrustedProxies {
         self.nets.is_empty() && !self.unix
     }
 
-    /// The networks as they were added (not merged).
+    /// The networks in the order they were added, canonical (host bits dropped, IPv4-mapped
+    /// IPv6 networks made IPv4) but not merged.
     pub fn networks(&self) -> &[IpNet] {
         &self.nets
     }
@@ -233,7 +240,8 @@ impl TrustedProxies {
 impl Extend<IpNet> for TrustedProxies {
     fn extend<T: IntoIterator<Item = IpNet>>(&mut self, iter: T) {
         let before = self.nets.len();
-        self.nets.extend(iter.into_iter().map(|net| net.trunc()));
+        self.nets
+            .extend(iter.into_iter().map(|net| canonical_net(net.trunc())));
         if self.nets.len() != before {
             self.rebuild();
         }
@@ -247,7 +255,7 @@ impl FromIterator<IpNet> for TrustedProxies {
 }
 
 impl FromStr for TrustedProxies {
-    type Err = ParseError;
+    type Err = ParseTrustedProxiesError;
 
     /// Parses entries separated by commas and/or whitespace.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -276,27 +284,28 @@ enum Entry {
     Unix,
 }
 
-fn parse_entry(entry: &str) -> Result<Entry, ParseError> {
+fn parse_entry(entry: &str) -> Result<Entry, ParseTrustedProxiesError> {
     let entry = entry.trim();
     if entry.is_empty() {
-        return Err(ParseError::Empty);
+        return Err(ParseTrustedProxiesError::Empty);
     }
     if entry.eq_ignore_ascii_case("unix:") {
         return Ok(Entry::Unix);
     }
-    let invalid = || ParseError::Invalid {
+    let invalid = || ParseTrustedProxiesError::Invalid {
         input: entry.to_owned(),
     };
+    // Canonicalized where every network is added (`Extend`).
     if entry.contains('/') {
-        let net: IpNet = entry.parse().map_err(|_| invalid())?;
-        Ok(Entry::Net(canonical_net(net).trunc()))
+        entry.parse().map(Entry::Net).map_err(|_| invalid())
     } else {
         let ip: IpAddr = entry.parse().map_err(|_| invalid())?;
-        Ok(Entry::Net(IpNet::from(canonical_ip(ip))))
+        Ok(Entry::Net(IpNet::from(ip)))
     }
 }
 
 /// `::ffff:10.0.0.0/104` becomes `10.0.0.0/8`, so that mapped ranges match canonical lookups.
+/// `net` has no host bits.
 fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
@@ -394,7 +403,7 @@ mod tests {
             let err = TrustedProxies::parse_list([bad]).unwrap_err();
             assert_eq!(
                 err,
-                ParseError::Invalid {
+                ParseTrustedProxiesError::Invalid {
                     input: bad.to_owned()
                 },
                 "{bad}"
@@ -403,7 +412,7 @@ mod tests {
         }
         assert_eq!(
             TrustedProxies::parse_list([" "]).unwrap_err(),
-            ParseError::Empty
+            ParseTrustedProxiesError::Empty
         );
     }
 
@@ -416,6 +425,23 @@ mod tests {
         assert!(mapped.contains(ip("10.9.9.9")));
         assert!(mapped.contains(ip("::ffff:10.9.9.9")));
         assert!(!mapped.contains(ip("11.0.0.1")));
+        // The same network added any other way is the same set.
+        let net: IpNet = "::ffff:10.0.0.0/104".parse().unwrap();
+        let mut inserted = TrustedProxies::new();
+        inserted.insert(net);
+        let mut extended = TrustedProxies::new();
+        extended.extend([net]);
+        let built = [
+            TrustedProxies::new().with(net),
+            inserted,
+            extended,
+            [net].into_iter().collect(),
+        ];
+        for set in built {
+            assert!(set.contains(ip("10.1.2.3")), "{set:?}");
+            assert_eq!(set, mapped);
+            assert_eq!(set.networks()[0].to_string(), "10.0.0.0/8");
+        }
     }
 
     #[test]
@@ -460,7 +486,7 @@ mod tests {
     }
 
     fn naive(nets: &[IpNet], ip: IpAddr) -> bool {
-        nets.iter().any(|n| n.contains(&canonical_ip(ip)))
+        model(nets, ip)
     }
 
     proptest! {
@@ -500,14 +526,86 @@ mod tests {
             let nets: Vec<IpNet> = nets
                 .into_iter()
                 .map(|(a, len)| IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::from(a), len).trunc()))
-                .filter(|n| !matches!(n, IpNet::V6(v) if v.network().to_ipv4_mapped().is_some()))
                 .collect();
             let set: TrustedProxies = nets.iter().copied().collect();
             for p in probes {
                 let ip = IpAddr::V6(Ipv6Addr::from(p));
-                if Ipv6Addr::from(p).to_ipv4_mapped().is_some() { continue; }
                 prop_assert_eq!(set.contains(ip), naive(&nets, ip));
             }
         }
+
+        /// The same networks make the same set whichever way they are added, and the set
+        /// answers as the model does for IPv4, IPv6 and IPv4-mapped probes.
+        #[test]
+        fn every_constructor_builds_the_same_set(
+            nets in prop::collection::vec(net(), 0..12),
+            probes in prop::collection::vec(probe(), 1..32),
+        ) {
+            let texts: Vec<String> = nets.iter().map(ToString::to_string).collect();
+            let collected: TrustedProxies = nets.iter().copied().collect();
+            let mut extended = TrustedProxies::new();
+            extended.extend(nets.iter().copied());
+            let mut inserted = TrustedProxies::new();
+            let mut added = TrustedProxies::new();
+            let mut with = TrustedProxies::new();
+            for (net, text) in nets.iter().zip(&texts) {
+                inserted.insert(*net);
+                added.add(text).unwrap();
+                with = with.with(*net);
+            }
+            let parsed = TrustedProxies::parse_list(&texts).unwrap();
+            let from_str: TrustedProxies = texts.join(", ").parse().unwrap();
+            for (name, set) in [
+                ("extend", &extended),
+                ("insert", &inserted),
+                ("add", &added),
+                ("with", &with),
+                ("parse_list", &parsed),
+                ("from_str", &from_str),
+            ] {
+                prop_assert_eq!(set, &collected, "{}", name);
+            }
+            for p in probes {
+                prop_assert_eq!(collected.contains(p), model(&nets, p), "{}", p);
+            }
+        }
+    }
+
+    /// Networks anywhere, with a bias towards the IPv4-mapped range `::ffff:0:0/96`.
+    fn net() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (any::<u32>(), 0u8..=32)
+                .prop_map(|(a, len)| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::from(a), len))),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, len)| IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::from(a), len))),
+            (any::<u32>(), 80u8..=128).prop_map(|(a, len)| IpNet::V6(Ipv6Net::new_assert(
+                Ipv4Addr::from(a).to_ipv6_mapped(),
+                len
+            ))),
+        ]
+    }
+
+    fn probe() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+            any::<u32>().prop_map(|a| IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped())),
+            any::<u128>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+        ]
+    }
+
+    /// NGINX's `ngx_cidr_match`, written independently of the set: an IPv4-mapped address is
+    /// the IPv4 host, which an IPv4 network matches, and so does an IPv6 network of prefix
+    /// 96 or more that contains the host's mapped form.
+    fn model(nets: &[IpNet], ip: IpAddr) -> bool {
+        let v4 = match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        };
+        nets.iter().any(|net| match (net, v4, ip) {
+            (IpNet::V4(n), Some(v4), _) => n.contains(&v4),
+            (IpNet::V6(n), Some(v4), _) => n.prefix_len() >= 96 && n.contains(&v4.to_ipv6_mapped()),
+            (IpNet::V6(n), None, IpAddr::V6(v6)) => n.contains(&v6),
+            _ => false,
+        })
     }
 }

@@ -40,10 +40,12 @@ use std::io;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 
-use crate::listener::Accept;
-use crate::{ProxiedAddr, ProxiedStream, ProxyListener};
+use crate::accept::Accept;
+use crate::connect_info::ProxiedAddr;
+use crate::listener::ProxyListener;
+use crate::stream::ProxiedStream;
 
-impl<L: Accept> Listener for ProxyListener<L> {
+impl<L: Accept + 'static> Listener for ProxyListener<L> {
     type Io = ProxiedStream<L::Io>;
     type Addr = ProxiedAddr;
 
@@ -63,7 +65,7 @@ impl<L: Accept> Listener for ProxyListener<L> {
     }
 }
 
-impl<L: Accept> Connected<IncomingStream<'_, ProxyListener<L>>> for ProxiedAddr {
+impl<L: Accept + 'static> Connected<IncomingStream<'_, ProxyListener<L>>> for ProxiedAddr {
     fn connect_info(stream: IncomingStream<'_, ProxyListener<L>>) -> Self {
         stream.remote_addr().clone()
     }

@@ -1,7 +1,7 @@
 //! Per-connection addresses: the real client, the socket peer and the PROXY header.
 //!
 //! [`ProxiedAddr`] is returned with every accepted connection, kept in the
-//! [`ProxiedStream`](crate::ProxiedStream), and is the axum connect-info type (feature
+//! [`ProxiedStream`](crate::stream::ProxiedStream), and is the axum connect-info type (feature
 //! `axum`): `app.into_make_service_with_connect_info::<ProxiedAddr>()`.
 //!
 //! # Example
@@ -22,9 +22,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use realip_core::{ClientAddr, PeerAddr};
+use realip_core::{AddrSource, ClientAddr, PeerAddr};
 
-use crate::ProxyInfo;
+use crate::header::info::{Command, ProxyInfo};
 
 /// The addresses of one accepted connection, also its axum connect-info type.
 ///
@@ -59,6 +59,25 @@ impl ProxiedAddr {
         }
     }
 
+    /// The addresses of a connection from its socket and the header it sent: the client is
+    /// the header's source for a PROXY command with an IP family, else the socket peer.
+    pub(crate) fn from_connection(
+        peer: PeerAddr,
+        local: Option<SocketAddr>,
+        info: Option<ProxyInfo>,
+    ) -> Self {
+        let from_header = info
+            .as_ref()
+            .filter(|i| i.command() == Command::Proxy)
+            .and_then(ProxyInfo::source_inet)
+            .map(|sa| ClientAddr::from_socket_addr(sa, AddrSource::ProxyProtocol));
+        let client = from_header.or_else(|| {
+            peer.inet()
+                .map(|sa| ClientAddr::from_socket_addr(sa, AddrSource::Socket))
+        });
+        Self::new(client, peer, local, info.map(Arc::new))
+    }
+
     /// The real client: PROXY header source, else the socket peer.
     pub fn client(&self) -> Option<&ClientAddr> {
         self.client.as_ref()
@@ -88,6 +107,6 @@ impl ProxiedAddr {
     pub fn is_proxied(&self) -> bool {
         self.client
             .as_ref()
-            .is_some_and(|c| c.source() == &realip_core::AddrSource::ProxyProtocol)
+            .is_some_and(|c| c.source() == &AddrSource::ProxyProtocol)
     }
 }

@@ -1,7 +1,7 @@
 //! Why a header or a connection was refused.
 //!
-//! [`HeaderError`] is a problem with the header bytes; [`Error`] is one connection's
-//! failure, naming the socket peer. Neither ever ends the listener.
+//! [`HeaderError`] is a problem with the header bytes; [`HandshakeError`] is one
+//! connection's failure, naming the socket peer. Neither ever ends the listener.
 //!
 //! # Example
 //!
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use realip_core::PeerAddr;
 
-use crate::Policy;
+use crate::policy::Policy;
 
 /// A malformed, oversized or otherwise unacceptable PROXY protocol header.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,8 @@ pub enum HeaderError {
     /// The header is longer than allowed (v1: 107 bytes; v2: the configured cap).
     #[error("header of {len} bytes exceeds the maximum of {max}")]
     Oversized {
-        /// The header's length, or the bytes seen so far without an end.
+        /// The header's length (v2), or `max + 1` for a v1 line whose CRLF does not come
+        /// within `max` bytes (the same however the bytes were split).
         len: usize,
         /// The maximum allowed.
         max: usize,
@@ -99,19 +100,19 @@ pub enum HeaderError {
 ///
 /// ```
 /// use realip_core::PeerAddr;
-/// use realip_listener::{Error, HeaderError};
+/// use realip_listener::{HandshakeError, HeaderError};
 ///
 /// let peer = PeerAddr::from("192.0.2.9:5000".parse::<std::net::SocketAddr>().unwrap());
-/// let err = Error::Header { peer, source: HeaderError::Crc32c { expected: 1, computed: 2 } };
+/// let err = HandshakeError::Header { peer, source: HeaderError::Crc32c { expected: 1, computed: 2 } };
 /// assert_eq!(err.reason(), "crc32c");
 /// assert!(err.to_string().starts_with("192.0.2.9:5000: CRC32C mismatch"));
 /// assert!(!err.is_quiet());
 /// ```
 ///
-/// [`ProxyListener::try_accept`]: crate::ProxyListener::try_accept
+/// [`ProxyListener::try_accept`]: crate::listener::ProxyListener::try_accept
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum HandshakeError {
     /// The peer closed (or reset) the connection without sending a byte (a load
     /// balancer's probe).
     #[error("{peer}: closed without sending anything")]
@@ -169,7 +170,7 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl HandshakeError {
     /// The socket peer of the failed connection.
     pub fn peer(&self) -> &PeerAddr {
         match self {
@@ -205,7 +206,7 @@ impl Error {
         }
     }
 
-    /// The header error, for [`Error::Header`].
+    /// The header error, for [`HandshakeError::Header`].
     pub fn header_error(&self) -> Option<&HeaderError> {
         match self {
             Self::Header { source, .. } => Some(source),

@@ -17,6 +17,30 @@
 //!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set.
 //! * [`ProxyHeader`] writes headers, for clients, tests and proxies written in Rust.
 //! * Feature `axum`: `axum::serve(listener, app)` and `ConnectInfo<ProxiedAddr>`.
+//! * Feature `udp`: [`udp::ProxyUdpSocket`], PROXY v2 (per flow or per datagram) and
+//!   Cloudflare's Simple Proxy Protocol over UDP.
+//!
+//! # Accepted v1 lines
+//!
+//! A v1 header is `PROXY `, fields separated by single spaces, and CRLF, 107 bytes at most
+//! (spec section 2.1); a lone CR or LF, a CR that cannot be followed by its LF within the 107
+//! bytes, or any other shape is rejected. The forms real proxies write are all accepted:
+//!
+//! | Line | Client |
+//! |------|--------|
+//! | `PROXY TCP4 <IPv4 src> <IPv4 dst> <sport> <dport>` | `src:sport` |
+//! | `PROXY TCP6 <IPv6 src> <IPv6 dst> <sport> <dport>` | `[src]:sport` |
+//! | `PROXY TCP6 <IPv6 src> <IPv4 dst> ...`, `PROXY TCP4 <IPv4 src> <IPv6 dst> ...` (NGINX `stream` re-encoding a client of the other family than its upstream) | `src:sport` |
+//! | `PROXY TCP6 ::ffff:a.b.c.d ...` (HAProxy on a dual-stack bind) | `a.b.c.d:sport` (IPv4-mapped addresses are canonicalized) |
+//! | `PROXY TCP6 fe80::1%eth0 ...` (an IPv6 address with a zone) | `[fe80::1]:sport`: the zone, everything from `%` to the end of the field, is dropped |
+//! | `PROXY UNKNOWN`, or `PROXY UNKNOWN` followed by a space and anything up to the CRLF (ignored, as the spec asks) | the socket peer |
+//!
+//! The protocol token names the source's family (`TCP4` needs an IPv4 source, `TCP6` an
+//! IPv6 one, IPv4-mapped included); the destination, the proxy's own address, may be of
+//! either family. Addresses are dotted-quad IPv4 (no leading zeros) or RFC 4291 IPv6 text,
+//! without brackets; a zone is allowed only on IPv6 and must not be empty. Ports are
+//! decimal, `0` to `65535`, without a sign or leading zeros. [`ProxyInfo::source`] keeps
+//! the address as written (zone dropped); the client address is the canonical IP.
 //!
 //! A connection that fails its handshake is closed and logged (`warn` for a forged or
 //! malformed header, `debug` for a probe that closes without sending anything); it never
@@ -60,27 +84,32 @@
 //! # }
 //! ```
 
+// In the order the data flows: socket, listener, handshake, header, then what the
+// application receives.
+mod accept;
 #[cfg(feature = "axum")]
 mod axum;
 mod connect_info;
 mod error;
-mod info;
+mod handshake;
+mod header;
 mod listener;
-mod parse;
 mod policy;
 mod stream;
-mod writer;
+#[cfg(feature = "udp")]
+pub mod udp;
 
+pub use accept::{Accept, Accepted, FALLBACK_BACKLOG, bind_tcp, bind_unix, default_backlog};
 pub use connect_info::ProxiedAddr;
-pub use error::{Error, HeaderError};
-pub use info::{
-    Command, Family, ProxyAddr, ProxyInfo, ProxyVersion, SslInfo, Tlv, Tlvs, Transport, tlv_type,
+pub use error::{HandshakeError, HeaderError};
+pub use handshake::Connection;
+pub use header::{
+    Command, Family, ProxyAddr, ProxyHeader, ProxyInfo, ProxyVersion, SslInfo, Tlv, Tlvs,
+    Transport, parse_header, tlv_type,
 };
 pub use listener::{
-    Accept, Accepted, Builder, Connection, DEFAULT_ACCEPT_BATCH, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_MAX_HEADER_LEN, DEFAULT_MAX_PENDING, ProxyListener,
+    Builder, DEFAULT_ACCEPT_BATCH, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_LEN,
+    DEFAULT_MAX_PENDING, ProxyListener,
 };
-pub use parse::parse_header;
 pub use policy::{ParsePolicyError, Policy, PolicySource};
 pub use stream::ProxiedStream;
-pub use writer::ProxyHeader;

@@ -93,30 +93,58 @@ impl FromStr for Policy {
     }
 }
 
-type PolicyFn = dyn Fn(&PeerAddr) -> Policy + Send + Sync;
+type SelectFn<P> = dyn Fn(&PeerAddr) -> P + Send + Sync;
+
+/// A policy chosen from the socket peer: the inside of [`PolicySource`] and of the UDP
+/// policy source, which differ only in their policy type.
+#[derive(Clone)]
+pub(crate) enum Selector<P> {
+    Fixed(P),
+    Trusted(Arc<TrustedProxies>, P),
+    Fn(Arc<SelectFn<P>>),
+}
+
+impl<P: Copy> Selector<P> {
+    /// The policy for `peer`; `untrusted` for a peer outside a trusted set.
+    pub(crate) fn select(&self, peer: &PeerAddr, untrusted: P) -> P {
+        match self {
+            Self::Fixed(policy) => *policy,
+            Self::Trusted(set, policy) if set.contains_peer(peer) => *policy,
+            Self::Trusted(..) => untrusted,
+            Self::Fn(f) => f(peer),
+        }
+    }
+}
+
+impl<P: fmt::Debug> fmt::Debug for Selector<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(policy) => f.debug_tuple("Fixed").field(policy).finish(),
+            Self::Trusted(set, policy) => f
+                .debug_struct("Trusted")
+                .field("trusted", set)
+                .field("policy", policy)
+                .finish(),
+            Self::Fn(_) => f.write_str("Fn(..)"),
+        }
+    }
+}
 
 /// Chooses the [`Policy`] of each connection from its socket peer.
 #[derive(Clone)]
-pub struct PolicySource(Inner);
-
-#[derive(Clone)]
-enum Inner {
-    Fixed(Policy),
-    Trusted(Arc<TrustedProxies>, Policy),
-    Fn(Arc<PolicyFn>),
-}
+pub struct PolicySource(Selector<Policy>);
 
 impl PolicySource {
     /// The same policy for every peer.
     pub const fn fixed(policy: Policy) -> Self {
-        Self(Inner::Fixed(policy))
+        Self(Selector::Fixed(policy))
     }
 
     /// `policy` for peers in `trusted`, [`Policy::Reject`] for everyone else: only trusted
     /// proxies may send a header; a header from anyone else closes the connection, and
     /// their connections without a header are served with the socket address.
     pub fn trusted(trusted: TrustedProxies, policy: Policy) -> Self {
-        Self(Inner::Trusted(Arc::new(trusted), policy))
+        Self(Selector::Trusted(Arc::new(trusted), policy))
     }
 
     /// A function of the socket peer.
@@ -124,22 +152,12 @@ impl PolicySource {
     where
         F: Fn(&PeerAddr) -> Policy + Send + Sync + 'static,
     {
-        Self(Inner::Fn(Arc::new(f)))
+        Self(Selector::Fn(Arc::new(f)))
     }
 
     /// The policy for a connection from `peer`.
     pub fn policy_for(&self, peer: &PeerAddr) -> Policy {
-        match &self.0 {
-            Inner::Fixed(policy) => *policy,
-            Inner::Trusted(set, policy) => {
-                if set.contains_peer(peer) {
-                    *policy
-                } else {
-                    Policy::Reject
-                }
-            }
-            Inner::Fn(f) => f(peer),
-        }
+        self.0.select(peer, Policy::Reject)
     }
 }
 
@@ -157,14 +175,6 @@ impl From<Policy> for PolicySource {
 
 impl fmt::Debug for PolicySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Inner::Fixed(policy) => f.debug_tuple("Fixed").field(policy).finish(),
-            Inner::Trusted(set, policy) => f
-                .debug_struct("Trusted")
-                .field("trusted", set)
-                .field("policy", policy)
-                .finish(),
-            Inner::Fn(_) => f.write_str("Fn(..)"),
-        }
+        self.0.fmt(f)
     }
 }

@@ -36,10 +36,11 @@ use pin_project_lite::pin_project;
 use realip_core::{ClientAddr, PeerAddr};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::{ProxiedAddr, ProxyInfo};
+use crate::connect_info::ProxiedAddr;
+use crate::header::info::ProxyInfo;
 
 pin_project! {
-    /// A connection accepted by [`ProxyListener`](crate::ProxyListener): the socket, the
+    /// A connection accepted by [`ProxyListener`](crate::listener::ProxyListener): the socket, the
     /// bytes that followed the header in the same reads, and the connection's addresses.
     #[derive(Debug)]
     pub struct ProxiedStream<IO> {
@@ -84,12 +85,12 @@ impl<IO> ProxiedStream<IO> {
     }
 
     /// The real client (see [`ProxiedAddr::client`]).
-    pub fn client_addr(&self) -> Option<&ClientAddr> {
+    pub fn client(&self) -> Option<&ClientAddr> {
         self.addr.client()
     }
 
     /// The socket's own peer: the proxy, when there is one.
-    pub fn socket_peer_addr(&self) -> &PeerAddr {
+    pub fn socket_peer(&self) -> &PeerAddr {
         self.addr.socket_peer()
     }
 

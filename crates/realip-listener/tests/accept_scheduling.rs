@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use realip_core::PeerAddr;
-use realip_listener::{Accept, Accepted, Error, Policy, PolicySource, ProxyHeader, ProxyListener};
+use realip_listener::{
+    Accept, Accepted, HandshakeError, Policy, PolicySource, ProxyHeader, ProxyListener,
+};
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
 fn sa(s: &str) -> SocketAddr {
@@ -150,7 +152,7 @@ async fn header_timeout_runs_from_accept_not_from_first_poll() {
     // The application is busy for a while before it accepts again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let err = listener.try_accept().await.err().unwrap();
-    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(matches!(err, HandshakeError::Timeout { .. }), "{err}");
     let waited = accepted_at.elapsed();
     assert!(
         waited < timeout + Duration::from_millis(100),
@@ -197,7 +199,7 @@ async fn pending_handshakes_never_exceed_the_cap() {
         .listen(Scripted::new(Vec::new(), true));
     for _ in 0..40 {
         let err = listener.try_accept().await.err().unwrap();
-        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(matches!(err, HandshakeError::Timeout { .. }), "{err}");
         assert!(listener.pending() <= 8, "{} pending", listener.pending());
     }
 }

@@ -37,7 +37,7 @@ fn app() -> Router {
 /// Serves `app()` on `listener` in the background.
 fn serve<L>(listener: ProxyListener<L>) -> tokio::task::JoinHandle<()>
 where
-    L: realip_listener::Accept,
+    L: realip_listener::Accept + 'static,
 {
     tokio::spawn(async move {
         axum::serve(

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use realip_listener::{Error, ProxyHeader, ProxyListener};
+use realip_listener::{HandshakeError, ProxyHeader, ProxyListener};
 use support::*;
 use tokio::io::AsyncWriteExt;
 
@@ -94,7 +94,7 @@ async fn timeout_closes_a_silent_client() {
     let start = Instant::now();
     let err = next(&mut listener).await.err().unwrap();
     let elapsed = start.elapsed();
-    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(matches!(err, HandshakeError::Timeout { .. }), "{err}");
     assert_eq!(err.reason(), "timeout");
     assert!(
         elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2),
@@ -119,7 +119,7 @@ async fn timeout_covers_a_dribbling_header() {
         slow
     });
     let err = next(&mut listener).await.err().unwrap();
-    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(matches!(err, HandshakeError::Timeout { .. }), "{err}");
     drop(writer.await.unwrap());
 }
 
@@ -146,7 +146,7 @@ async fn accepting_pauses_at_the_pending_cap() {
     while served.is_none() {
         match next(&mut listener).await {
             Ok(conn) => served = Some(conn),
-            Err(err) => assert!(matches!(err, Error::Timeout { .. }), "{err}"),
+            Err(err) => assert!(matches!(err, HandshakeError::Timeout { .. }), "{err}"),
         }
         assert!(listener.pending() <= 2);
     }
@@ -166,7 +166,7 @@ async fn probe_that_closes_without_a_byte_is_quiet() {
     let (mut listener, addr) = listen(ProxyListener::builder()).await;
     drop(connect(addr).await);
     let err = next(&mut listener).await.err().unwrap();
-    assert!(matches!(err, Error::Closed { .. }), "{err}");
+    assert!(matches!(err, HandshakeError::Closed { .. }), "{err}");
     assert!(err.is_quiet());
     assert_eq!(err.reason(), "closed");
     // The listener keeps going.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use realip_core::{AddrSource, PeerAddr};
 use realip_listener::{
-    Command, Error, Family, HeaderError, ProxyHeader, ProxyListener, ProxyVersion, SslInfo,
-    Transport, parse_header, tlv_type,
+    Command, Family, HandshakeError, HeaderError, ProxyHeader, ProxyListener, ProxyVersion,
+    SslInfo, Transport, parse_header, tlv_type,
 };
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -65,6 +65,39 @@ async fn v1_tcp6() {
     let info = proxied.proxy_info().unwrap();
     assert_eq!(info.family(), Family::Inet6);
     assert_eq!(info.destination_inet(), Some(sa("[2001:db8::1]:443")));
+}
+
+#[tokio::test]
+async fn v1_lines_of_mixed_families_name_the_source() {
+    for (header, client, destination) in [
+        (
+            &b"PROXY TCP6 2001:db8::1 127.0.0.21 51512 15001\r\n"[..],
+            "[2001:db8::1]:51512",
+            "127.0.0.21:15001",
+        ),
+        (
+            b"PROXY TCP4 192.0.2.1 ::1 51512 15003\r\n",
+            "192.0.2.1:51512",
+            "[::1]:15003",
+        ),
+        (
+            b"PROXY TCP6 ::ffff:192.0.2.1 ::ffff:127.0.0.1 51512 15001\r\n",
+            "192.0.2.1:51512",
+            "[::ffff:127.0.0.1]:15001",
+        ),
+        (
+            b"PROXY TCP6 fe80::1%eth0 ::1 51512 15001\r\n",
+            "[fe80::1]:51512",
+            "[::1]:15001",
+        ),
+    ] {
+        let proxied = accept_with(header).await;
+        let client_addr = proxied.client().unwrap();
+        assert_eq!(client_addr.to_string(), client);
+        assert_eq!(client_addr.source(), &AddrSource::ProxyProtocol);
+        let info = proxied.proxy_info().unwrap();
+        assert_eq!(info.destination_inet(), Some(sa(destination)));
+    }
 }
 
 #[tokio::test]
@@ -379,7 +412,7 @@ async fn large_application_data_in_the_same_write_arrives_intact() {
 }
 
 /// Sends `bytes` without closing and expects an immediate rejection.
-async fn expect_rejected(bytes: &[u8]) -> Error {
+async fn expect_rejected(bytes: &[u8]) -> HandshakeError {
     let (mut listener, addr) =
         listen(ProxyListener::builder().header_timeout(Duration::from_secs(30))).await;
     let start = Instant::now();
@@ -449,7 +482,7 @@ async fn bad_signatures_are_rejected() {
         b"\r\n\r\n\0\r\nQUIX\n\x21\x11\x00\x0c",
     ] {
         let err = expect_rejected(bytes).await;
-        assert!(matches!(err, Error::Missing { .. }), "{err}");
+        assert!(matches!(err, HandshakeError::Missing { .. }), "{err}");
     }
 }
 
@@ -574,7 +607,7 @@ async fn peer_that_closes_mid_header_is_truncated() {
     drop(client);
     let err = next(&mut listener).await.err().unwrap();
     assert!(
-        matches!(err, Error::Truncated { received: 15, .. }),
+        matches!(err, HandshakeError::Truncated { received: 15, .. }),
         "{err}"
     );
     assert!(!err.is_quiet());

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
-use realip_listener::{Error, Policy, ProxiedAddr, ProxyHeader, ProxyListener};
+use realip_listener::{HandshakeError, Policy, ProxiedAddr, ProxyHeader, ProxyListener};
 use support::{bind, client_v4, client_v6, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -80,7 +80,7 @@ async fn stream_yields_connections_and_failures_in_completion_order() {
     let Err(err) = first else {
         panic!("a connection without a header is an error under require");
     };
-    assert!(matches!(err, Error::Missing { .. }), "{err}");
+    assert!(matches!(err, HandshakeError::Missing { .. }), "{err}");
     assert_eq!(err.peer().inet(), Some(bad.local_addr().unwrap()));
 
     let mut good = TcpStream::connect(addr).await.unwrap();

@@ -6,7 +6,7 @@ mod support;
 use std::net::SocketAddr;
 
 use realip_core::{AddrSource, PeerAddr, TrustedProxies};
-use realip_listener::{Error, Policy, PolicySource, ProxyHeader, ProxyListener};
+use realip_listener::{HandshakeError, Policy, PolicySource, ProxyHeader, ProxyListener};
 use support::*;
 use tokio::io::AsyncWriteExt;
 
@@ -80,8 +80,8 @@ async fn run(listener: &mut ProxyListener, addr: SocketAddr, from: &str, input: 
             assert_eq!(err.peer().ip().unwrap().to_string(), from);
             assert_closed(&mut client).await;
             match err {
-                Error::Missing { .. } => Outcome::Missing,
-                Error::Forbidden { .. } => Outcome::Forbidden,
+                HandshakeError::Missing { .. } => Outcome::Missing,
+                HandshakeError::Forbidden { .. } => Outcome::Forbidden,
                 other => panic!("unexpected error {other}"),
             }
         }

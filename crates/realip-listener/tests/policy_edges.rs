@@ -6,7 +6,9 @@ mod support;
 use std::net::SocketAddr;
 
 use realip_core::{AddrSource, PeerAddr};
-use realip_listener::{Command, Error, Policy, PolicySource, ProxyHeader, ProxyListener, tlv_type};
+use realip_listener::{
+    Command, HandshakeError, Policy, PolicySource, ProxyHeader, ProxyListener, tlv_type,
+};
 use support::{bind, client_v4, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,7 +53,7 @@ async fn ignore_still_rejects_a_header_it_cannot_delimit() {
     let (mut listener, addr) = bind(Policy::Ignore).await;
     let (_tcp, _) = send_and_close(addr, b"PROXY TCP4 1.2.3.4\n").await;
     let err = within("result", listener.try_accept()).await.unwrap_err();
-    assert!(matches!(err, Error::Header { .. }), "{err}");
+    assert!(matches!(err, HandshakeError::Header { .. }), "{err}");
 }
 
 #[tokio::test]
@@ -113,7 +115,7 @@ async fn policy_from_a_function_of_the_peer() {
                 Some(client_v4())
             );
         } else {
-            assert!(matches!(result, Err(Error::Forbidden { .. })));
+            assert!(matches!(result, Err(HandshakeError::Forbidden { .. })));
         }
         seen += 1;
     }

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use realip_core::{AddrSource, PeerAddr, TrustedProxies};
-use realip_listener::{Command, Error, Family, Policy, ProxyHeader, ProxyListener, ProxyVersion};
+use realip_listener::{
+    Command, Family, HandshakeError, Policy, ProxyHeader, ProxyListener, ProxyVersion,
+};
 use support::{assert_unix_paths, client_v4, client_v6, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -92,7 +94,7 @@ async fn unix_peers_trusted_by_the_set_must_send_a_header() {
     let err = within("first result", listener.try_accept())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Missing { .. }), "{err}");
+    assert!(matches!(err, HandshakeError::Missing { .. }), "{err}");
     assert!(err.peer().is_unix());
     let mut rest = Vec::new();
     let _ = within("closed", plain.read_to_end(&mut rest)).await;
@@ -123,7 +125,7 @@ async fn unix_peers_not_in_the_set_may_not_send_a_header() {
     )
     .await;
     let err = within("forged", listener.try_accept()).await.unwrap_err();
-    assert!(matches!(err, Error::Forbidden { .. }), "{err}");
+    assert!(matches!(err, HandshakeError::Forbidden { .. }), "{err}");
 }
 
 /// Binds on `[::1]:0` (the test machine has ::1 on lo).
@@ -191,7 +193,7 @@ async fn ipv6_peer_trust_is_decided_by_its_ipv6_address() {
         .await
         .unwrap();
     let err = within("forged", listener.try_accept()).await.unwrap_err();
-    assert!(matches!(err, Error::Forbidden { .. }), "{err}");
+    assert!(matches!(err, HandshakeError::Forbidden { .. }), "{err}");
 
     let mut plain = TcpStream::connect(addr).await.unwrap();
     let socket = plain.local_addr().unwrap();

@@ -4,9 +4,9 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
-use realip_core::ClientAddr;
+use realip_core::{ClientAddr, PeerAddr};
 
-use crate::resolve::{Fallback, Outcome, Resolution, TransportPeer};
+use crate::resolution::{Fallback, Outcome, Resolution};
 
 /// Extracts the [`ClientAddr`] resolved by [`RealIpLayer`](crate::RealIpLayer).
 ///
@@ -120,9 +120,10 @@ fn from_parts(parts: &Parts) -> Result<RealClient, RealClientRejection> {
         // A header decision always carries an address, and the layer inserts it.
         _ => Fallback::NoTransportPeer,
     };
-    match resolution.peer() {
-        Some(TransportPeer::Unix) => Err(RealClientRejection::UnixPeer(reason)),
-        _ => Err(RealClientRejection::NoTransportPeer(reason)),
+    if resolution.peer().is_some_and(PeerAddr::is_unix) {
+        Err(RealClientRejection::UnixPeer(reason))
+    } else {
+        Err(RealClientRejection::NoTransportPeer(reason))
     }
 }
 
@@ -188,10 +189,9 @@ mod tests {
         );
 
         let mut p = parts();
-        p.extensions.insert(Resolution::fallback(
-            Some(&TransportPeer::Unix),
-            Fallback::NoHeader,
-        ));
+        let unix = crate::peer::Peer::socket(PeerAddr::Unix(None));
+        p.extensions
+            .insert(Resolution::fallback(Some(&unix), Fallback::NoHeader));
         let err = from_parts(&p).unwrap_err();
         assert_eq!(err, RealClientRejection::UnixPeer(Fallback::NoHeader));
         assert!(err.to_string().contains("Unix socket"));

@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderName, Request};
-use realip_core::{ClientAddr, TrustedProxies};
+use realip_core::{ClientAddr, PeerAddr, TrustedProxies};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::resolve::{
-    Config, Fallback, Outcome, Resolution, Strategy, TransportPeer, is_websocket_upgrade, resolve,
-};
+use crate::peer::Peer;
+use crate::resolution::{Fallback, Outcome, Resolution};
+use crate::strategy::Strategy;
+use crate::walk::{Config, resolve};
+use crate::websocket::is_websocket_upgrade;
 
 /// Configuration of the real-client-address middleware; a [`Layer`] producing [`RealIp`].
 ///
@@ -21,10 +23,9 @@ use crate::resolve::{
 /// use realip_tower::RealIpLayer;
 ///
 /// // NGINX `set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on;`
-/// let layer = RealIpLayer::x_forwarded_for("10.0.0.0/8".parse::<TrustedProxies>().unwrap())
-///     .recursive(true)
+/// let layer = RealIpLayer::x_forwarded_for_recursive("10.0.0.0/8".parse::<TrustedProxies>().unwrap())
 ///     .websocket_only(true);
-/// assert!(layer.is_recursive());
+/// assert!(layer.strategy().is_recursive());
 /// assert_eq!(layer.header_name().as_str(), "x-forwarded-for");
 /// assert_eq!(layer.port_header_name().map(|h| h.as_str()), Some("x-forwarded-port"));
 /// ```
@@ -37,23 +38,36 @@ pub struct RealIpLayer {
 
 impl RealIpLayer {
     /// A layer with `strategy`, its default header ([`Strategy::default_header`]), the
-    /// `X-Forwarded-Port` port header (none for [`Strategy::Forwarded`]), non-recursive,
-    /// resolving every request, and headers honoured only from peers in `trusted`.
+    /// `X-Forwarded-Port` port header (none for [`Strategy::Forwarded`]), resolving every
+    /// request, and headers honoured only from peers in `trusted`.
     pub fn new(strategy: Strategy, trusted: TrustedProxies) -> Self {
         Self {
             config: Arc::new(Config::new(strategy, trusted)),
         }
     }
 
-    /// `X-Forwarded-For` from the proxies in `trusted` (NGINX `set_real_ip_from` +
-    /// `real_ip_header X-Forwarded-For`); see [`recursive`](Self::recursive).
+    /// `X-Forwarded-For` from the proxies in `trusted`, rightmost entry (NGINX
+    /// `set_real_ip_from` + `real_ip_header X-Forwarded-For`).
     pub fn x_forwarded_for(trusted: TrustedProxies) -> Self {
-        Self::new(Strategy::TrustedProxies, trusted)
+        Self::new(Strategy::TrustedProxies { recursive: false }, trusted)
     }
 
-    /// RFC 7239 `Forwarded` (`for=` nodes) from the proxies in `trusted`.
+    /// `X-Forwarded-For` from the proxies in `trusted`, walked from the right past every
+    /// trusted entry (NGINX `set_real_ip_from` + `real_ip_header X-Forwarded-For` +
+    /// `real_ip_recursive on`).
+    pub fn x_forwarded_for_recursive(trusted: TrustedProxies) -> Self {
+        Self::new(Strategy::TrustedProxies { recursive: true }, trusted)
+    }
+
+    /// RFC 7239 `Forwarded` (`for=` nodes) from the proxies in `trusted`, rightmost element.
     pub fn forwarded(trusted: TrustedProxies) -> Self {
-        Self::new(Strategy::Forwarded, trusted)
+        Self::new(Strategy::Forwarded { recursive: false }, trusted)
+    }
+
+    /// RFC 7239 `Forwarded` from the proxies in `trusted`, walked from the right past every
+    /// element whose node is a trusted proxy.
+    pub fn forwarded_recursive(trusted: TrustedProxies) -> Self {
+        Self::new(Strategy::Forwarded { recursive: true }, trusted)
     }
 
     /// `X-Real-IP` (NGINX `proxy_set_header X-Real-IP $remote_addr`) from the proxies in
@@ -85,6 +99,8 @@ impl RealIpLayer {
     /// `X-Forwarded-For` with `hops` trusted proxies in front of this server, whatever
     /// their addresses (Envoy `xff_num_trusted_hops`). Any peer is trusted to send the
     /// header; restrict that with [`trusted_proxies`](Self::trusted_proxies) when you can.
+    /// A header with fewer than `hops` entries is not believed: the client is the
+    /// transport peer ([`Fallback::TooFewHops`]).
     pub fn trusted_hops(hops: usize) -> Self {
         Self::new(Strategy::TrustedHops(hops), TrustedProxies::any())
     }
@@ -94,8 +110,8 @@ impl RealIpLayer {
     /// header (`proxy_set_header X-Forwarded-For $remote_addr`); when any proxy appends to
     /// a client-sent header the leftmost entry is whatever the client wrote.
     ///
-    /// Ports follow the crate's rule (same position when the lists have the same length,
-    /// else a single port value); EMQX takes the leftmost port whatever the lengths.
+    /// Ports follow the crate's rule (the port header's item at the same position from the
+    /// right, else unknown); EMQX takes the leftmost port whatever the lengths.
     pub fn leftmost(trusted: TrustedProxies) -> Self {
         Self::new(Strategy::Leftmost, trusted)
     }
@@ -114,10 +130,11 @@ impl RealIpLayer {
 
     /// Reads ports from `header` (EMQX `proxy_port_header`; default `X-Forwarded-Port`).
     ///
-    /// A port written in the address entry wins. Otherwise, when the port header has as
-    /// many entries as the address header, the port at the chosen address's position is
-    /// used (NGINX's `"$http_x_forwarded_port, $remote_port"` chains); else, when it has a
-    /// single entry, that one; else the port is unknown.
+    /// A port written in the address entry wins. Otherwise the port header's item at the
+    /// chosen address's position, counted from the right with empty items included, is
+    /// used (NGINX's `"$http_x_forwarded_port, $remote_port"` chains); an empty or missing
+    /// item means the port is unknown. For a single-value header, the port header must hold
+    /// a single item. See the [crate documentation](crate#ports).
     #[must_use]
     pub fn port_header(mut self, header: HeaderName) -> Self {
         self.config_mut().port_header = Some(header);
@@ -128,14 +145,6 @@ impl RealIpLayer {
     #[must_use]
     pub fn without_port_header(mut self) -> Self {
         self.config_mut().port_header = None;
-        self
-    }
-
-    /// NGINX `real_ip_recursive` (default off) for [`Strategy::TrustedProxies`] and
-    /// [`Strategy::Forwarded`]: skip trusted entries from the right.
-    #[must_use]
-    pub fn recursive(mut self, recursive: bool) -> Self {
-        self.config_mut().recursive = recursive;
         self
     }
 
@@ -185,25 +194,22 @@ impl RealIpLayer {
         &self.config.trusted
     }
 
-    /// Whether the walk is recursive.
-    pub fn is_recursive(&self) -> bool {
-        self.config.recursive
-    }
-
     /// Whether only WebSocket upgrades are resolved.
     pub fn is_websocket_only(&self) -> bool {
         self.config.websocket_only
     }
 
-    /// Resolves a client from `headers` and the transport `peer`, ignoring the
-    /// WebSocket-only setting. This is exactly what the middleware does per request.
-    pub fn resolve(&self, headers: &HeaderMap, peer: Option<&TransportPeer>) -> Resolution {
-        resolve(&self.config, headers, peer)
+    /// Resolves a client from `headers` and the transport socket's `peer`, ignoring the
+    /// WebSocket-only setting. This is what the middleware does per request once it has
+    /// found the peer (for a tokio-tungstenite server: the accepted stream's peer address).
+    pub fn resolve(&self, headers: &HeaderMap, peer: Option<&PeerAddr>) -> Resolution {
+        let peer = peer.cloned().map(Peer::socket);
+        resolve(&self.config, headers, peer.as_ref())
     }
 
-    /// Resolves the client of a request: the transport peer from its extensions (see
-    /// [`TransportPeer::from_extensions`]), then [`resolve`](Self::resolve), honouring the
-    /// WebSocket-only setting.
+    /// Resolves the client of a request: the transport peer from its extensions (see the
+    /// [crate documentation](crate#transport-peer)), then [`resolve`](Self::resolve),
+    /// honouring the WebSocket-only setting.
     pub fn resolve_request<B>(&self, request: &Request<B>) -> Resolution {
         self.resolve_parts(
             request.method(),
@@ -220,7 +226,7 @@ impl RealIpLayer {
         headers: &HeaderMap,
         extensions: &http::Extensions,
     ) -> Resolution {
-        let peer = TransportPeer::from_extensions(extensions);
+        let peer = Peer::from_extensions(extensions);
         if self.config.websocket_only && !is_websocket_upgrade(method, version, headers) {
             return Resolution::fallback(peer.as_ref(), Fallback::NotWebSocket);
         }

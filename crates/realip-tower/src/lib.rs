@@ -1,7 +1,7 @@
 //! A tower layer that resolves the real client address from forwarded-request headers.
 //!
 //! [`RealIpLayer`] works with any service of `http::Request` (axum, hyper, tonic). For each
-//! request it finds the [transport peer](TransportPeer), decides whether the configured
+//! request it finds the [transport peer](#transport-peer), decides whether the configured
 //! header may be believed, and inserts the client as a [`ClientAddr`] (IP, optional port,
 //! and its [`AddrSource`]: socket, PROXY protocol, or the header's name) plus the
 //! [`Resolution`] that records how it was decided. A `ClientAddr` already in the
@@ -11,14 +11,14 @@
 //!
 //! ```
 //! use http::Request;
-//! use realip_core::{AddrSource, ClientAddr, TrustedProxies};
-//! use realip_tower::{RealIpLayer, TransportPeer};
+//! use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
+//! use realip_tower::RealIpLayer;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let svc = ServiceBuilder::new()
-//!     .layer(RealIpLayer::x_forwarded_for("10.0.0.0/8".parse::<TrustedProxies>().unwrap()).recursive(true))
+//!     .layer(RealIpLayer::x_forwarded_for_recursive("10.0.0.0/8".parse::<TrustedProxies>().unwrap()))
 //!     .service(service_fn(|req: Request<()>| async move {
 //!         Ok::<_, std::convert::Infallible>(req.extensions().get::<ClientAddr>().cloned())
 //!     }));
@@ -26,7 +26,7 @@
 //! // The request came from the proxy 10.0.0.2, which appended to a client-sent header.
 //! let mut req = Request::new(());
 //! req.headers_mut().insert("x-forwarded-for", "127.0.0.1, 203.0.113.7, 10.0.0.1".parse().unwrap());
-//! req.extensions_mut().insert(TransportPeer::socket("10.0.0.2:41000".parse().unwrap()));
+//! req.extensions_mut().insert(PeerAddr::Inet("10.0.0.2:41000".parse().unwrap()));
 //!
 //! let client = svc.oneshot(req).await.unwrap().unwrap();
 //! assert_eq!(client.ip().to_string(), "203.0.113.7");
@@ -46,11 +46,11 @@
 //!
 //! | Strategy | Constructor | Matches |
 //! |---|---|---|
-//! | [`Strategy::TrustedProxies`] | [`RealIpLayer::x_forwarded_for`] | NGINX `set_real_ip_from` + `real_ip_header X-Forwarded-For` (+ `real_ip_recursive`) |
+//! | [`Strategy::TrustedProxies`] | [`RealIpLayer::x_forwarded_for`], [`x_forwarded_for_recursive`](RealIpLayer::x_forwarded_for_recursive) | NGINX `set_real_ip_from` + `real_ip_header X-Forwarded-For` (+ `real_ip_recursive`) |
 //! | [`Strategy::TrustedHops`] | [`RealIpLayer::trusted_hops`] | Envoy `xff_num_trusted_hops` |
 //! | [`Strategy::SingleValue`] | [`RealIpLayer::x_real_ip`], [`cf_connecting_ip`](RealIpLayer::cf_connecting_ip), … | `proxy_set_header X-Real-IP $remote_addr`, CDNs |
 //! | [`Strategy::Leftmost`] | [`RealIpLayer::leftmost`] | EMQX `proxy_address_header` |
-//! | [`Strategy::Forwarded`] | [`RealIpLayer::forwarded`] | RFC 7239 `Forwarded: for=…` |
+//! | [`Strategy::Forwarded`] | [`RealIpLayer::forwarded`], [`forwarded_recursive`](RealIpLayer::forwarded_recursive) | RFC 7239 `Forwarded: for=…` |
 //!
 //! ## Trusted proxies (NGINX realip)
 //!
@@ -60,14 +60,15 @@
 //! proxy_set_header X-Forwarded-Port "$http_x_forwarded_port, $remote_port";
 //! ```
 //!
-//! `RealIpLayer::x_forwarded_for("10.0.0.0/8".parse()?).recursive(true)` is NGINX's
+//! `RealIpLayer::x_forwarded_for_recursive("10.0.0.0/8".parse()?)` is NGINX's
 //! `set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on;`.
 //! HAProxy's `option forwardfor` (which adds its own header line) needs nothing else.
 //! Non-recursive takes the rightmost entry, which the trusted peer wrote. Recursive walks
 //! from the right, skips entries that are trusted proxies and returns the first untrusted
-//! one; when every entry is trusted, the leftmost (NGINX does the same). Whatever a client
-//! writes ends up to the left of the first untrusted address and is never reached
-//! (scenarios W3, W4b).
+//! one; when every entry is trusted, the leftmost (NGINX does the same), which a trusted
+//! address wrote. Whatever a client writes ends up to the left of the first untrusted
+//! address and is never reached. A header without any entry is an absent one: the client is
+//! the transport peer.
 //!
 //! *Risk*: a trusted set that is too wide (a whole cloud range shared with other tenants)
 //! lets those tenants vouch for any address. Without recursion, a chain of several proxies
@@ -77,8 +78,11 @@
 //!
 //! `RealIpLayer::trusted_hops(2)`: two load balancers sit in front of the server, each
 //! appending the address it saw, and their addresses are not known in advance (cloud load
-//! balancers). The client is the 2nd entry from the right; with fewer entries, the leftmost
-//! (all of them were written by trusted hops). Hop counting is not offered for `Forwarded`.
+//! balancers). The client is the 2nd non-empty entry from the right. With fewer entries the
+//! request did not pass every hop (it reached a load balancer from inside, or the server
+//! directly), so nothing in the header is believed: the client is the transport peer
+//! ([`Fallback::TooFewHops`], logged at `warn`), as Envoy uses the downstream connection's
+//! address. Hop counting is not offered for `Forwarded`.
 //! `trusted_hops(0)` ignores the header from every peer (Envoy with `use_remote_address`
 //! and no trusted hops): the client is the transport peer, and nothing is logged as
 //! rejected.
@@ -103,7 +107,8 @@
 //! `RealIpLayer::x_real_ip(lb_range)`, or [`single_value`](RealIpLayer::single_value) for
 //! any name. The trusted proxy writes exactly one address. Several header lines mean
 //! someone else added one: the header is rejected ([`Fallback::MultipleLines`]), never
-//! "first wins"; a comma-separated list in one line is malformed.
+//! "first wins"; a comma-separated list in one line is malformed, and an empty value is an
+//! absent header (the transport peer).
 //!
 //! *Risk*: the proxy must **set** the header, never pass a client's value through; CDN
 //! headers are only meaningful when the trusted set is exactly the CDN's published ranges.
@@ -120,20 +125,37 @@
 //! only when the outermost proxy **overwrites** the header with `$remote_addr`. If any proxy
 //! lets a client-sent header through, the client picks its own address (scenario W3 with an
 //! appending LB1). Never the default; prefer the recursive walk, which gives the same answer
-//! in W2 and stays correct when a proxy appends.
+//! in W2 and stays correct when a proxy appends. A header without any entry is an absent one
+//! (the transport peer).
 //!
 //! ## Forwarded (RFC 7239)
 //!
 //! Written by proxies such as HAProxy 2.8+ (`option forwarded`), or NGINX with a `map`
 //! that quotes and brackets IPv6 nodes (a bare `for=$remote_addr` is invalid for IPv6).
 //!
-//! `RealIpLayer::forwarded(lb_range).recursive(true)`: the `for=` node of each element,
-//! walked like trusted proxies. Parameter names are case-insensitive; IPv6 nodes are quoted
-//! `"[v6]:port"`; obfuscated ports (`:_p1`) are dropped; `proto=ws`/`wss` is fine.
-//! `for=unknown`, obfuscated nodes (`for=_hidden`), and elements without exactly one `for`
-//! **stop** the walk; they are never skipped (skipping them lets a forged entry further left
-//! win). Elements are split from the right of each line, outside quoted strings, so a
-//! malformed element (an unclosed quote) only affects itself and what lies to its left.
+//! `RealIpLayer::forwarded_recursive(lb_range)`: the `for=` node of each element,
+//! walked like trusted proxies (short headers included). Parameter names are
+//! case-insensitive tokens; values are tokens or quoted-strings (RFC 7230 §3.2.6), whose
+//! quoted-pairs are unescaped (`for="192.0.2.\3"` is `192.0.2.3`); `proto=ws`/`wss` is
+//! fine. The node follows RFC 7239 §6 exactly:
+//!
+//! ```text
+//! node      = nodename [ ":" node-port ]
+//! nodename  = IPv4address / "[" IPv6address "]" / "unknown" / obfnode
+//! node-port = port / obfport
+//! ```
+//!
+//! IPv6 is therefore only `for="[2001:db8::1]"` or `for="[2001:db8::1]:443"` (quoted, since
+//! `:` and `[` are not token characters). `for="2001:db8::1:8080"` (whose sender meant
+//! `[2001:db8::1]:8080`), `for="2001:db8::1"`, unquoted `for=2001:db8::1` or
+//! `for=192.0.2.1:80` are malformed nodes. A zone inside the brackets is dropped;
+//! obfuscated ports (`:_p1`) are dropped, keeping the address.
+//!
+//! Malformed nodes, `for=unknown`, obfuscated nodes (`for=_hidden`), and elements without
+//! exactly one `for` **stop** the walk; they are never skipped (skipping them lets a forged
+//! entry further left win). Elements are split from the right of each line, outside quoted
+//! strings, so a malformed element (an unclosed quote) only affects itself and what lies to
+//! its left.
 //!
 //! *Risk*: as for trusted proxies; in addition, a proxy that writes `for=unknown` makes the
 //! result the address of the proxy to its right.
@@ -141,39 +163,70 @@
 //! # Parsing
 //!
 //! All lines of the header are combined in order (reading only the first or the last line
-//! is exploitable or breaks with HAProxy), then split on `,`; entries are trimmed and empty
-//! entries skipped. An entry is `ip`, `ip:port`, `[v6]`, `[v6]:port`, or `v6%zone` (the zone
-//! is dropped; IPv4-mapped IPv6 becomes IPv4). Anything else — a host name, `unknown`, a
-//! port out of range — stops the walk (fail closed): the result is the last good address
-//! reached (a trusted proxy's, as NGINX does; the walk is recorded as
-//! [`HeaderChoice::stopped_by`] and logged at `warn`), or the transport peer when the first
-//! entry examined is bad ([`Fallback::Invalid`]). A non-IP is never returned. Parsing does not
-//! allocate.
+//! is exploitable or breaks with HAProxy), as RFC 9110 §5.3 combines field lines, then split
+//! on `,` into items, which are trimmed. Empty items are passed over by the walks (as NGINX
+//! does) but keep their position (see [Ports](#ports)). An entry is `ip`, `ip:port`, `[v6]`,
+//! `[v6]:port`, `v6%zone` or `[v6%zone]:port` (IPv4-mapped IPv6 becomes IPv4).
+//!
+//! A zone is everything after `%` up to `]` (bracketed) or the end of the entry, whatever
+//! its bytes, and is dropped: Windows names interfaces like
+//! `[fe80::d806:a55d:eb1b:49cc%vEthernet (vmxnet3 Ethernet Adapter - Virtual Switch)]:64692`,
+//! which is `fe80::d806:a55d:eb1b:49cc` port 64692. An unbracketed zone runs to the end of
+//! the entry, so `fe80::1%eth0:80` has no port. The same holds in single-value headers and
+//! in `Forwarded` nodes.
+//!
+//! Anything else — a host name, `unknown`, a port out of range — stops the walk (fail
+//! closed): the result is the last good address reached (a trusted proxy's, as NGINX does;
+//! the walk is recorded as [`HeaderChoice::stopped_by`] and logged at `warn`), or the
+//! transport peer when the first entry examined is bad ([`Fallback::Invalid`]). A non-IP is
+//! never returned. Parsing does not allocate, except to unescape a quoted `Forwarded` node
+//! that holds a quoted-pair.
 //!
 //! # Ports
 //!
 //! A port written in the chosen entry (`1.2.3.4:5678`, `"[v6]:443"`) wins. Otherwise the
-//! port header (default `X-Forwarded-Port`, see [`RealIpLayer::port_header`]) supplies it:
-//! when it has as many non-empty entries as the address header, the entry at the same
-//! position (NGINX chains `X-Forwarded-Port "$http_x_forwarded_port, $remote_port"` next to
-//! `$proxy_add_x_forwarded_for`); otherwise, if it has exactly one entry, that one; otherwise
-//! the port is unknown. A port of `0` counts as unknown.
+//! port header (default `X-Forwarded-Port`, see [`RealIpLayer::port_header`]) supplies it
+//! from the **same position** as the chosen entry, counted from the right over all lines of
+//! both headers, empty items included: NGINX chains
+//! `X-Forwarded-Port "$http_x_forwarded_port, $remote_port"` next to
+//! `$proxy_add_x_forwarded_for`, and writes `, 42342` when the previous hop sent no port.
+//! An empty, missing or malformed item at that position means the port is unknown; it is
+//! never taken from a neighbouring position. This holds for every strategy: recursive and
+//! not, hops, leftmost, `Forwarded` (when a port header is configured).
+//!
+//! Example: client `127.0.0.101` → LB1 (`X-Forwarded-For $remote_addr`, no port header) →
+//! LB2 (appends to both). The server receives `X-Forwarded-For: 127.0.0.101, 127.0.0.13`
+//! and `X-Forwarded-Port: , 42342`; the client is `127.0.0.101` at position 1, whose port
+//! item is empty: port unknown (42342 is LB1's port on the LB1 → LB2 hop).
+//!
+//! A single-value header (`X-Real-IP`) is set, not appended, so its port is taken only from
+//! a port header that holds a single item too; a list there describes the hops. A port of
+//! `0` counts as unknown.
 //!
 //! When every proxy appends to both headers, entries a client adds on the left of either
-//! list can only make the port unknown (the lengths no longer match), never choose it. The
-//! port header is believed from trusted peers only, like the address header, but it is only
-//! as good as the proxies make it: a proxy that passes a client's `X-Forwarded-Port` through
-//! unchanged lets the client pick the port it is reported with (never the address). Have
-//! every proxy set or append it, or use
-//! [`without_port_header`](RealIpLayer::without_port_header).
+//! list do not move the positions on the right, where the proxies write. The port header
+//! is believed from trusted peers only, like the address header, but it is only as good as
+//! the proxies make it: a proxy that passes a client's `X-Forwarded-Port` through unchanged
+//! lets the client pick the port it is reported with (never the address). Have every proxy
+//! set or append it, or use [`without_port_header`](RealIpLayer::without_port_header).
 //!
 //! # Transport peer
 //!
-//! Read from the request extensions by [`TransportPeer::from_extensions`]:
-//! `realip-listener`'s [`ProxiedAddr`](realip_listener::ProxiedAddr) (directly, or as
-//! axum's `ConnectInfo<ProxiedAddr>`), so that with PROXY protocol on the WebSocket port the
-//! peer whose headers are trusted is the PROXY-derived address (scenario W6); else axum's
-//! `ConnectInfo<SocketAddr>`; else a [`TransportPeer`] the application inserted. With no
+//! The peer whose headers are judged is read from the request extensions, in this order:
+//!
+//! 1. `realip-listener`'s `ProxiedAddr`, directly (hyper-util users insert it per
+//!    connection) or as axum's `ConnectInfo<ProxiedAddr>` (feature `listener`, which the
+//!    `realip` facade turns on with both of its features): with PROXY protocol on the
+//!    port, the peer is the PROXY header's source, so PROXY protocol and forwarded headers
+//!    compose;
+//! 2. axum's `ConnectInfo<SocketAddr>`, then `MockConnectInfo` of either type (feature
+//!    `axum`);
+//! 3. a [`PeerAddr`] the application inserted (tonic exposes the peer in its own
+//!    extension; copy it into a `PeerAddr` in an outer layer).
+//!
+//! Without the `listener` feature this crate does not depend on `realip-listener` (nor on
+//! tokio). Every trust check goes through [`TrustedProxies::contains_peer`]: an IP in the
+//! set, or a Unix socket peer when the set trusts `unix:`. With no
 //! peer known, headers are not believed unless
 //! [`trust_headers_unconditionally`](RealIpLayer::trust_headers_unconditionally) is set, and
 //! no `ClientAddr` is inserted when no header applies. When no header applies, the client is
@@ -186,8 +239,7 @@
 //! the upgrade, so the address is in the handshake request's extensions for axum's
 //! `WebSocketUpgrade` handlers (and `RealClient` extracts it). A tokio-tungstenite server
 //! has no tower stack: call [`RealIpLayer::resolve`] with the handshake request's headers
-//! and [`TransportPeer::socket`] of the accepted stream inside the `accept_hdr_async`
-//! callback.
+//! and the accepted stream's peer as a [`PeerAddr`] inside the `accept_hdr_async` callback.
 //!
 //! # Decision record
 //!
@@ -215,20 +267,24 @@
 //! `realip_tower` target (`RUST_LOG=info,realip_tower=error`) or rate-limit in the
 //! subscriber; every request's decision is still in its [`Resolution`].
 
+// In data-flow order: the layer takes the request, finds the peer, splits the header
+// lines, walks them, and inserts the resolution.
+#[cfg(feature = "axum")]
+mod extract;
 mod forwarded;
 mod layer;
 mod parse;
-mod resolve;
-
-#[cfg(feature = "axum")]
-mod extract;
+mod peer;
+mod resolution;
+mod strategy;
+mod walk;
+mod websocket;
 
 #[cfg(feature = "axum")]
 pub use extract::{RealClient, RealClientRejection};
 pub use layer::{RealIp, RealIpLayer};
 pub use parse::StopReason;
-pub use realip_core::{AddrSource, ClientAddr, TrustedProxies};
-pub use resolve::{
-    Fallback, HeaderChoice, Outcome, ParseStrategyError, PortSource, Resolution, Strategy,
-    TransportPeer, is_websocket_upgrade,
-};
+pub use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
+pub use resolution::{Fallback, HeaderChoice, Outcome, PortSource, Resolution};
+pub use strategy::{ParseStrategyError, Strategy};
+pub use websocket::is_websocket_upgrade;

@@ -1,8 +1,13 @@
-//! Allocation-free parsing of address lists (`X-Forwarded-For`) and address entries.
+//! Allocation-free splitting of header lines into items, and parsing of address entries
+//! (`X-Forwarded-For`, `X-Real-IP`, ports).
 //!
-//! All lines of a header are combined in order, then split on `,`; entries are trimmed and
-//! empty entries are skipped. Iteration runs from the right (the entries written by the
-//! proxies nearest to this server come first) or from the left, without allocating.
+//! All lines of a header are combined in order, as RFC 9110 §5.3 combines field lines (the
+//! lines joined by commas), then split at every comma (outside quoted strings for
+//! `Forwarded`). Items are trimmed of optional whitespace. An empty item is still a
+//! *position*: NGINX's `X-Forwarded-Port "$http_x_forwarded_port, $remote_port"` writes
+//! `, 42342` when the previous hop sent no port, and the empty first item says "no port for
+//! the entry at this position". Iteration runs from the right (the items written by the
+//! proxies nearest to this server come first), without allocating.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -24,7 +29,8 @@ pub(crate) enum Node {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StopReason {
-    /// The entry is not `ip`, `ip:port`, `[v6]`, `[v6]:port` or `v6%zone`, or is not ASCII.
+    /// The entry is not `ip`, `ip:port`, `[v6]`, `[v6]:port`, `v6%zone` or
+    /// `[v6%zone]:port`, or (in `Forwarded`) the node is not an RFC 7239 §6 node.
     Malformed,
     /// An RFC 7239 element whose `for` node is `unknown`.
     UnknownNode,
@@ -32,7 +38,8 @@ pub enum StopReason {
     ObfuscatedNode,
     /// An RFC 7239 element without a `for` parameter, or with two.
     MissingFor,
-    /// An RFC 7239 element that does not follow the `pair;pair` syntax.
+    /// An RFC 7239 element that does not follow the `pair;pair` syntax, or a value that is
+    /// neither a token nor a quoted-string (RFC 7230 §3.2.6).
     MalformedElement,
 }
 
@@ -68,123 +75,119 @@ pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
     &s[start..end.max(start)]
 }
 
-/// Non-empty, trimmed, comma-separated entries of all lines of a header, right to left.
+/// How a header's lines split into items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// At every comma (`X-Forwarded-For`, `X-Forwarded-Port`).
+    Commas,
+    /// At commas outside quoted strings (RFC 7239 `Forwarded` elements).
+    CommasOutsideQuotes,
+}
+
+/// The items of all lines of a header, right to left, trimmed; empty items included.
+///
+/// A line without a comma is one item (an empty line is one empty item); `a,,b` is three.
 #[derive(Debug)]
-pub(crate) struct RevEntries<'a> {
+pub(crate) struct RevItems<'a> {
     lines: ValueIter<'a, HeaderValue>,
-    rest: &'a [u8],
-}
-
-impl<'a> RevEntries<'a> {
-    pub(crate) fn new(all: GetAll<'a, HeaderValue>) -> Self {
-        Self {
-            lines: all.iter(),
-            rest: &[],
-        }
-    }
-}
-
-impl<'a> Iterator for RevEntries<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        loop {
-            if self.rest.is_empty() {
-                self.rest = self.lines.next_back()?.as_bytes();
-            }
-            // One backward scan: skip trailing whitespace, then the entry up to its comma.
-            let rest = self.rest;
-            let end = rest
-                .iter()
-                .rposition(|&b| !matches!(b, b' ' | b'\t'))
-                .map_or(0, |i| i + 1);
-            let start = rest[..end]
-                .iter()
-                .rposition(|&b| b == b',')
-                .map_or(0, |i| i + 1);
-            self.rest = &rest[..start.saturating_sub(1)];
-            let entry = &rest[start..end];
-            if let Some(first) = entry.iter().position(|&b| !matches!(b, b' ' | b'\t')) {
-                return Some(&entry[first..]);
-            }
-        }
-    }
-
-    /// Counts the remaining entries in one pass, without splitting them out.
-    fn count(self) -> usize {
-        self.lines.fold(count_entries(self.rest), |n, line| {
-            n + count_entries(line.as_bytes())
-        })
-    }
-}
-
-/// The number of comma-separated entries of `s` that are not empty once trimmed (those
-/// holding a byte other than optional whitespace), as [`RevEntries`] and [`Entries`] yield.
-fn count_entries(s: &[u8]) -> usize {
-    let mut count = 0;
-    let mut blank = true;
-    for &b in s {
-        match b {
-            b',' => {
-                count += usize::from(!blank);
-                blank = true;
-            }
-            b' ' | b'\t' => {}
-            _ => blank = false,
-        }
-    }
-    count + usize::from(!blank)
-}
-
-/// Non-empty, trimmed, comma-separated entries of all lines of a header, left to right.
-#[derive(Debug)]
-pub(crate) struct Entries<'a> {
-    lines: ValueIter<'a, HeaderValue>,
+    /// What is left of the current line, left of the last item taken; `None` once the line
+    /// is used up.
     rest: Option<&'a [u8]>,
+    split: Split,
 }
 
-impl<'a> Entries<'a> {
-    pub(crate) fn new(all: GetAll<'a, HeaderValue>) -> Self {
+impl<'a> RevItems<'a> {
+    pub(crate) fn new(all: GetAll<'a, HeaderValue>, split: Split) -> Self {
         Self {
             lines: all.iter(),
             rest: None,
+            split,
+        }
+    }
+
+    fn last_separator(&self, s: &[u8]) -> Option<usize> {
+        match self.split {
+            Split::Commas => s.iter().rposition(|&b| b == b','),
+            Split::CommasOutsideQuotes => rfind_unquoted(s, b','),
         }
     }
 }
 
-impl<'a> Iterator for Entries<'a> {
+impl<'a> Iterator for RevItems<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        loop {
-            let rest = match self.rest {
-                Some(rest) => rest,
-                None => self.lines.next()?.as_bytes(),
-            };
-            let (entry, rest) = match rest.iter().position(|&b| b == b',') {
-                Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-                None => (rest, None),
-            };
-            self.rest = rest;
-            let entry = trim_ows(entry);
-            if !entry.is_empty() {
-                return Some(entry);
+        let rest = match self.rest {
+            Some(rest) => rest,
+            None => self.lines.next_back()?.as_bytes(),
+        };
+        let (item, left) = match self.last_separator(rest) {
+            Some(i) => (&rest[i + 1..], Some(&rest[..i])),
+            None => (rest, None),
+        };
+        self.rest = left;
+        Some(trim_ows(item))
+    }
+
+    /// Counts the remaining items in one pass, without splitting them out.
+    fn count(mut self) -> usize {
+        match self.split {
+            Split::Commas => {
+                let items = |s: &[u8]| 1 + s.iter().filter(|&&b| b == b',').count();
+                self.lines.fold(self.rest.map_or(0, items), |n, line| {
+                    n + items(line.as_bytes())
+                })
+            }
+            Split::CommasOutsideQuotes => {
+                let mut n = 0;
+                while self.next().is_some() {
+                    n += 1;
+                }
+                n
             }
         }
     }
+}
 
-    /// Counts the remaining entries in one pass, without splitting them out.
-    fn count(self) -> usize {
-        let rest = self.rest.map_or(0, count_entries);
-        self.lines
-            .fold(rest, |n, line| n + count_entries(line.as_bytes()))
+/// Whether the `"` at `i` is escaped by an odd number of backslashes before it.
+fn is_escaped(s: &[u8], i: usize) -> bool {
+    s[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
+}
+
+/// The last `sep` outside a quoted string, scanning from the right.
+///
+/// A `"` toggles quoting unless escaped (an odd number of backslashes before it). The scan
+/// jumps between the bytes that matter: `sep` or `"` outside quotes, `"` inside. An
+/// unclosed quote on the left swallows only what lies to its left, so a malformed element
+/// only affects itself.
+pub(crate) fn rfind_unquoted(s: &[u8], sep: u8) -> Option<usize> {
+    let mut end = s.len();
+    loop {
+        // Outside quotes.
+        let i = s[..end].iter().rposition(|&b| b == sep || b == b'"')?;
+        end = i;
+        if s[i] == sep {
+            return Some(i);
+        }
+        if is_escaped(s, i) {
+            continue;
+        }
+        // Inside quotes: up to the opening quote; none means quoted to the start.
+        loop {
+            end = s[..end].iter().rposition(|&b| b == b'"')?;
+            if !is_escaped(s, end) {
+                break;
+            }
+        }
     }
 }
 
-/// Parses one address entry: `ip`, `ip:port`, `[v6]`, `[v6]:port`, `v6%zone`, `[v6%zone]:port`.
+/// Parses one address entry: `ip`, `ip:port`, `[v6]`, `[v6]:port`, `v6%zone`,
+/// `[v6%zone]:port`.
 ///
-/// Zones are stripped. A port of `0` is treated as "no port". Anything else is
-/// [`StopReason::Malformed`].
+/// A zone is everything after `%` up to `]` (bracketed) or the end of the entry, whatever
+/// its bytes (Windows names interfaces `vEthernet (… - Virtual Switch)`); it is dropped. A
+/// port of `0` is treated as "no port". Anything else is [`StopReason::Malformed`].
 #[inline]
 pub(crate) fn parse_entry(entry: &[u8]) -> Node {
     match parse_addr(entry) {
@@ -215,18 +218,20 @@ fn parse_addr(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
 /// The general entry parser (every form); [`parse_addr`] tries plain IPv4 first.
 #[inline(never)]
 fn parse_addr_slow(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
-    let entry = std::str::from_utf8(entry).ok()?;
-    if let Some(bracketed) = entry.strip_prefix('[') {
-        let close = bracketed.find(']')?;
-        let ip = parse_v6(&bracketed[..close])?;
-        let after = &bracketed[close + 1..];
-        let port = match after.strip_prefix(':') {
-            Some(port) => parse_port(port)?,
-            None if after.is_empty() => None,
-            None => return None,
+    if entry.first() == Some(&b'[') {
+        let (ip, after) = split_bracketed(entry)?;
+        let port = match after {
+            [] => None,
+            [b':', port @ ..] => parse_port_bytes(port)?,
+            _ => return None,
         };
         return Some((IpAddr::V6(ip), port));
     }
+    if entry.contains(&b'%') {
+        // An unbracketed zone runs to the end of the entry: no port can follow it.
+        return parse_v6_zoned(entry).map(|ip| (IpAddr::V6(ip), None));
+    }
+    let entry = std::str::from_utf8(entry).ok()?;
     match entry.bytes().filter(|&b| b == b':').count() {
         0 => entry
             .parse::<Ipv4Addr>()
@@ -235,33 +240,38 @@ fn parse_addr_slow(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
         1 => {
             let (ip, port) = entry.split_once(':')?;
             let ip = ip.parse::<Ipv4Addr>().ok()?;
-            Some((IpAddr::V4(ip), parse_port(port)?))
+            Some((IpAddr::V4(ip), parse_port_bytes(port.as_bytes())?))
         }
-        _ => parse_v6(entry).map(|ip| (IpAddr::V6(ip), None)),
+        _ => entry
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(|ip| (IpAddr::V6(ip), None)),
     }
 }
 
-fn parse_v6(s: &str) -> Option<Ipv6Addr> {
-    let addr = match s.split_once('%') {
-        Some((addr, zone)) if !zone.is_empty() && zone.bytes().all(is_zone_byte) => addr,
+/// `[v6]` or `[v6%zone]` at the start of `s`: the address (zone dropped) and the bytes after
+/// the `]`. `X-Forwarded-For` entries and RFC 7239 nodes write IPv6 the same way.
+pub(crate) fn split_bracketed(s: &[u8]) -> Option<(Ipv6Addr, &[u8])> {
+    let inner = s.strip_prefix(b"[")?;
+    // A zone runs up to `]`, which cannot occur in the address before it.
+    let close = inner.iter().position(|&b| b == b']')?;
+    Some((parse_v6_zoned(&inner[..close])?, &inner[close + 1..]))
+}
+
+/// An IPv6 address, optionally followed by `%` and a non-empty zone (any bytes), which is
+/// dropped.
+fn parse_v6_zoned(s: &[u8]) -> Option<Ipv6Addr> {
+    let addr = match s.iter().position(|&b| b == b'%') {
+        Some(i) if i + 1 < s.len() => &s[..i],
         Some(_) => return None,
         None => s,
     };
-    addr.parse().ok()
+    std::str::from_utf8(addr).ok()?.parse().ok()
 }
 
-const fn is_zone_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
-}
-
-/// Parses a decimal port: one to five digits, at most 65535. `0` means "no port".
+/// Parses a decimal port: one to five ASCII digits, at most 65535. `0` means "no port".
 ///
-/// Returns `None` for invalid input and `Some(None)` for port 0.
-pub(crate) fn parse_port(s: &str) -> Option<Option<u16>> {
-    parse_port_bytes(s.as_bytes())
-}
-
-/// [`parse_port`] on bytes: one to five ASCII digits, at most 65535; `Some(None)` for 0.
+/// Returns `None` for invalid input (including an empty one) and `Some(None)` for port 0.
 pub(crate) fn parse_port_bytes(s: &[u8]) -> Option<Option<u16>> {
     if s.is_empty() || s.len() > 5 {
         return None;
@@ -278,10 +288,10 @@ pub(crate) fn parse_port_bytes(s: &[u8]) -> Option<Option<u16>> {
 }
 
 /// A dotted-quad IPv4 address at the start of `s`, as [`Ipv4Addr`]'s `FromStr` accepts it
-/// (four decimal octets of one to three digits, at most 255, no leading zero), and the
-/// bytes after it.
+/// (four decimal octets of one to three digits, at most 255, no leading zero: RFC 3986's
+/// `IPv4address`, which RFC 7239 nodes use too), and the bytes after it.
 #[inline]
-fn parse_v4_prefix(s: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
+pub(crate) fn parse_v4_prefix(s: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
     let digit = |i: usize| s.get(i).filter(|b| b.is_ascii_digit()).map(|b| b - b'0');
     let mut octets = [0u8; 4];
     let mut i = 0;
@@ -348,8 +358,22 @@ mod tests {
             ("_hidden", None),
             ("example.com", None),
             ("fe80::1%", None),
-            ("fe80::1%a b", None),
+            ("[fe80::1%]:80", None),
+            ("fe80::1%a b", Some(("fe80::1", None))),
+            // A zone runs to the end of an unbracketed entry, so nothing after it is a port.
+            ("fe80::1%eth0:80", Some(("fe80::1", None))),
+            (
+                "[fe80::d806:a55d:eb1b:49cc%vEthernet (vmxnet3 Ethernet Adapter - Virtual Switch)]:64692",
+                Some(("fe80::d806:a55d:eb1b:49cc", Some(64692))),
+            ),
+            (
+                "fe80::1%vEthernet (Default Switch)",
+                Some(("fe80::1", None)),
+            ),
+            ("[fe80::1%25eth0]", Some(("fe80::1", None))),
+            ("[fe80::1%eth0]x", None),
             ("1.2.3.4%eth0", None),
+            ("[1.2.3.4%eth0]", None),
             ("1.2.3.4 5.6.7.8", None),
             ("2001:db8::1:80:x", None),
         ];
@@ -375,17 +399,47 @@ mod tests {
         headers
     }
 
+    fn items(lines: &[&str], split: Split) -> Vec<String> {
+        let headers = map(lines);
+        RevItems::new(headers.get_all("x-forwarded-for"), split)
+            .map(|e| String::from_utf8(e.to_vec()).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn entries_combine_lines_and_skip_empty_entries_in_both_directions() {
-        let headers = map(&["a, b", "", ",c,,d ,", " e\t"]);
-        let all = || headers.get_all("x-forwarded-for");
-        let rev: Vec<&[u8]> = RevEntries::new(all()).collect();
-        assert_eq!(rev, [&b"e"[..], b"d", b"c", b"b", b"a"]);
-        let fwd: Vec<&[u8]> = Entries::new(all()).collect();
-        assert_eq!(fwd, [&b"a"[..], b"b", b"c", b"d", b"e"]);
+    fn items_combine_lines_and_keep_empty_positions() {
+        assert_eq!(
+            items(&["a, b", "", ",c,,d ,", " e\t"], Split::Commas),
+            ["e", "", "d", "", "c", "", "", "b", "a"]
+        );
+        // NGINX's `"$http_x_forwarded_port, $remote_port"` with no incoming port.
+        assert_eq!(items(&[", 42342"], Split::Commas), ["42342", ""]);
         let empty = HeaderMap::new();
-        assert_eq!(RevEntries::new(empty.get_all("x-forwarded-for")).count(), 0);
-        assert_eq!(Entries::new(empty.get_all("x-forwarded-for")).count(), 0);
+        let none = || RevItems::new(empty.get_all("x-forwarded-for"), Split::Commas);
+        assert_eq!(none().next(), None);
+        assert_eq!(none().count(), 0);
+    }
+
+    #[test]
+    fn forwarded_items_split_outside_quotes() {
+        let split = Split::CommasOutsideQuotes;
+        assert_eq!(
+            items(
+                &["for=a, for=\"b,c\";proto=ws", "", "for=d ,, for=e"],
+                split
+            ),
+            ["for=e", "", "for=d", "", "for=\"b,c\";proto=ws", "for=a"]
+        );
+        // An unclosed quote on the left swallows only what lies to its left.
+        assert_eq!(
+            items(&["for=1.1.1.1, for=\"2.2.2.2, for=3.3.3.3"], split),
+            ["for=3.3.3.3", "for=1.1.1.1, for=\"2.2.2.2"]
+        );
+        // Escaped quotes inside a quoted string do not toggle.
+        assert_eq!(
+            items(&["x=\"a\\\",b\", for=1.1.1.1"], split),
+            ["for=1.1.1.1", "x=\"a\\\",b\""]
+        );
     }
 
     proptest::proptest! {
@@ -398,35 +452,43 @@ mod tests {
 
         #[test]
         fn counting_agrees_with_iterating(
-            lines in proptest::collection::vec("[a ,\t]{0,12}", 0..5),
+            lines in proptest::collection::vec("[a ,\t\"\\\\]{0,12}", 0..5),
             skip in 0usize..8,
         ) {
-            let mut headers = HeaderMap::new();
-            for line in &lines {
-                headers.append("x-forwarded-for", line.parse().unwrap());
-            }
-            let all = || headers.get_all("x-forwarded-for");
-            let mut rev = RevEntries::new(all());
-            let mut fwd = Entries::new(all());
-            for _ in 0..skip {
-                rev.next();
-                fwd.next();
-            }
-            let by_next = |it: &mut dyn Iterator<Item = &[u8]>| {
-                let mut n = 0;
-                while it.next().is_some() {
-                    n += 1;
+            let headers = map(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+            for split in [Split::Commas, Split::CommasOutsideQuotes] {
+                let items = || RevItems::new(headers.get_all("x-forwarded-for"), split);
+                let mut counted = items();
+                let mut iterated = items();
+                for _ in 0..skip {
+                    counted.next();
+                    iterated.next();
                 }
-                n
-            };
-            let mut rev2 = RevEntries::new(all());
-            let mut fwd2 = Entries::new(all());
-            for _ in 0..skip {
-                rev2.next();
-                fwd2.next();
+                let mut by_next = 0;
+                while iterated.next().is_some() {
+                    by_next += 1;
+                }
+                proptest::prop_assert_eq!(counted.count(), by_next);
             }
-            proptest::prop_assert_eq!(rev.count(), by_next(&mut rev2));
-            proptest::prop_assert_eq!(fwd.count(), by_next(&mut fwd2));
+        }
+
+        /// The quote-aware scan agrees with a byte-by-byte one.
+        #[test]
+        fn quote_aware_scan_agrees_with_the_byte_by_byte_reference(s in "[a;,\"\\\\ ]{0,16}") {
+            let reference = |s: &[u8], sep: u8| {
+                let mut quoted = false;
+                for i in (0..s.len()).rev() {
+                    match s[i] {
+                        b'"' if !is_escaped(s, i) => quoted = !quoted,
+                        b if b == sep && !quoted => return Some(i),
+                        _ => {}
+                    }
+                }
+                None
+            };
+            for sep in [b',', b';'] {
+                proptest::prop_assert_eq!(rfind_unquoted(s.as_bytes(), sep), reference(s.as_bytes(), sep));
+            }
         }
     }
 

@@ -4,16 +4,14 @@ use std::net::SocketAddr;
 
 use http::{HeaderMap, HeaderName};
 use realip_core::{AddrSource, TrustedProxies};
-use realip_tower::{
-    Fallback, Outcome, PortSource, RealIpLayer, Resolution, StopReason, TransportPeer,
-};
+use realip_tower::{Fallback, Outcome, PeerAddr, PortSource, RealIpLayer, Resolution, StopReason};
 
 fn trusted(s: &str) -> TrustedProxies {
     s.parse().unwrap()
 }
 
-fn peer(s: &str) -> TransportPeer {
-    TransportPeer::socket(s.parse::<SocketAddr>().unwrap())
+fn peer(s: &str) -> PeerAddr {
+    PeerAddr::Inet(s.parse::<SocketAddr>().unwrap())
 }
 
 fn headers(lines: &[(&str, &str)]) -> HeaderMap {
@@ -54,7 +52,7 @@ fn item01_leftmost_entry_is_not_trusted() {
     let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8"));
     let res = layer.resolve(&xff(&["6.6.6.6, 203.0.113.7"]), Some(&peer(PROXY)));
     assert_eq!(ip_of(&res), "203.0.113.7");
-    let layer = layer.recursive(true);
+    let layer = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let res = layer.resolve(
         &xff(&["6.6.6.6, 203.0.113.7, 10.0.0.1"]),
         Some(&peer(PROXY)),
@@ -76,7 +74,7 @@ fn item02_headers_only_from_trusted_peers() {
     assert_eq!(client(&res), ("1.2.3.4".into(), "x-forwarded-for".into()));
 
     // Unix peers are trusted only when the set says so.
-    let unix = TransportPeer::Unix;
+    let unix = PeerAddr::Unix(None);
     let res = layer.resolve(&forged, Some(&unix));
     assert_eq!(res.client(), None);
     assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::UntrustedPeer));
@@ -102,7 +100,7 @@ fn item02_headers_only_from_trusted_peers() {
 // 3. All header lines are combined in order.
 #[test]
 fn item03_all_lines_combined_in_order() {
-    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let layer = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     // A first-line-only reader would return the forged 6.6.6.6.
     let lines = xff(&["6.6.6.6", "203.0.113.7, 10.0.0.1", "10.0.0.3"]);
     let res = layer.resolve(&lines, Some(&peer(PROXY)));
@@ -119,7 +117,7 @@ fn item03_all_lines_combined_in_order() {
 // 4. Split on commas, trim, tolerate empty entries.
 #[test]
 fn item04_splitting_and_trimming() {
-    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let layer = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     for value in [
         "203.0.113.7,10.0.0.1",
         "203.0.113.7, 10.0.0.1",
@@ -182,7 +180,7 @@ fn item06_recursive_and_rightmost() {
     let chain = xff(&["203.0.113.7, 192.168.1.1, 10.0.0.1"]);
     let flat = RealIpLayer::x_forwarded_for(set.clone());
     assert_eq!(ip_of(&flat.resolve(&chain, Some(&peer(PROXY)))), "10.0.0.1");
-    let rec = flat.recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(set);
     let res = rec.resolve(&chain, Some(&peer(PROXY)));
     assert_eq!(ip_of(&res), "203.0.113.7");
     match res.outcome() {
@@ -208,7 +206,7 @@ fn item06_recursive_and_rightmost() {
 // 7. Fail closed: an unparsable entry stops the walk; the last good address is kept.
 #[test]
 fn item07_fail_closed() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let res = rec.resolve(&xff(&["203.0.113.66, evil, 10.0.0.5"]), Some(&peer(PROXY)));
     assert_eq!(ip_of(&res), "10.0.0.5");
     match res.outcome() {
@@ -243,8 +241,34 @@ fn item08_trusted_hops() {
     assert_eq!(ip(1), "34.1.1.1");
     assert_eq!(ip(2), "203.0.113.7");
     assert_eq!(ip(3), "6.6.6.6");
-    // Fewer entries than hops: the leftmost (all were written by trusted hops).
-    assert_eq!(ip(5), "6.6.6.6");
+    // Fewer entries than hops: the request did not pass every hop, so the header is not
+    // believed (Envoy uses the downstream address): the transport peer, never an entry.
+    for hops in [4, 5, 50] {
+        let res = RealIpLayer::trusted_hops(hops).resolve(&chain, Some(&anywhere));
+        assert_eq!(client(&res), ("35.2.2.2:1000".into(), "socket".into()));
+        assert_eq!(
+            res.outcome(),
+            &Outcome::Fallback(Fallback::TooFewHops { entries: 3, hops })
+        );
+        assert!(Fallback::TooFewHops { entries: 3, hops }.is_rejection());
+    }
+    let short = RealIpLayer::trusted_hops(3).resolve(&xff(&["1.1.1.1, 2.2.2.2"]), Some(&anywhere));
+    assert_eq!(client(&short), ("35.2.2.2:1000".into(), "socket".into()));
+    // Empty items are not entries; a malformed entry does not hide that the header is short.
+    for short in ["1.1.1.1,, 2.2.2.2,", "bad, 2.2.2.2", "1.1.1.1, bad"] {
+        let res = RealIpLayer::trusted_hops(3).resolve(&xff(&[short]), Some(&anywhere));
+        assert_eq!(
+            res.outcome(),
+            &Outcome::Fallback(Fallback::TooFewHops {
+                entries: 2,
+                hops: 3
+            }),
+            "{short}"
+        );
+    }
+    // Only empty items: no header.
+    let res = RealIpLayer::trusted_hops(2).resolve(&xff(&[" , "]), Some(&anywhere));
+    assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::NoHeader));
     // Zero hops ignores the header.
     let res = RealIpLayer::trusted_hops(0).resolve(&chain, Some(&anywhere));
     assert_eq!(client(&res), ("35.2.2.2:1000".into(), "socket".into()));
@@ -274,7 +298,7 @@ fn fwd(lines: &[&str]) -> HeaderMap {
 // 9. RFC 7239 Forwarded.
 #[test]
 fn item09_forwarded() {
-    let layer = RealIpLayer::forwarded(trusted("10.0.0.0/8")).recursive(true);
+    let layer = RealIpLayer::forwarded_recursive(trusted("10.0.0.0/8"));
     let at = Some(peer(PROXY));
     let cases: &[(&[&str], Option<&str>)] = &[
         (&["for=203.0.113.7"], Some("203.0.113.7")),
@@ -416,7 +440,7 @@ fn item10_single_value_headers() {
 // 11. Ports: in the entry, or from the port header at the same position.
 #[test]
 fn item11_ports() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let at = Some(peer(PROXY));
     let h = |xff: &str, xfp: &[&str]| {
         let mut map = headers(&[("x-forwarded-for", xff)]);
@@ -431,7 +455,8 @@ fn item11_ports() {
     assert!(
         matches!(res.outcome(), Outcome::Header(c) if c.port_source() == PortSource::PortHeader)
     );
-    // `"$http_x_forwarded_port, $remote_port"` with no incoming header starts with an empty entry.
+    // `"$http_x_forwarded_port, $remote_port"` with no incoming header starts with an empty
+    // item: positions are counted from the right, so the client's port is still aligned.
     let res = rec.resolve(
         &h("203.0.113.7, 10.0.0.1", &[", 50000, 40001"]),
         at.as_ref(),
@@ -450,13 +475,9 @@ fn item11_ports() {
     );
     assert_eq!(client(&res).0, "203.0.113.7:1234");
     assert!(matches!(res.outcome(), Outcome::Header(c) if c.port_source() == PortSource::Entry));
-    // Different lengths: a single value is used, several are ambiguous.
+    // A port header shorter than the chosen position has no port for it: the single value
+    // there belongs to the nearest hop, not to the client.
     let res = rec.resolve(&h("203.0.113.7, 10.0.0.1", &["50000"]), at.as_ref());
-    assert_eq!(client(&res).0, "203.0.113.7:50000");
-    let res = rec.resolve(
-        &h("6.6.6.6, 203.0.113.7, 10.0.0.1", &["50000, 40001"]),
-        at.as_ref(),
-    );
     assert_eq!(client(&res).0, "203.0.113.7");
     assert!(matches!(res.outcome(), Outcome::Header(c) if c.port_source() == PortSource::None));
     // A malformed port is no port.
@@ -523,13 +544,27 @@ fn no_header_means_transport_peer() {
     let res = layer.resolve(&HeaderMap::new(), Some(&peer(PROXY)));
     assert_eq!(client(&res), (PROXY.into(), "socket".into()));
     assert_eq!(res.outcome(), &Outcome::Fallback(Fallback::NoHeader));
-    let pp = TransportPeer::proxy_protocol("203.0.113.7:5555".parse().unwrap());
-    let res = layer.resolve(&HeaderMap::new(), Some(&pp));
-    assert_eq!(
-        client(&res),
-        ("203.0.113.7:5555".into(), "proxy-protocol".into())
-    );
     assert_eq!(layer.resolve(&HeaderMap::new(), None).client(), None);
+    // Behind the PROXY listener, the PROXY header's source, labelled as such.
+    #[cfg(feature = "listener")]
+    {
+        use realip_core::ClientAddr;
+        let pp: SocketAddr = "203.0.113.7:5555".parse().unwrap();
+        let mut req = http::Request::new(());
+        req.extensions_mut()
+            .insert(realip_listener::ProxiedAddr::new(
+                Some(ClientAddr::from_socket_addr(pp, AddrSource::ProxyProtocol)),
+                peer(PROXY),
+                None,
+                None,
+            ));
+        let res = layer.resolve_request(&req);
+        assert_eq!(
+            client(&res),
+            ("203.0.113.7:5555".into(), "proxy-protocol".into())
+        );
+        assert_eq!(res.peer(), Some(&PeerAddr::Inet(pp)));
+    }
 }
 
 // Adversarial inputs beyond the reference items: each must fail closed or decide from the
@@ -539,7 +574,7 @@ fn no_header_means_transport_peer() {
 // pass as a trusted proxy nor be returned.
 #[test]
 fn octal_looking_and_short_ipv4_forms_stop_the_walk() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     for bad in [
         "010.0.0.1",
         "10.0.0.01",
@@ -568,7 +603,7 @@ fn octal_looking_and_short_ipv4_forms_stop_the_walk() {
 // returned in IPv4 form.
 #[test]
 fn ipv4_mapped_entries_match_ipv4_trusted_ranges() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let res = rec.resolve(
         &xff(&["6.6.6.6, 203.0.113.7, ::ffff:10.0.0.1, [::ffff:10.0.0.2]:80"]),
         Some(&peer(PROXY)),
@@ -580,7 +615,7 @@ fn ipv4_mapped_entries_match_ipv4_trusted_ranges() {
     );
     assert_eq!(client(&res).0, "203.0.113.7:5000");
     // A trusted set written in mapped form matches plain IPv4 entries too.
-    let mapped = RealIpLayer::x_forwarded_for(trusted("::ffff:10.0.0.0/104")).recursive(true);
+    let mapped = RealIpLayer::x_forwarded_for_recursive(trusted("::ffff:10.0.0.0/104"));
     let res = mapped.resolve(&xff(&["203.0.113.7, 10.0.0.1"]), Some(&peer(PROXY)));
     assert_eq!(client(&res).0, "203.0.113.7");
 }
@@ -589,7 +624,7 @@ fn ipv4_mapped_entries_match_ipv4_trusted_ranges() {
 // address, and an address split across two lines is two malformed entries, never joined.
 #[test]
 fn line_boundaries_separate_entries() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let res = rec.resolve(&xff(&["203.0.113.9,", ",10.0.0.1"]), Some(&peer(PROXY)));
     assert_eq!(client(&res).0, "203.0.113.9");
     let res = rec.resolve(&xff(&["203.0.113.9", "", "10.0.0.1,"]), Some(&peer(PROXY)));
@@ -604,7 +639,7 @@ fn line_boundaries_separate_entries() {
 // Bad ports and brackets stop the walk; they are never read as a bare address.
 #[test]
 fn bad_ports_and_brackets_stop_the_walk() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     for bad in [
         "1.2.3.4:",
         "1.2.3.4:-1",
@@ -618,7 +653,8 @@ fn bad_ports_and_brackets_stop_the_walk() {
         "2001:db8::1]",
         "[1.2.3.4]:80",
         "fe80::1%",
-        "fe80::1%eth0:80",
+        "[fe80::1%]:80",
+        "[fe80::1%eth0]x",
         "1.2.3.4%eth0",
     ] {
         let chain = format!("6.6.6.6, {bad}, 10.0.0.5");
@@ -631,12 +667,15 @@ fn bad_ports_and_brackets_stop_the_walk() {
 // middle element with quoted elements on its right.
 #[test]
 fn forwarded_adversarial_elements() {
-    let layer = RealIpLayer::forwarded(trusted("10.0.0.0/8")).recursive(true);
+    let layer = RealIpLayer::forwarded_recursive(trusted("10.0.0.0/8"));
     let at = Some(peer(PROXY));
     let stops = [
         ("for=203.0.113.7;FoR=6.6.6.6", StopReason::MissingFor),
-        ("for=\"203.0.113\\.7\"", StopReason::Malformed),
         ("for=\"\\\"203.0.113.7\"", StopReason::Malformed),
+        ("for=\"2001:db8::1:8080\"", StopReason::Malformed),
+        ("for=\"2001:db8::abcd\"", StopReason::Malformed),
+        ("for=2001:db8::abcd", StopReason::MalformedElement),
+        ("for=[2001:db8::1]:8080", StopReason::MalformedElement),
         ("for=\"_hidden\"", StopReason::ObfuscatedNode),
         ("for=\"Unknown\"", StopReason::UnknownNode),
         ("for=\"203.0.113.7", StopReason::MalformedElement),
@@ -668,47 +707,278 @@ fn forwarded_adversarial_elements() {
     assert_eq!(client(&res).0, "203.0.113.7");
 }
 
-// When every proxy appends to both lists, entries a client adds to either list make the
-// port unknown or leave it right; they never choose it.
+// When every proxy appends to both lists, entries a client adds on the left of either list
+// leave the port right: positions are counted from the right, the end the proxies write.
 #[test]
 fn client_added_entries_never_choose_the_port() {
-    let rec = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8")).recursive(true);
+    let rec = RealIpLayer::x_forwarded_for_recursive(trusted("10.0.0.0/8"));
     let at = Some(peer(PROXY));
     let h = |xff: &str, xfp: &str| headers(&[("x-forwarded-for", xff), ("x-forwarded-port", xfp)]);
     // LB 1 and LB 2 appended "203.0.113.7"/"50000" and "10.0.0.1"/"40001".
     let cases = [
-        (
-            h("203.0.113.7, 10.0.0.1", "1111, 50000, 40001"),
-            "203.0.113.7",
-        ),
-        (
-            h("203.0.113.7, 10.0.0.1", "1111, 2222, 50000, 40001"),
-            "203.0.113.7",
-        ),
-        (
-            h("6.6.6.6, 203.0.113.7, 10.0.0.1", "1111, 50000, 40001"),
-            "203.0.113.7:50000",
-        ),
-        (
-            h("6.6.6.6, 203.0.113.7, 10.0.0.1", "50000, 40001"),
-            "203.0.113.7",
-        ),
-        (
-            h("6.6.6.6:1111, 203.0.113.7, 10.0.0.1", "50000, 40001"),
-            "203.0.113.7",
-        ),
-        (
-            h(
-                "6.6.6.6, 7.7.7.7, 203.0.113.7, 10.0.0.1",
-                "1111, 50000, 40001",
-            ),
-            "203.0.113.7",
+        h("203.0.113.7, 10.0.0.1", "1111, 50000, 40001"),
+        h("203.0.113.7, 10.0.0.1", "1111, 2222, 50000, 40001"),
+        h("203.0.113.7, 10.0.0.1", ", 50000, 40001"),
+        h("6.6.6.6, 203.0.113.7, 10.0.0.1", "1111, 50000, 40001"),
+        h("6.6.6.6, 203.0.113.7, 10.0.0.1", "50000, 40001"),
+        h("6.6.6.6:1111, 203.0.113.7, 10.0.0.1", "50000, 40001"),
+        h(
+            "6.6.6.6, 7.7.7.7, 203.0.113.7, 10.0.0.1",
+            "1111, 50000, 40001",
         ),
     ];
-    for (map, want) in cases {
+    for map in cases {
         let res = rec.resolve(&map, at.as_ref());
-        assert_eq!(client(&res).0, want, "{map:?}");
+        assert_eq!(client(&res).0, "203.0.113.7:50000", "{map:?}");
     }
+}
+
+/// The port is the port header's item at the chosen address's position from the right,
+/// empty items counted, over all lines: for every strategy. An empty or missing position is
+/// "port unknown", never a neighbour's value.
+#[test]
+fn ports_come_from_the_chosen_position_for_every_strategy() {
+    let at = Some(peer(PROXY));
+    let set = || trusted("10.0.0.0/8");
+    let port_of = |layer: &RealIpLayer, map: &HeaderMap| {
+        let res = layer.resolve(map, at.as_ref());
+        let source = match res.outcome() {
+            Outcome::Header(c) => c.port_source(),
+            other => panic!("{map:?}: {other:?}"),
+        };
+        (res.client().unwrap().to_string(), source)
+    };
+    let h = |xff: &[&str], xfp: &[&str]| {
+        let mut map = HeaderMap::new();
+        for line in xff {
+            map.append("x-forwarded-for", line.parse().unwrap());
+        }
+        for line in xfp {
+            map.append("x-forwarded-port", line.parse().unwrap());
+        }
+        map
+    };
+    let unknown = |ip: &str| (ip.to_owned(), PortSource::None);
+    let known = |addr: &str| (addr.to_owned(), PortSource::PortHeader);
+
+    // Client 127.0.0.101 → LB1 (`X-Forwarded-For $remote_addr`, no port header) → LB2
+    // (`$proxy_add_x_forwarded_for`, `"$http_x_forwarded_port, $remote_port"`): 42342 is
+    // LB1's port on the LB1 → LB2 hop, and the client's port is unknown.
+    let nginx = h(&["127.0.0.101, 127.0.0.13"], &[", 42342"]);
+    let lbs = trusted("127.0.0.0/28");
+    let from_lb2 = Some(peer("127.0.0.14:8080"));
+    for layer in [
+        RealIpLayer::x_forwarded_for_recursive(lbs.clone()),
+        RealIpLayer::leftmost(lbs.clone()),
+        RealIpLayer::trusted_hops(2),
+    ] {
+        let res = layer.resolve(&nginx, from_lb2.as_ref());
+        assert_eq!(client(&res).0, "127.0.0.101", "{:?}", layer.strategy());
+    }
+    // Non-recursive and one hop choose LB1, whose port is the 42342 at the same position.
+    for layer in [
+        RealIpLayer::x_forwarded_for(lbs.clone()),
+        RealIpLayer::trusted_hops(1),
+    ] {
+        let res = layer.resolve(&nginx, from_lb2.as_ref());
+        assert_eq!(client(&res).0, "127.0.0.13:42342", "{:?}", layer.strategy());
+    }
+
+    // Recursive: position 1 from the right in both headers; empty items count.
+    let rec = RealIpLayer::x_forwarded_for_recursive(set());
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &["50000, 40001"])),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &[", 40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &["50000,,40001"])),
+        unknown("203.0.113.7")
+    );
+    // Empty address items are positions too (NGINX passes over them in the walk).
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7,, 10.0.0.1"], &["50000, 1, 40001"])),
+        known("203.0.113.7:50000")
+    );
+    // Across lines, in order, for both headers.
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7", "10.0.0.1"], &["50000", "40001"])),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7", "10.0.0.1"], &["", "40001"])),
+        unknown("203.0.113.7")
+    );
+    // Missing position, malformed item: unknown.
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &["40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(
+        port_of(&rec, &h(&["203.0.113.7, 10.0.0.1"], &["http, 40001"])),
+        unknown("203.0.113.7")
+    );
+
+    // Non-recursive: position 0.
+    let nonrec = RealIpLayer::x_forwarded_for(set());
+    assert_eq!(
+        port_of(&nonrec, &h(&["203.0.113.7, 10.0.0.1"], &["50000, 40001"])),
+        known("10.0.0.1:40001")
+    );
+    assert_eq!(
+        port_of(&nonrec, &h(&["203.0.113.7, 10.0.0.1"], &["50000, "])),
+        unknown("10.0.0.1")
+    );
+
+    // Hops: the hop's position, empty items counted for the port.
+    let hops = RealIpLayer::trusted_hops(2);
+    assert_eq!(
+        port_of(&hops, &h(&["203.0.113.7, 10.0.0.1"], &["50000, 40001"])),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&hops, &h(&["203.0.113.7,, 10.0.0.1"], &["50000, , 40001"])),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&hops, &h(&["203.0.113.7, 10.0.0.1"], &[", 40001"])),
+        unknown("203.0.113.7")
+    );
+
+    // Leftmost: the leftmost entry's position from the right.
+    let leftmost = RealIpLayer::leftmost(set());
+    assert_eq!(
+        port_of(
+            &leftmost,
+            &h(&["203.0.113.7, 10.0.0.1"], &["9, 50000, 40001"])
+        ),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&leftmost, &h(&["203.0.113.7, 10.0.0.1"], &["40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(
+        port_of(&leftmost, &h(&[" , 203.0.113.7, 10.0.0.1"], &["1, , 2"])),
+        unknown("203.0.113.7")
+    );
+
+    // Single value: set, not appended, so only a single-valued port header belongs to it.
+    let single = RealIpLayer::x_real_ip(set());
+    let real = |xfp: &[&str]| {
+        let mut map = headers(&[("x-real-ip", "203.0.113.7")]);
+        for line in xfp {
+            map.append("x-forwarded-port", line.parse().unwrap());
+        }
+        map
+    };
+    assert_eq!(
+        port_of(&single, &real(&["50000"])),
+        known("203.0.113.7:50000")
+    );
+    assert_eq!(
+        port_of(&single, &real(&["50000, 40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(
+        port_of(&single, &real(&[", 40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(
+        port_of(&single, &real(&["50000", "40001"])),
+        unknown("203.0.113.7")
+    );
+    assert_eq!(port_of(&single, &real(&[""])), unknown("203.0.113.7"));
+
+    // Forwarded with a port header configured: elements are positions, empty ones too.
+    let forwarded = RealIpLayer::forwarded_recursive(set())
+        .port_header(HeaderName::from_static("x-forwarded-port"));
+    let mut map = fwd(&["for=203.0.113.7, , for=10.0.0.1"]);
+    map.append("x-forwarded-port", "50000, 1, 40001".parse().unwrap());
+    assert_eq!(port_of(&forwarded, &map), known("203.0.113.7:50000"));
+}
+
+/// Every strategy, given a header shorter than it needs, answers with the transport peer
+/// or an address a trusted proxy wrote; never a value from an untrusted client.
+#[test]
+fn short_headers_never_yield_a_client_written_value() {
+    let at = Some(peer(PROXY));
+    let set = || trusted("10.0.0.0/8");
+    let socket = (PROXY.to_owned(), "socket".to_owned());
+    // No entry at all, for each strategy.
+    let layers = [
+        RealIpLayer::x_forwarded_for(set()),
+        RealIpLayer::x_forwarded_for_recursive(set()),
+        RealIpLayer::trusted_hops(2),
+        RealIpLayer::leftmost(set()),
+        RealIpLayer::x_real_ip(set()),
+        RealIpLayer::forwarded_recursive(set()),
+    ];
+    for layer in &layers {
+        for empty in ["", " ", ",", " , ,"] {
+            let map = headers(&[(layer.header_name().as_str(), empty)]);
+            let res = layer.resolve(&map, at.as_ref());
+            if layer.strategy() == realip_tower::Strategy::SingleValue && empty.contains(',') {
+                // A list in a single-value header is malformed.
+                assert!(matches!(
+                    res.outcome(),
+                    Outcome::Fallback(Fallback::Invalid(_))
+                ));
+            } else {
+                assert_eq!(
+                    res.outcome(),
+                    &Outcome::Fallback(Fallback::NoHeader),
+                    "{:?} {empty:?}",
+                    layer.strategy()
+                );
+            }
+            assert_eq!(client(&res), socket, "{:?} {empty:?}", layer.strategy());
+        }
+    }
+    // Recursive walk running out of entries: every one is trusted, so the leftmost was
+    // written by a trusted proxy (NGINX gives the same).
+    let rec = RealIpLayer::x_forwarded_for_recursive(set());
+    let res = rec.resolve(&xff(&["10.0.0.7, 10.0.0.1"]), at.as_ref());
+    assert_eq!(ip_of(&res), "10.0.0.7");
+    let rec = RealIpLayer::forwarded_recursive(set());
+    let res = rec.resolve(&fwd(&["for=10.0.0.7, for=10.0.0.1"]), at.as_ref());
+    assert_eq!(ip_of(&res), "10.0.0.7");
+    // Hops: fewer entries than hops, the transport peer.
+    let res = RealIpLayer::trusted_hops(3).resolve(&xff(&["6.6.6.6, 34.1.1.1"]), at.as_ref());
+    assert_eq!(client(&res), socket);
+}
+
+/// Zones run to `]` or the end of the entry, whatever their text, wherever addresses are
+/// parsed: X-Forwarded-For, single-value headers, Forwarded.
+#[test]
+fn zones_are_stripped_wherever_addresses_are_parsed() {
+    let at = Some(peer(PROXY));
+    let windows =
+        "[fe80::d806:a55d:eb1b:49cc%vEthernet (vmxnet3 Ethernet Adapter - Virtual Switch)]:64692";
+    let want = "[fe80::d806:a55d:eb1b:49cc]:64692";
+    let layer = RealIpLayer::x_forwarded_for(trusted("10.0.0.0/8"));
+    assert_eq!(
+        client(&layer.resolve(&xff(&[windows]), at.as_ref())).0,
+        want
+    );
+    let layer = RealIpLayer::x_real_ip(trusted("10.0.0.0/8"));
+    let map = headers(&[("x-real-ip", windows)]);
+    assert_eq!(client(&layer.resolve(&map, at.as_ref())).0, want);
+    let map = headers(&[("x-real-ip", "fe80::1%Local Area Connection 2")]);
+    assert_eq!(client(&layer.resolve(&map, at.as_ref())).0, "fe80::1");
+    let layer = RealIpLayer::forwarded(trusted("10.0.0.0/8"));
+    let node = format!("for=\"{windows}\";proto=wss");
+    assert_eq!(client(&layer.resolve(&fwd(&[&node]), at.as_ref())).0, want);
+    // The recursive walk passes a trusted zoned proxy address too.
+    let layer = RealIpLayer::x_forwarded_for_recursive(trusted("fe80::/10"));
+    let res = layer.resolve(
+        &xff(&["203.0.113.7, fe80::2%eth0, [fe80::3%Wi-Fi 2]:80"]),
+        Some(&peer("[fe80::4]:1")),
+    );
+    assert_eq!(ip_of(&res), "203.0.113.7");
 }
 
 // Cost is linear in the header size, whatever its shape: a quadratic scan over these
@@ -718,8 +988,8 @@ fn huge_headers_resolve_in_linear_time() {
     let big = 128 * 1024;
     let set = trusted("10.0.0.0/8");
     let layers = [
-        RealIpLayer::x_forwarded_for(set.clone()).recursive(true),
-        RealIpLayer::forwarded(set.clone()).recursive(true),
+        RealIpLayer::x_forwarded_for_recursive(set.clone()),
+        RealIpLayer::forwarded_recursive(set.clone()),
         RealIpLayer::trusted_hops(usize::MAX),
         RealIpLayer::leftmost(set.clone()),
     ];

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use http::HeaderMap;
 use proptest::prelude::*;
 use realip_core::TrustedProxies;
-use realip_tower::{RealIpLayer, TransportPeer};
+use realip_tower::{PeerAddr, RealIpLayer};
 
 /// One entry of the chain, before rendering.
 #[derive(Clone, Debug)]
@@ -98,7 +98,7 @@ proptest! {
         }
         let peer_ip: IpAddr = if peer_trusted { "10.9.9.9" } else { "203.0.113.1" }.parse().unwrap();
         trusted.add(if peer_trusted { "10.9.9.9" } else { "10.9.9.10" }).unwrap();
-        let peer = TransportPeer::socket(SocketAddr::new(peer_ip, 4000));
+        let peer = PeerAddr::Inet(SocketAddr::new(peer_ip, 4000));
 
         // Render into lines: each boundary either separates lines or is a comma with
         // random spacing.
@@ -119,7 +119,7 @@ proptest! {
             headers.append("x-forwarded-for", line.parse().unwrap());
         }
 
-        let layer = RealIpLayer::x_forwarded_for(trusted.clone()).recursive(true);
+        let layer = RealIpLayer::x_forwarded_for_recursive(trusted.clone());
         let got = layer.resolve(&headers, Some(&peer));
         let model_chain: Vec<Option<IpAddr>> = chain
             .iter()
@@ -174,7 +174,7 @@ proptest! {
         same_line in any::<bool>(),
     ) {
         let trusted: TrustedProxies = "10.0.0.0/16, fd00::/16".parse().unwrap();
-        let peer = TransportPeer::socket("10.0.9.9:4000".parse().unwrap());
+        let peer = PeerAddr::Inet("10.0.9.9:4000".parse().unwrap());
         // Make sure an untrusted address exists among the proxies' elements.
         let mut elements = elements;
         elements.insert(0, (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), "for=203.0.113.7".to_owned()));
@@ -192,7 +192,7 @@ proptest! {
             .map(|(ip, _)| *ip)
             .find(|ip| !trusted.contains(*ip))
             .unwrap();
-        let got = RealIpLayer::forwarded(trusted).recursive(true).resolve(&headers, Some(&peer));
+        let got = RealIpLayer::forwarded_recursive(trusted).resolve(&headers, Some(&peer));
         prop_assert_eq!(got.client().map(|c| c.ip()), Some(want));
     }
 
@@ -207,9 +207,9 @@ proptest! {
     ) {
         let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
         let layer = match which {
-            0 => RealIpLayer::x_forwarded_for(trusted).recursive(true),
+            0 => RealIpLayer::x_forwarded_for_recursive(trusted),
             1 => RealIpLayer::x_forwarded_for(trusted),
-            2 => RealIpLayer::forwarded(trusted).recursive(true),
+            2 => RealIpLayer::forwarded_recursive(trusted),
             3 => RealIpLayer::x_real_ip(trusted),
             4 => RealIpLayer::leftmost(trusted),
             _ => RealIpLayer::trusted_hops(3),
@@ -222,7 +222,7 @@ proptest! {
         for port in &ports {
             headers.append("x-forwarded-port", http::HeaderValue::from_bytes(port).unwrap());
         }
-        let peer = TransportPeer::socket("10.0.0.1:4000".parse().unwrap());
+        let peer = PeerAddr::Inet("10.0.0.1:4000".parse().unwrap());
         let got = layer.resolve(&headers, Some(&peer));
         let client = got.client().unwrap();
         let from_header = client.source().as_str() == layer.header_name().as_str();

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use http::Request;
 use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
 use realip_listener::ProxiedAddr;
-use realip_tower::{Outcome, RealIpLayer, Resolution, TransportPeer};
+use realip_tower::{Outcome, RealIpLayer, Resolution};
 use tower::{Layer, ServiceExt, service_fn};
 
 const CLIENT: &str = "1.94.170.163";
@@ -57,9 +57,7 @@ fn emqx_style() -> RealIpLayer {
 }
 
 fn nginx_recursive() -> RealIpLayer {
-    RealIpLayer::x_forwarded_for(lb_range())
-        .recursive(true)
-        .websocket_only(true)
+    RealIpLayer::x_forwarded_for_recursive(lb_range()).websocket_only(true)
 }
 
 fn want(ip: &str, port: Option<u16>, source: &str) -> Option<ClientAddr> {
@@ -75,7 +73,7 @@ fn want(ip: &str, port: Option<u16>, source: &str) -> Option<ClientAddr> {
 #[tokio::test]
 async fn w1_single_lb_overwrites() {
     let headers = [("X-Forwarded-For", CLIENT), ("X-Forwarded-Port", "52662")];
-    let peer = TransportPeer::socket(sock(LB1, 40001));
+    let peer = PeerAddr::Inet(sock(LB1, 40001));
     for layer in [
         emqx_style(),
         nginx_recursive(),
@@ -98,7 +96,7 @@ fn w2_headers() -> [(&'static str, &'static str); 2] {
 /// W2: LB 1 overwrites, LB 2 appends.
 #[tokio::test]
 async fn w2_outer_lb_overwrites_inner_appends() {
-    let peer = TransportPeer::socket(sock(LB2, 40002));
+    let peer = PeerAddr::Inet(sock(LB2, 40002));
     for layer in [emqx_style(), nginx_recursive()] {
         let (client, _) = upgrade(layer, &w2_headers(), peer.clone()).await;
         assert_eq!(client, want(CLIENT, Some(CLIENT_PORT), "x-forwarded-for"));
@@ -119,7 +117,7 @@ async fn w2_outer_lb_overwrites_inner_appends() {
 async fn w3_forged_header_overwritten_by_lb1() {
     // Attacker's proxy → LB 1 sent `X-Forwarded-For: 127.0.0.1, X-Forwarded-Port: 50000`;
     // LB 1 replaced both with its peer, LB 2 appended.
-    let peer = TransportPeer::socket(sock(LB2, 40002));
+    let peer = PeerAddr::Inet(sock(LB2, 40002));
     for layer in [emqx_style(), nginx_recursive()] {
         let (client, _) = upgrade(layer, &w2_headers(), peer.clone()).await;
         let client = client.unwrap();
@@ -156,7 +154,7 @@ fn w4_headers(x_real_ip: &'static str) -> [(&'static str, &'static str); 3] {
 /// W4: every LB appends; LB 3 resolves with NGINX realip and passes `X-Real-IP`.
 #[tokio::test]
 async fn w4_lb3_realip_sets_x_real_ip() {
-    let peer = TransportPeer::socket(sock(LB3, 40003));
+    let peer = PeerAddr::Inet(sock(LB3, 40003));
     let layer = RealIpLayer::x_real_ip(lb_range()).websocket_only(true);
     let (client, resolution) = upgrade(layer.clone(), &w4_headers(CLIENT), peer.clone()).await;
     // X-Real-IP is one value and X-Forwarded-Port has four: the port is not guessed.
@@ -170,7 +168,7 @@ async fn w4_lb3_realip_sets_x_real_ip() {
 /// W4b: the broker walks the X-Forwarded-For chain itself.
 #[tokio::test]
 async fn w4b_broker_walks_the_chain() {
-    let peer = TransportPeer::socket(sock(LB3, 40003));
+    let peer = PeerAddr::Inet(sock(LB3, 40003));
     let (client, resolution) = upgrade(nginx_recursive(), &w4_headers(CLIENT), peer).await;
     assert_eq!(client, want(CLIENT, Some(CLIENT_PORT), "x-forwarded-for"));
     match resolution.outcome() {
@@ -198,7 +196,7 @@ async fn w5_direct_client_forged_header_ignored() {
         RealIpLayer::x_real_ip(lb_range()),
         RealIpLayer::forwarded(lb_range()),
     ] {
-        let (client, _) = upgrade(layer, &forged, TransportPeer::socket(direct)).await;
+        let (client, _) = upgrade(layer, &forged, PeerAddr::Inet(direct)).await;
         assert_eq!(
             client,
             Some(ClientAddr::from_socket_addr(direct, AddrSource::Socket))
@@ -236,13 +234,7 @@ async fn w6_proxy_protocol_on_the_websocket_port() {
     let forged = [("X-Forwarded-For", "127.0.0.1"), ("X-Forwarded-Port", "1")];
     let (got, resolution) = upgrade(nginx_recursive(), &forged, addr.clone()).await;
     assert_eq!(got, expected);
-    assert_eq!(
-        resolution.peer(),
-        Some(&TransportPeer::Inet(ClientAddr::from_socket_addr(
-            client,
-            AddrSource::ProxyProtocol
-        )))
-    );
+    assert_eq!(resolution.peer(), Some(&PeerAddr::Inet(client)));
     // Through axum's connect info too.
     #[cfg(feature = "axum")]
     {
@@ -271,7 +263,7 @@ async fn websocket_only_skips_plain_requests() {
         .header("x-forwarded-for", "1.94.170.163")
         .body(())
         .unwrap();
-    req.extensions_mut().insert(TransportPeer::socket(lb));
+    req.extensions_mut().insert(PeerAddr::Inet(lb));
     let got = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(
         got,
@@ -286,7 +278,7 @@ async fn websocket_only_skips_plain_requests() {
         .header("x-forwarded-for", "1.94.170.163")
         .body(())
         .unwrap();
-    req.extensions_mut().insert(TransportPeer::socket(lb));
+    req.extensions_mut().insert(PeerAddr::Inet(lb));
     let got = svc.oneshot(req).await.unwrap();
     assert_eq!(got, want(CLIENT, None, "x-forwarded-for"));
 }
@@ -304,8 +296,7 @@ async fn existing_client_addr_is_kept() {
         .header("x-forwarded-for", "1.94.170.163")
         .body(())
         .unwrap();
-    req.extensions_mut()
-        .insert(TransportPeer::socket(sock(LB2, 1)));
+    req.extensions_mut().insert(PeerAddr::Inet(sock(LB2, 1)));
     req.extensions_mut().insert(preset.clone());
     assert_eq!(svc.oneshot(req).await.unwrap(), Some(preset));
 }

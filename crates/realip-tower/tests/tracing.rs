@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use http::Request;
 use realip_core::TrustedProxies;
-use realip_tower::{RealIpLayer, TransportPeer};
+use realip_tower::{PeerAddr, RealIpLayer};
 use tower::{Layer, ServiceExt, service_fn};
 use tracing::Instrument;
 
@@ -41,19 +41,19 @@ async fn run(headers: &[(&str, &str)], peer: &str) -> String {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let svc = RealIpLayer::x_forwarded_for("10.0.0.0/8".parse::<TrustedProxies>().unwrap())
-        .recursive(true)
-        .layer(service_fn(|_req: Request<()>| async move {
-            tracing::info!("handler");
-            Ok::<_, Infallible>(())
-        }));
+    let svc =
+        RealIpLayer::x_forwarded_for_recursive("10.0.0.0/8".parse::<TrustedProxies>().unwrap())
+            .layer(service_fn(|_req: Request<()>| async move {
+                tracing::info!("handler");
+                Ok::<_, Infallible>(())
+            }));
     let mut builder = Request::get("/");
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
     let mut req = builder.body(()).unwrap();
     req.extensions_mut()
-        .insert(TransportPeer::socket(peer.parse().unwrap()));
+        .insert(PeerAddr::Inet(peer.parse().unwrap()));
     let span = tracing::info_span!("request", client = tracing::field::Empty);
     svc.oneshot(req).instrument(span).await.unwrap();
     buffer.text()

@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use realip_core::TrustedProxies;
-use realip_tower::{RealClient, RealIpLayer, Resolution, TransportPeer};
+use realip_tower::{PeerAddr, RealClient, RealIpLayer, Resolution};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -72,9 +72,7 @@ async fn ask_after(
 #[tokio::test]
 async fn handler_sees_the_forwarded_client_from_a_trusted_proxy() {
     let app = Router::new().route("/mqtt", get(mqtt)).layer(
-        RealIpLayer::x_forwarded_for(TrustedProxies::loopback())
-            .recursive(true)
-            .websocket_only(true),
+        RealIpLayer::x_forwarded_for_recursive(TrustedProxies::loopback()).websocket_only(true),
     );
     let server = serve(app).await;
     // As NGINX LB 2 sends it in scenario W2 (the test client plays the proxy on 127.0.0.1).
@@ -91,9 +89,12 @@ async fn handler_sees_the_forwarded_client_from_a_trusted_proxy() {
 
 #[tokio::test]
 async fn handler_sees_the_socket_peer_when_the_header_is_forged() {
-    let app = Router::new()
-        .route("/mqtt", get(mqtt))
-        .layer(RealIpLayer::x_forwarded_for("10.0.0.0/8".parse().unwrap()).recursive(true));
+    let app =
+        Router::new()
+            .route("/mqtt", get(mqtt))
+            .layer(RealIpLayer::x_forwarded_for_recursive(
+                "10.0.0.0/8".parse().unwrap(),
+            ));
     let server = serve(app).await;
     let (seen, local) = ask(server, &[("x-forwarded-for", "10.0.0.1")]).await;
     assert_eq!(seen, format!("{local} socket"));
@@ -167,7 +168,7 @@ async fn tokio_tungstenite_server_resolves_in_the_handshake_callback() {
         let (stream, peer) = listener.accept().await.unwrap();
         let mut client = None;
         let callback = |request: &Request, mut response: WsResponse| {
-            let resolution = layer.resolve(request.headers(), Some(&TransportPeer::socket(peer)));
+            let resolution = layer.resolve(request.headers(), Some(&PeerAddr::Inet(peer)));
             client = resolution.into_client();
             response
                 .headers_mut()
@@ -198,6 +199,7 @@ async fn tokio_tungstenite_server_resolves_in_the_handshake_callback() {
 
 /// Scenario W6 end to end: PROXY protocol on the WebSocket port (the `realip-listener`
 /// listener with axum's `ConnectInfo<ProxiedAddr>`), forwarded headers on top.
+#[cfg(feature = "listener")]
 #[tokio::test]
 async fn proxy_protocol_listener_composes_with_forwarded_headers() {
     use realip_listener::{Policy, ProxiedAddr, ProxyHeader, ProxyListener};
@@ -205,9 +207,7 @@ async fn proxy_protocol_listener_composes_with_forwarded_headers() {
     // The stream load balancer's PROXY header says who connected to it; only 127.0.0.11
     // (an HTTP proxy in front of it) may vouch for someone else with X-Forwarded-For.
     let app = Router::new().route("/mqtt", get(mqtt)).layer(
-        RealIpLayer::x_forwarded_for("127.0.0.11".parse().unwrap())
-            .recursive(true)
-            .websocket_only(true),
+        RealIpLayer::x_forwarded_for_recursive("127.0.0.11".parse().unwrap()).websocket_only(true),
     );
     let listener = ProxyListener::builder()
         .policy(Policy::Require)

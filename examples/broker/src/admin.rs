@@ -4,8 +4,9 @@
 //! - `GET /api/v5/clients/{clientid}` → `CLIENT`, or 404 `{"code": "CLIENTID_NOT_FOUND", "message": ...}`
 //! - `DELETE /api/v5/clients/{clientid}` → 204 (the client is disconnected), or 404 as above
 //!
-//! `CLIENT` has `clientid`, `listener`, `ip_address` and `port` (the real client), `peername`
-//! (`IP:PORT` of the real client), `ip_source`, `sockname`, `socket_peer` (`IP:PORT` of the TCP
+//! `CLIENT` has `clientid`, `listener`, `ip_address` and `port` (the real client; `port` is
+//! `null` when no port can be attributed to it, never `0` or a proxy's port), `peername`
+//! (`IP:PORT` of the real client, or `IP` alone when the port is unknown), `ip_source`, `sockname`, `socket_peer` (`IP:PORT` of the TCP
 //! peer), `proto_name`, `proto_ver`, `clean_start`, `keepalive`, `connected`, `connected_at`,
 //! `subscriptions_cnt`, and `proxy` (PROXY protocol header) or `forwarded` (header lines) when
 //! they decided the address.

@@ -1,23 +1,20 @@
 //! Shared broker state: sessions by client id, subscriptions, retained messages.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use realip_core::{ClientAddr, PeerAddr};
 use rumqttc::mqttbytes::QoS;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::acl::Acl;
 
-/// Messages queued for one connection before it is considered a slow consumer.
-const CONNECTION_QUEUE: usize = 1024;
-/// QoS 1 messages kept for an offline persistent session (3.1.1 clean session = 0, or MQTT 5
-/// session expiry interval > 0).
-const OFFLINE_QUEUE: usize = 1000;
+/// Messages queued for one session (connected or not) before the oldest is dropped.
+pub(crate) const SESSION_QUEUE: usize = 1000;
 
 /// What is known about a connection when it is accepted, before CONNECT.
 #[derive(Clone, Debug)]
@@ -47,8 +44,7 @@ pub(crate) struct ClientInfo {
     /// 3.1.1 clean session / MQTT 5 clean start: discard any previous session.
     pub(crate) clean_start: bool,
     /// Whether the session outlives the connection (3.1.1 clean session = 0, MQTT 5 session
-    /// expiry interval > 0; expiry itself is not enforced: the session lives until the broker
-    /// stops or a clean start replaces it).
+    /// expiry interval > 0).
     pub(crate) persistent: bool,
     pub(crate) connected_at: SystemTime,
 }
@@ -77,13 +73,78 @@ impl SubOptions {
     }
 }
 
-/// A message on its way to one subscriber.
+/// The MQTT 5 properties a message carries from its publisher to its subscribers
+/// [MQTT-3.3.2-4], [MQTT-3.3.2-15], [MQTT-3.3.2-17], [MQTT-3.3.2-18], [MQTT-3.3.2-20].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MessageProps {
+    pub(crate) payload_format_indicator: Option<u8>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) response_topic: Option<String>,
+    pub(crate) correlation_data: Option<Bytes>,
+    pub(crate) user_properties: Vec<(String, String)>,
+    /// The end of the Message Expiry Interval, counted from when the broker received it.
+    pub(crate) expires_at: Option<Instant>,
+}
+
+impl MessageProps {
+    /// Sets the expiry from a Message Expiry Interval received now.
+    pub(crate) fn expire_after(&mut self, secs: Option<u32>) {
+        self.expires_at = secs.map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+    }
+
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The Message Expiry Interval to send: the received one minus the time the message
+    /// waited in the broker, in whole seconds rounded up [MQTT-3.3.2-6].
+    pub(crate) fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        })
+    }
+}
+
+/// A message on its way to subscribers.
 #[derive(Clone, Debug)]
 pub(crate) struct Delivery {
     pub(crate) topic: Arc<str>,
     pub(crate) payload: Bytes,
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
+    pub(crate) props: Arc<MessageProps>,
+}
+
+impl Delivery {
+    #[cfg(test)]
+    pub(crate) fn new(topic: &str, payload: Bytes, qos: QoS, retain: bool) -> Self {
+        Self {
+            topic: Arc::from(topic),
+            payload,
+            qos,
+            retain,
+            props: Arc::default(),
+        }
+    }
+}
+
+/// An outgoing QoS 1 or 2 PUBLISH that is not complete yet.
+#[derive(Clone, Debug)]
+pub(crate) struct InFlight {
+    pub(crate) pkid: u16,
+    pub(crate) msg: Delivery,
+    /// QoS 2: PUBREC received and PUBREL sent; PUBCOMP is awaited.
+    pub(crate) released: bool,
+}
+
+/// A message taken from a session's queue for sending.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// The packet identifier (QoS 1 and 2), already in the session's in-flight list.
+    pub(crate) pkid: u16,
+    pub(crate) msg: Delivery,
 }
 
 /// Why the broker closes a connection from the outside.
@@ -109,14 +170,18 @@ impl CloseReason {
 pub(crate) struct Registration {
     pub(crate) conn_id: u64,
     pub(crate) session_present: bool,
-    pub(crate) rx: mpsc::Receiver<Delivery>,
+    /// Woken when the session's queue has messages.
+    pub(crate) ready: Arc<Notify>,
     pub(crate) close: oneshot::Receiver<CloseReason>,
+    /// A resumed session's incomplete outgoing messages, to re-send first and in order
+    /// [MQTT-4.4.0-1], [MQTT-4.6.0-1].
+    pub(crate) resend: Vec<InFlight>,
 }
 
 #[derive(Debug)]
 struct Conn {
     id: u64,
-    tx: mpsc::Sender<Delivery>,
+    ready: Arc<Notify>,
     close: Option<oneshot::Sender<CloseReason>>,
     info: Arc<ClientInfo>,
 }
@@ -126,13 +191,57 @@ struct Session {
     subs: BTreeMap<String, SubOptions>,
     persistent: bool,
     conn: Option<Conn>,
-    pending: VecDeque<Delivery>,
+    /// Messages not sent yet, oldest first.
+    queue: VecDeque<Delivery>,
+    /// Sent QoS 1/2 messages not completed yet, in the order they were sent.
+    inflight: Vec<InFlight>,
+    /// The last packet identifier given to an outgoing message.
+    last_pkid: u16,
+    /// Inbound QoS 2 packet identifiers whose PUBLISH was received and not yet released.
+    inbound_qos2: BTreeSet<u16>,
+}
+
+impl Session {
+    /// Queues a message; a full queue drops its oldest message.
+    fn enqueue(&mut self, clientid: &str, delivery: Delivery) {
+        if self.queue.len() >= SESSION_QUEUE {
+            if let Some(dropped) = self.queue.pop_front() {
+                tracing::warn!(client = %clientid, topic = %dropped.topic, "session queue full: oldest message dropped");
+            }
+        }
+        self.queue.push_back(delivery);
+        if let Some(conn) = &self.conn {
+            conn.ready.notify_one();
+        }
+    }
+
+    fn next_pkid(&mut self) -> Option<u16> {
+        if self.inflight.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            self.last_pkid = self.last_pkid.wrapping_add(1).max(1);
+            let pkid = self.last_pkid;
+            if !self.inflight.iter().any(|f| f.pkid == pkid) {
+                return Some(pkid);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     sessions: HashMap<String, Session>,
     retained: BTreeMap<String, Delivery>,
+}
+
+/// What an acknowledgement from the client did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acked {
+    /// It completed (PUBACK, PUBCOMP) or advanced (PUBREC) a message in flight.
+    Known,
+    /// No message in flight has this packet identifier in the state the ack needs.
+    Unknown,
 }
 
 /// The broker: shared by every connection task and the admin API.
@@ -204,8 +313,8 @@ impl Broker {
     /// Registers a CONNECTed client; an existing connection with the same id is closed.
     pub(crate) fn register(&self, info: ClientInfo) -> Registration {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         let (close_tx, close) = oneshot::channel();
+        let ready = Arc::new(Notify::new());
         let clientid = info.clientid.clone();
         let (clean_start, persistent) = (info.clean_start, info.persistent);
         let mut state = self.lock();
@@ -220,28 +329,36 @@ impl Broker {
             false
         } else {
             // A previous session exists if it was persistent and had state.
-            session.persistent && (!session.subs.is_empty() || !session.pending.is_empty())
+            session.persistent
+                && (!session.subs.is_empty()
+                    || !session.queue.is_empty()
+                    || !session.inflight.is_empty())
         };
+        if !session_present {
+            *session = Session::default();
+        }
         session.persistent = persistent;
-        for delivery in session.pending.drain(..) {
-            let _ = tx.try_send(delivery);
+        if !session.queue.is_empty() {
+            ready.notify_one();
         }
         session.conn = Some(Conn {
             id: conn_id,
-            tx,
+            ready: Arc::clone(&ready),
             close: Some(close_tx),
             info: Arc::new(info),
         });
         Registration {
             conn_id,
             session_present,
-            rx,
+            ready,
             close,
+            resend: session.inflight.clone(),
         }
     }
 
     /// Forgets a connection (if it is still the current one for its client id). A clean
-    /// session is dropped with it; a persistent one keeps its subscriptions.
+    /// session is dropped with it; a persistent one keeps its subscriptions, its queue and
+    /// its messages in flight.
     pub(crate) fn unregister(&self, clientid: &str, conn_id: u64) {
         let mut state = self.lock();
         let Some(session) = state.sessions.get_mut(clientid) else {
@@ -253,6 +370,146 @@ impl Broker {
                 state.sessions.remove(clientid);
             }
         }
+    }
+
+    /// Runs `f` on the session of `clientid` if `conn_id` is its current connection.
+    fn with_own<T>(
+        &self,
+        clientid: &str,
+        conn_id: u64,
+        f: impl FnOnce(&mut Session) -> T,
+    ) -> Option<T> {
+        let mut state = self.lock();
+        let session = state.sessions.get_mut(clientid)?;
+        if session.conn.as_ref().is_some_and(|c| c.id == conn_id) {
+            Some(f(session))
+        } else {
+            None
+        }
+    }
+
+    /// Takes queued messages to send, oldest first: QoS 0 ones, and QoS 1/2 ones while
+    /// fewer than `receive_max` are in flight (each gets a packet identifier and joins the
+    /// in-flight list). Expired messages are dropped [MQTT-3.3.2-5].
+    pub(crate) fn take(
+        &self,
+        clientid: &str,
+        conn_id: u64,
+        receive_max: u16,
+        max: usize,
+    ) -> Vec<Outgoing> {
+        let now = Instant::now();
+        self.with_own(clientid, conn_id, |session| {
+            let mut out = Vec::new();
+            while out.len() < max {
+                let Some(front) = session.queue.front() else {
+                    break;
+                };
+                if front.props.expired(now) {
+                    session.queue.pop_front();
+                    continue;
+                }
+                if front.qos == QoS::AtMostOnce {
+                    let msg = session.queue.pop_front().unwrap_or_else(|| unreachable!());
+                    out.push(Outgoing { pkid: 0, msg });
+                    continue;
+                }
+                if session.inflight.len() >= usize::from(receive_max) {
+                    break;
+                }
+                let Some(pkid) = session.next_pkid() else {
+                    break;
+                };
+                let msg = session.queue.pop_front().unwrap_or_else(|| unreachable!());
+                session.inflight.push(InFlight {
+                    pkid,
+                    msg: msg.clone(),
+                    released: false,
+                });
+                out.push(Outgoing { pkid, msg });
+            }
+            out
+        })
+        .unwrap_or_default()
+    }
+
+    /// PUBACK: completes a QoS 1 message.
+    pub(crate) fn puback(&self, clientid: &str, conn_id: u64, pkid: u16) -> Acked {
+        self.complete(clientid, conn_id, pkid, |f| f.msg.qos == QoS::AtLeastOnce)
+    }
+
+    /// PUBCOMP: completes a released QoS 2 message.
+    pub(crate) fn pubcomp(&self, clientid: &str, conn_id: u64, pkid: u16) -> Acked {
+        self.complete(clientid, conn_id, pkid, |f| {
+            f.msg.qos == QoS::ExactlyOnce && f.released
+        })
+    }
+
+    /// Drops a message in flight whatever its state (a message the client cannot take).
+    pub(crate) fn discard(&self, clientid: &str, conn_id: u64, pkid: u16) {
+        self.complete(clientid, conn_id, pkid, |_| true);
+    }
+
+    fn complete(
+        &self,
+        clientid: &str,
+        conn_id: u64,
+        pkid: u16,
+        matches: impl Fn(&InFlight) -> bool,
+    ) -> Acked {
+        self.with_own(clientid, conn_id, |session| {
+            match session
+                .inflight
+                .iter()
+                .position(|f| f.pkid == pkid && matches(f))
+            {
+                Some(i) => {
+                    session.inflight.remove(i);
+                    if let Some(conn) = &session.conn {
+                        conn.ready.notify_one();
+                    }
+                    Acked::Known
+                }
+                None => Acked::Unknown,
+            }
+        })
+        .unwrap_or(Acked::Unknown)
+    }
+
+    /// PUBREC: a QoS 2 message is received by the client; `failed` (an MQTT 5 reason code
+    /// of 0x80 or more) ends its flow instead.
+    pub(crate) fn pubrec(&self, clientid: &str, conn_id: u64, pkid: u16, failed: bool) -> Acked {
+        if failed {
+            return self.complete(clientid, conn_id, pkid, |f| {
+                f.msg.qos == QoS::ExactlyOnce && !f.released
+            });
+        }
+        self.with_own(clientid, conn_id, |session| {
+            match session
+                .inflight
+                .iter_mut()
+                .find(|f| f.pkid == pkid && f.msg.qos == QoS::ExactlyOnce)
+            {
+                Some(f) => {
+                    f.released = true;
+                    Acked::Known
+                }
+                None => Acked::Unknown,
+            }
+        })
+        .unwrap_or(Acked::Unknown)
+    }
+
+    /// An inbound QoS 2 PUBLISH: `true` when its packet identifier is new (deliver it),
+    /// `false` for a re-sent one whose first copy was delivered already (exactly once).
+    pub(crate) fn inbound_qos2(&self, clientid: &str, conn_id: u64, pkid: u16) -> bool {
+        self.with_own(clientid, conn_id, |s| s.inbound_qos2.insert(pkid))
+            .unwrap_or(false)
+    }
+
+    /// PUBREL: the inbound QoS 2 packet identifier may be used again.
+    pub(crate) fn inbound_release(&self, clientid: &str, conn_id: u64, pkid: u16) {
+        self.with_own(clientid, conn_id, |s| s.inbound_qos2.remove(&pkid));
     }
 
     /// Closes a client's connection from the admin API. Returns whether it was connected.
@@ -273,18 +530,14 @@ impl Broker {
         }
     }
 
-    /// Adds (or replaces) subscriptions; returns the retained messages to send for them.
-    pub(crate) fn subscribe(
-        &self,
-        clientid: &str,
-        filters: &[(String, SubOptions)],
-    ) -> Vec<Delivery> {
+    /// Adds (or replaces) subscriptions and queues the retained messages to send for them.
+    pub(crate) fn subscribe(&self, clientid: &str, filters: &[(String, SubOptions)]) {
+        let now = Instant::now();
         let mut state = self.lock();
         let state = &mut *state;
         let Some(session) = state.sessions.get_mut(clientid) else {
-            return Vec::new();
+            return;
         };
-        let mut retained = Vec::new();
         for (filter, opts) in filters {
             let existed = session.subs.insert(filter.clone(), *opts).is_some();
             let send = match opts.retain_handling {
@@ -296,16 +549,18 @@ impl Broker {
                 continue;
             }
             for (topic, msg) in &state.retained {
-                if topic_matches(topic, filter) {
-                    retained.push(Delivery {
-                        qos: min_qos(msg.qos, opts.qos),
-                        retain: true,
-                        ..msg.clone()
-                    });
+                if topic_matches(topic, filter) && !msg.props.expired(now) {
+                    session.enqueue(
+                        clientid,
+                        Delivery {
+                            qos: min_qos(msg.qos, opts.qos),
+                            retain: true,
+                            ..msg.clone()
+                        },
+                    );
                 }
             }
         }
-        retained
     }
 
     pub(crate) fn unsubscribe(&self, clientid: &str, filters: &[String]) {
@@ -319,29 +574,14 @@ impl Broker {
 
     /// Stores or clears a retained message (when `retain`) and fans out to subscribers;
     /// `from` is the publishing client, for no-local subscriptions.
-    pub(crate) fn publish(
-        &self,
-        from: Option<&str>,
-        topic: &str,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
-    ) {
-        let topic: Arc<str> = Arc::from(topic);
+    pub(crate) fn publish(&self, from: Option<&str>, msg: Delivery) {
         let mut state = self.lock();
-        if retain {
-            if payload.is_empty() {
-                state.retained.remove(&*topic);
+        let state = &mut *state;
+        if msg.retain {
+            if msg.payload.is_empty() {
+                state.retained.remove(&*msg.topic);
             } else {
-                state.retained.insert(
-                    topic.to_string(),
-                    Delivery {
-                        topic: Arc::clone(&topic),
-                        payload: payload.clone(),
-                        qos,
-                        retain: true,
-                    },
-                );
+                state.retained.insert(msg.topic.to_string(), msg.clone());
             }
         }
         for (clientid, session) in &mut state.sessions {
@@ -349,7 +589,7 @@ impl Broker {
             let mut granted: Option<QoS> = None;
             let mut keep_retain = false;
             for (filter, opts) in &session.subs {
-                if (own && opts.no_local) || !topic_matches(&topic, filter) {
+                if (own && opts.no_local) || !topic_matches(&msg.topic, filter) {
                     continue;
                 }
                 if granted.is_none_or(|g| (opts.qos as u8) > (g as u8)) {
@@ -359,23 +599,15 @@ impl Broker {
             }
             let Some(granted) = granted else { continue };
             let delivery = Delivery {
-                topic: Arc::clone(&topic),
-                payload: payload.clone(),
-                qos: min_qos(qos, granted),
-                retain: retain && keep_retain,
+                qos: min_qos(msg.qos, granted),
+                retain: msg.retain && keep_retain,
+                ..msg.clone()
             };
-            let Some(conn) = &session.conn else {
-                if session.persistent && delivery.qos != QoS::AtMostOnce {
-                    if session.pending.len() >= OFFLINE_QUEUE {
-                        session.pending.pop_front();
-                    }
-                    session.pending.push_back(delivery);
-                }
+            if session.conn.is_none() && delivery.qos == QoS::AtMostOnce {
+                // QoS 0 messages are not kept for an offline session.
                 continue;
-            };
-            if conn.tx.try_send(delivery).is_err() {
-                tracing::warn!(client = %clientid, topic = %topic, "slow subscriber: message dropped");
             }
+            session.enqueue(clientid, delivery);
         }
     }
 
@@ -531,11 +763,19 @@ mod tests {
         }
     }
 
+    fn msg(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> Delivery {
+        Delivery::new(topic, Bytes::from_static(payload), qos, retain)
+    }
+
+    fn take(broker: &Broker, id: &str, reg: &Registration) -> Vec<Outgoing> {
+        broker.take(id, reg.conn_id, u16::MAX, 100)
+    }
+
     #[tokio::test]
     async fn takeover_closes_the_first_connection_and_fanout_picks_the_best_qos() {
         let broker = Broker::new(Acl::default());
         let first = broker.register(info("c", true));
-        let mut second = broker.register(info("c", true));
+        let second = broker.register(info("c", true));
         assert_eq!(first.close.await.unwrap(), CloseReason::TakenOver);
         // The first connection's cleanup must not remove the second one.
         broker.unregister("c", first.conn_id);
@@ -545,39 +785,38 @@ mod tests {
             "c",
             &[
                 ("a/+".into(), SubOptions::qos(QoS::AtMostOnce)),
-                ("a/#".into(), SubOptions::qos(QoS::AtLeastOnce)),
+                ("a/#".into(), SubOptions::qos(QoS::ExactlyOnce)),
             ],
         );
-        broker.publish(
-            None,
-            "a/b",
-            Bytes::from_static(b"x"),
-            QoS::AtLeastOnce,
-            true,
-        );
-        let got = second.rx.recv().await.unwrap();
-        assert_eq!(
-            (&*got.topic, got.qos, got.retain),
-            ("a/b", QoS::AtLeastOnce, false)
-        );
+        broker.publish(None, msg("a/b", b"x", QoS::ExactlyOnce, true));
+        let got = take(&broker, "c", &second);
         // Exactly one copy per subscriber, even with two matching filters.
-        assert!(second.rx.try_recv().is_err());
-
-        let retained = broker.subscribe("c", &[("a/b".into(), SubOptions::qos(QoS::AtMostOnce))]);
-        assert_eq!(retained.len(), 1);
-        assert!(retained[0].retain && retained[0].qos == QoS::AtMostOnce);
-        broker.publish(None, "a/b", Bytes::new(), QoS::AtMostOnce, true);
-        assert!(
-            broker
-                .subscribe("c", &[("a/b".into(), SubOptions::qos(QoS::AtMostOnce))])
-                .is_empty()
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (
+                &*got[0].msg.topic,
+                got[0].msg.qos,
+                got[0].msg.retain,
+                got[0].pkid
+            ),
+            ("a/b", QoS::ExactlyOnce, false, 1)
         );
+
+        broker.subscribe("c", &[("a/b".into(), SubOptions::qos(QoS::AtMostOnce))]);
+        let retained = take(&broker, "c", &second);
+        assert_eq!(retained.len(), 1);
+        assert!(retained[0].msg.retain && retained[0].msg.qos == QoS::AtMostOnce);
+        broker.publish(None, msg("a/b", b"", QoS::AtMostOnce, true));
+        // The empty retained message clears the topic (and is delivered as any message).
+        let _ = take(&broker, "c", &second);
+        broker.subscribe("c", &[("a/b".into(), SubOptions::qos(QoS::AtMostOnce))]);
+        assert!(take(&broker, "c", &second).is_empty());
     }
 
     #[tokio::test]
     async fn no_local_retain_as_published_and_retain_handling() {
         let broker = Broker::new(Acl::default());
-        let mut me = broker.register(info("me", true));
+        let me = broker.register(info("me", true));
         let opts = |no_local, retain_as_published, retain_handling| SubOptions {
             qos: QoS::AtLeastOnce,
             no_local,
@@ -585,75 +824,98 @@ mod tests {
             retain_handling,
         };
         broker.subscribe("me", &[("own/#".into(), opts(true, false, 0))]);
-        broker.publish(
-            Some("me"),
-            "own/x",
-            Bytes::from_static(b"mine"),
-            QoS::AtMostOnce,
-            false,
-        );
+        broker.publish(Some("me"), msg("own/x", b"mine", QoS::AtMostOnce, false));
         broker.publish(
             Some("other"),
-            "own/x",
-            Bytes::from_static(b"theirs"),
-            QoS::AtMostOnce,
-            true,
+            msg("own/x", b"theirs", QoS::AtMostOnce, true),
         );
-        let got = me.rx.recv().await.unwrap();
-        assert_eq!(&got.payload[..], b"theirs");
-        assert!(!got.retain, "retain is cleared unless retain-as-published");
+        let got = take(&broker, "me", &me);
+        assert_eq!(got.len(), 1, "no-local: own publish not delivered");
+        assert_eq!(&got[0].msg.payload[..], b"theirs");
         assert!(
-            me.rx.try_recv().is_err(),
-            "no-local: own publish not delivered"
+            !got[0].msg.retain,
+            "retain is cleared unless retain-as-published"
         );
 
         // Retain handling: 1 sends retained messages only for a new subscription, 2 never.
-        assert_eq!(
-            broker
-                .subscribe("me", &[("own/x".into(), opts(false, true, 1))])
-                .len(),
-            1
-        );
+        broker.subscribe("me", &[("own/x".into(), opts(false, true, 1))]);
+        assert_eq!(take(&broker, "me", &me).len(), 1);
+        broker.subscribe("me", &[("own/x".into(), opts(false, true, 1))]);
+        assert!(take(&broker, "me", &me).is_empty());
+        broker.subscribe("me", &[("own/+".into(), opts(false, true, 2))]);
+        assert!(take(&broker, "me", &me).is_empty());
+        broker.publish(Some("other"), msg("own/x", b"kept", QoS::AtMostOnce, true));
         assert!(
-            broker
-                .subscribe("me", &[("own/x".into(), opts(false, true, 1))])
-                .is_empty()
-        );
-        assert!(
-            broker
-                .subscribe("me", &[("own/+".into(), opts(false, true, 2))])
-                .is_empty()
-        );
-        broker.publish(
-            Some("other"),
-            "own/x",
-            Bytes::from_static(b"kept"),
-            QoS::AtMostOnce,
-            true,
-        );
-        assert!(
-            me.rx.recv().await.unwrap().retain,
+            take(&broker, "me", &me)[0].msg.retain,
             "retain-as-published keeps the flag"
         );
     }
 
     #[tokio::test]
-    async fn persistent_sessions_keep_subscriptions_and_queue_qos1() {
+    async fn persistent_sessions_keep_subscriptions_queue_and_messages_in_flight() {
         let broker = Broker::new(Acl::default());
         let first = broker.register(info("p", false));
         assert!(!first.session_present);
-        broker.subscribe("p", &[("t".into(), SubOptions::qos(QoS::AtLeastOnce))]);
+        broker.subscribe("p", &[("t".into(), SubOptions::qos(QoS::ExactlyOnce))]);
+        broker.publish(None, msg("t", b"a", QoS::AtLeastOnce, false));
+        broker.publish(None, msg("t", b"b", QoS::ExactlyOnce, false));
+        let sent = take(&broker, "p", &first);
+        assert_eq!(sent.iter().map(|o| o.pkid).collect::<Vec<_>>(), [1, 2]);
+        // b reached PUBREC; a is unacknowledged.
+        assert_eq!(broker.pubrec("p", first.conn_id, 2, false), Acked::Known);
         broker.unregister("p", first.conn_id);
-        broker.publish(None, "t", Bytes::from_static(b"0"), QoS::AtMostOnce, false);
-        broker.publish(None, "t", Bytes::from_static(b"1"), QoS::AtLeastOnce, false);
-        let mut again = broker.register(info("p", false));
+        broker.publish(None, msg("t", b"0", QoS::AtMostOnce, false));
+        broker.publish(None, msg("t", b"c", QoS::AtLeastOnce, false));
+
+        let again = broker.register(info("p", false));
         assert!(again.session_present);
-        assert_eq!(&again.rx.recv().await.unwrap().payload[..], b"1");
-        assert!(again.rx.try_recv().is_err());
+        let resend: Vec<_> = again
+            .resend
+            .iter()
+            .map(|f| (f.pkid, &f.msg.payload[..], f.released))
+            .collect();
+        assert_eq!(resend, [(1, &b"a"[..], false), (2, &b"b"[..], true)]);
+        // The offline QoS 0 message is not kept; the QoS 1 one follows, with a new id.
+        let next = take(&broker, "p", &again);
+        assert_eq!(next.len(), 1);
+        assert_eq!((&next[0].msg.payload[..], next[0].pkid), (&b"c"[..], 3));
+        assert_eq!(broker.puback("p", again.conn_id, 1), Acked::Known);
+        assert_eq!(broker.pubcomp("p", again.conn_id, 2), Acked::Known);
+        assert_eq!(broker.pubcomp("p", again.conn_id, 2), Acked::Unknown);
         // A clean session discards the old state.
         let clean = broker.register(info("p", true));
-        assert!(!clean.session_present);
+        assert!(!clean.session_present && clean.resend.is_empty());
         broker.unregister("p", clean.conn_id);
         assert!(broker.client("p").is_none());
+    }
+
+    #[tokio::test]
+    async fn receive_maximum_limits_messages_in_flight_and_order_is_kept() {
+        let broker = Broker::new(Acl::default());
+        let c = broker.register(info("r", true));
+        broker.subscribe("r", &[("t".into(), SubOptions::qos(QoS::AtLeastOnce))]);
+        for payload in [b"1", b"2", b"3"] {
+            broker.publish(None, msg("t", payload, QoS::AtLeastOnce, false));
+        }
+        let first = broker.take("r", c.conn_id, 2, 100);
+        assert_eq!(first.len(), 2);
+        assert!(broker.take("r", c.conn_id, 2, 100).is_empty());
+        broker.puback("r", c.conn_id, first[0].pkid);
+        let third = broker.take("r", c.conn_id, 2, 100);
+        assert_eq!(&third[0].msg.payload[..], b"3");
+    }
+
+    #[test]
+    fn expiry_counts_down_and_rounds_up() {
+        let mut props = MessageProps::default();
+        props.expire_after(Some(60));
+        let now = Instant::now();
+        assert_eq!(props.remaining_expiry(now), Some(60));
+        assert_eq!(
+            props.remaining_expiry(now + Duration::from_millis(1500)),
+            Some(59)
+        );
+        assert!(props.expired(now + Duration::from_secs(61)));
+        assert!(!MessageProps::default().expired(now));
     }
 }

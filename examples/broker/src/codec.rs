@@ -11,7 +11,10 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::{self as mqtt, QoS, v4};
 use rumqttc::v5::mqttbytes::{self as mqtt5, v5};
 
-use crate::broker::SubOptions;
+use std::time::Instant;
+
+use crate::broker::{Delivery, MessageProps, SubOptions};
+use crate::wellformed::{self, Violation};
 
 /// The protocol version of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +37,29 @@ impl Version {
 
 /// A decoding failure: the packet is malformed or not supported.
 #[derive(Debug)]
-pub(crate) struct DecodeError(pub(crate) String);
+pub(crate) struct DecodeError {
+    pub(crate) message: String,
+    /// MQTT 5 calls the fault a Protocol Error (0x82) rather than a Malformed Packet (0x81).
+    pub(crate) protocol_error: bool,
+}
+
+impl DecodeError {
+    fn malformed(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            protocol_error: false,
+        }
+    }
+}
+
+impl From<Violation> for DecodeError {
+    fn from(v: Violation) -> Self {
+        Self {
+            message: v.message,
+            protocol_error: v.protocol_error,
+        }
+    }
+}
 
 /// An encoding failure (a packet too large to express).
 #[derive(Debug)]
@@ -61,6 +86,12 @@ pub(crate) struct Connect {
     /// 3.1.1: `!clean_session`; MQTT 5: session expiry interval > 0.
     pub(crate) persistent: bool,
     pub(crate) will: Option<Will>,
+    /// MQTT 5 Session Expiry Interval (seconds); `None` when absent (0).
+    pub(crate) session_expiry: Option<u32>,
+    /// MQTT 5 Receive Maximum: QoS 1/2 PUBLISHes the client accepts in flight.
+    pub(crate) receive_maximum: u16,
+    /// MQTT 5 Maximum Packet Size the client accepts.
+    pub(crate) max_packet_size: Option<u32>,
 }
 
 /// A will message.
@@ -70,6 +101,12 @@ pub(crate) struct Will {
     pub(crate) payload: Bytes,
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
+    /// MQTT 5 will properties, forwarded with the will message [MQTT-3.1.3-10].
+    pub(crate) props: MessageProps,
+    /// MQTT 5 Message Expiry Interval of the will, counted from when it is published.
+    pub(crate) message_expiry: Option<u32>,
+    /// MQTT 5 Will Delay Interval (seconds).
+    pub(crate) delay: u32,
 }
 
 /// A client-to-server packet after CONNECT.
@@ -81,18 +118,25 @@ pub(crate) enum Inbound {
         qos: QoS,
         retain: bool,
         pkid: u16,
-        /// MQTT 5: the packet used a topic alias.
-        topic_alias: bool,
+        /// MQTT 5: the Topic Alias property.
+        topic_alias: Option<u16>,
+        /// MQTT 5 properties to forward (expiry counted from now).
+        props: MessageProps,
+        /// MQTT 5: Subscription Identifiers, which only a server may send.
+        has_subscription_id: bool,
     },
     PubRel(u16),
-    /// PUBACK, PUBREC or PUBCOMP for a message the broker sent.
-    Ack,
+    PubAck(u16),
+    /// PUBREC; `failed`: an MQTT 5 reason code of 0x80 or more.
+    PubRec {
+        pkid: u16,
+        failed: bool,
+    },
+    PubComp(u16),
     Subscribe {
         pkid: u16,
         filters: Vec<(String, SubOptions)>,
     },
-    /// A SUBSCRIBE without topic filters (a protocol error; the codecs refuse to decode it).
-    EmptySubscribe,
     Unsubscribe {
         pkid: u16,
         filters: Vec<String>,
@@ -101,6 +145,8 @@ pub(crate) enum Inbound {
     /// DISCONNECT; `will` is MQTT 5's "disconnect with will message" (0x04).
     Disconnect {
         will: bool,
+        /// MQTT 5: a new Session Expiry Interval.
+        session_expiry: Option<u32>,
     },
     /// A second CONNECT.
     Connect,
@@ -144,7 +190,7 @@ impl DisconnectReason {
 }
 
 fn err(e: impl std::fmt::Debug) -> DecodeError {
-    DecodeError(format!("{e:?}"))
+    DecodeError::malformed(format!("{e:?}"))
 }
 
 /// The MQTT 5 codec has its own QoS type.
@@ -166,7 +212,7 @@ const fn qos_to_v5(qos: QoS) -> mqtt5::QoS {
 
 /// The MQTT 5 codec keeps topic names as bytes; MQTT requires UTF-8.
 fn utf8_topic(topic: Bytes) -> Result<String, DecodeError> {
-    String::from_utf8(topic.into()).map_err(|_| DecodeError("topic is not UTF-8".into()))
+    String::from_utf8(topic.into()).map_err(|_| DecodeError::malformed("topic is not UTF-8"))
 }
 
 /// The MQTT 5 codec's size limit.
@@ -180,9 +226,15 @@ fn max_v5(max: usize) -> Option<u32> {
 // for more bytes", so the frame is checked before decoding and any decoding error that
 // follows is a malformed packet.
 
+// A whole frame is then checked against the rules of the specification that the codecs do
+// not enforce (see `wellformed`).
+
 fn framed_v4(buf: &BytesMut, max: usize) -> Result<bool, DecodeError> {
     match mqtt::check(buf.iter(), max) {
-        Ok(_) => Ok(true),
+        Ok(header) => {
+            wellformed::check(Version::V4, &buf[..header.frame_length()])?;
+            Ok(true)
+        }
         Err(mqtt::Error::InsufficientBytes(_)) => Ok(false),
         Err(e) => Err(err(e)),
     }
@@ -190,7 +242,10 @@ fn framed_v4(buf: &BytesMut, max: usize) -> Result<bool, DecodeError> {
 
 fn framed_v5(buf: &BytesMut, max: usize) -> Result<bool, DecodeError> {
     match v5::check(buf.iter(), max_v5(max)) {
-        Ok(_) => Ok(true),
+        Ok(header) => {
+            wellformed::check(Version::V5, &buf[..header.frame_length()])?;
+            Ok(true)
+        }
         Err(mqtt5::Error::InsufficientBytes(_)) => Ok(false),
         Err(e) => Err(err(e)),
     }
@@ -225,32 +280,73 @@ pub(crate) fn decode_connect(
                     payload: w.message,
                     qos: w.qos,
                     retain: w.retain,
+                    props: MessageProps::default(),
+                    message_expiry: None,
+                    delay: 0,
                 }),
+                session_expiry: None,
+                receive_maximum: u16::MAX,
+                max_packet_size: None,
             })),
-            Ok(_) => Err(DecodeError("first packet is not CONNECT".into())),
+            Ok(_) => Err(DecodeError::malformed("first packet is not CONNECT")),
             Err(e) => Err(err(e)),
         },
         Version::V5 => match v5::Packet::read(buf, max_v5(max)) {
-            Ok(v5::Packet::Connect(c, will, _login)) => Ok(Some(Connect {
-                client_id: c.client_id,
-                clean_start: c.clean_start,
-                keep_alive: c.keep_alive,
-                persistent: c
-                    .properties
-                    .as_ref()
-                    .and_then(|p| p.session_expiry_interval)
-                    .is_some_and(|secs| secs > 0),
-                will: match will {
-                    Some(w) => Some(Will {
-                        topic: utf8_topic(w.topic)?,
-                        payload: w.message,
-                        qos: qos_from_v5(w.qos),
-                        retain: w.retain,
-                    }),
-                    None => None,
-                },
-            })),
-            Ok(_) => Err(DecodeError("first packet is not CONNECT".into())),
+            Ok(v5::Packet::Connect(c, will, _login)) => {
+                let props = c.properties.unwrap_or_default();
+                if props.receive_maximum == Some(0) {
+                    // MQTT 5 §3.1.2.11.3.
+                    return Err(DecodeError {
+                        message: "Receive Maximum 0".into(),
+                        protocol_error: true,
+                    });
+                }
+                if props.max_packet_size == Some(0) {
+                    // MQTT 5 §3.1.2.11.4.
+                    return Err(DecodeError {
+                        message: "Maximum Packet Size 0".into(),
+                        protocol_error: true,
+                    });
+                }
+                let session_expiry = props.session_expiry_interval.filter(|s| *s > 0);
+                Ok(Some(Connect {
+                    client_id: c.client_id,
+                    clean_start: c.clean_start,
+                    keep_alive: c.keep_alive,
+                    persistent: session_expiry.is_some(),
+                    will: match will {
+                        Some(w) => {
+                            let mut will = Will {
+                                topic: utf8_topic(w.topic)?,
+                                payload: w.message,
+                                qos: qos_from_v5(w.qos),
+                                retain: w.retain,
+                                props: MessageProps::default(),
+                                message_expiry: None,
+                                delay: 0,
+                            };
+                            if let Some(p) = w.properties {
+                                will.props = MessageProps {
+                                    payload_format_indicator: p.payload_format_indicator,
+                                    content_type: p.content_type,
+                                    response_topic: p.response_topic,
+                                    correlation_data: p.correlation_data,
+                                    user_properties: p.user_properties,
+                                    expires_at: None,
+                                };
+                                will.message_expiry = p.message_expiry_interval;
+                                will.delay = p.delay_interval.unwrap_or(0);
+                            }
+                            Some(will)
+                        }
+                        None => None,
+                    },
+                    session_expiry,
+                    receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
+                    max_packet_size: props.max_packet_size,
+                }))
+            }
+            Ok(_) => Err(DecodeError::malformed("first packet is not CONNECT")),
             Err(e) => Err(err(e)),
         },
     }
@@ -324,27 +420,59 @@ impl Version {
         Ok(())
     }
 
+    /// A PUBLISH of `msg`; MQTT 5 adds its properties, with the Message Expiry Interval
+    /// that remains at `now`.
     pub(crate) fn publish(
         self,
         out: &mut BytesMut,
-        topic: &str,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
+        msg: &Delivery,
         pkid: u16,
+        dup: bool,
+        now: Instant,
     ) -> Result<(), EncodeError> {
         match self {
             Self::V4 => {
-                let mut publish = v4::Publish::from_bytes(topic, qos, payload);
-                publish.retain = retain;
+                let mut publish =
+                    v4::Publish::from_bytes(&*msg.topic, msg.qos, msg.payload.clone());
+                publish.retain = msg.retain;
                 publish.pkid = pkid;
+                publish.dup = dup;
                 publish.write(out)?;
             }
             Self::V5 => {
-                let mut publish = v5::Publish::new(topic, qos_to_v5(qos), payload, None);
-                publish.retain = retain;
+                let p = &msg.props;
+                let properties = (**p != MessageProps::default()).then(|| v5::PublishProperties {
+                    payload_format_indicator: p.payload_format_indicator,
+                    message_expiry_interval: p.remaining_expiry(now),
+                    topic_alias: None,
+                    response_topic: p.response_topic.clone(),
+                    correlation_data: p.correlation_data.clone(),
+                    user_properties: p.user_properties.clone(),
+                    subscription_identifiers: Vec::new(),
+                    content_type: p.content_type.clone(),
+                });
+                let mut publish = v5::Publish::new(
+                    &*msg.topic,
+                    qos_to_v5(msg.qos),
+                    msg.payload.clone(),
+                    properties,
+                );
+                publish.retain = msg.retain;
                 publish.pkid = pkid;
+                publish.dup = dup;
                 publish.write(out)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn pubrel(self, out: &mut BytesMut, pkid: u16) -> Result<(), EncodeError> {
+        match self {
+            Self::V4 => {
+                v4::PubRel::new(pkid).write(out)?;
+            }
+            Self::V5 => {
+                v5::PubRel::new(pkid, None).write(out)?;
             }
         }
         Ok(())
@@ -483,7 +611,6 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
     }
     let packet = match v4::Packet::read(buf, max) {
         Ok(packet) => packet,
-        Err(mqtt::Error::EmptySubscription) => return Ok(Some(Inbound::EmptySubscribe)),
         Err(e) => return Err(err(e)),
     };
     Ok(Some(match packet {
@@ -493,10 +620,17 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
             qos: p.qos,
             retain: p.retain,
             pkid: p.pkid,
-            topic_alias: false,
+            topic_alias: None,
+            props: MessageProps::default(),
+            has_subscription_id: false,
         },
         v4::Packet::PubRel(p) => Inbound::PubRel(p.pkid),
-        v4::Packet::PubAck(_) | v4::Packet::PubRec(_) | v4::Packet::PubComp(_) => Inbound::Ack,
+        v4::Packet::PubAck(p) => Inbound::PubAck(p.pkid),
+        v4::Packet::PubRec(p) => Inbound::PubRec {
+            pkid: p.pkid,
+            failed: false,
+        },
+        v4::Packet::PubComp(p) => Inbound::PubComp(p.pkid),
         v4::Packet::Subscribe(s) => Inbound::Subscribe {
             pkid: s.pkid,
             filters: s
@@ -510,7 +644,10 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
             filters: u.topics,
         },
         v4::Packet::PingReq => Inbound::PingReq,
-        v4::Packet::Disconnect => Inbound::Disconnect { will: false },
+        v4::Packet::Disconnect => Inbound::Disconnect {
+            will: false,
+            session_expiry: None,
+        },
         v4::Packet::Connect(_) => Inbound::Connect,
         v4::Packet::ConnAck(_)
         | v4::Packet::SubAck(_)
@@ -528,7 +665,10 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
     if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] <= 1 {
         if buf[1] == 0 {
             let _ = buf.split_to(2);
-            return Ok(Some(Inbound::Disconnect { will: false }));
+            return Ok(Some(Inbound::Disconnect {
+                will: false,
+                session_expiry: None,
+            }));
         }
         let Some(&code) = buf.get(2) else {
             return Ok(None);
@@ -537,6 +677,7 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
         let _ = buf.split_to(3);
         return Ok(Some(Inbound::Disconnect {
             will: code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+            session_expiry: None,
         }));
     }
     if !framed_v5(buf, max)? {
@@ -544,26 +685,44 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
     }
     let packet = match v5::Packet::read(buf, max_v5(max)) {
         Ok(packet) => packet,
-        Err(mqtt5::Error::EmptySubscription) => return Ok(Some(Inbound::EmptySubscribe)),
         // A second CONNECT is a protocol error whatever its protocol level (the MQTT 5
         // decoder refuses any level but 5).
         Err(mqtt5::Error::InvalidProtocolLevel(_)) => return Ok(Some(Inbound::Connect)),
         Err(e) => return Err(err(e)),
     };
     Ok(Some(match packet {
-        v5::Packet::Publish(p) => Inbound::Publish {
-            topic_alias: p
-                .properties
-                .as_ref()
-                .is_some_and(|p| p.topic_alias.is_some()),
-            topic: utf8_topic(p.topic)?,
-            payload: p.payload,
-            qos: qos_from_v5(p.qos),
-            retain: p.retain,
-            pkid: p.pkid,
-        },
+        v5::Packet::Publish(p) => {
+            let props = p.properties.unwrap_or_default();
+            let mut forwarded = MessageProps {
+                payload_format_indicator: props.payload_format_indicator,
+                content_type: props.content_type,
+                response_topic: props.response_topic,
+                correlation_data: props.correlation_data,
+                user_properties: props.user_properties,
+                expires_at: None,
+            };
+            forwarded.expire_after(props.message_expiry_interval);
+            Inbound::Publish {
+                topic: utf8_topic(p.topic)?,
+                payload: p.payload,
+                qos: qos_from_v5(p.qos),
+                retain: p.retain,
+                pkid: p.pkid,
+                topic_alias: props.topic_alias,
+                props: forwarded,
+                has_subscription_id: !props.subscription_identifiers.is_empty(),
+            }
+        }
         v5::Packet::PubRel(p) => Inbound::PubRel(p.pkid),
-        v5::Packet::PubAck(_) | v5::Packet::PubRec(_) | v5::Packet::PubComp(_) => Inbound::Ack,
+        v5::Packet::PubAck(p) => Inbound::PubAck(p.pkid),
+        v5::Packet::PubRec(p) => Inbound::PubRec {
+            pkid: p.pkid,
+            failed: !matches!(
+                p.reason,
+                v5::PubRecReason::Success | v5::PubRecReason::NoMatchingSubscribers
+            ),
+        },
+        v5::Packet::PubComp(p) => Inbound::PubComp(p.pkid),
         v5::Packet::Subscribe(s) => Inbound::Subscribe {
             pkid: s.pkid,
             filters: s
@@ -591,6 +750,7 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
         v5::Packet::PingReq(_) => Inbound::PingReq,
         v5::Packet::Disconnect(d) => Inbound::Disconnect {
             will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+            session_expiry: d.properties.and_then(|p| p.session_expiry_interval),
         },
         v5::Packet::Connect(_, will, _) => {
             if let Some(w) = will {
@@ -600,7 +760,12 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
         }
         // The decoder never yields AUTH (packet type 15 is refused as invalid); the broker
         // supports no extended authentication either.
-        v5::Packet::Auth(_) => return Err(DecodeError("AUTH is not supported".into())),
+        v5::Packet::Auth(_) => {
+            return Err(DecodeError {
+                message: "AUTH is not supported".into(),
+                protocol_error: true,
+            });
+        }
         v5::Packet::ConnAck(_)
         | v5::Packet::SubAck(_)
         | v5::Packet::UnsubAck(_)
@@ -662,7 +827,7 @@ mod tests {
             (&[0xE0, 0x02, 0x04, 0x00], true),
         ] {
             match decode(Version::V5, bytes) {
-                (Ok(Some(Inbound::Disconnect { will })), 0) => {
+                (Ok(Some(Inbound::Disconnect { will, .. })), 0) => {
                     assert_eq!(will, with_will, "{bytes:x?}");
                 }
                 other => panic!("{bytes:x?}: {other:?}"),
@@ -699,15 +864,16 @@ mod tests {
     }
 
     #[test]
-    fn subscribe_without_filters_is_reported_as_such() {
-        assert!(matches!(
-            decode(Version::V4, &[0x82, 0x02, 0x00, 0x01]),
-            (Ok(Some(Inbound::EmptySubscribe)), 0)
-        ));
-        assert!(matches!(
-            decode(Version::V5, &[0x82, 0x03, 0x00, 0x01, 0x00]),
-            (Ok(Some(Inbound::EmptySubscribe)), 0)
-        ));
+    fn subscribe_without_filters_is_refused_by_version() {
+        match decode(Version::V4, &[0x82, 0x02, 0x00, 0x01]) {
+            (Err(e), _) => assert!(!e.protocol_error, "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        // MQTT 5 §3.8.3: a Protocol Error.
+        match decode(Version::V5, &[0x82, 0x03, 0x00, 0x01, 0x00]) {
+            (Err(e), _) => assert!(e.protocol_error, "{e:?}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -88,13 +88,15 @@ pub(crate) struct RunArgs {
     /// MQTT over TCP listener address, or `off` [default: 0.0.0.0:1883].
     #[arg(long, value_name = "ADDR")]
     pub(crate) tcp: Option<String>,
-    /// Require a PROXY protocol header (v1 or v2) on the TCP listener.
+    /// Require a PROXY protocol header (v1 or v2) from every peer on the TCP listener;
+    /// a connection without one is closed.
     #[arg(long)]
     pub(crate) tcp_proxy_protocol: bool,
     /// Seconds allowed for a PROXY protocol header to arrive [default: 3].
     #[arg(long, value_name = "SECS")]
     pub(crate) proxy_protocol_timeout: Option<f64>,
-    /// Sources allowed to send PROXY headers (repeatable) [default: any].
+    /// Peers whose PROXY headers are believed (repeatable); a connection from any other
+    /// peer is closed [default: any].
     #[arg(long, value_name = "CIDR")]
     pub(crate) proxy_from: Vec<String>,
 
@@ -104,7 +106,8 @@ pub(crate) struct RunArgs {
     /// WebSocket path [default: /mqtt].
     #[arg(long, value_name = "PATH")]
     pub(crate) ws_path: Option<String>,
-    /// Require a PROXY protocol header on the WebSocket listener.
+    /// Require a PROXY protocol header from every peer on the WebSocket listener (same
+    /// --proxy-from and timeout); a connection without one is closed.
     #[arg(long)]
     pub(crate) ws_proxy_protocol: bool,
     /// Header carrying the client address on the WebSocket upgrade request
@@ -127,6 +130,10 @@ pub(crate) struct RunArgs {
     /// Admin REST API listener address, or `off` [default: 127.0.0.1:18083].
     #[arg(long, value_name = "ADDR")]
     pub(crate) admin: Option<String>,
+    /// Listen backlog of every listener: connections the kernel queues until the broker
+    /// accepts them [default: the system's maximum, net.core.somaxconn on Linux].
+    #[arg(long, value_name = "N")]
+    pub(crate) backlog: Option<u32>,
 
     /// Only clients whose real address is in one of these ranges may connect (repeatable).
     #[arg(long, value_name = "CIDR")]
@@ -153,6 +160,7 @@ struct FileConfig {
     ws_recursive: Option<bool>,
     trusted_proxy: Option<Vec<String>>,
     admin: Option<String>,
+    backlog: Option<u32>,
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
 }
@@ -236,6 +244,8 @@ pub(crate) struct Config {
     pub(crate) ws_proxy_protocol: bool,
     pub(crate) forwarding: Option<Forwarding>,
     pub(crate) admin: Option<SocketAddr>,
+    /// Listen backlog of every listener.
+    pub(crate) backlog: u32,
     pub(crate) allow: Option<TrustedProxies>,
     pub(crate) deny: TrustedProxies,
 }
@@ -261,6 +271,11 @@ impl Config {
         let tcp = listen_addr("tcp", args.tcp.or(file.tcp), DEFAULT_TCP)?;
         let ws = listen_addr("ws", args.ws.or(file.ws), DEFAULT_WS)?;
         let admin = listen_addr("admin", args.admin.or(file.admin), DEFAULT_ADMIN)?;
+        let backlog = match args.backlog.or(file.backlog) {
+            Some(0) => return Err("invalid --backlog 0: expected at least 1".to_owned()),
+            Some(n) => n,
+            None => realip_listener::default_backlog(),
+        };
 
         let timeout = args
             .proxy_protocol_timeout
@@ -278,6 +293,16 @@ impl Config {
         } else {
             Some(cidrs("proxy-from", &proxy_from)?)
         };
+
+        let tcp_proxy_protocol =
+            args.tcp_proxy_protocol || file.tcp_proxy_protocol.unwrap_or(false);
+        let ws_proxy_protocol = args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false);
+        if proxy_from.is_some() && !tcp_proxy_protocol && !ws_proxy_protocol {
+            // It would decide nothing: say so instead of ignoring it.
+            return Err(
+                "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol".to_owned(),
+            );
+        }
 
         let trusted_list = list(args.trusted_proxy, file.trusted_proxy);
         let trusted = if trusted_list.is_empty() {
@@ -338,6 +363,16 @@ impl Config {
             }
             None => None,
         };
+        if forwarding.is_none() && (recursive || trusted.is_some()) {
+            return Err(format!(
+                "{} needs --ws-header (or --ws-strategy forwarded)",
+                if recursive {
+                    "--ws-recursive"
+                } else {
+                    "--trusted-proxy"
+                }
+            ));
+        }
 
         let allow = list(args.allow, file.allow);
         let allow = if allow.is_empty() {
@@ -349,14 +384,15 @@ impl Config {
 
         Ok(Self {
             tcp,
-            tcp_proxy_protocol: args.tcp_proxy_protocol || file.tcp_proxy_protocol.unwrap_or(false),
+            tcp_proxy_protocol,
             proxy_protocol_timeout: Duration::from_secs_f64(timeout),
             proxy_from,
             ws,
             ws_path,
-            ws_proxy_protocol: args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false),
+            ws_proxy_protocol,
             forwarding,
             admin,
+            backlog,
             allow,
             deny,
         })
@@ -421,6 +457,22 @@ mod tests {
             config.proxy_from.is_none() && config.forwarding.is_none() && config.allow.is_none()
         );
         assert!(config.deny.is_empty());
+        assert_eq!(config.backlog, realip_listener::default_backlog());
+    }
+
+    #[test]
+    fn backlog_from_the_flag_or_the_file() {
+        let file: FileConfig = toml::from_str("backlog = 2048").unwrap();
+        let config = Config::merge(parse(&[]), file).unwrap();
+        assert_eq!(config.backlog, 2048);
+        let file: FileConfig = toml::from_str("backlog = 2048").unwrap();
+        let config = Config::merge(parse(&["--backlog", "8192"]), file).unwrap();
+        assert_eq!(config.backlog, 8192);
+        assert!(
+            Config::merge(parse(&["--backlog", "0"]), FileConfig::default())
+                .unwrap_err()
+                .contains("backlog")
+        );
     }
 
     #[test]
@@ -475,6 +527,34 @@ mod tests {
         let real_ip =
             Config::merge(parse(&["--ws-header", "X-Real-IP"]), FileConfig::default()).unwrap();
         assert_eq!(real_ip.forwarding.unwrap().strategy, Strategy::Single);
+    }
+
+    #[test]
+    fn flags_that_would_decide_nothing_are_errors() {
+        let err = |args: &[&str]| Config::merge(parse(args), FileConfig::default()).unwrap_err();
+        assert_eq!(
+            err(&["--proxy-from", "10.0.0.0/8"]),
+            "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol"
+        );
+        assert!(err(&["--ws-recursive"]).starts_with("--ws-recursive needs --ws-header"));
+        assert!(
+            err(&["--trusted-proxy", "10.0.0.0/8"])
+                .starts_with("--trusted-proxy needs --ws-header")
+        );
+        for ok in [
+            &["--proxy-from", "10.0.0.0/8", "--ws-proxy-protocol"][..],
+            &[
+                "--trusted-proxy",
+                "10.0.0.0/8",
+                "--ws-strategy",
+                "forwarded",
+            ],
+        ] {
+            assert!(
+                Config::merge(parse(ok), FileConfig::default()).is_ok(),
+                "{ok:?}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod ctl;
 mod realip;
 mod server;
 mod session;
+mod wellformed;
 mod ws;
 
 use std::process::ExitCode;

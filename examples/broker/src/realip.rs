@@ -1,38 +1,130 @@
 //! Glue to `realip-listener` and `realip-tower`: listener and layer from the configuration,
 //! and the connection record's `proxy` / `forwarded` JSON.
 
+use std::io;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use axum::extract::connect_info::Connected;
 use axum::http::{HeaderMap, HeaderName};
+use axum::serve::{IncomingStream, Listener};
 use realip_core::{AddrSource, ClientAddr, TrustedProxies};
-use realip_listener::{Policy, ProxiedAddr, ProxyInfo, ProxyListener, tlv_type};
+use realip_listener::{
+    Connection, HandshakeError, Policy, ProxiedAddr, ProxiedStream, ProxyInfo, ProxyListener,
+    tlv_type,
+};
 use realip_tower::{Outcome, PortSource, RealIpLayer, Resolution};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::ConnMeta;
 use crate::config::{Forwarding, Strategy};
 
-/// Wraps a bound listener: with `proxy_protocol`, a header is required from peers in
-/// `proxy_from` (every peer when `None`) and refused from anyone else, who is served with
-/// the socket address; without, the bytes are not looked at (`Policy::Skip`).
-pub(crate) fn proxy_listener(
-    listener: TcpListener,
-    proxy_protocol: bool,
-    proxy_from: Option<&TrustedProxies>,
-    timeout: Duration,
-) -> ProxyListener {
-    let builder = ProxyListener::builder().header_timeout(timeout);
-    let builder = if proxy_protocol {
-        let builder = builder.policy(Policy::Require);
-        match proxy_from {
-            Some(from) => builder.trusted(from.clone()),
-            None => builder,
+/// A broker listener: TCP, or the TCP under the WebSocket server.
+///
+/// With `--tcp-proxy-protocol` / `--ws-proxy-protocol` every connection must start with a
+/// PROXY protocol header, whoever sends it (EMQX `proxy_protocol = true`, NGINX
+/// `listen ... proxy_protocol`): a connection without one is closed. `--proxy-from` only
+/// decides whose header is believed (NGINX `set_real_ip_from`): a header from a peer outside
+/// it is not read, and that connection is closed with a `warn` line naming the peer. Without
+/// the flag the bytes are not looked at and the socket peer is the client.
+pub(crate) struct MqttListener {
+    inner: ProxyListener,
+    /// The flag that requires a header, when it is on.
+    require: Option<&'static str>,
+}
+
+impl MqttListener {
+    /// Wraps a bound listener; `flag` names the flag that turns PROXY protocol on
+    /// (`--tcp-proxy-protocol` or `--ws-proxy-protocol`) for the log lines.
+    pub(crate) fn new(
+        listener: TcpListener,
+        flag: &'static str,
+        proxy_protocol: bool,
+        proxy_from: Option<&TrustedProxies>,
+        timeout: Duration,
+    ) -> Self {
+        let builder = ProxyListener::builder().header_timeout(timeout);
+        let builder = if proxy_protocol {
+            // Peers outside `proxy_from` get `Policy::Reject`: their header is refused unread,
+            // and their connections without a header are closed by `accept` below.
+            let builder = builder.policy(Policy::Require);
+            match proxy_from {
+                Some(from) => builder.trusted(from.clone()),
+                None => builder,
+            }
+        } else {
+            builder.policy(Policy::Skip)
+        };
+        Self {
+            inner: builder.listen(listener),
+            require: proxy_protocol.then_some(flag),
         }
-    } else {
-        builder.policy(Policy::Skip)
-    };
-    builder.listen(listener)
+    }
+
+    /// The next connection that may be served. Connections refused by the rules above are
+    /// logged and closed here (bad or missing headers from trusted peers are logged by
+    /// `realip-listener`). Cancel-safe.
+    pub(crate) async fn accept(&mut self) -> Connection<TcpStream> {
+        loop {
+            match self.inner.try_accept().await {
+                Ok((stream, addr)) => match self.require {
+                    Some(flag) if addr.proxy_info().is_none() => {
+                        tracing::warn!(
+                            peer = %addr.socket_peer(),
+                            "connection from {} closed: no PROXY protocol header, which {flag} \
+                             requires from every peer",
+                            addr.socket_peer()
+                        );
+                    }
+                    _ => return (stream, addr),
+                },
+                Err(HandshakeError::Forbidden { peer, .. }) => {
+                    tracing::warn!(
+                        peer = %peer,
+                        "connection from {peer} closed: PROXY protocol header from a peer \
+                         outside --proxy-from, not believed"
+                    );
+                }
+                // Logged by the listener.
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// The WebSocket server's connect info: the [`ProxiedAddr`] of the connection.
+/// [`insert_proxied_addr`] turns it into the `ConnectInfo<ProxiedAddr>` that `realip-tower`
+/// and the upgrade handler read.
+#[derive(Clone, Debug)]
+pub(crate) struct WsPeer(pub(crate) ProxiedAddr);
+
+impl Listener for MqttListener {
+    type Io = ProxiedStream<TcpStream>;
+    type Addr = ProxiedAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        MqttListener::accept(self).await
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Listener::local_addr(&self.inner)
+    }
+}
+
+impl Connected<IncomingStream<'_, MqttListener>> for WsPeer {
+    fn connect_info(stream: IncomingStream<'_, MqttListener>) -> Self {
+        Self(stream.remote_addr().clone())
+    }
+}
+
+/// Middleware: copies [`WsPeer`] into the request as `ConnectInfo<ProxiedAddr>`.
+pub(crate) async fn insert_proxied_addr(
+    ConnectInfo(WsPeer(addr)): ConnectInfo<WsPeer>,
+    mut request: axum::extract::Request,
+) -> axum::extract::Request {
+    request.extensions_mut().insert(ConnectInfo(addr));
+    request
 }
 
 /// The forwarded-header layer for the WebSocket listener.
@@ -40,8 +132,12 @@ pub(crate) fn real_ip_layer(fwd: &Forwarding) -> Result<RealIpLayer, String> {
     let header = HeaderName::from_bytes(fwd.header.as_bytes())
         .map_err(|_| format!("invalid header name {:?}", fwd.header))?;
     let trusted = || fwd.trusted.clone().unwrap_or_else(TrustedProxies::loopback);
+    let recursive = fwd.recursive;
     let layer = match fwd.strategy {
-        Strategy::Trusted => RealIpLayer::x_forwarded_for(trusted()),
+        Strategy::Trusted => RealIpLayer::new(
+            realip_tower::Strategy::TrustedProxies { recursive },
+            trusted(),
+        ),
         Strategy::Hops(n) => {
             let layer = RealIpLayer::trusted_hops(n);
             match &fwd.trusted {
@@ -51,9 +147,11 @@ pub(crate) fn real_ip_layer(fwd: &Forwarding) -> Result<RealIpLayer, String> {
         }
         Strategy::Single => RealIpLayer::x_real_ip(trusted()),
         Strategy::Leftmost => RealIpLayer::leftmost(trusted()),
-        Strategy::Forwarded => RealIpLayer::forwarded(trusted()),
+        Strategy::Forwarded => {
+            RealIpLayer::new(realip_tower::Strategy::Forwarded { recursive }, trusted())
+        }
     };
-    let layer = layer.header(header).recursive(fwd.recursive);
+    let layer = layer.header(header);
     Ok(match &fwd.port_header {
         Some(name) => layer.port_header(
             HeaderName::from_bytes(name.as_bytes())
@@ -256,7 +354,7 @@ mod tests {
             HeaderName::from_bytes(header.as_bytes()).unwrap(),
             value.parse().unwrap(),
         );
-        let peer = realip_tower::TransportPeer::socket(peer.parse().unwrap());
+        let peer = realip_core::PeerAddr::Inet(peer.parse().unwrap());
         real_ip_layer(&fwd)
             .unwrap()
             .resolve(&headers, Some(&peer))
@@ -358,7 +456,7 @@ mod tests {
         headers.append("x-forwarded-for", "198.51.100.9".parse().unwrap());
         headers.append("x-forwarded-for", "127.0.0.11".parse().unwrap());
         headers.append("x-forwarded-port", "4711, 5000".parse().unwrap());
-        let peer = realip_tower::TransportPeer::socket("127.0.0.12:6000".parse().unwrap());
+        let peer = realip_core::PeerAddr::Inet("127.0.0.12:6000".parse().unwrap());
         let resolution = layer.resolve(&headers, Some(&peer));
         assert_eq!(
             resolution.client().unwrap().to_string(),
@@ -376,7 +474,7 @@ mod tests {
         assert_eq!(json["port_source"], "port-header");
 
         // From an untrusted peer the header decides nothing.
-        let peer = realip_tower::TransportPeer::socket("192.0.2.1:6000".parse().unwrap());
+        let peer = realip_core::PeerAddr::Inet("192.0.2.1:6000".parse().unwrap());
         let resolution = layer.resolve(&headers, Some(&peer));
         assert!(forwarded_json(&resolution, &headers, None).is_none());
         assert_eq!(resolution.client().unwrap().to_string(), "192.0.2.1:6000");

@@ -11,7 +11,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use realip_listener::{ProxiedAddr, ProxyListener};
+use realip_listener::ProxiedAddr;
 use realip_tower::Resolution;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,7 +19,9 @@ use tokio::sync::watch;
 use crate::acl::Acl;
 use crate::broker::Broker;
 use crate::config::{Config, RunArgs};
-use crate::realip::{conn_meta, forwarded_json, proxy_listener, real_ip_layer};
+use crate::realip::{
+    MqttListener, WsPeer, conn_meta, forwarded_json, insert_proxied_addr, real_ip_layer,
+};
 use crate::ws::WsIo;
 use crate::{admin, session};
 
@@ -47,9 +49,13 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn bind(name: &str, addr: Option<SocketAddr>) -> Result<Option<TcpListener>, String> {
+async fn bind(
+    name: &str,
+    addr: Option<SocketAddr>,
+    backlog: u32,
+) -> Result<Option<TcpListener>, String> {
     match addr {
-        Some(addr) => TcpListener::bind(addr)
+        Some(addr) => realip_listener::bind_tcp(addr, backlog)
             .await
             .map(Some)
             .map_err(|e| format!("cannot bind the {name} listener on {addr}: {e}")),
@@ -67,9 +73,9 @@ fn local(listener: &Option<TcpListener>) -> String {
 async fn serve(config: Config) -> Result<(), String> {
     let broker = Broker::new(Acl::new(config.allow.clone(), config.deny.clone()));
     let layer = config.forwarding.as_ref().map(real_ip_layer).transpose()?;
-    let tcp = bind("tcp", config.tcp).await?;
-    let ws = bind("ws", config.ws).await?;
-    let admin = bind("admin", config.admin).await?;
+    let tcp = bind("tcp", config.tcp, config.backlog).await?;
+    let ws = bind("ws", config.ws, config.backlog).await?;
+    let admin = bind("admin", config.admin, config.backlog).await?;
 
     // The stable line scripts wait for: every listener is bound when it is printed.
     let line = format!(
@@ -97,8 +103,9 @@ async fn serve(config: Config) -> Result<(), String> {
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = tcp {
-        let listener = proxy_listener(
+        let listener = MqttListener::new(
             listener,
+            "--tcp-proxy-protocol",
             config.tcp_proxy_protocol,
             config.proxy_from.as_ref(),
             config.proxy_protocol_timeout,
@@ -106,8 +113,9 @@ async fn serve(config: Config) -> Result<(), String> {
         tasks.spawn(tcp_loop(listener, Arc::clone(&broker), stop.clone()));
     }
     if let Some(listener) = ws {
-        let listener = proxy_listener(
+        let listener = MqttListener::new(
             listener,
+            "--ws-proxy-protocol",
             config.ws_proxy_protocol,
             config.proxy_from.as_ref(),
             config.proxy_protocol_timeout,
@@ -116,11 +124,13 @@ async fn serve(config: Config) -> Result<(), String> {
         if let Some(layer) = layer {
             app = app.layer(layer);
         }
+        // Outermost: the forwarded-header layer and the handler read `ConnectInfo<ProxiedAddr>`.
+        let app = app.layer(axum::middleware::map_request(insert_proxied_addr));
         let stop = stop.clone();
         tasks.spawn(async move {
             let served = axum::serve(
                 listener,
-                app.into_make_service_with_connect_info::<ProxiedAddr>(),
+                app.into_make_service_with_connect_info::<WsPeer>(),
             )
             .with_graceful_shutdown(stopped(stop))
             .await;
@@ -188,7 +198,7 @@ async fn shutdown_signal() -> &'static str {
 }
 
 async fn tcp_loop(
-    mut listener: ProxyListener,
+    mut listener: MqttListener,
     broker: Arc<Broker>,
     mut stop: watch::Receiver<bool>,
 ) {

@@ -33,7 +33,7 @@ enum End {
     Closed,
     KeepaliveTimeout(Duration),
     Malformed(String),
-    Protocol(&'static str),
+    Protocol(String),
     TopicAlias,
     UnsupportedProtocol(u8),
     Io(std::io::Error),
@@ -54,6 +54,16 @@ impl End {
             Self::Broker(CloseReason::Kicked) => Some(DisconnectReason::AdministrativeAction),
             Self::Shutdown => Some(DisconnectReason::ServerShuttingDown),
             _ => None,
+        }
+    }
+}
+
+impl From<codec::DecodeError> for End {
+    fn from(e: codec::DecodeError) -> Self {
+        if e.protocol_error {
+            Self::Protocol(e.message)
+        } else {
+            Self::Malformed(e.message)
         }
     }
 }
@@ -104,7 +114,7 @@ impl Reader {
     fn next(&mut self, version: Version) -> Result<Option<Inbound>, End> {
         version
             .decode(&mut self.buf, MAX_PACKET_SIZE)
-            .map_err(|e| End::Malformed(e.0))
+            .map_err(End::from)
     }
 
     /// Reads more bytes; `Ok(false)` at end of stream. Cancel safe.
@@ -256,7 +266,12 @@ where
                 version,
                 broker: &broker,
                 clientid: &clientid,
-                next_pkid: 0,
+                conn_id,
+                receive_max: connect.receive_maximum,
+                session_expiry: connect.session_expiry,
+                client_max_packet: connect
+                    .max_packet_size
+                    .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
                 out: BytesMut::new(),
             };
             let end = conn
@@ -287,12 +302,17 @@ where
     if let Some(will) = will {
         if valid_topic(&will.topic) {
             tracing::debug!(client = %clientid, topic = %will.topic, "publishing will message");
+            let mut props = will.props;
+            props.expire_after(will.message_expiry);
             broker.publish(
                 Some(&clientid),
-                &will.topic,
-                will.payload,
-                min_qos(will.qos, QoS::AtLeastOnce),
-                will.retain,
+                Delivery {
+                    topic: Arc::from(will.topic.as_str()),
+                    payload: will.payload,
+                    qos: will.qos,
+                    retain: will.retain,
+                    props: Arc::new(props),
+                },
             );
         }
     }
@@ -356,7 +376,7 @@ async fn read_first<IO: AsyncRead + Unpin>(
 ) -> Result<(Version, codec::Connect), End> {
     loop {
         if !reader.buf.is_empty() && reader.buf[0] >> 4 != 1 {
-            return Err(End::Protocol("first packet is not CONNECT"));
+            return Err(End::Protocol(String::from("first packet is not CONNECT")));
         }
         if let Some((name, level)) = connect_protocol(&reader.buf) {
             let version = match (name, level) {
@@ -367,7 +387,7 @@ async fn read_first<IO: AsyncRead + Unpin>(
             match codec::decode_connect(version, &mut reader.buf, MAX_PACKET_SIZE) {
                 Ok(Some(connect)) => return Ok((version, connect)),
                 Ok(None) => {}
-                Err(e) => return Err(End::Malformed(e.0)),
+                Err(e) => return Err(End::from(e)),
             }
         }
         if !reader.fill(io).await? {
@@ -409,12 +429,24 @@ async fn connack<IO: AsyncWrite + Unpin>(
     send(io, &mut out).await
 }
 
-/// The CONNECTed part of a connection.
+/// The highest QoS the broker grants and delivers.
+const MAX_QOS: QoS = QoS::ExactlyOnce;
+/// Messages taken from the session queue per wake-up.
+const BATCH: usize = 256;
+
+/// The CONNECTed part of a connection. Outgoing messages and their acknowledgement state
+/// live in the broker's session, so that a resumed session continues where this one stopped.
 struct Connection<'a> {
     version: Version,
     broker: &'a Broker,
     clientid: &'a str,
-    next_pkid: u16,
+    conn_id: u64,
+    /// The client's Receive Maximum [MQTT-3.3.4-9].
+    receive_max: u16,
+    /// The Session Expiry Interval of CONNECT (MQTT 5).
+    session_expiry: Option<u32>,
+    /// The client's Maximum Packet Size [MQTT-3.1.2-24].
+    client_max_packet: usize,
     out: BytesMut,
 }
 
@@ -431,8 +463,20 @@ impl Connection<'_> {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut rx = registration.rx;
+        let ready = registration.ready;
         let mut close = registration.close;
+        // A resumed session re-sends what was in flight, in order, with DUP set (PUBREL for
+        // QoS 2 messages already received) [MQTT-4.4.0-1], [MQTT-4.6.0-1].
+        for f in &registration.resend {
+            let written = if f.released {
+                self.version.pubrel(&mut self.out, f.pkid)
+            } else {
+                self.write_publish(&f.msg, f.pkid, true)
+            };
+            if let Err(e) = written {
+                return encode_err(e);
+            }
+        }
         // MQTT 3.1.1 §3.1.2.10, MQTT 5 §3.1.2.10: the server disconnects after one and a
         // half keep-alive periods without a packet.
         let idle_limit =
@@ -476,25 +520,9 @@ impl Connection<'_> {
                     Ok(false) => return End::Closed,
                     Err(end) => return end,
                 },
-                delivery = rx.recv() => {
-                    let Some(delivery) = delivery else {
-                        // The broker dropped this connection's queue: taken over or kicked.
-                        return match close.try_recv() {
-                            Ok(reason) => End::Broker(reason),
-                            Err(_) => End::Shutdown,
-                        };
-                    };
-                    if let Err(end) = self.deliver(delivery) {
+                () = ready.notified() => {
+                    if let Err(end) = self.pull(&ready) {
                         return end;
-                    }
-                    // Batch whatever else is queued.
-                    while let Ok(delivery) = rx.try_recv() {
-                        if let Err(end) = self.deliver(delivery) {
-                            return end;
-                        }
-                        if self.out.len() > 64 * 1024 {
-                            break;
-                        }
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
@@ -504,23 +532,41 @@ impl Connection<'_> {
         }
     }
 
-    fn deliver(&mut self, delivery: Delivery) -> Result<(), End> {
-        let pkid = if delivery.qos == QoS::AtMostOnce {
-            0
-        } else {
-            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
-            self.next_pkid
-        };
+    /// Writes a PUBLISH unless it exceeds the client's Maximum Packet Size; such a message
+    /// is dropped as if it had been delivered [MQTT-3.1.2-25].
+    fn write_publish(
+        &mut self,
+        msg: &Delivery,
+        pkid: u16,
+        dup: bool,
+    ) -> Result<(), codec::EncodeError> {
+        let start = self.out.len();
         self.version
-            .publish(
-                &mut self.out,
-                &delivery.topic,
-                delivery.payload,
-                delivery.qos,
-                delivery.retain,
-                pkid,
-            )
-            .map_err(encode_err)
+            .publish(&mut self.out, msg, pkid, dup, std::time::Instant::now())?;
+        if self.out.len() - start > self.client_max_packet {
+            self.out.truncate(start);
+            tracing::debug!(client = %self.clientid, topic = %msg.topic, "message larger than the client's Maximum Packet Size: dropped");
+            if msg.qos != QoS::AtMostOnce {
+                self.broker.discard(self.clientid, self.conn_id, pkid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what the session's queue holds, within the client's Receive Maximum.
+    fn pull(&mut self, ready: &tokio::sync::Notify) -> Result<(), End> {
+        let batch = self
+            .broker
+            .take(self.clientid, self.conn_id, self.receive_max, BATCH);
+        if batch.len() == BATCH {
+            // More may be waiting: come back after this batch is written.
+            ready.notify_one();
+        }
+        for outgoing in batch {
+            self.write_publish(&outgoing.msg, outgoing.pkid, false)
+                .map_err(encode_err)?;
+        }
+        Ok(())
     }
 
     /// Handles one packet; `Some` ends the connection.
@@ -528,56 +574,96 @@ impl Connection<'_> {
         let (version, out) = (self.version, &mut self.out);
         let written = match packet {
             Inbound::Publish {
-                topic_alias: true, ..
+                topic_alias: Some(_),
+                ..
             } => return Some(End::TopicAlias),
+            Inbound::Publish {
+                has_subscription_id: true,
+                ..
+            } => {
+                // [MQTT-3.3.4-6]: only a server sends Subscription Identifiers.
+                return Some(End::Protocol(String::from(
+                    "Subscription Identifier in a PUBLISH from the client",
+                )));
+            }
             Inbound::Publish {
                 topic,
                 payload,
                 qos,
                 retain,
                 pkid,
+                props,
                 ..
             } => {
                 if !valid_topic(&topic) {
-                    return Some(End::Protocol("invalid topic name in PUBLISH"));
+                    return Some(End::Protocol(String::from("invalid topic name in PUBLISH")));
                 }
-                self.broker
-                    .publish(Some(self.clientid), &topic, payload, qos, retain);
+                let msg = Delivery {
+                    topic: Arc::from(topic.as_str()),
+                    payload,
+                    qos,
+                    retain,
+                    props: Arc::new(props),
+                };
                 match qos {
-                    QoS::AtMostOnce => Ok(()),
-                    QoS::AtLeastOnce => version.puback(out, pkid),
-                    // Delivered on receipt; PUBREL is answered with PUBCOMP below.
-                    QoS::ExactlyOnce => version.pubrec(out, pkid),
+                    QoS::AtMostOnce => {
+                        self.broker.publish(Some(self.clientid), msg);
+                        Ok(())
+                    }
+                    QoS::AtLeastOnce => {
+                        self.broker.publish(Some(self.clientid), msg);
+                        version.puback(out, pkid)
+                    }
+                    QoS::ExactlyOnce => {
+                        // Delivered on the first receipt only; a re-sent PUBLISH (same
+                        // packet identifier, before PUBREL) is only acknowledged again.
+                        if self.broker.inbound_qos2(self.clientid, self.conn_id, pkid) {
+                            self.broker.publish(Some(self.clientid), msg);
+                        }
+                        version.pubrec(out, pkid)
+                    }
                 }
             }
-            Inbound::PubRel(pkid) => version.pubcomp(out, pkid),
-            // QoS 1 deliveries are fire-and-forget in memory; nothing to retransmit.
-            Inbound::Ack => Ok(()),
-            Inbound::EmptySubscribe => {
-                return Some(End::Protocol("SUBSCRIBE without topic filters"));
+            Inbound::PubRel(pkid) => {
+                self.broker
+                    .inbound_release(self.clientid, self.conn_id, pkid);
+                version.pubcomp(out, pkid)
+            }
+            Inbound::PubAck(pkid) => {
+                self.broker.puback(self.clientid, self.conn_id, pkid);
+                Ok(())
+            }
+            Inbound::PubRec { pkid, failed } => {
+                self.broker
+                    .pubrec(self.clientid, self.conn_id, pkid, failed);
+                if failed {
+                    Ok(())
+                } else {
+                    version.pubrel(out, pkid)
+                }
+            }
+            Inbound::PubComp(pkid) => {
+                self.broker.pubcomp(self.clientid, self.conn_id, pkid);
+                Ok(())
             }
             Inbound::Subscribe { pkid, filters } => {
                 let mut granted = Vec::with_capacity(filters.len());
                 let mut accepted = Vec::with_capacity(filters.len());
                 for (filter, mut opts) in filters {
                     if valid_filter(&filter) {
-                        opts.qos = min_qos(opts.qos, QoS::AtLeastOnce);
+                        opts.qos = min_qos(opts.qos, MAX_QOS);
                         granted.push(Some(opts.qos));
                         accepted.push((filter, opts));
                     } else {
                         granted.push(None);
                     }
                 }
-                let retained = self.broker.subscribe(self.clientid, &accepted);
-                tracing::debug!(client = %self.clientid, filters = ?accepted, "subscribed");
+                // SUBACK first; the retained messages are queued and follow it.
                 if let Err(e) = version.suback(out, pkid, &granted) {
                     return Some(encode_err(e));
                 }
-                for delivery in retained {
-                    if let Err(end) = self.deliver(delivery) {
-                        return Some(end);
-                    }
-                }
+                self.broker.subscribe(self.clientid, &accepted);
+                tracing::debug!(client = %self.clientid, filters = ?accepted, "subscribed");
                 Ok(())
             }
             Inbound::Unsubscribe { pkid, filters } => {
@@ -585,11 +671,23 @@ impl Connection<'_> {
                 version.unsuback(out, pkid, filters.len())
             }
             Inbound::PingReq => version.pingresp(out),
-            Inbound::Disconnect { will: false } => return Some(End::Normal),
-            Inbound::Disconnect { will: true } => return Some(End::NormalWithWill),
-            Inbound::Connect => return Some(End::Protocol("second CONNECT")),
+            Inbound::Disconnect {
+                session_expiry: Some(secs),
+                ..
+            } if secs > 0 && self.session_expiry.is_none() => {
+                // [MQTT-3.14.2-2]: a session that ends with the connection cannot be made
+                // to outlive it by DISCONNECT.
+                return Some(End::Protocol(String::from(
+                    "DISCONNECT sets a Session Expiry Interval after CONNECT set 0",
+                )));
+            }
+            Inbound::Disconnect { will: false, .. } => return Some(End::Normal),
+            Inbound::Disconnect { will: true, .. } => return Some(End::NormalWithWill),
+            Inbound::Connect => return Some(End::Protocol(String::from("second CONNECT"))),
             Inbound::ServerOnly => {
-                return Some(End::Protocol("server-to-client packet sent by the client"));
+                return Some(End::Protocol(String::from(
+                    "server-to-client packet sent by the client",
+                )));
             }
         };
         written.err().map(encode_err)

@@ -3,31 +3,11 @@
 
 mod common;
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{BrokerProcess, Paho, RawClient, have_paho};
+use common::{BrokerProcess, Paho, RawClient, have_paho, read_to_close, v5_connect};
 use rumqttc::v5::mqttbytes::{QoS, v5};
-
-/// Reads everything until the broker closes the connection.
-fn read_to_close(client: &mut RawClient) -> Vec<u8> {
-    let mut rest = Vec::new();
-    let _ = client.stream.read_to_end(&mut rest);
-    rest
-}
-
-fn v5_connect(client_id: &str, keep_alive: u16) -> Vec<u8> {
-    let connect = v5::Connect {
-        keep_alive,
-        client_id: client_id.to_owned(),
-        clean_start: true,
-        properties: None,
-    };
-    let mut out = BytesMut::new();
-    connect.write(&None, &None, &mut out).unwrap();
-    out.to_vec()
-}
 
 #[test]
 fn takeover_and_kick_send_reason_coded_disconnects_to_paho() {

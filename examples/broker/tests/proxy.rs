@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{BIN, BrokerProcess, RawClient, WsClient, connect_packet};
+use common::{
+    BIN, BrokerProcess, Paho, RawClient, WsClient, connect_packet, have_mosquitto, have_paho,
+};
 use realip_listener::ProxyHeader;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::Packet;
@@ -153,28 +155,263 @@ fn direct_clients_without_a_header_are_closed_and_others_are_unaffected() {
     assert_eq!(broker.client("pp-good")["peername"], "203.0.113.8:52000");
 }
 
+/// What the broker did with one connection attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// CONNACK 0; the client is listed (or, for a client that left, logged) with this
+    /// `peername`.
+    Served(String),
+    /// Closed before any CONNACK.
+    Closed,
+}
+
+use Outcome::{Closed, Served};
+
+/// A trusted load balancer's address (inside `--proxy-from 127.0.0.40/30`).
+const LB: &str = "127.0.0.41";
+/// A host outside `--proxy-from 127.0.0.40/30`.
+const OUTSIDER: &str = "127.0.0.50";
+/// The client every header in the matrix claims.
+const CLAIMED: &str = "203.0.113.60:4000";
+
+fn header_for(to: SocketAddr) -> Vec<u8> {
+    ProxyHeader::v1(CLAIMED.parse().unwrap(), to).to_bytes()
+}
+
+/// TCP with a PROXY v1 header, then CONNECT, in one write.
+fn tcp_with_header(broker: &BrokerProcess, from: &str, id: &str) -> Outcome {
+    let mut bytes = header_for(broker.tcp());
+    let mut connect = BytesMut::new();
+    connect_packet(id, 60).write(&mut connect).unwrap();
+    bytes.extend_from_slice(&connect);
+    let mut client = RawClient::connect_from(from, broker.tcp(), &bytes);
+    match client.recv() {
+        Some(Packet::ConnAck(ack)) if ack.code as u8 == 0 => {
+            Served(broker.client(id)["peername"].as_str().unwrap().to_owned())
+        }
+        None => Closed,
+        other => panic!("expected CONNACK or a close, got {other:?}"),
+    }
+}
+
+/// `mosquitto_pub` from `from`, no header; the `peername` comes from the audit log.
+fn tcp_without_header(broker: &BrokerProcess, from: &str, id: &str) -> Outcome {
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.tcp().port().to_string()])
+        .args(["-A", from, "-i", id, "-V", "mqttv311", "-q", "1"])
+        .args(["-t", "matrix/t", "-m", "m"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Closed;
+    }
+    let needle = format!("event=\"connected\" client={id} ");
+    let logs = broker.wait_log(&needle);
+    let line = logs.lines().find(|l| l.contains(&needle)).unwrap();
+    let peername = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("peername="))
+        .unwrap();
+    Served(peername.to_owned())
+}
+
+/// A WebSocket upgrade after a PROXY v1 header, then CONNECT.
+fn ws_with_header(broker: &BrokerProcess, from: &str, id: &str) -> Outcome {
+    let Some(mut ws) = WsClient::try_connect(from, broker.ws(), &header_for(broker.ws()), "")
+    else {
+        return Closed;
+    };
+    let mut connect = BytesMut::new();
+    connect_packet(id, 60).write(&mut connect).unwrap();
+    ws.send(&connect);
+    assert_eq!(ws.recv(), [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
+    Served(broker.client(id)["peername"].as_str().unwrap().to_owned())
+}
+
+/// paho-mqtt over WebSocket from `from`, no header.
+fn ws_without_header(broker: &BrokerProcess, from: &str, id: &str) -> Outcome {
+    match Paho::try_connect_with(broker.ws(), id, from, &[], &[]) {
+        Ok(_paho) => Served(broker.client(id)["peername"].as_str().unwrap().to_owned()),
+        Err(_) => Closed,
+    }
+}
+
+/// Runs the four cases (header or not, from the LB or the outsider) on both listeners.
+/// The answers are, per listener: LB with header, LB without, outsider with, outsider without.
+fn matrix(broker: &BrokerProcess, tag: &str) -> Vec<(&'static str, Outcome)> {
+    let mut outcomes = Vec::new();
+    for (listener, with, without) in [
+        (
+            "tcp",
+            tcp_with_header as fn(&BrokerProcess, &str, &str) -> Outcome,
+            tcp_without_header as fn(&BrokerProcess, &str, &str) -> Outcome,
+        ),
+        ("ws", ws_with_header, ws_without_header),
+    ] {
+        for (from, who) in [(LB, "lb"), (OUTSIDER, "outsider")] {
+            outcomes.push((
+                listener,
+                with(broker, from, &format!("{tag}-{listener}-{who}-header")),
+            ));
+            outcomes.push((
+                listener,
+                without(broker, from, &format!("{tag}-{listener}-{who}-plain")),
+            ));
+        }
+    }
+    outcomes
+}
+
+fn served_from(host: &str) -> Outcome {
+    Served(format!("{host}:PORT"))
+}
+
+/// The outcomes with socket ports replaced by `PORT` (they are ephemeral).
+fn without_ports(outcomes: Vec<(&'static str, Outcome)>) -> Vec<(&'static str, Outcome)> {
+    outcomes
+        .into_iter()
+        .map(|(listener, outcome)| match outcome {
+            Served(peer) if peer.starts_with("127.") => {
+                let host = peer.rsplit_once(':').unwrap().0.to_owned();
+                (listener, served_from(&host))
+            }
+            other => (listener, other),
+        })
+        .collect()
+}
+
 #[test]
-fn headers_from_outside_proxy_from_are_refused_and_nothing_is_attributed_to_them() {
-    let broker = BrokerProcess::start(&["--tcp-proxy-protocol", "--proxy-from", "127.0.0.40/30"]);
-    let forged = ProxyHeader::v1("198.51.100.66:1234".parse().unwrap(), dst(&broker)).to_bytes();
-    let mut attacker = RawClient::connect_from("127.0.0.50", broker.tcp(), &forged);
-    attacker.send(Packet::Connect(connect_packet("forged", 60)));
-    assert!(attacker.recv().is_none(), "a forged header was accepted");
-    assert_eq!(broker.get("/api/v5/clients/forged").0, 404);
+fn without_proxy_protocol_every_peer_is_served_as_itself_and_a_header_is_not_mqtt() {
+    if !have_mosquitto() || !have_paho() {
+        return;
+    }
+    let broker = BrokerProcess::start(&[]);
+    let outcomes = without_ports(matrix(&broker, "off"));
+    let expected = [
+        // The header's bytes are read as MQTT: not a CONNECT, so the client is closed.
+        ("tcp", Closed),
+        ("tcp", served_from(LB)),
+        ("tcp", Closed),
+        ("tcp", served_from(OUTSIDER)),
+        // An HTTP server answers `PROXY ...` with an error and closes.
+        ("ws", Closed),
+        ("ws", served_from(LB)),
+        ("ws", Closed),
+        ("ws", served_from(OUTSIDER)),
+    ];
+    assert_eq!(outcomes, expected, "logs:\n{}", broker.logs());
+}
 
-    // The same host without a header is served as itself.
-    let mut plain = RawClient::connect_from("127.0.0.50", broker.tcp(), b"");
-    assert_eq!(plain.handshake(connect_packet("plain-50", 60)), 0);
-    assert_eq!(broker.client("plain-50")["ip_address"], "127.0.0.50");
-    assert_eq!(broker.client("plain-50")["ip_source"], "socket");
+#[test]
+fn proxy_protocol_without_proxy_from_requires_and_believes_every_header() {
+    if !have_mosquitto() || !have_paho() {
+        return;
+    }
+    let broker = BrokerProcess::start(&["--tcp-proxy-protocol", "--ws-proxy-protocol"]);
+    let outcomes = without_ports(matrix(&broker, "any"));
+    let claimed = Served(CLAIMED.to_owned());
+    let expected = [
+        ("tcp", claimed.clone()),
+        ("tcp", Closed),
+        ("tcp", claimed.clone()),
+        ("tcp", Closed),
+        ("ws", claimed.clone()),
+        ("ws", Closed),
+        ("ws", claimed.clone()),
+        ("ws", Closed),
+    ];
+    assert_eq!(outcomes, expected, "logs:\n{}", broker.logs());
+    // Each refusal is logged with the peer that was refused.
+    let logs = broker.logs();
+    for host in [LB, OUTSIDER] {
+        assert!(
+            logs.lines().any(|l| l.contains("WARN")
+                && l.contains(&format!("peer={host}:"))
+                && l.contains("reason=\"missing\"")),
+            "no warn line about {host} without a header:\n{logs}"
+        );
+    }
+}
 
-    // A proxy in the range is believed.
-    let header = ProxyHeader::v1("203.0.113.9:53000".parse().unwrap(), dst(&broker)).to_bytes();
-    let mut lb = RawClient::connect_from("127.0.0.41", broker.tcp(), &header);
-    assert_eq!(lb.handshake(connect_packet("via-lb", 60)), 0);
-    assert_eq!(broker.client("via-lb")["peername"], "203.0.113.9:53000");
-    let (_, list) = broker.get("/api/v5/clients");
-    assert!(!list.to_string().contains("198.51.100.66"));
+#[test]
+fn proxy_from_decides_whose_header_is_believed_and_everyone_needs_one() {
+    if !have_mosquitto() || !have_paho() {
+        return;
+    }
+    let broker = BrokerProcess::start(&[
+        "--tcp-proxy-protocol",
+        "--ws-proxy-protocol",
+        "--proxy-from",
+        "127.0.0.40/30",
+    ]);
+    let outcomes = without_ports(matrix(&broker, "from"));
+    let claimed = Served(CLAIMED.to_owned());
+    let expected = [
+        ("tcp", claimed.clone()),
+        ("tcp", Closed),
+        ("tcp", Closed),
+        ("tcp", Closed),
+        ("ws", claimed.clone()),
+        ("ws", Closed),
+        ("ws", Closed),
+        ("ws", Closed),
+    ];
+    assert_eq!(outcomes, expected, "logs:\n{}", broker.logs());
+
+    // The outsider's header is not believed, and the warn line names the outsider, for a
+    // connection with a header and for one without.
+    let logs = broker.logs();
+    let warns: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(&format!("connection from {OUTSIDER}:")))
+        .collect();
+    assert!(
+        warns
+            .iter()
+            .filter(|l| l.contains("outside --proxy-from"))
+            .count()
+            >= 2
+            && warns
+                .iter()
+                .filter(|l| l.contains("no PROXY protocol header"))
+                .count()
+                >= 2,
+        "{logs}"
+    );
+    // Nothing is attributed to the claimed address of a refused header: only the two LB
+    // connections ever carried it.
+    let claimed_by: Vec<&str> = logs
+        .lines()
+        .filter(|l| {
+            l.contains("event=\"connected\"") && l.contains(&format!("peername={CLAIMED} "))
+        })
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("socket_peer="))
+        })
+        .collect();
+    assert_eq!(claimed_by.len(), 2, "{logs}");
+    assert!(
+        claimed_by
+            .iter()
+            .all(|peer| peer.starts_with(&format!("{LB}:"))),
+        "{logs}"
+    );
+}
+
+#[test]
+fn proxy_from_without_proxy_protocol_is_a_configuration_error() {
+    let out = Command::new(BIN)
+        .args(["--tcp", "127.0.0.1:0", "--ws", "off", "--admin", "off"])
+        .args(["--proxy-from", "10.0.0.0/8"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ Driven line by line: it prints one JSON object per event on stdout and reads one
 per line on stdin.
 
 Events:   {"event": "connected", "rc": 0}
+          (MQTT 5 messages add "dup" and "props": user_properties, content_type, ...)
           {"event": "subscribed", "mid": 1, "granted": [1]}
           {"event": "published", "mid": 2}
           {"event": "message", "topic": "t", "payload": "p", "qos": 1, "retain": false}
@@ -12,6 +13,7 @@ Events:   {"event": "connected", "rc": 0}
 Commands: {"op": "sub", "topic": "t/#", "qos": 1}
           (MQTT 5 options: "no_local", "retain_as_published", "retain_handling")
           {"op": "pub", "topic": "t", "payload": "p", "qos": 1, "retain": false}
+          (MQTT 5: "props": {"user_properties": [["k", "v"]], "content_type": ...})
           {"op": "quit"}
 
 Usage: ws_client.py --port PORT [--host 127.0.0.1] [--path /mqtt] [--bind 127.0.0.121]
@@ -34,6 +36,28 @@ def emit(**event):
     with lock:
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
+
+
+def message_properties(props):
+    """The MQTT 5 PUBLISH properties paho-mqtt read, as JSON."""
+    out = {}
+    if props is None:
+        return out
+    for name, key in [
+        ("UserProperty", "user_properties"),
+        ("ContentType", "content_type"),
+        ("ResponseTopic", "response_topic"),
+        ("PayloadFormatIndicator", "payload_format_indicator"),
+        ("MessageExpiryInterval", "message_expiry_interval"),
+        ("SubscriptionIdentifier", "subscription_identifiers"),
+        ("TopicAlias", "topic_alias"),
+    ]:
+        if hasattr(props, name):
+            value = getattr(props, name)
+            out[key] = [list(p) for p in value] if name == "UserProperty" else value
+    if hasattr(props, "CorrelationData"):
+        out["correlation_data"] = props.CorrelationData.decode("utf-8", "replace")
+    return out
 
 
 def main():
@@ -74,13 +98,17 @@ def main():
         emit(event="published", mid=mid)
 
     def on_message(_client, _userdata, msg):
-        emit(
+        event = dict(
             event="message",
             topic=msg.topic,
             payload=msg.payload.decode("utf-8", "replace"),
             qos=msg.qos,
             retain=bool(msg.retain),
         )
+        if v5:
+            event["dup"] = bool(msg.dup)
+            event["props"] = message_properties(msg.properties)
+        emit(**event)
 
     def on_disconnect(client, _userdata, _flags, reason_code, _properties):
         emit(event="disconnected", rc=reason_code.value)
@@ -118,11 +146,31 @@ def main():
         elif op == "sub":
             client.subscribe(cmd["topic"], qos=cmd.get("qos", 0))
         elif op == "pub":
+            properties = None
+            if v5 and cmd.get("props"):
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                properties = Properties(PacketTypes.PUBLISH)
+                p = cmd["props"]
+                if "user_properties" in p:
+                    properties.UserProperty = [tuple(kv) for kv in p["user_properties"]]
+                if "content_type" in p:
+                    properties.ContentType = p["content_type"]
+                if "response_topic" in p:
+                    properties.ResponseTopic = p["response_topic"]
+                if "correlation_data" in p:
+                    properties.CorrelationData = p["correlation_data"].encode()
+                if "message_expiry_interval" in p:
+                    properties.MessageExpiryInterval = p["message_expiry_interval"]
+                if "payload_format_indicator" in p:
+                    properties.PayloadFormatIndicator = p["payload_format_indicator"]
             client.publish(
                 cmd["topic"],
                 cmd.get("payload", ""),
                 qos=cmd.get("qos", 0),
                 retain=cmd.get("retain", False),
+                properties=properties,
             )
         elif op == "quit":
             break

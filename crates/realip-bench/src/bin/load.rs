@@ -17,6 +17,7 @@ use realip_bench::header;
 use realip_bench::procfs;
 use realip_bench::server::{self, ServeOptions, ServerKind};
 use realip_bench::stats::{median, percentile};
+use realip_bench::udp::{self as udp_bench, UdpKind};
 use tokio::time::sleep;
 
 /// Listen backlog of every server.
@@ -49,6 +50,14 @@ enum Cmd {
         #[arg(long)]
         max_pending: Option<usize>,
     },
+    /// Run one UDP echo server (used by `udp`; prints `LISTENING <addr>`, exits on stdin EOF).
+    ServeUdp {
+        /// Which socket and header format.
+        #[arg(long, value_enum)]
+        kind: UdpKind,
+    },
+    /// UDP datagrams per second: plain `UdpSocket` and `ProxyUdpSocket` per format, interleaved.
+    Udp(UdpArgs),
     /// Accept throughput: plain, ours v1, ours v2, peer v2, interleaved rounds.
     Accept(AcceptArgs),
     /// Accept capacity: a stopped server gets a burst of queued connections, then drains them.
@@ -71,7 +80,28 @@ enum Cmd {
         memory: MemoryArgs,
         #[command(flatten)]
         micro: MicroArgs,
+        #[command(flatten)]
+        udp: UdpArgs,
     },
+}
+
+#[derive(Clone, Debug, Args)]
+struct UdpArgs {
+    /// Measured UDP rounds (each runs every server once).
+    #[arg(long, default_value_t = 15)]
+    udp_rounds: usize,
+    /// Seconds per UDP server per round.
+    #[arg(long, default_value_t = 1.0)]
+    udp_secs: f64,
+    /// Client flows (sockets with their own source port), as a proxy has per client.
+    #[arg(long, default_value_t = 8)]
+    udp_flows: usize,
+    /// Datagrams in flight per flow.
+    #[arg(long, default_value_t = 16)]
+    udp_window: usize,
+    /// Payload bytes per datagram (after any header).
+    #[arg(long, default_value_t = 100)]
+    udp_payload: usize,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -151,7 +181,7 @@ struct MemoryArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Cmd::Serve { .. });
+    let serving = matches!(cli.command, Cmd::Serve { .. } | Cmd::ServeUdp { .. });
     if !serving && !cli.no_pin && std::env::var_os(PINNED_ENV).is_none() && can_pin() {
         return reexec_pinned();
     }
@@ -173,6 +203,11 @@ fn main() -> ExitCode {
                     max_pending,
                 };
                 run_server(kind, opts).await
+            }
+            Cmd::ServeUdp { kind } => run_udp_server(kind).await,
+            Cmd::Udp(a) => {
+                preface(pin);
+                udp(&a, pin).await
             }
             Cmd::Accept(a) => {
                 preface(pin);
@@ -201,6 +236,7 @@ fn main() -> ExitCode {
                 isolation: i,
                 memory: m,
                 micro: u,
+                udp: p,
             } => {
                 preface(pin);
                 accept(&a, pin).await?;
@@ -208,6 +244,7 @@ fn main() -> ExitCode {
                 isolation(&i, pin).await?;
                 memory(&m, pin).await?;
                 micro(&u);
+                udp(&p, pin).await?;
                 println!("\nLoad average at the end: {}", procfs::load_average());
                 Ok(())
             }
@@ -275,7 +312,20 @@ async fn run_server(kind: ServerKind, opts: ServeOptions) -> io::Result<()> {
     let listener = socket.listen(BACKLOG)?;
     println!("LISTENING {}", listener.local_addr()?);
     io::stdout().flush()?;
-    // The parent holds our stdin: end with it.
+    exit_with_stdin();
+    server::serve(kind, listener, opts).await
+}
+
+async fn run_udp_server(kind: UdpKind) -> io::Result<()> {
+    let (addr, serve) = udp_bench::bind(kind).await?;
+    println!("LISTENING {addr}");
+    io::stdout().flush()?;
+    exit_with_stdin();
+    serve.await
+}
+
+/// Ends the process when the parent, which holds our stdin, closes it.
+fn exit_with_stdin() {
     tokio::spawn(async {
         use tokio::io::AsyncReadExt;
         let mut buf = [0u8; 64];
@@ -287,7 +337,6 @@ async fn run_server(kind: ServerKind, opts: ServeOptions) -> io::Result<()> {
         }
         std::process::exit(0);
     });
-    server::serve(kind, listener, opts).await
 }
 
 /// A server in its own process; killed on drop.
@@ -301,6 +350,26 @@ struct ServerProc {
 
 impl ServerProc {
     fn spawn(kind: ServerKind, opts: ServeOptions, pin: bool) -> io::Result<Self> {
+        let mut args = vec![
+            "serve".to_owned(),
+            "--kind".to_owned(),
+            kind.name().to_owned(),
+            "--header-timeout-ms".to_owned(),
+            opts.header_timeout.as_millis().to_string(),
+        ];
+        if let Some(max) = opts.max_pending {
+            args.extend(["--max-pending".to_owned(), max.to_string()]);
+        }
+        Self::spawn_with(&args, kind.name(), pin)
+    }
+
+    fn spawn_udp(kind: UdpKind, pin: bool) -> io::Result<Self> {
+        let args = ["serve-udp", "--kind", kind.name()].map(str::to_owned);
+        Self::spawn_with(&args, kind.name(), pin)
+    }
+
+    /// Runs this harness with `args` (a `serve` command), on core 1 when pinning.
+    fn spawn_with(args: &[String], name: &str, pin: bool) -> io::Result<Self> {
         let exe = std::env::current_exe()?;
         let mut cmd = if pin {
             let mut c = Command::new("taskset");
@@ -309,17 +378,10 @@ impl ServerProc {
         } else {
             Command::new(exe)
         };
-        cmd.arg("serve")
-            .arg("--kind")
-            .arg(kind.name())
-            .arg("--header-timeout-ms")
-            .arg(opts.header_timeout.as_millis().to_string())
+        cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(max) = opts.max_pending {
-            cmd.arg("--max-pending").arg(max.to_string());
-        }
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take().expect("piped stdin");
         let mut line = String::new();
@@ -330,7 +392,7 @@ impl ServerProc {
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| {
                 let _ = child.kill();
-                io::Error::other(format!("{} server did not start: {line:?}", kind.name()))
+                io::Error::other(format!("{name} server did not start: {line:?}"))
             })?;
         let pid = child.id();
         Ok(Self {
@@ -347,6 +409,24 @@ impl Drop for ServerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One progress line on stderr: the round's rate per server.
+fn progress(section: &str, round: usize, rounds: usize, rates: &[f64]) {
+    let rates = rates
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(" / ");
+    eprintln!("{section} round {}/{rounds}: {rates}", round + 1);
+}
+
+/// The smallest and largest of `values`.
+fn min_max(values: &[f64]) -> (f64, f64) {
+    (
+        values.iter().copied().fold(f64::INFINITY, f64::min),
+        values.iter().copied().fold(0.0, f64::max),
+    )
 }
 
 fn v2_header() -> Vec<u8> {
@@ -428,16 +508,7 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
             cpu_to_plain[i].push(this_cpu[i] / this_cpu[0]);
             cpu_to_peer[i].push(this_cpu[i] / this_cpu[3]);
         }
-        eprintln!(
-            "accept round {}/{}: {}",
-            round + 1,
-            args.rounds,
-            this_round
-                .iter()
-                .map(|v| format!("{v:.0}"))
-                .collect::<Vec<_>>()
-                .join(" / ")
-        );
+        progress("accept", round, args.rounds, &this_round);
     }
     println!(
         "\n### Accept throughput\n\n{} rounds × {} s per server, {} concurrent client tasks, \
@@ -454,8 +525,7 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, (s, acc)) in scenarios.iter().zip(&samples).enumerate() {
-        let min = acc.per_sec.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = acc.per_sec.iter().copied().fold(0.0, f64::max);
+        let (min, max) = min_max(&acc.per_sec);
         println!(
             "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {:.1} | {:.3} | {:.3} | {:.0} % | {} |",
             s.name,
@@ -1093,4 +1163,86 @@ async fn settle(pid: u32) {
             last = now;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP datagrams per second
+
+async fn udp(args: &UdpArgs, pin: bool) -> io::Result<()> {
+    let servers = UdpKind::ALL
+        .iter()
+        .map(|&k| ServerProc::spawn_udp(k, pin))
+        .collect::<io::Result<Vec<_>>>()?;
+    let duration = Duration::from_secs_f64(args.udp_secs);
+    let run = |kind: UdpKind, server: SocketAddr, duration: Duration| {
+        udp_bench::load(
+            server,
+            kind,
+            args.udp_flows,
+            args.udp_window,
+            args.udp_payload,
+            duration,
+        )
+    };
+    eprintln!("udp: warm-up");
+    for (kind, p) in UdpKind::ALL.iter().zip(&servers) {
+        run(*kind, p.addr, duration.min(Duration::from_millis(300))).await?;
+    }
+    let n = UdpKind::ALL.len();
+    let mut per_sec = vec![Vec::new(); n];
+    let mut cpu_ns_per = vec![Vec::new(); n];
+    let mut to_plain = vec![Vec::new(); n];
+    let mut cpu_to_plain = vec![Vec::new(); n];
+    let mut lost = vec![0u64; n];
+    for round in 0..args.udp_rounds {
+        let mut this_round = vec![0.0; n];
+        let mut this_cpu = vec![0.0; n];
+        for (i, (kind, p)) in UdpKind::ALL.iter().zip(&servers).enumerate() {
+            let cpu0 = procfs::cpu_ns(p.pid)?;
+            let r = run(*kind, p.addr, duration).await?;
+            let cpu1 = procfs::cpu_ns(p.pid)?;
+            this_round[i] = r.per_sec();
+            // Each reply is one datagram received and one sent by the server.
+            this_cpu[i] = (cpu1 - cpu0) as f64 / r.replies.max(1) as f64;
+            per_sec[i].push(this_round[i]);
+            cpu_ns_per[i].push(this_cpu[i]);
+            lost[i] += r.lost;
+        }
+        for i in 0..n {
+            to_plain[i].push(this_round[i] / this_round[0]);
+            cpu_to_plain[i].push(this_cpu[i] / this_cpu[0]);
+        }
+        progress("udp", round, args.udp_rounds, &this_round);
+    }
+    println!(
+        "\n### UDP datagrams per second\n\n{} rounds × {} s per server, interleaved (plain, \
+         v2-flow, v2-datagram, spp, plain, …); {} client flows (own source port each) × {} \
+         datagrams in flight, {}-byte payload plus the format's header; the server echoes each \
+         datagram to its flow (`recv_from` then `send_to`). Ratios are medians of the per-round \
+         ratios. Server CPU = the server process's CPU time / echoed datagrams.\n",
+        args.udp_rounds, args.udp_secs, args.udp_flows, args.udp_window, args.udp_payload
+    );
+    println!(
+        "| server | datagrams/s (median) | min–max | ÷ plain | server CPU ns/datagram (median) | ÷ plain | lost |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (i, kind) in UdpKind::ALL.iter().enumerate() {
+        let (min, max) = min_max(&per_sec[i]);
+        println!(
+            "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.0} | {:.3} | {} |",
+            if *kind == UdpKind::Plain {
+                "plain `UdpSocket`".to_owned()
+            } else {
+                format!("`ProxyUdpSocket` {}", kind.name())
+            },
+            median(&per_sec[i]),
+            min,
+            max,
+            median(&to_plain[i]),
+            median(&cpu_ns_per[i]),
+            median(&cpu_to_plain[i]),
+            lost[i],
+        );
+    }
+    Ok(())
 }

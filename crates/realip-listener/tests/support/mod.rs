@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use realip_listener::{
-    Builder, Connection, Error, Family, Policy, ProxyAddr, ProxyInfo, ProxyListener,
+    Builder, Connection, Family, HandshakeError, Policy, ProxyAddr, ProxyInfo, ProxyListener,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -192,7 +192,7 @@ pub async fn connect(dst: SocketAddr) -> TcpStream {
 /// The next connection or handshake failure, failing the test if none comes quickly.
 pub async fn next(
     listener: &mut ProxyListener<TcpListener>,
-) -> Result<Connection<tokio::net::TcpStream>, Error> {
+) -> Result<Connection<tokio::net::TcpStream>, HandshakeError> {
     tokio::time::timeout(QUICK, listener.try_accept())
         .await
         .expect("no connection or error within 2 s")
@@ -203,7 +203,7 @@ pub async fn send(
     listener: &mut ProxyListener<TcpListener>,
     addr: SocketAddr,
     bytes: &[u8],
-) -> (TcpStream, Result<Connection<TcpStream>, Error>) {
+) -> (TcpStream, Result<Connection<TcpStream>, HandshakeError>) {
     let mut client = connect(addr).await;
     client.write_all(bytes).await.unwrap();
     let result = next(listener).await;

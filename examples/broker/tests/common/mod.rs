@@ -278,6 +278,9 @@ impl RawClient {
             Packet::Publish(p) => p.write(&mut out),
             Packet::Subscribe(p) => p.write(&mut out),
             Packet::PubAck(p) => p.write(&mut out),
+            Packet::PubRec(p) => p.write(&mut out),
+            Packet::PubRel(p) => p.write(&mut out),
+            Packet::PubComp(p) => p.write(&mut out),
             Packet::PingReq => v4::PingReq.write(&mut out),
             Packet::Disconnect => v4::Disconnect.write(&mut out),
             other => panic!("raw client cannot send {other:?}"),
@@ -395,32 +398,51 @@ pub struct WsClient {
 
 impl WsClient {
     pub fn connect(bind: &str, to: SocketAddr, prefix: &[u8], headers: &str) -> Self {
+        match Self::try_connect(bind, to, prefix, headers) {
+            Some(client) => client,
+            None => panic!("the broker closed the WebSocket connection before answering"),
+        }
+    }
+
+    /// Like [`connect`](Self::connect); `None` when the broker closes the connection
+    /// before answering the upgrade.
+    pub fn try_connect(bind: &str, to: SocketAddr, prefix: &[u8], headers: &str) -> Option<Self> {
         let mut stream = bind_connect(bind, to);
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        stream.write_all(prefix).unwrap();
+        // Prefix and request in one write: a broker that closes after the prefix must not
+        // make the second write fail.
+        let mut request = prefix.to_vec();
         write!(
-            stream,
+            request,
             "GET /mqtt HTTP/1.1\r\nHost: {to}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
              Sec-WebSocket-Protocol: mqtt\r\n{headers}\r\n"
         )
         .unwrap();
+        if stream.write_all(&request).is_err() {
+            return None;
+        }
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).unwrap();
+            if stream.read_exact(&mut byte).is_err() {
+                return None;
+            }
             head.push(byte[0]);
         }
         let head = String::from_utf8(head).unwrap();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        if !head.starts_with("HTTP/1.1 101") {
+            // Refused (an HTTP error, after which the server closes).
+            return None;
+        }
         assert!(
             head.to_ascii_lowercase()
                 .contains("sec-websocket-protocol: mqtt"),
             "{head}"
         );
-        Self { stream }
+        Some(Self { stream })
     }
 
     pub fn send(&mut self, payload: &[u8]) {
@@ -465,6 +487,22 @@ impl Paho {
         headers: &[&str],
         extra: &[&str],
     ) -> Self {
+        match Self::try_connect_with(ws, clientid, bind, headers, extra) {
+            Ok(paho) => paho,
+            Err(event) => panic!("paho CONNECT failed: {event}"),
+        }
+    }
+
+    /// Starts the client; `Err` with paho's event when it got no accepting CONNACK
+    /// (`error`: the connection or upgrade failed; `disconnected`: closed before CONNACK;
+    /// `connected` with a non-zero `rc`: refused).
+    pub fn try_connect_with(
+        ws: SocketAddr,
+        clientid: &str,
+        bind: &str,
+        headers: &[&str],
+        extra: &[&str],
+    ) -> Result<Self, Value> {
         let mut command = Command::new("python3");
         command.args([
             SCRIPT,
@@ -503,9 +541,24 @@ impl Paho {
             events,
             seen: Vec::new(),
         };
-        let connected = paho.expect("connected");
-        assert_eq!(connected["rc"], 0, "paho CONNECT refused: {connected}");
-        paho
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match paho.events.recv_timeout(left) {
+                Ok(event) if event["event"] == "connected" && event["rc"] == 0 => {
+                    return Ok(paho);
+                }
+                Ok(event)
+                    if ["connected", "error", "disconnected"]
+                        .contains(&event["event"].as_str().unwrap_or_default()) =>
+                {
+                    return Err(event);
+                }
+                Ok(event) => paho.seen.push(event),
+                // Closed without an event: paho exited.
+                Err(_) => return Err(json!({"event": "error", "error": "no event from paho"})),
+            }
+        }
     }
 
     pub fn command(&mut self, command: Value) {
@@ -558,4 +611,24 @@ impl Drop for Paho {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Reads everything until the broker closes the connection.
+pub fn read_to_close(client: &mut RawClient) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let _ = client.stream.read_to_end(&mut rest);
+    rest
+}
+
+/// An MQTT 5 CONNECT with clean start and no properties.
+pub fn v5_connect(client_id: &str, keep_alive: u16) -> Vec<u8> {
+    let connect = rumqttc::v5::mqttbytes::v5::Connect {
+        keep_alive,
+        client_id: client_id.to_owned(),
+        clean_start: true,
+        properties: None,
+    };
+    let mut out = BytesMut::new();
+    connect.write(&None, &None, &mut out).unwrap();
+    out.to_vec()
 }

@@ -30,8 +30,9 @@ use std::net::{SocketAddr, SocketAddrV6};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::info::{Command, SslInfo, Tlv, Transport, tlv_type};
-use crate::parse::{CRC32C, V2_MAX_LEN};
+use crate::header::info::{Command, Transport};
+use crate::header::parse::V2_MAX_LEN;
+use crate::header::tlv::{CRC32C, SslInfo, Tlv, tlv_type};
 
 /// A PROXY protocol header to send.
 ///
@@ -127,6 +128,12 @@ impl ProxyHeader {
         Self::v2_with(Command::Proxy, V2Addrs::Inet(src, dst), Transport::Stream)
     }
 
+    /// A v2 PROXY header for a UDP flow (`INET` or `INET6`, `DGRAM`), as a proxy prepends to
+    /// a datagram. Mixed families are sent as IPv6 with the IPv4 address mapped.
+    pub fn v2_datagram(src: SocketAddr, dst: SocketAddr) -> Self {
+        Self::v2(src, dst).with_transport(Transport::Datagram)
+    }
+
     /// A v2 LOCAL header (a proxy's own connection, such as a health check), `AF_UNSPEC`.
     pub fn v2_local() -> Self {
         Self::v2_with(Command::Local, V2Addrs::Unspec, Transport::Unspec)
@@ -202,13 +209,7 @@ impl ProxyHeader {
     /// Adds an SSL TLV (`PP2_TYPE_SSL`) with its sub-TLVs.
     #[must_use]
     pub fn with_ssl(self, ssl: &SslInfo) -> Self {
-        let mut value = Vec::with_capacity(5);
-        value.push(ssl.client_flags());
-        value.extend_from_slice(&ssl.verify().to_be_bytes());
-        for sub in ssl.sub_tlvs() {
-            push_tlv(&mut value, sub.kind(), sub.value());
-        }
-        self.with_tlv(tlv_type::SSL, value)
+        self.with_tlv(tlv_type::SSL, ssl.to_value())
     }
 
     /// Adds an AWS VPC endpoint id TLV (`0xEA`, sub-type `0x01`).
@@ -335,66 +336,11 @@ fn path108(path: &[u8]) -> [u8; 108] {
     out
 }
 
-fn push_tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
-    out.push(kind);
-    // Sub-TLV lengths beyond u16 are truncated; the outer TLV length check rejects them.
-    out.extend_from_slice(&(value.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
-    out.extend_from_slice(value);
-}
-
-impl SslInfo {
-    /// An SSL TLV value for [`ProxyHeader::with_ssl`]: client flags (see the `CLIENT_*`
-    /// constants) and the verify result (`0` = verified).
-    pub const fn new(client_flags: u8, verify: u32) -> Self {
-        Self {
-            client: client_flags,
-            verify,
-            sub_tlvs: Vec::new(),
-        }
-    }
-
-    /// Adds a sub-TLV (for example [`tlv_type::SSL_VERSION`]).
-    #[must_use]
-    pub fn with_sub_tlv(mut self, kind: u8, value: impl Into<Vec<u8>>) -> Self {
-        self.sub_tlvs.push(Tlv::new(kind, value.into()));
-        self
-    }
-
-    /// Adds the TLS version sub-TLV.
-    #[must_use]
-    pub fn with_version(self, version: &str) -> Self {
-        self.with_sub_tlv(tlv_type::SSL_VERSION, version)
-    }
-
-    /// Adds the client common name sub-TLV.
-    #[must_use]
-    pub fn with_client_cn(self, cn: &str) -> Self {
-        self.with_sub_tlv(tlv_type::SSL_CN, cn)
-    }
-
-    /// Adds the cipher sub-TLV.
-    #[must_use]
-    pub fn with_cipher(self, cipher: &str) -> Self {
-        self.with_sub_tlv(tlv_type::SSL_CIPHER, cipher)
-    }
-
-    /// Adds the signature algorithm sub-TLV.
-    #[must_use]
-    pub fn with_sig_alg(self, alg: &str) -> Self {
-        self.with_sub_tlv(tlv_type::SSL_SIG_ALG, alg)
-    }
-
-    /// Adds the key algorithm sub-TLV.
-    #[must_use]
-    pub fn with_key_alg(self, alg: &str) -> Self {
-        self.with_sub_tlv(tlv_type::SSL_KEY_ALG, alg)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_header;
+    use crate::error::HeaderError;
+    use crate::header::parse::parse_header;
 
     #[test]
     fn v1_forms() {
@@ -422,7 +368,7 @@ mod tests {
         bytes[17] ^= 1;
         assert!(matches!(
             parse_header(&bytes, 4096),
-            Err(crate::HeaderError::Crc32c { .. })
+            Err(HeaderError::Crc32c { .. })
         ));
     }
 

@@ -1,29 +1,28 @@
-//! What a PROXY protocol header said about a connection: addresses and TLVs.
-//!
-//! A [`ProxyInfo`] is built by the listener from a validated header; every TLV has been
-//! walked (and a CRC32C checked) before the connection is handed to the application.
+//! The TLVs of a v2 header: type numbers, the raw list with typed accessors, the SSL TLV,
+//! and the walk that validates them (bounds, lengths, CRC32C) when a header is parsed.
 //!
 //! # Example
 //!
 //! ```
-//! use realip_listener::{Command, ProxyHeader, ProxyVersion, Transport, parse_header};
+//! use realip_listener::{ProxyHeader, SslInfo, parse_header, tlv_type};
 //!
+//! let ssl = SslInfo::new(SslInfo::CLIENT_SSL, 0).with_version("TLSv1.3");
 //! let bytes = ProxyHeader::v2("192.0.2.7:51000".parse().unwrap(), "10.0.0.1:443".parse().unwrap())
-//!     .with_authority("example.com")
-//!     .with_unique_id(b"req-1".to_vec())
+//!     .with_ssl(&ssl)
+//!     .with_aws_vpce_id("vpce-1")
+//!     .with_crc32c()
 //!     .to_bytes();
-//! let (info, len) = parse_header(&bytes, 4096).unwrap().unwrap();
-//! assert_eq!(len, bytes.len());
-//! assert_eq!(info.version(), ProxyVersion::V2);
-//! assert_eq!(info.command(), Command::Proxy);
-//! assert_eq!(info.transport(), Transport::Stream);
-//! assert_eq!(info.source_inet(), Some("192.0.2.7:51000".parse().unwrap()));
-//! assert_eq!(info.tlvs().authority(), Some("example.com"));
-//! assert_eq!(info.tlvs().unique_id(), Some(&b"req-1"[..]));
+//! let (info, _) = parse_header(&bytes, 4096).unwrap().unwrap();
+//! let tlvs = info.tlvs();
+//! assert_eq!(tlvs.ssl().unwrap().version(), Some("TLSv1.3"));
+//! assert_eq!(tlvs.aws_vpce_id(), Some("vpce-1"));
+//! assert!(tlvs.get(tlv_type::CRC32C).is_some());
 //! ```
 
-use std::fmt;
-use std::net::SocketAddr;
+use crate::error::HeaderError;
+
+/// CRC32C (Castagnoli), the checksum of the `PP2_TYPE_CRC32C` TLV.
+pub(crate) const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 /// PROXY protocol TLV type numbers (the `PP2_TYPE_*` constants of the specification).
 pub mod tlv_type {
@@ -59,124 +58,6 @@ pub mod tlv_type {
     pub const AZURE: u8 = 0xEE;
 }
 
-/// PROXY protocol version of a header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ProxyVersion {
-    /// The text format (`PROXY TCP4 ...\r\n`).
-    V1,
-    /// The binary format.
-    V2,
-}
-
-impl ProxyVersion {
-    /// `"v1"` or `"v2"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::V1 => "v1",
-            Self::V2 => "v2",
-        }
-    }
-}
-
-impl fmt::Display for ProxyVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The command of a header: PROXY (relayed connection) or LOCAL (the proxy's own, such as a
-/// health check). A v1 header is always `Proxy` (v1 `UNKNOWN` has no addresses).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Command {
-    /// The connection was relayed on behalf of another node.
-    Proxy,
-    /// The proxy's own connection; the socket endpoints are the real ones.
-    Local,
-}
-
-impl Command {
-    /// `"proxy"` or `"local"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Proxy => "proxy",
-            Self::Local => "local",
-        }
-    }
-}
-
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The address family announced by a header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Family {
-    /// `AF_UNSPEC` (v2) or `UNKNOWN` (v1): no addresses.
-    Unspec,
-    /// IPv4 (`TCP4` in v1).
-    Inet,
-    /// IPv6 (`TCP6` in v1).
-    Inet6,
-    /// Unix socket paths (v2 only).
-    Unix,
-}
-
-/// The transport protocol announced by a header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Transport {
-    /// Unspecified.
-    Unspec,
-    /// `SOCK_STREAM` (TCP; every v1 header with addresses).
-    Stream,
-    /// `SOCK_DGRAM` (UDP).
-    Datagram,
-}
-
-/// One end of a proxied connection as the header describes it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ProxyAddr {
-    /// An IPv4 or IPv6 address and port.
-    Inet(SocketAddr),
-    /// A Unix socket path (the raw bytes up to the first NUL).
-    Unix(Vec<u8>),
-}
-
-impl ProxyAddr {
-    /// The socket address of an internet endpoint.
-    pub const fn inet(&self) -> Option<SocketAddr> {
-        match self {
-            Self::Inet(addr) => Some(*addr),
-            Self::Unix(_) => None,
-        }
-    }
-
-    /// The path of a Unix socket endpoint.
-    #[cfg(unix)]
-    pub fn unix_path(&self) -> Option<&std::path::Path> {
-        use std::os::unix::ffi::OsStrExt;
-        match self {
-            Self::Unix(raw) => Some(std::path::Path::new(std::ffi::OsStr::from_bytes(raw))),
-            Self::Inet(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for ProxyAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Inet(addr) => addr.fmt(f),
-            Self::Unix(path) => write!(f, "unix:{}", String::from_utf8_lossy(path)),
-        }
-    }
-}
-
 /// One raw type-length-value entry of a v2 header.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Tlv {
@@ -207,9 +88,9 @@ impl Tlv {
 /// The `PP2_TYPE_SSL` TLV: how the client connected to the proxy over TLS.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SslInfo {
-    pub(crate) client: u8,
-    pub(crate) verify: u32,
-    pub(crate) sub_tlvs: Vec<Tlv>,
+    client: u8,
+    verify: u32,
+    sub_tlvs: Vec<Tlv>,
 }
 
 impl SslInfo {
@@ -283,14 +164,106 @@ impl SslInfo {
     }
 }
 
+impl SslInfo {
+    /// An SSL TLV value for
+    /// [`ProxyHeader::with_ssl`](crate::header::write::ProxyHeader::with_ssl): client flags
+    /// (see the `CLIENT_*`
+    /// constants) and the verify result (`0` = verified).
+    pub const fn new(client_flags: u8, verify: u32) -> Self {
+        Self {
+            client: client_flags,
+            verify,
+            sub_tlvs: Vec::new(),
+        }
+    }
+
+    /// Adds a sub-TLV (for example [`tlv_type::SSL_VERSION`]).
+    #[must_use]
+    pub fn with_sub_tlv(mut self, kind: u8, value: impl Into<Vec<u8>>) -> Self {
+        self.sub_tlvs.push(Tlv::new(kind, value.into()));
+        self
+    }
+
+    /// Adds the TLS version sub-TLV.
+    #[must_use]
+    pub fn with_version(self, version: &str) -> Self {
+        self.with_sub_tlv(tlv_type::SSL_VERSION, version)
+    }
+
+    /// Adds the client common name sub-TLV.
+    #[must_use]
+    pub fn with_client_cn(self, cn: &str) -> Self {
+        self.with_sub_tlv(tlv_type::SSL_CN, cn)
+    }
+
+    /// Adds the cipher sub-TLV.
+    #[must_use]
+    pub fn with_cipher(self, cipher: &str) -> Self {
+        self.with_sub_tlv(tlv_type::SSL_CIPHER, cipher)
+    }
+
+    /// Adds the signature algorithm sub-TLV.
+    #[must_use]
+    pub fn with_sig_alg(self, alg: &str) -> Self {
+        self.with_sub_tlv(tlv_type::SSL_SIG_ALG, alg)
+    }
+
+    /// Adds the key algorithm sub-TLV.
+    #[must_use]
+    pub fn with_key_alg(self, alg: &str) -> Self {
+        self.with_sub_tlv(tlv_type::SSL_KEY_ALG, alg)
+    }
+}
+
+impl SslInfo {
+    /// Reads the SSL TLV whose `len`-byte value starts at `at` in `header` (offsets are
+    /// the header's, for errors): flags, verify result, then a sub-TLV list.
+    fn parse(header: &[u8], at: usize, len: usize) -> Result<Self, HeaderError> {
+        if len < 5 {
+            return Err(HeaderError::TlvLength {
+                kind: tlv_type::SSL,
+                len,
+            });
+        }
+        let value = &header[at..at + len];
+        let mut ssl = Self {
+            client: value[0],
+            verify: u32::from_be_bytes([value[1], value[2], value[3], value[4]]),
+            sub_tlvs: Vec::new(),
+        };
+        walk(header, at + 5, at + len, |kind, _, value| {
+            ssl.sub_tlvs.push(Tlv::new(kind, value));
+            Ok(())
+        })?;
+        Ok(ssl)
+    }
+
+    /// The TLV value: flags, verify result, sub-TLVs.
+    pub(crate) fn to_value(&self) -> Vec<u8> {
+        let mut value = Vec::with_capacity(5);
+        value.push(self.client);
+        value.extend_from_slice(&self.verify.to_be_bytes());
+        for sub in &self.sub_tlvs {
+            push_tlv(&mut value, sub.kind, &sub.value);
+        }
+        value
+    }
+}
+
 /// The TLVs of a v2 header, validated at parse time, with typed accessors.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Tlvs {
-    pub(crate) raw: Vec<Tlv>,
-    pub(crate) ssl: Option<SslInfo>,
+    raw: Vec<Tlv>,
+    ssl: Option<SslInfo>,
 }
 
 impl Tlvs {
+    /// No TLV at all.
+    pub(crate) const EMPTY: Self = Self {
+        raw: Vec::new(),
+        ssl: None,
+    };
+
     /// Every TLV in header order (including CRC32C and NOOP entries).
     pub fn raw(&self) -> &[Tlv] {
         &self.raw
@@ -370,85 +343,83 @@ impl Tlvs {
     }
 }
 
-/// What the PROXY protocol header of one connection carried.
-///
-/// Obtained from [`ProxiedAddr::proxy_info`](crate::ProxiedAddr::proxy_info) or
-/// [`parse_header`](crate::parse_header).
-///
-/// ```
-/// use realip_listener::{Command, Family, ProxyHeader, ProxyVersion, parse_header};
-///
-/// let (info, _) = parse_header(&ProxyHeader::v2_local().to_bytes(), 4096).unwrap().unwrap();
-/// assert_eq!((info.version(), info.command()), (ProxyVersion::V2, Command::Local));
-/// assert_eq!(info.family(), Family::Unspec);
-/// assert!(info.source().is_none() && info.tlvs().is_empty());
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ProxyInfo {
-    pub(crate) version: ProxyVersion,
-    pub(crate) command: Command,
-    pub(crate) family: Family,
-    pub(crate) transport: Transport,
-    pub(crate) source: Option<ProxyAddr>,
-    pub(crate) destination: Option<ProxyAddr>,
-    /// Boxed, and absent when there are none, to keep the per-connection size small.
-    pub(crate) tlvs: Option<Box<Tlvs>>,
+/// Walks `data[start..end]` as a TLV list, calling `f(kind, value_offset, value)` for each.
+fn walk(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    mut f: impl FnMut(u8, usize, &[u8]) -> Result<(), HeaderError>,
+) -> Result<(), HeaderError> {
+    let mut off = start;
+    while off < end {
+        let kind = data[off];
+        if end - off < 3 {
+            return Err(HeaderError::TlvOverrun { kind, offset: off });
+        }
+        let len = usize::from(u16::from_be_bytes([data[off + 1], data[off + 2]]));
+        let value_start = off + 3;
+        if len > end - value_start {
+            return Err(HeaderError::TlvOverrun { kind, offset: off });
+        }
+        f(kind, value_start, &data[value_start..value_start + len])?;
+        off = value_start + len;
+    }
+    Ok(())
 }
 
-static NO_TLVS: Tlvs = Tlvs {
-    raw: Vec::new(),
-    ssl: None,
-};
-
-impl ProxyInfo {
-    /// The header's version.
-    pub const fn version(&self) -> ProxyVersion {
-        self.version
-    }
-
-    /// PROXY or LOCAL.
-    pub const fn command(&self) -> Command {
-        self.command
-    }
-
-    /// The announced address family (`Unspec` for v1 `UNKNOWN`, and for LOCAL headers,
-    /// whose address block is skipped).
-    pub const fn family(&self) -> Family {
-        self.family
-    }
-
-    /// The announced transport protocol.
-    pub const fn transport(&self) -> Transport {
-        self.transport
-    }
-
-    /// The source (the client), when the header carried addresses.
-    pub const fn source(&self) -> Option<&ProxyAddr> {
-        self.source.as_ref()
-    }
-
-    /// The destination (the address the client connected to on the proxy).
-    pub const fn destination(&self) -> Option<&ProxyAddr> {
-        self.destination.as_ref()
-    }
-
-    /// The source as a socket address, for IPv4/IPv6 headers.
-    pub fn source_inet(&self) -> Option<SocketAddr> {
-        self.source.as_ref().and_then(ProxyAddr::inet)
-    }
-
-    /// The destination as a socket address, for IPv4/IPv6 headers.
-    pub fn destination_inet(&self) -> Option<SocketAddr> {
-        self.destination.as_ref().and_then(ProxyAddr::inet)
-    }
-
-    /// The TLVs (always empty for v1; for LOCAL, those behind the family's address block
-    /// when they form a valid TLV list, else none: the block is discarded).
-    pub fn tlvs(&self) -> &Tlvs {
-        match &self.tlvs {
-            Some(tlvs) => tlvs,
-            None => &NO_TLVS,
+/// Walks and validates the TLVs from `start` to the end of `header`; `None` when there
+/// are none.
+pub(crate) fn parse_tlvs(header: &[u8], start: usize) -> Result<Option<Box<Tlvs>>, HeaderError> {
+    let mut tlvs = Tlvs::default();
+    let mut crc_at = Vec::new();
+    walk(header, start, header.len(), |kind, at, value| {
+        match kind {
+            tlv_type::CRC32C => {
+                if value.len() != 4 {
+                    return Err(HeaderError::TlvLength {
+                        kind,
+                        len: value.len(),
+                    });
+                }
+                crc_at.push(at);
+            }
+            tlv_type::UNIQUE_ID if value.len() > 128 => {
+                return Err(HeaderError::TlvLength {
+                    kind,
+                    len: value.len(),
+                });
+            }
+            tlv_type::SSL => {
+                let ssl = SslInfo::parse(header, at, value.len())?;
+                if tlvs.ssl.is_none() {
+                    tlvs.ssl = Some(ssl);
+                }
+            }
+            _ => {}
+        }
+        tlvs.raw.push(Tlv::new(kind, value));
+        Ok(())
+    })?;
+    // Each CRC32C TLV is checked (normally there is one): `Tlvs::crc32c` returns the
+    // first, and it must not be one nobody verified.
+    for at in crc_at {
+        let expected =
+            u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+        let mut digest = CRC32C.digest();
+        digest.update(&header[..at]);
+        digest.update(&[0; 4]);
+        digest.update(&header[at + 4..]);
+        let computed = digest.finalize();
+        if computed != expected {
+            return Err(HeaderError::Crc32c { expected, computed });
         }
     }
+    Ok((!tlvs.raw.is_empty()).then(|| Box::new(tlvs)))
+}
+
+pub(crate) fn push_tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
+    out.push(kind);
+    // Sub-TLV lengths beyond u16 are truncated; the outer TLV length check rejects them.
+    out.extend_from_slice(&(value.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    out.extend_from_slice(value);
 }

@@ -1,0 +1,673 @@
+//! One connection's handshake: read the PROXY header under the header timeout, then hand
+//! out the connection with its addresses, or the reason it was refused.
+//!
+//! The listener starts a handshake for every accepted socket ([`start`]); one whose
+//! header is there at accept finishes at once, the others wait in the listener's pending
+//! set as a [`Handshake`] future. Reads go through a buffer on the stack, so a silent peer
+//! costs no heap buffer, and the header is parsed by [`parse_header`] on every read until
+//! it is complete, known to be absent, or refused.
+
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use realip_core::PeerAddr;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
+
+use crate::accept::{Accept, is_connection_error};
+use crate::connect_info::ProxiedAddr;
+use crate::error::{HandshakeError, HeaderError};
+use crate::header::info::ProxyInfo;
+use crate::header::parse::{Detected, V2_SIGNATURE, detect, parse_header, v2_total_len};
+use crate::policy::Policy;
+use crate::stream::ProxiedStream;
+
+/// One accepted connection, ready for the application.
+pub type Connection<IO> = (ProxiedStream<IO>, ProxiedAddr);
+
+/// Size of the stack buffer each handshake read goes through: a v1 header (107 bytes) or a
+/// v2 header with a Unix address block (232 bytes) fits, with the data that followed it; a
+/// longer v2 header is read to its announced length. Only what arrived is kept, so a silent
+/// client costs no buffer at all.
+const STACK_READ: usize = 256;
+/// A header up to this long stays in front of the bytes that followed it until they are
+/// replayed (a v2 IPv4 or IPv6 header, a v1 TCP4 one): replaying from the read buffer saves
+/// an allocation and a copy per connection.
+const KEEP_HEADER_BYTES: usize = 64;
+
+/// How a handshake ended without an error.
+enum Outcome {
+    /// A header of this many bytes, and what it said (`None` when it is discarded).
+    Header(Option<ProxyInfo>, usize),
+    /// No header: every byte read is application data.
+    NoHeader,
+}
+
+/// What [`start`] made of a socket accepted just now.
+pub(crate) enum Started<L: Accept> {
+    /// The handshake finished at its first read (the header had arrived with the
+    /// connection), or failed there.
+    Done(Result<Connection<L::Io>, HandshakeError>),
+    /// The handshake waits for more bytes.
+    Pending(Handshake<L>),
+}
+
+/// Starts the handshake of a socket accepted just now with a first read: a header that
+/// arrived with the connection finishes it here, without a timer; otherwise the handshake
+/// is returned to be polled, with what was read, its header timeout counted from here.
+pub(crate) fn start<L: Accept>(
+    mut io: L::Io,
+    peer: PeerAddr,
+    local: Option<SocketAddr>,
+    policy: Policy,
+    timeout: Duration,
+    max_len: usize,
+    cx: &mut Context<'_>,
+) -> Started<L> {
+    let mut buf = Vec::new();
+    match poll_read_header::<L>(&mut io, &mut buf, policy, max_len, cx) {
+        Poll::Ready(outcome) => Started::Done(finish(io, buf, peer, local, outcome)),
+        Poll::Pending => {
+            let mut read = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
+            read.buf = buf;
+            Started::Pending(Handshake::new(read))
+        }
+    }
+}
+
+pin_project! {
+    /// One entry of [`ProxyListener`](crate::listener::ProxyListener)'s pending set, stored
+    /// inline in the set's node: one allocation per connection for the whole handshake
+    /// state.
+    #[project = HandshakeProj]
+    pub(crate) enum Handshake<L: Accept> {
+        /// Reading the header.
+        Read { #[pin] read: ReadHandshake<L> },
+        /// Reading the header inside its `proxy_protocol` span, when a subscriber wants it
+        /// (boxed so that untraced handshakes do not carry the span).
+        Traced { read: Pin<Box<Instrumented<ReadHandshake<L>>>> },
+    }
+}
+
+impl<L: Accept> Handshake<L> {
+    /// Runs `read` in its `proxy_protocol` span when a subscriber wants the span.
+    fn new(read: ReadHandshake<L>) -> Self {
+        let span = tracing::debug_span!("proxy_protocol", peer = %read.peer);
+        if span.is_disabled() {
+            Self::Read { read }
+        } else {
+            Self::Traced {
+                read: Box::pin(read.instrument(span)),
+            }
+        }
+    }
+}
+
+impl<L: Accept> Future for Handshake<L> {
+    type Output = Result<Connection<L::Io>, HandshakeError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            HandshakeProj::Read { read } => read.poll(cx),
+            HandshakeProj::Traced { read } => read.as_mut().poll(cx),
+        }
+    }
+}
+
+pin_project! {
+    /// The handshake of one socket: reads its header under the header timeout. Written out
+    /// by hand rather than as an `async fn` so that each field is stored once; nothing is
+    /// allocated until bytes arrive.
+    pub(crate) struct ReadHandshake<L: Accept> {
+        // `None` once the handshake has finished.
+        io: Option<L::Io>,
+        // The bytes read so far (no capacity before the first byte).
+        buf: Vec<u8>,
+        peer: PeerAddr,
+        local: Option<SocketAddr>,
+        max_len: usize,
+        timeout: Duration,
+        policy: Policy,
+        #[pin]
+        timer: Timer,
+    }
+}
+
+pin_project! {
+    /// A handshake's header timeout. The deadline is fixed at accept; the timer is only
+    /// started when a read has to wait, so a header that is there at the first read costs
+    /// no timer at all.
+    #[project = TimerProj]
+    enum Timer {
+        /// The timeout is too long to be a deadline.
+        Never,
+        /// Not started yet.
+        At { deadline: Instant },
+        /// Started.
+        Armed { #[pin] sleep: Sleep },
+    }
+}
+
+impl Timer {
+    /// Whether the deadline has passed; starts the timer (registering `cx`) on first use.
+    fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        if let TimerProj::At { deadline } = self.as_mut().project() {
+            let sleep = tokio::time::sleep_until(*deadline);
+            self.set(Self::Armed { sleep });
+        }
+        match self.project() {
+            TimerProj::Armed { sleep } => sleep.poll(cx).is_ready(),
+            TimerProj::Never | TimerProj::At { .. } => false,
+        }
+    }
+}
+
+impl<L: Accept> ReadHandshake<L> {
+    fn new(
+        io: L::Io,
+        peer: PeerAddr,
+        local: Option<SocketAddr>,
+        policy: Policy,
+        timeout: Duration,
+        max_len: usize,
+    ) -> Self {
+        Self {
+            io: Some(io),
+            buf: Vec::new(),
+            peer,
+            local,
+            max_len,
+            timeout,
+            policy,
+            timer: match Instant::now().checked_add(timeout) {
+                Some(deadline) => Timer::At { deadline },
+                None => Timer::Never,
+            },
+        }
+    }
+}
+
+impl<L: Accept> Future for ReadHandshake<L> {
+    type Output = Result<Connection<L::Io>, HandshakeError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(io) = this.io.as_mut() else {
+            panic!("handshake polled after completion");
+        };
+        let outcome = match poll_read_header::<L>(io, this.buf, *this.policy, *this.max_len, cx) {
+            Poll::Ready(outcome) => outcome,
+            Poll::Pending => {
+                // As `tokio::time::timeout`: the read first, then the deadline.
+                if this.timer.poll_expired(cx) {
+                    *this.io = None;
+                    let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
+                    return Poll::Ready(Err(HandshakeError::Timeout {
+                        peer,
+                        timeout: *this.timeout,
+                    }));
+                }
+                return Poll::Pending;
+            }
+        };
+        let io = this.io.take().expect("checked above");
+        let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
+        let buf = std::mem::take(this.buf);
+        Poll::Ready(finish(io, buf, peer, *this.local, outcome))
+    }
+}
+
+/// The connection (or the error) a finished header read makes; `buf` holds what was read.
+fn finish<IO>(
+    io: IO,
+    mut buf: Vec<u8>,
+    peer: PeerAddr,
+    local: Option<SocketAddr>,
+    outcome: Result<Outcome, Failure>,
+) -> Result<Connection<IO>, HandshakeError> {
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(failure) => return Err(failure.into_error(peer)),
+    };
+    // What follows the header is replayed from `buf` itself when the header is short
+    // (no second allocation, no copy); after a long one it is copied out so that the
+    // header's bytes are not kept.
+    let (info, start) = match outcome {
+        Outcome::Header(info, len) if len == buf.len() => {
+            buf = Vec::new();
+            (info, 0)
+        }
+        Outcome::Header(info, len) if len <= KEEP_HEADER_BYTES => (info, len),
+        Outcome::Header(info, len) => {
+            buf = buf[len..].to_vec();
+            (info, 0)
+        }
+        Outcome::NoHeader => (None, 0),
+    };
+    let addr = ProxiedAddr::from_connection(peer, local, info);
+    Ok((
+        ProxiedStream::with_buffer(io, buf, start, addr.clone()),
+        addr,
+    ))
+}
+
+/// A handshake failure before the peer is attached.
+enum Failure {
+    Closed,
+    Truncated(usize),
+    Header(HeaderError),
+    Missing,
+    Forbidden(Policy),
+    Io(io::Error),
+}
+
+impl Failure {
+    fn into_error(self, peer: PeerAddr) -> HandshakeError {
+        match self {
+            Self::Closed => HandshakeError::Closed { peer },
+            Self::Truncated(received) => HandshakeError::Truncated { peer, received },
+            Self::Header(source) => HandshakeError::Header { peer, source },
+            Self::Missing => HandshakeError::Missing { peer },
+            Self::Forbidden(policy) => HandshakeError::Forbidden { peer, policy },
+            Self::Io(source) => HandshakeError::Io { peer, source },
+        }
+    }
+}
+
+/// Reads until the header is complete (or known to be absent); `buf` keeps what was read.
+fn poll_read_header<L: Accept>(
+    io: &mut L::Io,
+    buf: &mut Vec<u8>,
+    policy: Policy,
+    max_len: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Outcome, Failure>> {
+    loop {
+        match detect(buf) {
+            Detected::Incomplete => {}
+            Detected::None => {
+                return Poll::Ready(match policy {
+                    Policy::Require => Err(Failure::Missing),
+                    _ => Ok(Outcome::NoHeader),
+                });
+            }
+            Detected::V1 | Detected::V2 if policy == Policy::Reject => {
+                return Poll::Ready(Err(Failure::Forbidden(policy)));
+            }
+            Detected::V1 | Detected::V2 => match parse_header(buf, max_len) {
+                Ok(Some((info, len))) => {
+                    let info = (policy != Policy::Ignore).then_some(info);
+                    return Poll::Ready(Ok(Outcome::Header(info, len)));
+                }
+                Ok(None) => {}
+                Err(err) => return Poll::Ready(Err(Failure::Header(err))),
+            },
+        }
+        // A v2 header longer than a stack read is read to its announced length (already
+        // checked against `max_len` by `parse_header`).
+        let need = if buf.starts_with(&V2_SIGNATURE) {
+            v2_total_len(buf).map_or(0, |total| total.saturating_sub(buf.len()))
+        } else {
+            0
+        };
+        let old = buf.len();
+        let n = match ready!(poll_read_some::<L>(io, buf, need, cx)) {
+            Ok(n) => n,
+            // A probe that resets the connection without sending a byte (HAProxy's
+            // checks close with RST) is as routine as one that closes cleanly.
+            Err(err) if old == 0 && is_connection_error(&err) => {
+                return Poll::Ready(Err(Failure::Closed));
+            }
+            Err(err) => return Poll::Ready(Err(Failure::Io(err))),
+        };
+        if n == 0 {
+            return Poll::Ready(match (policy, old) {
+                (Policy::Require, 0) => Err(Failure::Closed),
+                (Policy::Require, received) => Err(Failure::Truncated(received)),
+                // An incomplete signature prefix at EOF is application data for the
+                // policies that accept connections without a header.
+                (_, _) if detect(buf) == Detected::Incomplete => Ok(Outcome::NoHeader),
+                (_, received) => Err(Failure::Truncated(received)),
+            });
+        }
+    }
+}
+
+/// Reads once, appending to `buf`, which grows only by what arrived: the bytes go through
+/// a buffer on the stack, and a socket that is not readable yet costs no allocation. A
+/// socket with nothing read yet is first read directly when its listener can
+/// ([`Accept::read_accepted`]). When more than a stack read is `need`ed, exactly that is
+/// reserved and read into `buf`'s spare capacity.
+fn poll_read_some<L: Accept>(
+    io: &mut L::Io,
+    buf: &mut Vec<u8>,
+    need: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if need > STACK_READ {
+        buf.reserve_exact(need);
+        // Stateless between polls: a fresh `read_buf` each time loses nothing.
+        return std::pin::pin!(io.read_buf(buf)).poll(cx);
+    }
+    let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
+    if buf.is_empty() {
+        // Nothing read yet: tokio knows a socket is readable only once its driver has
+        // polled it, which for a socket accepted just now is after a turn of the runtime
+        // (and a header timer started meanwhile). The header is usually there already.
+        let mut first = [0; STACK_READ];
+        match L::read_accepted(io, &mut first) {
+            Some(Ok(n)) => {
+                buf.extend_from_slice(&first[..n]);
+                return Poll::Ready(Ok(n));
+            }
+            Some(Err(err))
+                if !matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Poll::Ready(Err(err));
+            }
+            Some(Err(_)) | None => {}
+        }
+    }
+    let mut read = ReadBuf::uninit(&mut stack);
+    ready!(Pin::new(io).poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::accept::Accepted;
+    use crate::header::write::ProxyHeader;
+    use crate::listener::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_LEN};
+
+    /// The listener type of handshakes on in-memory pipes (never asked to accept).
+    struct Pipes;
+
+    impl Accept for Pipes {
+        type Io = tokio::io::DuplexStream;
+        type LocalAddr = ();
+
+        fn poll_accept_io(&mut self, _: &mut Context<'_>) -> Poll<io::Result<Accepted<Self::Io>>> {
+            Poll::Pending
+        }
+
+        fn local_addr(&self) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn local_peer_addr(&self) -> io::Result<PeerAddr> {
+            Ok(PeerAddr::Unix(None))
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_handshake_state_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (io, peer) = listener.accept().await.unwrap();
+        let fut = Handshake::<TcpListener>::new(ReadHandshake::new(
+            io,
+            PeerAddr::Inet(peer),
+            Some(addr),
+            Policy::Require,
+            DEFAULT_HEADER_TIMEOUT,
+            DEFAULT_MAX_HEADER_LEN,
+        ));
+        // The same size for every variant (a traced one boxes its span).
+        // Stored inline in the pending set's node, the one allocation of a handshake. No
+        // buffer until the first bytes arrive, then only what arrived.
+        let size = std::mem::size_of_val(&fut);
+        assert!(size <= 288, "pending handshake state is {size} bytes");
+    }
+
+    /// A handshake on one end of an in-memory pipe, not boxed, so its buffer can be seen.
+    fn pipe_handshake(policy: Policy) -> (tokio::io::DuplexStream, ReadHandshake<Pipes>) {
+        let (client, server) = tokio::io::duplex(8192);
+        let peer = PeerAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 1000)));
+        let hs = ReadHandshake::new(
+            server,
+            peer,
+            None,
+            policy,
+            DEFAULT_HEADER_TIMEOUT,
+            DEFAULT_MAX_HEADER_LEN,
+        );
+        (client, hs)
+    }
+
+    async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+        poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn stalled_handshake_holds_only_what_arrived() {
+        use tokio::io::AsyncWriteExt;
+
+        let (mut client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        assert!(poll_once(&mut hs).await.is_pending());
+        assert_eq!(
+            hs.buf.capacity(),
+            0,
+            "nothing allocated before a byte arrives"
+        );
+
+        let header = ProxyHeader::v2(
+            "203.0.113.9:40000".parse().unwrap(),
+            "10.0.0.1:443".parse().unwrap(),
+        )
+        .to_bytes();
+        client.write_all(&header[..14]).await.unwrap();
+        assert!(poll_once(&mut hs).await.is_pending());
+        assert_eq!(hs.buf, &header[..14]);
+        assert_eq!(hs.buf.capacity(), 14, "only what arrived");
+
+        client.write_all(&header[14..]).await.unwrap();
+        client.write_all(b"ping\n").await.unwrap();
+        let Poll::Ready(Ok((stream, addr))) = poll_once(&mut hs).await else {
+            panic!("handshake not finished");
+        };
+        assert_eq!(stream.buffered(), b"ping\n");
+        assert_eq!(
+            addr.client_socket_addr(),
+            Some("203.0.113.9:40000".parse().unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn header_longer_than_a_stack_read_in_pieces() {
+        use tokio::io::AsyncWriteExt;
+
+        let (mut client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        let header = ProxyHeader::v2(
+            "203.0.113.9:40000".parse().unwrap(),
+            "10.0.0.1:443".parse().unwrap(),
+        )
+        .with_authority(&"a".repeat(600))
+        .with_unique_id(vec![7; 128])
+        .with_alpn(b"h2".to_vec())
+        .to_bytes();
+        assert!(header.len() > 300 + STACK_READ);
+        let mut bytes = header.clone();
+        bytes.extend_from_slice(b"request");
+        // The fixed part split, then the rest of the header and the request in chunks.
+        for chunk in [&bytes[..5], &bytes[5..20], &bytes[20..300], &bytes[300..]] {
+            assert!(poll_once(&mut hs).await.is_pending());
+            client.write_all(chunk).await.unwrap();
+        }
+        let Poll::Ready(Ok((mut stream, addr))) = poll_once(&mut hs).await else {
+            panic!("handshake not finished");
+        };
+        let info = addr.proxy_info().unwrap();
+        assert_eq!(info.tlvs().authority(), Some("a".repeat(600).as_str()));
+        assert_eq!(info.tlvs().unique_id(), Some(&[7; 128][..]));
+        // The rest of the header was longer than a stack read: it was read to its
+        // announced length, nothing past it.
+        assert!(stream.buffered().is_empty());
+        drop(client);
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"request");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn header_there_at_accept_is_read_at_the_first_poll() {
+        use tokio::io::AsyncWriteExt;
+
+        // Accepted outside tokio and registered just before the first poll: tokio's driver
+        // has not seen it yet.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut bytes = ProxyHeader::v2("203.0.113.9:40000".parse().unwrap(), addr).to_bytes();
+        bytes.extend_from_slice(b"ping\n");
+        client.write_all(&bytes).await.unwrap();
+        let (io, peer) = listener.accept().unwrap();
+        // Loopback: the bytes are in the accepted socket's queue once the write returns.
+        let mut peek = [0; 64];
+        assert_eq!(io.peek(&mut peek).unwrap(), bytes.len());
+        io.set_nonblocking(true).unwrap();
+        let io = tokio::net::TcpStream::from_std(io).unwrap();
+        let mut hs = Box::pin(ReadHandshake::<TcpListener>::new(
+            io,
+            PeerAddr::Inet(peer),
+            Some(addr),
+            Policy::Require,
+            DEFAULT_HEADER_TIMEOUT,
+            DEFAULT_MAX_HEADER_LEN,
+        ));
+        // Before tokio's driver has seen the socket: read directly, no timer started.
+        let Poll::Ready(Ok((stream, proxied))) = poll_once(&mut hs).await else {
+            panic!("handshake not finished at the first poll");
+        };
+        assert!(matches!(hs.timer, Timer::At { .. }));
+        assert_eq!(stream.buffered(), b"ping\n");
+        assert_eq!(
+            proxied.client_socket_addr(),
+            Some("203.0.113.9:40000".parse().unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn data_without_header_is_kept_whole() {
+        use tokio::io::AsyncWriteExt;
+
+        let (mut client, hs) = pipe_handshake(Policy::Optional);
+        let mut hs = Box::pin(hs);
+        let request = vec![b'x'; 3 * STACK_READ];
+        client.write_all(&request).await.unwrap();
+        let Poll::Ready(Ok((mut stream, addr))) = poll_once(&mut hs).await else {
+            panic!("handshake not finished");
+        };
+        assert!(addr.proxy_info().is_none());
+        drop(client);
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, request);
+    }
+
+    #[tokio::test]
+    async fn handshake_runs_in_its_span_when_a_subscriber_wants_it() {
+        use tokio::io::AsyncWriteExt;
+
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_test_writer()
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let (mut client, server) = tokio::io::duplex(64);
+        let peer = PeerAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 1000)));
+        let hs = Handshake::<Pipes>::new(ReadHandshake::new(
+            server,
+            peer,
+            None,
+            Policy::Optional,
+            DEFAULT_HEADER_TIMEOUT,
+            DEFAULT_MAX_HEADER_LEN,
+        ));
+        assert!(matches!(hs, Handshake::Traced { .. }));
+        let mut hs = Box::pin(hs);
+        assert!(poll_once(&mut hs).await.is_pending());
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let Poll::Ready(Ok((stream, addr))) = poll_once(&mut hs).await else {
+            panic!("handshake not finished");
+        };
+        assert!(addr.proxy_info().is_none());
+        assert_eq!(stream.buffered(), b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_starts_only_when_a_read_waits_and_counts_from_accept() {
+        use tokio::io::AsyncWriteExt;
+
+        // The header is there at the first read: no timer.
+        let (mut client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        let header = ProxyHeader::v1(
+            "203.0.113.9:40000".parse().unwrap(),
+            "10.0.0.1:443".parse().unwrap(),
+        )
+        .to_bytes();
+        client.write_all(&header).await.unwrap();
+        assert!(matches!(hs.timer, Timer::At { .. }));
+        assert!(matches!(poll_once(&mut hs).await, Poll::Ready(Ok(_))));
+
+        // First polled just before the deadline: the timer runs from accept, not from
+        // that poll.
+        let (_client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        tokio::time::advance(DEFAULT_HEADER_TIMEOUT - Duration::from_millis(10)).await;
+        assert!(poll_once(&mut hs).await.is_pending());
+        assert!(matches!(hs.timer, Timer::Armed { .. }));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(matches!(
+            poll_once(&mut hs).await,
+            Poll::Ready(Err(HandshakeError::Timeout { .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_too_long_for_a_deadline_means_none() {
+        let (_client, server) = tokio::io::duplex(64);
+        let peer = PeerAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 1000)));
+        let hs =
+            ReadHandshake::<Pipes>::new(server, peer, None, Policy::Require, Duration::MAX, 4096);
+        let mut hs = Box::pin(hs);
+        assert!(matches!(hs.timer, Timer::Never));
+        assert!(poll_once(&mut hs).await.is_pending());
+        assert!(matches!(hs.timer, Timer::Never));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_handshake_times_out() {
+        let (_client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        assert!(poll_once(&mut hs).await.is_pending());
+        tokio::time::sleep(DEFAULT_HEADER_TIMEOUT).await;
+        match poll_once(&mut hs).await {
+            Poll::Ready(Err(HandshakeError::Timeout { timeout, .. })) => {
+                assert_eq!(timeout, DEFAULT_HEADER_TIMEOUT);
+            }
+            other => panic!("expected a timeout, got {:?}", other.map(|r| r.map(|_| ()))),
+        }
+    }
+}

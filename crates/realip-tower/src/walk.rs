@@ -1,0 +1,316 @@
+//! The pure resolution step: configuration + header lines + transport peer → [`Resolution`].
+//!
+//! The header's lines are split into items from the right ([`RevItems`]); each strategy
+//! walks them, then the port is looked up at the chosen position.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName};
+use realip_core::{AddrSource, ClientAddr, TrustedProxies};
+
+use crate::forwarded::parse_element;
+use crate::parse::{Node, RevItems, Split, StopReason, parse_entry, parse_port_bytes, trim_ows};
+use crate::peer::Peer;
+use crate::resolution::{Fallback, HeaderChoice, PortSource, Resolution};
+use crate::strategy::Strategy;
+
+/// Resolution settings (shared by the layer through an `Arc`).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) strategy: Strategy,
+    pub(crate) header: HeaderName,
+    pub(crate) source: AddrSource,
+    pub(crate) port_header: Option<HeaderName>,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) websocket_only: bool,
+    pub(crate) unconditional: bool,
+}
+
+impl Config {
+    pub(crate) fn new(strategy: Strategy, trusted: TrustedProxies) -> Self {
+        let header = strategy.default_header();
+        let port_header = match strategy {
+            Strategy::Forwarded { .. } => None,
+            _ => Some(HeaderName::from_static("x-forwarded-port")),
+        };
+        Self {
+            strategy,
+            source: AddrSource::header(header.as_str()),
+            header,
+            port_header,
+            trusted,
+            websocket_only: false,
+            unconditional: false,
+        }
+    }
+
+    pub(crate) fn set_header(&mut self, header: HeaderName) {
+        self.source = AddrSource::header(header.as_str());
+        self.header = header;
+    }
+}
+
+/// Resolves the client of one request (the WebSocket-only setting is applied by the
+/// caller, which knows the method).
+///
+/// The header is looked up once per pass; the walk counts the items it passes and then only
+/// counts (without parsing) the ones to the left of where it stopped, for
+/// [`HeaderChoice::entries`].
+pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer>) -> Resolution {
+    let all = || headers.get_all(&config.header);
+    let mut lines = all().into_iter();
+    let Some(first_line) = lines.next() else {
+        return Resolution::fallback(peer, Fallback::NoHeader);
+    };
+    if config.strategy == Strategy::TrustedHops(0) {
+        // Decided before the trust check: a header that is ignored by configuration is not
+        // a rejected (possibly forged) one, whoever sent it.
+        return Resolution::fallback(peer, Fallback::HeadersIgnored);
+    }
+    let peer_trusted = match peer {
+        Some(peer) => peer.is_trusted(&config.trusted),
+        None => false,
+    };
+    if !(peer_trusted || config.unconditional) {
+        let fallback = match peer {
+            Some(_) => Fallback::UntrustedPeer,
+            None => Fallback::NoTransportPeer,
+        };
+        return Resolution::fallback(peer, fallback);
+    }
+    let entries = || RevItems::new(all(), Split::Commas);
+    let walk = match config.strategy {
+        Strategy::TrustedProxies { recursive } => {
+            walk_trusted(entries(), parse_entry, recursive, &config.trusted)
+        }
+        Strategy::Forwarded { recursive } => walk_trusted(
+            RevItems::new(all(), Split::CommasOutsideQuotes),
+            parse_element,
+            recursive,
+            &config.trusted,
+        ),
+        Strategy::TrustedHops(hops) => walk_hops(entries, hops),
+        Strategy::Leftmost => walk_leftmost(entries()),
+        Strategy::SingleValue => {
+            if lines.next().is_some() {
+                let lines = 2 + lines.count();
+                return Resolution::fallback(peer, Fallback::MultipleLines(lines));
+            }
+            walk_single(first_line.as_bytes())
+        }
+    };
+    match walk {
+        Walk::Found(found) => {
+            let Found {
+                ip,
+                port,
+                position,
+                entries,
+                stopped,
+            } = found;
+            let single = config.strategy == Strategy::SingleValue;
+            let (port, port_source) = match port {
+                Some(port) => (Some(port), PortSource::Entry),
+                None => match header_port(config, headers, single, position) {
+                    Some(port) => (Some(port), PortSource::PortHeader),
+                    None => (None, PortSource::None),
+                },
+            };
+            let choice = HeaderChoice {
+                header: config.header.clone(),
+                position,
+                entries,
+                port: port_source,
+                stopped,
+            };
+            let client = ClientAddr::new(ip, port, config.source.clone());
+            Resolution::header(client, peer, choice)
+        }
+        Walk::Empty => Resolution::fallback(peer, Fallback::NoHeader),
+        Walk::Invalid(reason) => Resolution::fallback(peer, Fallback::Invalid(reason)),
+        Walk::TooFewHops { entries, hops } => {
+            Resolution::fallback(peer, Fallback::TooFewHops { entries, hops })
+        }
+    }
+}
+
+/// The entry that decided: its position from the right and the number of positions of the
+/// whole header, empty items included.
+struct Found {
+    ip: IpAddr,
+    port: Option<u16>,
+    position: usize,
+    entries: usize,
+    stopped: Option<StopReason>,
+}
+
+enum Walk {
+    Found(Found),
+    /// No item holds anything.
+    Empty,
+    /// The first entry examined is not an address.
+    Invalid(StopReason),
+    /// Fewer non-empty entries than trusted hops.
+    TooFewHops {
+        entries: usize,
+        hops: usize,
+    },
+}
+
+/// NGINX's `ngx_http_get_forwarded_addr_internal`: from the right, take an entry; continue
+/// (recursive only) while it is trusted; stop at a non-address, keeping the last good one.
+/// Empty items are passed over (as NGINX does) but keep their position.
+///
+/// `items` yields the raw items from the right; those left of where the walk ends are
+/// counted, not parsed.
+fn walk_trusted<'a>(
+    mut items: RevItems<'a>,
+    parse: impl Fn(&'a [u8]) -> Node,
+    recursive: bool,
+    trusted: &TrustedProxies,
+) -> Walk {
+    let mut found: Option<(IpAddr, Option<u16>, usize)> = None;
+    let mut position = 0;
+    while let Some(item) = items.next() {
+        if !item.is_empty() {
+            match parse(item) {
+                Node::Ip(ip, port) => {
+                    found = Some((ip, port, position));
+                    if !recursive || !trusted.contains(ip) {
+                        return finish(found, None, position + 1 + items.count());
+                    }
+                }
+                Node::Stop(reason) => {
+                    return match found {
+                        Some(_) => finish(found, Some(reason), position + 1 + items.count()),
+                        None => Walk::Invalid(reason),
+                    };
+                }
+            }
+        }
+        position += 1;
+    }
+    finish(found, None, position)
+}
+
+/// The walk's result once the total number of positions is known.
+fn finish(
+    found: Option<(IpAddr, Option<u16>, usize)>,
+    stopped: Option<StopReason>,
+    entries: usize,
+) -> Walk {
+    match found {
+        Some((ip, port, position)) => Walk::Found(Found {
+            ip,
+            port,
+            position,
+            entries,
+            stopped,
+        }),
+        None => Walk::Empty,
+    }
+}
+
+/// Envoy's `xff_num_trusted_hops`: the `hops`th non-empty entry from the right. With fewer
+/// entries the request did not pass every trusted hop, so nothing in the header is
+/// believed (Envoy then uses the downstream connection's address). A non-address among the
+/// `hops` rightmost entries stops the walk, keeping the last good one (written by a hop).
+fn walk_hops<'a>(items: impl Fn() -> RevItems<'a>, hops: usize) -> Walk {
+    // Counted first, so that a malformed entry cannot hide that the header is too short.
+    let available = items().filter(|item| !item.is_empty()).take(hops).count();
+    if available == 0 {
+        return Walk::Empty;
+    }
+    if available < hops {
+        return Walk::TooFewHops {
+            entries: available,
+            hops,
+        };
+    }
+    let mut items = items();
+    let mut found: Option<(IpAddr, Option<u16>, usize)> = None;
+    let mut seen = 0;
+    let mut position = 0;
+    while seen < hops {
+        let Some(item) = items.next() else { break };
+        if !item.is_empty() {
+            match parse_entry(item) {
+                Node::Ip(ip, port) => found = Some((ip, port, position)),
+                Node::Stop(reason) => {
+                    return match found {
+                        Some(_) => finish(found, Some(reason), position + 1 + items.count()),
+                        None => Walk::Invalid(reason),
+                    };
+                }
+            }
+            seen += 1;
+        }
+        position += 1;
+    }
+    finish(found, None, position + items.count())
+}
+
+/// The leftmost non-empty entry (EMQX), and its position from the right.
+fn walk_leftmost(items: RevItems<'_>) -> Walk {
+    let mut leftmost = None;
+    let mut positions = 0;
+    for item in items {
+        if !item.is_empty() {
+            leftmost = Some((item, positions));
+        }
+        positions += 1;
+    }
+    let Some((item, position)) = leftmost else {
+        return Walk::Empty;
+    };
+    match parse_entry(item) {
+        Node::Ip(ip, port) => Walk::Found(Found {
+            ip,
+            port,
+            position,
+            entries: positions,
+            stopped: None,
+        }),
+        Node::Stop(reason) => Walk::Invalid(reason),
+    }
+}
+
+/// The one address of a single-value header line (a comma-separated list is malformed).
+fn walk_single(line: &[u8]) -> Walk {
+    let line = trim_ows(line);
+    if line.is_empty() {
+        return Walk::Empty;
+    }
+    match parse_entry(line) {
+        Node::Ip(ip, port) => Walk::Found(Found {
+            ip,
+            port,
+            position: 0,
+            entries: 1,
+            stopped: None,
+        }),
+        Node::Stop(reason) => Walk::Invalid(reason),
+    }
+}
+
+/// The port header's value for the entry at `position` from the right: the port header's
+/// item at the same position (empty items count), over all its lines. An empty, missing or
+/// malformed item is no port: never a neighbour's value.
+///
+/// A single-value header is set, not appended, by the proxy in front of this server; its
+/// port is believed only when the port header holds a single value too (a list there was
+/// appended hop by hop, and its items describe the hops, not the client).
+fn header_port(config: &Config, headers: &HeaderMap, single: bool, position: usize) -> Option<u16> {
+    let name = config.port_header.as_ref()?;
+    let mut items = RevItems::new(headers.get_all(name), Split::Commas);
+    let item = if single {
+        let only = items.next()?;
+        if items.next().is_some() {
+            return None;
+        }
+        only
+    } else {
+        items.nth(position)?
+    };
+    parse_port_bytes(item)?
+}
