@@ -3,7 +3,8 @@
 //! * Never panics.
 //! * The client is the transport peer or an address written in the input.
 //! * The port is unknown exactly when the resolution says so; a port taken from the port
-//!   header is the entry at the chosen address's position (or the only one).
+//!   header is its item at the chosen address's position (the only one for a single-value
+//!   header).
 //! * With a chain that trusted proxies appended to (`client text, real, hop, hop`), the
 //!   recursive strategy returns `real`, with its port or none, whatever the client wrote:
 //!   a client-written entry never wins. Without recursion, the rightmost entry.
@@ -17,7 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
 use realip_core::{TrustedProxies, canonical_ip};
-use realip_tower::{Outcome, PortSource, RealIpLayer, TransportPeer};
+use realip_tower::{Outcome, PeerAddr, PortSource, RealIpLayer};
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Ip {
@@ -56,7 +57,6 @@ struct Input {
     unconditional: bool,
     trusted: Vec<Net>,
     peer: Option<(Ip, u16)>,
-    peer_from_proxy_protocol: bool,
     lines: Vec<String>,
     port_lines: Vec<String>,
     // The structured chain.
@@ -80,15 +80,20 @@ fn trusted_set(nets: &[Net]) -> TrustedProxies {
 }
 
 fn layer(input: &Input, trusted: TrustedProxies) -> RealIpLayer {
+    let xff = if input.recursive {
+        RealIpLayer::x_forwarded_for_recursive
+    } else {
+        RealIpLayer::x_forwarded_for
+    };
     let layer = match input.strategy % 6 {
-        0 => RealIpLayer::x_forwarded_for(trusted),
+        0 => xff(trusted),
         1 => RealIpLayer::trusted_hops(usize::from(input.hops_count % 5)),
         2 => RealIpLayer::leftmost(trusted),
+        3 if input.recursive => RealIpLayer::forwarded_recursive(trusted),
         3 => RealIpLayer::forwarded(trusted),
         4 => RealIpLayer::x_real_ip(trusted),
-        _ => RealIpLayer::x_forwarded_for(trusted).port_header(HeaderName::from_static("x-port")),
+        _ => xff(trusted).port_header(HeaderName::from_static("x-port")),
     };
-    let layer = layer.recursive(input.recursive);
     if input.unconditional {
         layer.trust_headers_unconditionally()
     } else {
@@ -115,15 +120,10 @@ fn addresses_in(text: &str, out: &mut Vec<IpAddr>) {
     }
 }
 
-fn peer(input: &Input) -> Option<TransportPeer> {
-    input.peer.map(|(ip, port)| {
-        let addr = SocketAddr::new(ip.ip(), port);
-        if input.peer_from_proxy_protocol {
-            TransportPeer::proxy_protocol(addr)
-        } else {
-            TransportPeer::socket(addr)
-        }
-    })
+fn peer(input: &Input) -> Option<PeerAddr> {
+    input
+        .peer
+        .map(|(ip, port)| PeerAddr::Inet(SocketAddr::new(ip.ip(), port)))
 }
 
 fn arbitrary_lines(input: &Input) {
@@ -147,7 +147,8 @@ fn arbitrary_lines(input: &Input) {
     let client = resolution.client();
     match resolution.outcome() {
         Outcome::Fallback(_) => {
-            assert_eq!(client, peer.as_ref().and_then(TransportPeer::client_addr));
+            let peer = peer.as_ref().and_then(PeerAddr::inet);
+            assert_eq!(client.and_then(|c| c.socket_addr()), peer);
         }
         Outcome::Header(choice) => {
             let client = client.expect("a header entry decided but no client");
@@ -166,7 +167,8 @@ fn arbitrary_lines(input: &Input) {
                 PortSource::PortHeader => {
                     let port = client.port().expect("port from the port header");
                     let port_name = layer.port_header_name().expect("a port header").clone();
-                    let entries: Vec<String> = headers
+                    // Items over all lines, empty ones included, counted from the right.
+                    let items: Vec<String> = headers
                         .get_all(&port_name)
                         .iter()
                         .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
@@ -175,14 +177,14 @@ fn arbitrary_lines(input: &Input) {
                                 .map(|e| e.trim().to_owned())
                                 .collect::<Vec<_>>()
                         })
-                        .filter(|e| !e.is_empty())
                         .collect();
-                    let at = if entries.len() == 1 {
+                    let at = if layer.strategy() == realip_tower::Strategy::SingleValue {
+                        assert_eq!(items.len(), 1, "{items:?}");
                         0
                     } else {
-                        assert_eq!(entries.len(), choice.entries());
-                        entries.len() - 1 - choice.position_from_right()
+                        items.len() - 1 - choice.position_from_right()
                     };
+                    let entries = items;
                     assert_eq!(entries[at].parse::<u16>().ok(), Some(port), "{entries:?}");
                 }
                 _ => {}
@@ -250,14 +252,18 @@ fn appended_chain(input: &Input) {
         .collect();
     // The peer is the proxy nearest to us: trusted.
     let peer_ip = address_in(&nets[0], input.hops.len() as u32);
-    let peer = TransportPeer::socket(SocketAddr::new(peer_ip, 443));
+    let peer = PeerAddr::Inet(SocketAddr::new(peer_ip, 443));
 
-    let layer = if input.forwarded {
-        RealIpLayer::forwarded(trusted.clone())
-    } else {
-        RealIpLayer::x_forwarded_for(trusted.clone()).without_port_header()
+    let layer = |recursive: bool| {
+        match (input.forwarded, recursive) {
+            (true, true) => RealIpLayer::forwarded_recursive(trusted.clone()),
+            (true, false) => RealIpLayer::forwarded(trusted.clone()),
+            (false, true) => RealIpLayer::x_forwarded_for_recursive(trusted.clone()),
+            (false, false) => RealIpLayer::x_forwarded_for(trusted.clone()),
+        }
+        .without_port_header()
     };
-    let name = layer.header_name().clone();
+    let name = layer(true).header_name().clone();
     let mut appended: Vec<String> = vec![render(real, input.real.1, input.forwarded)];
     appended.extend(
         hops.iter()
@@ -291,7 +297,7 @@ fn appended_chain(input: &Input) {
         headers.append(name.clone(), HeaderValue::from_str(&appended).unwrap());
     }
 
-    let recursive = layer.clone().recursive(true).resolve(&headers, Some(&peer));
+    let recursive = layer(true).resolve(&headers, Some(&peer));
     let client = recursive.client().expect("a client");
     assert_eq!(
         (canonical_ip(client.ip()), client.port()),
@@ -299,7 +305,7 @@ fn appended_chain(input: &Input) {
         "recursive: {headers:?}, trusted {trusted:?}: {recursive:?}"
     );
     let rightmost = hops.last().copied().unwrap_or((real, input.real.1));
-    let single = layer.recursive(false).resolve(&headers, Some(&peer));
+    let single = layer(false).resolve(&headers, Some(&peer));
     let client = single.client().expect("a client");
     assert_eq!(
         (canonical_ip(client.ip()), client.port()),
@@ -334,7 +340,6 @@ fn captured_lines(bytes: &[u8]) -> Option<Input> {
             },
         ],
         peer: Some((Ip::V4([127, 0, 0, 1]), 40000)),
-        peer_from_proxy_protocol: false,
         lines: lines.into_iter().map(str::to_owned).collect(),
         port_lines: port_lines
             .into_iter()

@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use realip_listener::{Error, Policy, ProxyHeader, ProxyListener};
+use realip_listener::{HandshakeError, Policy, ProxyHeader, ProxyListener};
 use support::{connect, connect_from, listen, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,7 +60,10 @@ async fn client_reset_mid_header_fails_that_connection_only() {
             panic!("a reset mid-header must be that connection's error");
         };
         assert!(
-            matches!(err, Error::Truncated { .. } | Error::Io { .. }),
+            matches!(
+                err,
+                HandshakeError::Truncated { .. } | HandshakeError::Io { .. }
+            ),
             "cut at {cut}: {err:?}"
         );
         assert_eq!(listener.pending(), 0, "nothing left pending");
@@ -132,7 +135,7 @@ async fn header_timeout_under_load_frees_every_stalled_peer() {
                 assert_eq!(proxied.client_socket_addr(), Some(real));
                 served_after = Some(started.elapsed());
             }
-            Err(Error::Timeout { timeout: t, .. }) => {
+            Err(HandshakeError::Timeout { timeout: t, .. }) => {
                 assert_eq!(t, timeout);
                 timeouts += 1;
                 if timeouts == STALLED {

@@ -5,15 +5,15 @@
 //! * a chain that trusted proxies appended to resolves, recursively, to the address the
 //!   first trusted proxy saw, whatever the client wrote before it (`X-Forwarded-For` and
 //!   `Forwarded`); without recursion, to the rightmost entry;
-//! * the port is the chosen entry's own, or the port header's entry at the chosen position
-//!   (or its only entry), or unknown.
+//! * the port is the chosen entry's own, or the port header's item at the chosen position,
+//!   or unknown.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use realip_core::{TrustedProxies, canonical_ip};
-use realip_tower::{Outcome, PortSource, RealIpLayer, TransportPeer};
+use realip_tower::{Outcome, PeerAddr, PortSource, RealIpLayer};
 
 fn trusted() -> TrustedProxies {
     "10.0.0.0/8, fd00::/8".parse().unwrap()
@@ -104,18 +104,20 @@ fn chain() -> impl Strategy<Value = Chain> {
 }
 
 impl Chain {
-    fn layer(&self) -> RealIpLayer {
-        if self.forwarded {
-            RealIpLayer::forwarded(trusted())
-        } else {
-            RealIpLayer::x_forwarded_for(trusted()).without_port_header()
+    fn layer(&self, recursive: bool) -> RealIpLayer {
+        match (self.forwarded, recursive) {
+            (true, true) => RealIpLayer::forwarded_recursive(trusted()),
+            (true, false) => RealIpLayer::forwarded(trusted()),
+            (false, true) => RealIpLayer::x_forwarded_for_recursive(trusted()),
+            (false, false) => RealIpLayer::x_forwarded_for(trusted()),
         }
+        .without_port_header()
     }
 
     /// The header lines: what the client wrote, then what the proxies appended (on the
     /// same line, as `$http_x_forwarded_for, $remote_addr` does, or on a line of its own).
     fn headers(&self) -> Option<HeaderMap> {
-        let name = self.layer().header_name().clone();
+        let name = self.layer(true).header_name().clone();
         let appended: Vec<String> = std::iter::once(self.real)
             .chain(self.hops.iter().copied())
             .map(|(ip, port)| render(ip, port, self.forwarded))
@@ -142,9 +144,9 @@ proptest! {
     #[test]
     fn client_written_entries_never_win(chain in chain()) {
         let Some(headers) = chain.headers() else { return Ok(()) };
-        let peer = TransportPeer::socket(SocketAddr::new(chain.peer, 443));
+        let peer = PeerAddr::Inet(SocketAddr::new(chain.peer, 443));
 
-        let recursive = chain.layer().recursive(true).resolve(&headers, Some(&peer));
+        let recursive = chain.layer(true).resolve(&headers, Some(&peer));
         let client = recursive.client().unwrap();
         prop_assert_eq!(
             (canonical_ip(client.ip()), client.port()),
@@ -153,7 +155,7 @@ proptest! {
         );
 
         let rightmost = chain.hops.last().copied().unwrap_or(chain.real);
-        let single = chain.layer().recursive(false).resolve(&headers, Some(&peer));
+        let single = chain.layer(false).resolve(&headers, Some(&peer));
         let client = single.client().unwrap();
         prop_assert_eq!(
             (canonical_ip(client.ip()), client.port()),
@@ -161,8 +163,8 @@ proptest! {
         );
 
         // Not from a trusted peer: the header is not read at all.
-        let direct = TransportPeer::socket(SocketAddr::new(chain.real.0, 1));
-        let ignored = chain.layer().recursive(true).resolve(&headers, Some(&direct));
+        let direct = PeerAddr::Inet(SocketAddr::new(chain.real.0, 1));
+        let ignored = chain.layer(true).resolve(&headers, Some(&direct));
         prop_assert_eq!(ignored.client().unwrap().ip(), canonical_ip(chain.real.0));
         prop_assert!(matches!(ignored.outcome(), Outcome::Fallback(_)));
     }
@@ -195,11 +197,16 @@ proptest! {
             headers.append("x-forwarded-port", HeaderValue::from_str(&port_line.join(", ")).unwrap());
         }
         let peer_ip = if peer_trusted { "10.9.9.9" } else { "192.0.2.200" };
-        let peer = TransportPeer::socket(SocketAddr::new(peer_ip.parse().unwrap(), 5));
+        let peer_addr = SocketAddr::new(peer_ip.parse().unwrap(), 5);
+        let peer = PeerAddr::Inet(peer_addr);
         let written: Vec<IpAddr> = entries.iter().filter_map(|(ip, _)| ip.map(canonical_ip)).collect();
 
         for layer in [
-            RealIpLayer::x_forwarded_for(trusted()).recursive(recursive),
+            if recursive {
+                RealIpLayer::x_forwarded_for_recursive(trusted())
+            } else {
+                RealIpLayer::x_forwarded_for(trusted())
+            },
             RealIpLayer::trusted_hops(hops),
             RealIpLayer::leftmost(trusted()),
         ] {
@@ -213,19 +220,15 @@ proptest! {
                     match choice.port_source() {
                         PortSource::Entry => prop_assert_eq!(client.port(), known(chosen.1)),
                         PortSource::PortHeader => {
+                            // The port header's item at the chosen entry's position.
                             prop_assert_eq!(known(chosen.1), None);
-                            let at = if ports.len() == 1 {
-                                0
-                            } else {
-                                prop_assert_eq!(ports.len(), choice.entries());
-                                choice.position_from_left()
-                            };
-                            prop_assert_eq!(client.port(), known(Some(ports[at])));
+                            let at = ports.len().checked_sub(1 + choice.position_from_right());
+                            prop_assert_eq!(client.port(), known(at.map(|at| ports[at])));
                         }
                         _ => prop_assert_eq!(client.port(), None),
                     }
                 }
-                _ => prop_assert_eq!(Some(client), peer.client_addr()),
+                _ => prop_assert_eq!(client.socket_addr(), Some(peer_addr)),
             }
         }
     }
