@@ -33,19 +33,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 /// proxies are `[0, 0]` followed by what the proxy sent.
 struct Input<'a> {
     optional: bool,
-    cuts: &'a [u8],
+    sizes: Vec<usize>,
     data: &'a [u8],
 }
 
 impl<'a> Input<'a> {
     fn parse(bytes: &'a [u8]) -> Option<Self> {
-        let (&flags, rest) = bytes.split_first()?;
-        let (&n, rest) = rest.split_first()?;
-        let n = usize::from(n).min(rest.len());
-        let (cuts, data) = rest.split_at(n);
+        let (flags, sizes, data) = realip_fuzz::chunked_input(bytes)?;
         Some(Self {
             optional: flags & 1 == 1,
-            cuts,
+            sizes,
             data,
         })
     }
@@ -204,9 +201,9 @@ fuzz_target!(|bytes: &[u8]| {
     } else {
         Policy::Require
     };
-    let sizes: Vec<usize> = input.cuts.iter().map(|&c| usize::from(c) + 1).collect();
-    let whole = handshake(&input.data, &[], policy);
-    let chunked = handshake(&input.data, &sizes, policy);
+    let sizes = &input.sizes;
+    let whole = handshake(input.data, &[], policy);
+    let chunked = handshake(input.data, sizes, policy);
 
     // The same decision at every chunking; how much was taken depends on the chunking.
     match (&whole, &chunked) {
@@ -243,7 +240,7 @@ fuzz_target!(|bytes: &[u8]| {
             Ok(Some((parsed, len))) => {
                 assert_eq!(info.as_ref(), Some(&parsed));
                 assert_eq!(app_bytes, input.data[len..]);
-                let limit = chunk_end(&sizes, input.data.len(), len);
+                let limit = chunk_end(sizes, input.data.len(), len);
                 assert!(
                     delivered <= limit,
                     "read {delivered} bytes, header {len}, chunk ends at {limit}"

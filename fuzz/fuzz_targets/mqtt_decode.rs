@@ -40,20 +40,17 @@ const CONNECT_V5: &[u8] = &[
 struct Input<'a> {
     v5: bool,
     raw_connect: bool,
-    cuts: &'a [u8],
+    sizes: Vec<usize>,
     data: &'a [u8],
 }
 
 impl<'a> Input<'a> {
     fn parse(bytes: &'a [u8]) -> Option<Self> {
-        let (&flags, rest) = bytes.split_first()?;
-        let (&n, rest) = rest.split_first()?;
-        let n = usize::from(n).min(rest.len());
-        let (cuts, data) = rest.split_at(n);
+        let (flags, sizes, data) = realip_fuzz::chunked_input(bytes)?;
         Some(Self {
             v5: flags & 1 == 1,
             raw_connect: flags & 2 == 2,
-            cuts,
+            sizes,
             data,
         })
     }
@@ -125,9 +122,9 @@ fuzz_target!(|bytes: &[u8]| {
         session_bytes.extend_from_slice(if input.v5 { CONNECT_V5 } else { CONNECT_V4 });
     }
     session_bytes.extend_from_slice(input.data);
-    let sizes: Vec<usize> = input.cuts.iter().map(|&c| usize::from(c) + 1).collect();
+    let sizes = &input.sizes;
     let whole = session(version, &session_bytes, &[]);
-    let chunked = session(version, &session_bytes, &sizes);
+    let chunked = session(version, &session_bytes, sizes);
     assert_eq!(whole, chunked, "chunks {sizes:?}");
     if !input.raw_connect {
         assert!(whole[0].starts_with("Connect"), "{whole:?}");
