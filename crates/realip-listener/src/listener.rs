@@ -215,6 +215,7 @@ impl Builder {
             ready: VecDeque::new(),
             backoff: None,
             backoff_delay: BACKOFF_MIN,
+            accept_failures: 0,
             shared_local: None,
         }
     }
@@ -284,6 +285,9 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     ready: VecDeque<Result<Connection<L::Io>, HandshakeError>>,
     backoff: Option<Pin<Box<Sleep>>>,
     backoff_delay: Duration,
+    /// Accept errors (`EMFILE`, ...) since the last socket accepted: a burst is logged at its
+    /// first failure and when it ends, not at every retry.
+    accept_failures: u64,
     /// [`Accept::shared_local_addr`], asked at the first accept (`None` until then).
     shared_local: Option<Option<SocketAddr>>,
 }
@@ -419,6 +423,13 @@ impl<L: Accept> ProxyListener<L> {
                 Poll::Ready(Ok((io, peer, local))) => {
                     accepted += 1;
                     self.backoff_delay = BACKOFF_MIN;
+                    if self.accept_failures > 0 {
+                        tracing::info!(
+                            failures = self.accept_failures,
+                            "accepting again after accept errors"
+                        );
+                        self.accept_failures = 0;
+                    }
                     let policy = self.policy.policy_for(&peer);
                     // A connection finished here (skipped, or its header already there) is
                     // queued, not returned: returning it from here would leave the
@@ -457,7 +468,12 @@ impl<L: Accept> ProxyListener<L> {
                         accepted += 1;
                         continue;
                     }
-                    tracing::error!(error = %err, backoff = ?self.backoff_delay, "accept error, backing off");
+                    if self.accept_failures == 0 {
+                        tracing::error!(error = %err, backoff = ?self.backoff_delay, "accept error, backing off");
+                    } else {
+                        tracing::debug!(error = %err, backoff = ?self.backoff_delay, "accept error, backing off");
+                    }
+                    self.accept_failures += 1;
                     self.backoff = Some(Box::pin(tokio::time::sleep(self.backoff_delay)));
                     self.backoff_delay = (self.backoff_delay * 2).min(BACKOFF_MAX);
                     continue 'accept;

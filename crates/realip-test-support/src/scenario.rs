@@ -530,6 +530,27 @@ impl Scenario {
         record
     }
 
+    /// The process id of the scenario's process `name`.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("scenario {}: no process {name}", self.id))
+            .child
+            .id()
+    }
+
+    /// Kills the scenario's process `name` with `SIGKILL` (by its process id) and reaps it.
+    pub fn kill(&mut self, name: &str) {
+        let proc = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        proc.child.kill().expect("kill");
+        proc.child.wait().expect("reap");
+    }
+
     /// The current content of a file of a proxy instance (e.g. `lb2/access.log`), or "".
     pub fn read_file(&self, name: &str, file: &str) -> String {
         fs::read_to_string(self.dir.join(name).join(file)).unwrap_or_default()
