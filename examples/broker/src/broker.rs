@@ -46,6 +46,8 @@ pub(crate) struct ClientInfo {
     /// Whether the session outlives the connection (3.1.1 clean session = 0, MQTT 5 session
     /// expiry interval > 0).
     pub(crate) persistent: bool,
+    /// How long the session outlives the connection.
+    pub(crate) expiry: Expiry,
     pub(crate) connected_at: SystemTime,
 }
 
@@ -60,6 +62,8 @@ pub(crate) struct SubOptions {
     pub(crate) retain_as_published: bool,
     /// 0: send retained messages on subscribe, 1: only for a new subscription, 2: never.
     pub(crate) retain_handling: u8,
+    /// MQTT 5 Subscription Identifier, sent with every message this subscription matches.
+    pub(crate) id: Option<u32>,
 }
 
 impl SubOptions {
@@ -69,6 +73,50 @@ impl SubOptions {
             no_local: false,
             retain_as_published: false,
             retain_handling: 0,
+            id: None,
+        }
+    }
+}
+
+/// How long a session outlives its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// It ends with the connection (3.1.1 clean session = 1, MQTT 5 interval 0).
+    Now,
+    /// MQTT 5 Session Expiry Interval.
+    After(Duration),
+    /// 3.1.1 clean session = 0, MQTT 5 interval 0xFFFFFFFF: until the broker stops.
+    Never,
+}
+
+impl Expiry {
+    /// From an MQTT 5 Session Expiry Interval (absent = 0) [MQTT-3.1.2-23].
+    pub(crate) fn from_interval(secs: Option<u32>) -> Self {
+        match secs {
+            None | Some(0) => Self::Now,
+            Some(u32::MAX) => Self::Never,
+            Some(secs) => Self::After(Duration::from_secs(u64::from(secs))),
+        }
+    }
+}
+
+/// A will message waiting for its Will Delay Interval (or the end of its session).
+#[derive(Clone, Debug)]
+pub(crate) struct PendingWill {
+    pub(crate) msg: Delivery,
+    pub(crate) delay: Duration,
+    /// Its Message Expiry Interval, counted from when it is published.
+    pub(crate) message_expiry: Option<u32>,
+}
+
+impl PendingWill {
+    /// The message as published now.
+    fn release(self) -> Delivery {
+        let mut props = (*self.msg.props).clone();
+        props.expire_after(self.message_expiry);
+        Delivery {
+            props: Arc::new(props),
+            ..self.msg
         }
     }
 }
@@ -115,6 +163,9 @@ pub(crate) struct Delivery {
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
     pub(crate) props: Arc<MessageProps>,
+    /// The Subscription Identifiers of the subscriber's matching subscriptions
+    /// [MQTT-3.3.4-3] (empty on the way in).
+    pub(crate) sub_ids: Vec<u32>,
 }
 
 impl Delivery {
@@ -126,6 +177,7 @@ impl Delivery {
             qos,
             retain,
             props: Arc::default(),
+            sub_ids: Vec::new(),
         }
     }
 }
@@ -199,6 +251,11 @@ struct Session {
     last_pkid: u16,
     /// Inbound QoS 2 packet identifiers whose PUBLISH was received and not yet released.
     inbound_qos2: BTreeSet<u16>,
+    expiry: Option<Expiry>,
+    /// When the last connection ended (`None` while connected).
+    disconnected_at: Option<Instant>,
+    /// A will message waiting to be published, and when.
+    will: Option<(PendingWill, Instant)>,
 }
 
 impl Session {
@@ -212,6 +269,15 @@ impl Session {
         self.queue.push_back(delivery);
         if let Some(conn) = &self.conn {
             conn.ready.notify_one();
+        }
+    }
+
+    /// Whether a disconnected session's expiry interval has passed.
+    fn expired(&self, now: Instant) -> bool {
+        match (self.disconnected_at, self.expiry) {
+            (Some(at), Some(Expiry::After(d))) => at + d <= now,
+            (Some(_), Some(Expiry::Now)) => true,
+            _ => false,
         }
     }
 
@@ -233,6 +299,8 @@ impl Session {
 struct State {
     sessions: HashMap<String, Session>,
     retained: BTreeMap<String, Delivery>,
+    /// Round-robin position of each shared subscription (`group`, `filter`).
+    shared_next: HashMap<(String, String), usize>,
 }
 
 /// What an acknowledgement from the client did.
@@ -244,11 +312,38 @@ pub(crate) enum Acked {
     Unknown,
 }
 
+/// The limits the broker sets, advertised to MQTT 5 clients in CONNACK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Largest packet accepted, fixed header included (MQTT 5 Maximum Packet Size).
+    pub(crate) max_packet_size: u32,
+    /// Highest QoS granted and accepted (MQTT 5 Maximum QoS).
+    pub(crate) max_qos: QoS,
+    /// Inbound QoS 2 messages a client may have unreleased (MQTT 5 Receive Maximum).
+    pub(crate) receive_maximum: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            max_qos: QoS::ExactlyOnce,
+            receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
+        }
+    }
+}
+
+/// 1 MiB + 64 KiB: a 1 MiB payload with room for its topic and properties.
+pub(crate) const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024 + 64 * 1024;
+/// Default Receive Maximum the broker advertises.
+pub(crate) const DEFAULT_RECEIVE_MAXIMUM: u16 = 1024;
+
 /// The broker: shared by every connection task and the admin API.
 #[derive(Debug)]
 pub(crate) struct Broker {
     state: Mutex<State>,
     acl: Acl,
+    limits: Limits,
     next_conn: AtomicU64,
     active: AtomicUsize,
     idle: Notify,
@@ -256,10 +351,11 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
-    pub(crate) fn new(acl: Acl) -> Arc<Self> {
+    pub(crate) fn new(acl: Acl, limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             acl,
+            limits,
             next_conn: AtomicU64::new(1),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -275,6 +371,10 @@ impl Broker {
 
     pub(crate) fn acl(&self) -> &Acl {
         &self.acl
+    }
+
+    pub(crate) const fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// A receiver that changes to `true` when the broker shuts down.
@@ -316,9 +416,22 @@ impl Broker {
         let (close_tx, close) = oneshot::channel();
         let ready = Arc::new(Notify::new());
         let clientid = info.clientid.clone();
-        let (clean_start, persistent) = (info.clean_start, info.persistent);
+        let (clean_start, persistent, expiry) = (info.clean_start, info.persistent, info.expiry);
+        let now = Instant::now();
+        let mut wills = Vec::new();
         let mut state = self.lock();
         let session = state.sessions.entry(clientid).or_default();
+        if session.expired(now) {
+            // Expired before the periodic sweep saw it: gone, and its will is due.
+            if let Some((will, _)) = session.will.take() {
+                wills.push(will.release());
+            }
+            *session = Session::default();
+        }
+        // A will still waiting for its delay is cancelled by the reconnection [MQTT-3.1.3-9].
+        if session.will.take().is_some() {
+            tracing::debug!(client = %info.clientid, "delayed will message cancelled: the client is back");
+        }
         if let Some(old) = session.conn.take() {
             if let Some(close) = old.close {
                 let _ = close.send(CloseReason::TakenOver);
@@ -338,6 +451,8 @@ impl Broker {
             *session = Session::default();
         }
         session.persistent = persistent;
+        session.expiry = Some(expiry);
+        session.disconnected_at = None;
         if !session.queue.is_empty() {
             ready.notify_one();
         }
@@ -347,28 +462,103 @@ impl Broker {
             close: Some(close_tx),
             info: Arc::new(info),
         });
+        let resend = session.inflight.clone();
+        drop(state);
+        for will in wills {
+            self.publish(None, will);
+        }
         Registration {
             conn_id,
             session_present,
             ready,
             close,
-            resend: session.inflight.clone(),
+            resend,
         }
     }
 
-    /// Forgets a connection (if it is still the current one for its client id). A clean
-    /// session is dropped with it; a persistent one keeps its subscriptions, its queue and
-    /// its messages in flight.
-    pub(crate) fn unregister(&self, clientid: &str, conn_id: u64) {
-        let mut state = self.lock();
-        let Some(session) = state.sessions.get_mut(clientid) else {
-            return;
-        };
-        if session.conn.as_ref().is_some_and(|c| c.id == conn_id) {
-            session.conn = None;
-            if !session.persistent {
-                state.sessions.remove(clientid);
+    /// Forgets a connection (if it is still the current one for its client id). A session
+    /// that ends with the connection is dropped; another keeps its subscriptions, its queue
+    /// and its messages in flight until it expires. `expiry` replaces the session's own
+    /// (MQTT 5 DISCONNECT); `will` is published after its delay or when the session ends,
+    /// whichever comes first [MQTT-3.1.2-8], [MQTT-3.1.3-9].
+    pub(crate) fn unregister(
+        &self,
+        clientid: &str,
+        conn_id: u64,
+        expiry: Option<Expiry>,
+        will: Option<PendingWill>,
+    ) {
+        let now = Instant::now();
+        let mut publish_now = None;
+        {
+            let mut state = self.lock();
+            let Some(session) = state.sessions.get_mut(clientid) else {
+                return;
+            };
+            if session.conn.as_ref().is_none_or(|c| c.id != conn_id) {
+                // Taken over: the new connection owns the session, and a delayed will is
+                // cancelled by it [MQTT-3.1.3-9].
+                publish_now = will.filter(|w| w.delay.is_zero()).map(PendingWill::release);
+            } else {
+                session.conn = None;
+                session.disconnected_at = Some(now);
+                if let Some(expiry) = expiry {
+                    session.expiry = Some(expiry);
+                }
+                let ends = match session.expiry {
+                    Some(Expiry::Now) | None => Some(now),
+                    Some(Expiry::After(d)) => Some(now + d),
+                    Some(Expiry::Never) => None,
+                };
+                if let Some(w) = will {
+                    let due = ends.map_or(now + w.delay, |end| end.min(now + w.delay));
+                    if due <= now {
+                        publish_now = Some(w.release());
+                    } else {
+                        session.will = Some((w, due));
+                    }
+                }
+                if ends.is_some_and(|end| end <= now) {
+                    state.sessions.remove(clientid);
+                }
             }
+        }
+        if let Some(msg) = publish_now {
+            self.publish(Some(clientid), msg);
+        }
+    }
+
+    /// Publishes wills whose delay has passed, ends sessions whose expiry interval has
+    /// passed (publishing their pending will) [MQTT-3.1.2-23], and drops retained messages
+    /// whose Message Expiry Interval has passed [MQTT-3.3.2-5].
+    pub(crate) fn sweep(&self, now: Instant) {
+        let mut due = Vec::new();
+        {
+            let mut state = self.lock();
+            state.sessions.retain(|clientid, session| {
+                if session.conn.is_some() {
+                    return true;
+                }
+                let expired = session.expired(now);
+                if session
+                    .will
+                    .as_ref()
+                    .is_some_and(|(_, at)| *at <= now || expired)
+                {
+                    if let Some((will, _)) = session.will.take() {
+                        tracing::debug!(client = %clientid, "publishing delayed will message");
+                        due.push(will.release());
+                    }
+                }
+                if expired {
+                    tracing::info!(client = %clientid, "session expired");
+                }
+                !expired
+            });
+            state.retained.retain(|_, msg| !msg.props.expired(now));
+        }
+        for will in due {
+            self.publish(None, will);
         }
     }
 
@@ -501,10 +691,13 @@ impl Broker {
     }
 
     /// An inbound QoS 2 PUBLISH: `true` when its packet identifier is new (deliver it),
-    /// `false` for a re-sent one whose first copy was delivered already (exactly once).
-    pub(crate) fn inbound_qos2(&self, clientid: &str, conn_id: u64, pkid: u16) -> bool {
-        self.with_own(clientid, conn_id, |s| s.inbound_qos2.insert(pkid))
-            .unwrap_or(false)
+    /// `false` for a re-sent one whose first copy was delivered already (exactly once);
+    /// and how many are now unreleased.
+    pub(crate) fn inbound_qos2(&self, clientid: &str, conn_id: u64, pkid: u16) -> (bool, usize) {
+        self.with_own(clientid, conn_id, |s| {
+            (s.inbound_qos2.insert(pkid), s.inbound_qos2.len())
+        })
+        .unwrap_or((false, 0))
     }
 
     /// PUBREL: the inbound QoS 2 packet identifier may be used again.
@@ -545,7 +738,8 @@ impl Broker {
                 1 => !existed,
                 _ => false,
             };
-            if !send {
+            // Retained messages are not sent for a shared subscription (MQTT 5 §4.8.2).
+            if !send || shared_filter(filter).is_some() {
                 continue;
             }
             for (topic, msg) in &state.retained {
@@ -555,6 +749,7 @@ impl Broker {
                         Delivery {
                             qos: min_qos(msg.qos, opts.qos),
                             retain: true,
+                            sub_ids: opts.id.into_iter().collect(),
                             ..msg.clone()
                         },
                     );
@@ -584,11 +779,24 @@ impl Broker {
                 state.retained.insert(msg.topic.to_string(), msg.clone());
             }
         }
+        // Members of each matching shared subscription: (client id, options, connected).
+        let mut shared: BTreeMap<(String, String), Vec<(String, SubOptions, bool)>> =
+            BTreeMap::new();
         for (clientid, session) in &mut state.sessions {
             let own = from == Some(clientid.as_str());
             let mut granted: Option<QoS> = None;
             let mut keep_retain = false;
+            let mut sub_ids = Vec::new();
             for (filter, opts) in &session.subs {
+                if let Some((group, filter)) = shared_filter(filter) {
+                    if topic_matches(&msg.topic, filter) {
+                        shared
+                            .entry((group.to_owned(), filter.to_owned()))
+                            .or_default()
+                            .push((clientid.clone(), *opts, session.conn.is_some()));
+                    }
+                    continue;
+                }
                 if (own && opts.no_local) || !topic_matches(&msg.topic, filter) {
                     continue;
                 }
@@ -596,11 +804,13 @@ impl Broker {
                     granted = Some(opts.qos);
                 }
                 keep_retain |= opts.retain_as_published;
+                sub_ids.extend(opts.id);
             }
             let Some(granted) = granted else { continue };
             let delivery = Delivery {
                 qos: min_qos(msg.qos, granted),
                 retain: msg.retain && keep_retain,
+                sub_ids,
                 ..msg.clone()
             };
             if session.conn.is_none() && delivery.qos == QoS::AtMostOnce {
@@ -608,6 +818,29 @@ impl Broker {
                 continue;
             }
             session.enqueue(clientid, delivery);
+        }
+        // One member of each shared subscription gets the message, in turn (connected
+        // members first) (MQTT 5 §4.8.2).
+        for (key, mut members) in shared {
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            if members.iter().any(|m| m.2) {
+                members.retain(|m| m.2);
+            }
+            let next = state.shared_next.entry(key).or_default();
+            let (clientid, opts, connected) = &members[*next % members.len()];
+            *next = next.wrapping_add(1);
+            let delivery = Delivery {
+                qos: min_qos(msg.qos, opts.qos),
+                retain: msg.retain && opts.retain_as_published,
+                sub_ids: opts.id.into_iter().collect(),
+                ..msg.clone()
+            };
+            if !connected && delivery.qos == QoS::AtMostOnce {
+                continue;
+            }
+            if let Some(session) = state.sessions.get_mut(clientid) {
+                session.enqueue(clientid, delivery);
+            }
         }
     }
 
@@ -655,6 +888,14 @@ pub(crate) fn min_qos(a: QoS, b: QoS) -> QoS {
 /// Whether a topic name is valid for PUBLISH: not empty, no wildcards, no NUL.
 pub(crate) fn valid_topic(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
+/// A shared subscription `$share/{group}/{filter}`: its group and filter, when well formed
+/// (a non-empty group without `/`, `+`, `#`; a valid filter) (MQTT 5 §4.8.2).
+pub(crate) fn shared_filter(filter: &str) -> Option<(&str, &str)> {
+    let (group, filter) = filter.strip_prefix("$share/")?.split_once('/')?;
+    (!group.is_empty() && !group.contains(['+', '#']) && valid_filter(filter))
+        .then_some((group, filter))
 }
 
 /// Whether a topic filter is valid for SUBSCRIBE: `+` fills a whole level, `#` is a whole,
@@ -759,6 +1000,7 @@ mod tests {
             keepalive: 60,
             clean_start: clean,
             persistent: !clean,
+            expiry: if clean { Expiry::Now } else { Expiry::Never },
             connected_at: SystemTime::now(),
         }
     }
@@ -773,12 +1015,12 @@ mod tests {
 
     #[tokio::test]
     async fn takeover_closes_the_first_connection_and_fanout_picks_the_best_qos() {
-        let broker = Broker::new(Acl::default());
+        let broker = Broker::new(Acl::default(), Limits::default());
         let first = broker.register(info("c", true));
         let second = broker.register(info("c", true));
         assert_eq!(first.close.await.unwrap(), CloseReason::TakenOver);
         // The first connection's cleanup must not remove the second one.
-        broker.unregister("c", first.conn_id);
+        broker.unregister("c", first.conn_id, None, None);
         assert_eq!(broker.clients().len(), 1);
 
         broker.subscribe(
@@ -815,13 +1057,14 @@ mod tests {
 
     #[tokio::test]
     async fn no_local_retain_as_published_and_retain_handling() {
-        let broker = Broker::new(Acl::default());
+        let broker = Broker::new(Acl::default(), Limits::default());
         let me = broker.register(info("me", true));
         let opts = |no_local, retain_as_published, retain_handling| SubOptions {
             qos: QoS::AtLeastOnce,
             no_local,
             retain_as_published,
             retain_handling,
+            id: None,
         };
         broker.subscribe("me", &[("own/#".into(), opts(true, false, 0))]);
         broker.publish(Some("me"), msg("own/x", b"mine", QoS::AtMostOnce, false));
@@ -853,7 +1096,7 @@ mod tests {
 
     #[tokio::test]
     async fn persistent_sessions_keep_subscriptions_queue_and_messages_in_flight() {
-        let broker = Broker::new(Acl::default());
+        let broker = Broker::new(Acl::default(), Limits::default());
         let first = broker.register(info("p", false));
         assert!(!first.session_present);
         broker.subscribe("p", &[("t".into(), SubOptions::qos(QoS::ExactlyOnce))]);
@@ -863,7 +1106,7 @@ mod tests {
         assert_eq!(sent.iter().map(|o| o.pkid).collect::<Vec<_>>(), [1, 2]);
         // b reached PUBREC; a is unacknowledged.
         assert_eq!(broker.pubrec("p", first.conn_id, 2, false), Acked::Known);
-        broker.unregister("p", first.conn_id);
+        broker.unregister("p", first.conn_id, None, None);
         broker.publish(None, msg("t", b"0", QoS::AtMostOnce, false));
         broker.publish(None, msg("t", b"c", QoS::AtLeastOnce, false));
 
@@ -885,13 +1128,13 @@ mod tests {
         // A clean session discards the old state.
         let clean = broker.register(info("p", true));
         assert!(!clean.session_present && clean.resend.is_empty());
-        broker.unregister("p", clean.conn_id);
+        broker.unregister("p", clean.conn_id, None, None);
         assert!(broker.client("p").is_none());
     }
 
     #[tokio::test]
     async fn receive_maximum_limits_messages_in_flight_and_order_is_kept() {
-        let broker = Broker::new(Acl::default());
+        let broker = Broker::new(Acl::default(), Limits::default());
         let c = broker.register(info("r", true));
         broker.subscribe("r", &[("t".into(), SubOptions::qos(QoS::AtLeastOnce))]);
         for payload in [b"1", b"2", b"3"] {

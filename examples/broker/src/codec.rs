@@ -13,7 +13,7 @@ use rumqttc::v5::mqttbytes::{self as mqtt5, v5};
 
 use std::time::Instant;
 
-use crate::broker::{Delivery, MessageProps, SubOptions};
+use crate::broker::{Delivery, Limits, MessageProps, SubOptions};
 use crate::wellformed::{self, Violation};
 
 /// The protocol version of a connection.
@@ -41,6 +41,8 @@ pub(crate) struct DecodeError {
     pub(crate) message: String,
     /// MQTT 5 calls the fault a Protocol Error (0x82) rather than a Malformed Packet (0x81).
     pub(crate) protocol_error: bool,
+    /// The packet exceeds the broker's Maximum Packet Size (MQTT 5: 0x95).
+    pub(crate) too_large: bool,
 }
 
 impl DecodeError {
@@ -48,6 +50,23 @@ impl DecodeError {
         Self {
             message: message.into(),
             protocol_error: false,
+            too_large: false,
+        }
+    }
+
+    fn protocol(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            protocol_error: true,
+            too_large: false,
+        }
+    }
+
+    fn too_large(size: usize, max: usize) -> Self {
+        Self {
+            message: format!("{size} bytes, the maximum packet size is {max}"),
+            protocol_error: false,
+            too_large: true,
         }
     }
 }
@@ -57,6 +76,7 @@ impl From<Violation> for DecodeError {
         Self {
             message: v.message,
             protocol_error: v.protocol_error,
+            too_large: false,
         }
     }
 }
@@ -172,6 +192,9 @@ pub(crate) enum DisconnectReason {
     AdministrativeAction,
     ServerShuttingDown,
     TopicAliasInvalid,
+    PacketTooLarge,
+    QosNotSupported,
+    ReceiveMaximumExceeded,
 }
 
 impl DisconnectReason {
@@ -185,6 +208,9 @@ impl DisconnectReason {
             Self::AdministrativeAction => C::AdministrativeAction,
             Self::ServerShuttingDown => C::ServerShuttingDown,
             Self::TopicAliasInvalid => C::TopicAliasInvalid,
+            Self::PacketTooLarge => C::PacketTooLarge,
+            Self::QosNotSupported => C::QoSNotSupported,
+            Self::ReceiveMaximumExceeded => C::ReceiveMaximumExceeded,
         }
     }
 }
@@ -229,24 +255,38 @@ fn max_v5(max: usize) -> Option<u32> {
 // A whole frame is then checked against the rules of the specification that the codecs do
 // not enforce (see `wellformed`).
 
+// `max` is the broker's Maximum Packet Size: the whole packet, fixed header included (MQTT 5
+// §3.2.2.3.6). The codecs compare it with the remaining length, which refuses most oversize
+// packets before their bytes arrive; the few header bytes are counted once the frame is there.
+
 fn framed_v4(buf: &BytesMut, max: usize) -> Result<bool, DecodeError> {
     match mqtt::check(buf.iter(), max) {
+        Ok(header) if header.frame_length() > max => {
+            Err(DecodeError::too_large(header.frame_length(), max))
+        }
         Ok(header) => {
             wellformed::check(Version::V4, &buf[..header.frame_length()])?;
             Ok(true)
         }
         Err(mqtt::Error::InsufficientBytes(_)) => Ok(false),
+        Err(mqtt::Error::PayloadSizeLimitExceeded(len)) => Err(DecodeError::too_large(len, max)),
         Err(e) => Err(err(e)),
     }
 }
 
 fn framed_v5(buf: &BytesMut, max: usize) -> Result<bool, DecodeError> {
     match v5::check(buf.iter(), max_v5(max)) {
+        Ok(header) if header.frame_length() > max => {
+            Err(DecodeError::too_large(header.frame_length(), max))
+        }
         Ok(header) => {
             wellformed::check(Version::V5, &buf[..header.frame_length()])?;
             Ok(true)
         }
         Err(mqtt5::Error::InsufficientBytes(_)) => Ok(false),
+        Err(mqtt5::Error::PayloadSizeLimitExceeded { pkt_size, .. }) => {
+            Err(DecodeError::too_large(pkt_size, max))
+        }
         Err(e) => Err(err(e)),
     }
 }
@@ -296,17 +336,11 @@ pub(crate) fn decode_connect(
                 let props = c.properties.unwrap_or_default();
                 if props.receive_maximum == Some(0) {
                     // MQTT 5 §3.1.2.11.3.
-                    return Err(DecodeError {
-                        message: "Receive Maximum 0".into(),
-                        protocol_error: true,
-                    });
+                    return Err(DecodeError::protocol("Receive Maximum 0"));
                 }
                 if props.max_packet_size == Some(0) {
                     // MQTT 5 §3.1.2.11.4.
-                    return Err(DecodeError {
-                        message: "Maximum Packet Size 0".into(),
-                        protocol_error: true,
-                    });
+                    return Err(DecodeError::protocol("Maximum Packet Size 0"));
                 }
                 let session_expiry = props.session_expiry_interval.filter(|s| *s > 0);
                 Ok(Some(Connect {
@@ -371,6 +405,7 @@ impl Version {
         code: ConnackCode,
         session_present: bool,
         assigned_client_id: Option<&str>,
+        limits: &Limits,
     ) -> Result<(), EncodeError> {
         match self {
             Self::V4 => {
@@ -392,17 +427,20 @@ impl Version {
                 let properties =
                     (code == v5::ConnectReturnCode::Success).then(|| v5::ConnAckProperties {
                         session_expiry_interval: None,
-                        receive_max: None,
-                        max_qos: None,
+                        // The broker's limits [MQTT-3.2.2-9..-15]: Maximum QoS only when below
+                        // 2 (2 may not be sent), Topic Alias Maximum absent (0).
+                        receive_max: Some(limits.receive_maximum),
+                        max_qos: (limits.max_qos != QoS::ExactlyOnce)
+                            .then_some(limits.max_qos as u8),
                         retain_available: Some(1),
-                        max_packet_size: None,
+                        max_packet_size: Some(limits.max_packet_size),
                         assigned_client_identifier: assigned_client_id.map(str::to_owned),
                         topic_alias_max: None,
                         reason_string: None,
                         user_properties: Vec::new(),
                         wildcard_subscription_available: Some(1),
-                        subscription_identifiers_available: Some(0),
-                        shared_subscription_available: Some(0),
+                        subscription_identifiers_available: Some(1),
+                        shared_subscription_available: Some(1),
                         server_keep_alive: None,
                         response_information: None,
                         server_reference: None,
@@ -441,16 +479,23 @@ impl Version {
             }
             Self::V5 => {
                 let p = &msg.props;
-                let properties = (**p != MessageProps::default()).then(|| v5::PublishProperties {
-                    payload_format_indicator: p.payload_format_indicator,
-                    message_expiry_interval: p.remaining_expiry(now),
-                    topic_alias: None,
-                    response_topic: p.response_topic.clone(),
-                    correlation_data: p.correlation_data.clone(),
-                    user_properties: p.user_properties.clone(),
-                    subscription_identifiers: Vec::new(),
-                    content_type: p.content_type.clone(),
-                });
+                let properties =
+                    (**p != MessageProps::default() || !msg.sub_ids.is_empty()).then(|| {
+                        v5::PublishProperties {
+                            payload_format_indicator: p.payload_format_indicator,
+                            message_expiry_interval: p.remaining_expiry(now),
+                            topic_alias: None,
+                            response_topic: p.response_topic.clone(),
+                            correlation_data: p.correlation_data.clone(),
+                            user_properties: p.user_properties.clone(),
+                            subscription_identifiers: msg
+                                .sub_ids
+                                .iter()
+                                .map(|id| *id as usize)
+                                .collect(),
+                            content_type: p.content_type.clone(),
+                        }
+                    });
                 let mut publish = v5::Publish::new(
                     &*msg.topic,
                     qos_to_v5(msg.qos),
@@ -723,26 +768,35 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
             ),
         },
         v5::Packet::PubComp(p) => Inbound::PubComp(p.pkid),
-        v5::Packet::Subscribe(s) => Inbound::Subscribe {
-            pkid: s.pkid,
-            filters: s
-                .filters
-                .into_iter()
-                .map(|f| {
-                    let opts = SubOptions {
-                        qos: qos_from_v5(f.qos),
-                        no_local: f.nolocal,
-                        retain_as_published: f.preserve_retain,
-                        retain_handling: match f.retain_forward_rule {
-                            v5::RetainForwardRule::OnEverySubscribe => 0,
-                            v5::RetainForwardRule::OnNewSubscribe => 1,
-                            v5::RetainForwardRule::Never => 2,
-                        },
-                    };
-                    (f.path, opts)
-                })
-                .collect(),
-        },
+        v5::Packet::Subscribe(s) => {
+            let sub_id = match s.properties.and_then(|p| p.id) {
+                // MQTT 5 §3.8.2.1.2.
+                Some(0) => return Err(DecodeError::protocol("Subscription Identifier 0")),
+                Some(id) => Some(u32::try_from(id).map_err(err)?),
+                None => None,
+            };
+            Inbound::Subscribe {
+                pkid: s.pkid,
+                filters: s
+                    .filters
+                    .into_iter()
+                    .map(|f| {
+                        let opts = SubOptions {
+                            qos: qos_from_v5(f.qos),
+                            no_local: f.nolocal,
+                            retain_as_published: f.preserve_retain,
+                            retain_handling: match f.retain_forward_rule {
+                                v5::RetainForwardRule::OnEverySubscribe => 0,
+                                v5::RetainForwardRule::OnNewSubscribe => 1,
+                                v5::RetainForwardRule::Never => 2,
+                            },
+                            id: sub_id,
+                        };
+                        (f.path, opts)
+                    })
+                    .collect(),
+            }
+        }
         v5::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
             pkid: u.pkid,
             filters: u.filters,
@@ -761,10 +815,7 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, DecodeEr
         // The decoder never yields AUTH (packet type 15 is refused as invalid); the broker
         // supports no extended authentication either.
         v5::Packet::Auth(_) => {
-            return Err(DecodeError {
-                message: "AUTH is not supported".into(),
-                protocol_error: true,
-            });
+            return Err(DecodeError::protocol("AUTH is not supported"));
         }
         v5::Packet::ConnAck(_)
         | v5::Packet::SubAck(_)
@@ -784,21 +835,55 @@ mod tests {
     }
 
     #[test]
-    fn v5_connack_always_has_a_property_length() {
+    fn v5_connack_advertises_the_limits_and_always_has_a_property_length() {
+        let read = |out: &BytesMut| match v5::Packet::read(&mut out.clone(), None) {
+            Ok(v5::Packet::ConnAck(ack)) => ack,
+            other => panic!("{other:?}"),
+        };
         let mut out = BytesMut::new();
+        let limits = Limits {
+            max_packet_size: 4096,
+            max_qos: QoS::AtLeastOnce,
+            receive_maximum: 10,
+        };
         Version::V5
-            .connack(&mut out, ConnackCode::Accepted, false, None)
+            .connack(&mut out, ConnackCode::Accepted, false, None, &limits)
             .unwrap();
-        // Retain, wildcard subscriptions available; subscription ids, shared ones not.
+        let p = read(&out).properties.unwrap();
         assert_eq!(
-            out[..],
-            [
-                0x20, 0x0B, 0x00, 0x00, 0x08, 0x25, 0x01, 0x28, 0x01, 0x29, 0x00, 0x2A, 0x00
-            ]
+            (
+                p.max_packet_size,
+                p.receive_max,
+                p.max_qos,
+                p.topic_alias_max
+            ),
+            (Some(4096), Some(10), Some(1), None)
         );
+        // Retain, wildcard subscriptions, subscription identifiers, shared subscriptions.
+        assert_eq!(
+            (
+                p.retain_available,
+                p.wildcard_subscription_available,
+                p.subscription_identifiers_available,
+                p.shared_subscription_available
+            ),
+            (Some(1), Some(1), Some(1), Some(1))
+        );
+        // Maximum QoS 2 is never sent (MQTT 5 §3.2.2.3.4): its absence means 2.
         out.clear();
         Version::V5
-            .connack(&mut out, ConnackCode::BadClientId, false, None)
+            .connack(
+                &mut out,
+                ConnackCode::Accepted,
+                false,
+                None,
+                &Limits::default(),
+            )
+            .unwrap();
+        assert_eq!(read(&out).properties.unwrap().max_qos, None);
+        out.clear();
+        Version::V5
+            .connack(&mut out, ConnackCode::BadClientId, false, None, &limits)
             .unwrap();
         assert_eq!(out[..], [0x20, 0x03, 0x00, 0x85, 0x00]);
     }

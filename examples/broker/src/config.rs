@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use realip_core::TrustedProxies;
+use rumqttc::mqttbytes::QoS;
 use serde::Deserialize;
+
+use crate::broker::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_RECEIVE_MAXIMUM, Limits};
 
 /// Default MQTT over TCP listener.
 pub(crate) const DEFAULT_TCP: &str = "0.0.0.0:1883";
@@ -141,6 +144,19 @@ pub(crate) struct RunArgs {
     /// Clients whose real address is in one of these ranges are refused (repeatable; wins over --allow).
     #[arg(long, value_name = "CIDR")]
     pub(crate) deny: Vec<String>,
+
+    /// Largest MQTT packet accepted, in bytes, fixed header included; larger ones close the
+    /// connection (MQTT 5: DISCONNECT 0x95) [default: 1114112 = 1 MiB + 64 KiB].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_packet_size: Option<u32>,
+    /// Highest QoS granted to subscriptions and accepted from MQTT 5 publishers (0, 1 or 2)
+    /// [default: 2].
+    #[arg(long, value_name = "QOS")]
+    pub(crate) max_qos: Option<u8>,
+    /// Inbound QoS 2 messages an MQTT 5 client may have unreleased (MQTT 5 Receive Maximum)
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub(crate) receive_maximum: Option<u16>,
 }
 
 /// The TOML file: the same names as the flags.
@@ -163,6 +179,9 @@ struct FileConfig {
     backlog: Option<u32>,
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
+    max_packet_size: Option<u32>,
+    max_qos: Option<u8>,
+    receive_maximum: Option<u16>,
 }
 
 /// How the WebSocket listener picks the client address out of the forwarded header.
@@ -248,6 +267,7 @@ pub(crate) struct Config {
     pub(crate) backlog: u32,
     pub(crate) allow: Option<TrustedProxies>,
     pub(crate) deny: TrustedProxies,
+    pub(crate) limits: Limits,
 }
 
 impl Config {
@@ -382,6 +402,31 @@ impl Config {
         };
         let deny = cidrs("deny", &list(args.deny, file.deny))?;
 
+        let max_packet_size = args
+            .max_packet_size
+            .or(file.max_packet_size)
+            .unwrap_or(DEFAULT_MAX_PACKET_SIZE);
+        // The largest size MQTT can express: a remaining length of 268,435,455 and its
+        // five-byte fixed header.
+        if !(64..=268_435_460).contains(&max_packet_size) {
+            return Err(format!(
+                "invalid --max-packet-size {max_packet_size}: expected 64 to 268435460 bytes"
+            ));
+        }
+        let max_qos = match args.max_qos.or(file.max_qos).unwrap_or(2) {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            other => return Err(format!("invalid --max-qos {other}: expected 0, 1 or 2")),
+        };
+        let receive_maximum = args
+            .receive_maximum
+            .or(file.receive_maximum)
+            .unwrap_or(DEFAULT_RECEIVE_MAXIMUM);
+        if receive_maximum == 0 {
+            return Err("invalid --receive-maximum 0: expected 1 to 65535".to_owned());
+        }
+
         Ok(Self {
             tcp,
             tcp_proxy_protocol,
@@ -395,6 +440,11 @@ impl Config {
             backlog,
             allow,
             deny,
+            limits: Limits {
+                max_packet_size,
+                max_qos,
+                receive_maximum,
+            },
         })
     }
 }
@@ -541,6 +591,9 @@ mod tests {
             err(&["--trusted-proxy", "10.0.0.0/8"])
                 .starts_with("--trusted-proxy needs --ws-header")
         );
+        assert!(err(&["--max-qos", "3"]).contains("--max-qos 3"));
+        assert!(err(&["--receive-maximum", "0"]).contains("--receive-maximum 0"));
+        assert!(err(&["--max-packet-size", "10"]).contains("--max-packet-size 10"));
         for ok in [
             &["--proxy-from", "10.0.0.0/8", "--ws-proxy-protocol"][..],
             &[

@@ -71,7 +71,10 @@ fn local(listener: &Option<TcpListener>) -> String {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let broker = Broker::new(Acl::new(config.allow.clone(), config.deny.clone()));
+    let broker = Broker::new(
+        Acl::new(config.allow.clone(), config.deny.clone()),
+        config.limits,
+    );
     let layer = config.forwarding.as_ref().map(real_ip_layer).transpose()?;
     let tcp = bind("tcp", config.tcp, config.backlog).await?;
     let ws = bind("ws", config.ws, config.backlog).await?;
@@ -102,6 +105,7 @@ async fn serve(config: Config) -> Result<(), String> {
 
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(sweep_loop(Arc::clone(&broker), stop.clone()));
     if let Some(listener) = tcp {
         let listener = MqttListener::new(
             listener,
@@ -168,6 +172,17 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Delayed wills, session expiry and retained-message expiry, four times a second.
+async fn sweep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = every.tick() => broker.sweep(std::time::Instant::now()),
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::broker::{
-    Broker, ClientInfo, CloseReason, ConnMeta, Delivery, Registration, min_qos, valid_filter,
-    valid_topic,
+    Broker, ClientInfo, CloseReason, ConnMeta, Delivery, Expiry, Limits, PendingWill, Registration,
+    min_qos, shared_filter, valid_filter, valid_topic,
 };
 use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 
@@ -19,8 +19,6 @@ use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that does not read what it is sent for this long is disconnected.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest accepted packet (remaining length).
-pub(crate) const MAX_PACKET_SIZE: usize = 1024 * 1024;
 
 /// Why a connection ended, for the audit log.
 #[derive(Debug)]
@@ -34,6 +32,9 @@ enum End {
     KeepaliveTimeout(Duration),
     Malformed(String),
     Protocol(String),
+    TooLarge(String),
+    /// A limit of the broker's was broken (MQTT 5 reason code, description).
+    Limit(DisconnectReason, &'static str),
     TopicAlias,
     UnsupportedProtocol(u8),
     Io(std::io::Error),
@@ -49,6 +50,8 @@ impl End {
             Self::KeepaliveTimeout(_) => Some(DisconnectReason::KeepAliveTimeout),
             Self::Malformed(_) => Some(DisconnectReason::MalformedPacket),
             Self::Protocol(_) => Some(DisconnectReason::ProtocolError),
+            Self::TooLarge(_) => Some(DisconnectReason::PacketTooLarge),
+            Self::Limit(reason, _) => Some(*reason),
             Self::TopicAlias => Some(DisconnectReason::TopicAliasInvalid),
             Self::Broker(CloseReason::TakenOver) => Some(DisconnectReason::SessionTakenOver),
             Self::Broker(CloseReason::Kicked) => Some(DisconnectReason::AdministrativeAction),
@@ -60,7 +63,9 @@ impl End {
 
 impl From<codec::DecodeError> for End {
     fn from(e: codec::DecodeError) -> Self {
-        if e.protocol_error {
+        if e.too_large {
+            Self::TooLarge(e.message)
+        } else if e.protocol_error {
             Self::Protocol(e.message)
         } else {
             Self::Malformed(e.message)
@@ -83,6 +88,8 @@ impl fmt::Display for End {
             }
             Self::Malformed(e) => write!(f, "malformed packet: {e}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::TooLarge(e) => write!(f, "packet too large: {e}"),
+            Self::Limit(_, e) => f.write_str(e),
             Self::TopicAlias => f.write_str("protocol error: topic alias (none allowed)"),
             Self::UnsupportedProtocol(level) => write!(f, "unsupported protocol level {level}"),
             Self::Io(e) => write!(f, "io error: {e}"),
@@ -111,10 +118,8 @@ impl Reader {
     }
 
     /// The next complete packet already buffered, if any.
-    fn next(&mut self, version: Version) -> Result<Option<Inbound>, End> {
-        version
-            .decode(&mut self.buf, MAX_PACKET_SIZE)
-            .map_err(End::from)
+    fn next(&mut self, version: Version, max: usize) -> Result<Option<Inbound>, End> {
+        version.decode(&mut self.buf, max).map_err(End::from)
     }
 
     /// Reads more bytes; `Ok(false)` at end of stream. Cancel safe.
@@ -164,7 +169,7 @@ where
 
     // CONNECT first, within CONNECT_TIMEOUT.
     let first = tokio::select! {
-        first = tokio::time::timeout(CONNECT_TIMEOUT, read_first(&mut io, &mut reader)) => first,
+        first = tokio::time::timeout(CONNECT_TIMEOUT, read_first(&mut io, &mut reader, max_packet(&broker))) => first,
         _ = shutdown.changed() => return,
     };
     let (version, connect) = match first {
@@ -197,7 +202,15 @@ where
         // 3.1.1 needs clean session for an assigned id; MQTT 5 allows it either way.
         if version == Version::V4 && !connect.clean_start {
             tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = "empty client id with clean session = 0", "client refused");
-            let _ = connack(&mut io, version, ConnackCode::BadClientId, false, None).await;
+            let _ = connack(
+                &mut io,
+                version,
+                ConnackCode::BadClientId,
+                false,
+                None,
+                broker.limits(),
+            )
+            .await;
             return;
         }
         clientid = format!("realip-{:016x}", rand_id());
@@ -215,7 +228,15 @@ where
             reason = %reason,
             "client denied"
         );
-        let _ = connack(&mut io, version, ConnackCode::NotAuthorized, false, None).await;
+        let _ = connack(
+            &mut io,
+            version,
+            ConnackCode::NotAuthorized,
+            false,
+            None,
+            broker.limits(),
+        )
+        .await;
         close(&mut io).await;
         return;
     }
@@ -227,6 +248,11 @@ where
         keepalive: connect.keep_alive,
         clean_start: connect.clean_start,
         persistent: connect.persistent,
+        expiry: match version {
+            Version::V4 if connect.persistent => Expiry::Never,
+            Version::V4 => Expiry::Now,
+            Version::V5 => Expiry::from_interval(connect.session_expiry),
+        },
         connected_at: SystemTime::now(),
     };
     let registration = broker.register(info);
@@ -252,12 +278,13 @@ where
     );
 
     let session_present = registration.session_present;
-    let end = match connack(
+    let (end, disconnect_expiry) = match connack(
         &mut io,
         version,
         ConnackCode::Accepted,
         session_present,
         assigned.as_deref(),
+        broker.limits(),
     )
     .await
     {
@@ -273,6 +300,7 @@ where
                     .max_packet_size
                     .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
                 out: BytesMut::new(),
+                disconnect_expiry: None,
             };
             let end = conn
                 .run(
@@ -289,33 +317,33 @@ where
                     let _ = send(&mut io, &mut out).await;
                 }
             }
-            end
+            (end, conn.disconnect_expiry)
         }
-        Err(end) => end,
+        Err(end) => (end, None),
     };
 
-    broker.unregister(&clientid, conn_id);
     let will = match end {
         End::Normal => None,
-        _ => connect.will,
+        _ => connect.will.filter(|w| valid_topic(&w.topic)),
     };
-    if let Some(will) = will {
-        if valid_topic(&will.topic) {
-            tracing::debug!(client = %clientid, topic = %will.topic, "publishing will message");
-            let mut props = will.props;
-            props.expire_after(will.message_expiry);
-            broker.publish(
-                Some(&clientid),
-                Delivery {
-                    topic: Arc::from(will.topic.as_str()),
-                    payload: will.payload,
-                    qos: will.qos,
-                    retain: will.retain,
-                    props: Arc::new(props),
-                },
-            );
-        }
-    }
+    let will = will.map(|will| PendingWill {
+        msg: Delivery {
+            topic: Arc::from(will.topic.as_str()),
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            props: Arc::new(will.props),
+            sub_ids: Vec::new(),
+        },
+        delay: Duration::from_secs(u64::from(will.delay)),
+        message_expiry: will.message_expiry,
+    });
+    broker.unregister(
+        &clientid,
+        conn_id,
+        disconnect_expiry.map(|secs| Expiry::from_interval(Some(secs))),
+        will,
+    );
     close(&mut io).await;
     let level_info = matches!(
         end,
@@ -366,13 +394,19 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.broker.unregister(self.clientid, self.conn_id);
+        self.broker
+            .unregister(self.clientid, self.conn_id, None, None);
     }
+}
+
+fn max_packet(broker: &Broker) -> usize {
+    usize::try_from(broker.limits().max_packet_size).unwrap_or(usize::MAX)
 }
 
 async fn read_first<IO: AsyncRead + Unpin>(
     io: &mut IO,
     reader: &mut Reader,
+    max: usize,
 ) -> Result<(Version, codec::Connect), End> {
     loop {
         if !reader.buf.is_empty() && reader.buf[0] >> 4 != 1 {
@@ -384,7 +418,7 @@ async fn read_first<IO: AsyncRead + Unpin>(
                 (b"MQTT", 5) => Version::V5,
                 _ => return Err(End::UnsupportedProtocol(level)),
             };
-            match codec::decode_connect(version, &mut reader.buf, MAX_PACKET_SIZE) {
+            match codec::decode_connect(version, &mut reader.buf, max) {
                 Ok(Some(connect)) => return Ok((version, connect)),
                 Ok(None) => {}
                 Err(e) => return Err(End::from(e)),
@@ -421,16 +455,15 @@ async fn connack<IO: AsyncWrite + Unpin>(
     code: ConnackCode,
     session_present: bool,
     assigned: Option<&str>,
+    limits: &Limits,
 ) -> Result<(), End> {
     let mut out = BytesMut::new();
     version
-        .connack(&mut out, code, session_present, assigned)
+        .connack(&mut out, code, session_present, assigned, limits)
         .map_err(encode_err)?;
     send(io, &mut out).await
 }
 
-/// The highest QoS the broker grants and delivers.
-const MAX_QOS: QoS = QoS::ExactlyOnce;
 /// Messages taken from the session queue per wake-up.
 const BATCH: usize = 256;
 
@@ -445,6 +478,8 @@ struct Connection<'a> {
     receive_max: u16,
     /// The Session Expiry Interval of CONNECT (MQTT 5).
     session_expiry: Option<u32>,
+    /// The Session Expiry Interval of DISCONNECT (MQTT 5), which replaces CONNECT's.
+    disconnect_expiry: Option<u32>,
     /// The client's Maximum Packet Size [MQTT-3.1.2-24].
     client_max_packet: usize,
     out: BytesMut,
@@ -487,7 +522,7 @@ impl Connection<'_> {
         loop {
             // Packets already buffered (pipelined after CONNECT, or several in one read).
             loop {
-                match reader.next(self.version) {
+                match reader.next(self.version, max_packet(self.broker)) {
                     Ok(Some(packet)) => {
                         if let Some(end) = self.handle(packet) {
                             let _ = send(io, &mut self.out).await;
@@ -598,12 +633,21 @@ impl Connection<'_> {
                 if !valid_topic(&topic) {
                     return Some(End::Protocol(String::from("invalid topic name in PUBLISH")));
                 }
+                let limits = self.broker.limits();
+                if (qos as u8) > (limits.max_qos as u8) && version == Version::V5 {
+                    // [MQTT-3.2.2-11]: above the Maximum QoS of CONNACK.
+                    return Some(End::Limit(
+                        DisconnectReason::QosNotSupported,
+                        "QoS not supported: PUBLISH above the broker's Maximum QoS",
+                    ));
+                }
                 let msg = Delivery {
                     topic: Arc::from(topic.as_str()),
                     payload,
                     qos,
                     retain,
                     props: Arc::new(props),
+                    sub_ids: Vec::new(),
                 };
                 match qos {
                     QoS::AtMostOnce => {
@@ -617,7 +661,19 @@ impl Connection<'_> {
                     QoS::ExactlyOnce => {
                         // Delivered on the first receipt only; a re-sent PUBLISH (same
                         // packet identifier, before PUBREL) is only acknowledged again.
-                        if self.broker.inbound_qos2(self.clientid, self.conn_id, pkid) {
+                        let (new, unreleased) =
+                            self.broker.inbound_qos2(self.clientid, self.conn_id, pkid);
+                        if unreleased > usize::from(limits.receive_maximum)
+                            && version == Version::V5
+                        {
+                            // [MQTT-3.3.4-8]: more unacknowledged QoS 2 PUBLISHes than the
+                            // Receive Maximum of CONNACK.
+                            return Some(End::Limit(
+                                DisconnectReason::ReceiveMaximumExceeded,
+                                "receive maximum exceeded",
+                            ));
+                        }
+                        if new {
                             self.broker.publish(Some(self.clientid), msg);
                         }
                         version.pubrec(out, pkid)
@@ -650,8 +706,20 @@ impl Connection<'_> {
                 let mut granted = Vec::with_capacity(filters.len());
                 let mut accepted = Vec::with_capacity(filters.len());
                 for (filter, mut opts) in filters {
-                    if valid_filter(&filter) {
-                        opts.qos = min_qos(opts.qos, MAX_QOS);
+                    let shared = filter.starts_with("$share/");
+                    if shared && opts.no_local && version == Version::V5 {
+                        // [MQTT-3.8.3-4].
+                        return Some(End::Protocol(String::from(
+                            "No Local on a shared subscription",
+                        )));
+                    }
+                    let valid = if shared {
+                        shared_filter(&filter).is_some()
+                    } else {
+                        valid_filter(&filter)
+                    };
+                    if valid {
+                        opts.qos = min_qos(opts.qos, self.broker.limits().max_qos);
                         granted.push(Some(opts.qos));
                         accepted.push((filter, opts));
                     } else {
@@ -681,8 +749,17 @@ impl Connection<'_> {
                     "DISCONNECT sets a Session Expiry Interval after CONNECT set 0",
                 )));
             }
-            Inbound::Disconnect { will: false, .. } => return Some(End::Normal),
-            Inbound::Disconnect { will: true, .. } => return Some(End::NormalWithWill),
+            Inbound::Disconnect {
+                will,
+                session_expiry,
+            } => {
+                self.disconnect_expiry = session_expiry;
+                return Some(if will {
+                    End::NormalWithWill
+                } else {
+                    End::Normal
+                });
+            }
             Inbound::Connect => return Some(End::Protocol(String::from("second CONNECT"))),
             Inbound::ServerOnly => {
                 return Some(End::Protocol(String::from(
@@ -740,9 +817,9 @@ mod tests {
                 Version::V5
             };
             let mut first = bytes.clone();
-            let _ = codec::decode_connect(version, &mut first, MAX_PACKET_SIZE);
+            let _ = codec::decode_connect(version, &mut first, 1 << 20);
             let mut reader = Reader { buf: bytes };
-            while let Ok(Some(_)) = reader.next(version) {}
+            while let Ok(Some(_)) = reader.next(version, 1 << 20) {}
         }
     }
 

@@ -163,7 +163,7 @@ fn paho_mqtt5_over_websocket_with_no_local_and_retain_as_published() {
     other.publish("v5/b", "kept", 1, true);
     assert_eq!(
         me.expect("message"),
-        json!({"event": "message", "topic": "v5/b", "payload": "kept", "qos": 1, "retain": false})
+        json!({"event": "message", "topic": "v5/b", "payload": "kept", "qos": 1, "retain": false, "dup": false, "props": {}})
     );
 
     // Retain handling 1 (send if new subscription): the retained message once...
@@ -178,7 +178,7 @@ fn paho_mqtt5_over_websocket_with_no_local_and_retain_as_published() {
     other.publish("v5/b", "again", 1, true);
     assert_eq!(
         me.expect("message"),
-        json!({"event": "message", "topic": "v5/b", "payload": "again", "qos": 1, "retain": true})
+        json!({"event": "message", "topic": "v5/b", "payload": "again", "qos": 1, "retain": true, "dup": false, "props": {}})
     );
     other.publish("v5/c", "end", 0, false);
     assert_eq!(

@@ -5,13 +5,14 @@ Driven line by line: it prints one JSON object per event on stdout and reads one
 per line on stdin.
 
 Events:   {"event": "connected", "rc": 0}
-          (MQTT 5 messages add "dup" and "props": user_properties, content_type, ...)
+          (MQTT 5: "connected" adds "session_present" and the CONNACK "props" by paho's
+          names; messages add "dup" and "props": user_properties, content_type, ...)
           {"event": "subscribed", "mid": 1, "granted": [1]}
           {"event": "published", "mid": 2}
           {"event": "message", "topic": "t", "payload": "p", "qos": 1, "retain": false}
           {"event": "disconnected", "rc": 0}
 Commands: {"op": "sub", "topic": "t/#", "qos": 1}
-          (MQTT 5 options: "no_local", "retain_as_published", "retain_handling")
+          (MQTT 5 options: "no_local", "retain_as_published", "retain_handling", "sub_id")
           {"op": "pub", "topic": "t", "payload": "p", "qos": 1, "retain": false}
           (MQTT 5: "props": {"user_properties": [["k", "v"]], "content_type": ...})
           {"op": "quit"}
@@ -88,8 +89,26 @@ def main():
     if args.transport == "websockets":
         client.ws_set_options(path=args.path, headers=headers or None)
 
-    def on_connect(_client, _userdata, _flags, reason_code, _properties):
-        emit(event="connected", rc=reason_code.value)
+    def on_connect(_client, _userdata, flags, reason_code, properties):
+        event = dict(event="connected", rc=reason_code.value)
+        if v5:
+            event["session_present"] = bool(flags.session_present)
+            event["props"] = {
+                name: getattr(properties, name)
+                for name in [
+                    "MaximumPacketSize",
+                    "ReceiveMaximum",
+                    "MaximumQoS",
+                    "TopicAliasMaximum",
+                    "RetainAvailable",
+                    "WildcardSubscriptionAvailable",
+                    "SubscriptionIdentifierAvailable",
+                    "SharedSubscriptionAvailable",
+                    "AssignedClientIdentifier",
+                ]
+                if properties is not None and hasattr(properties, name)
+            }
+        emit(**event)
 
     def on_subscribe(_client, _userdata, mid, reason_codes, _properties):
         emit(event="subscribed", mid=mid, granted=[rc.value for rc in reason_codes])
@@ -142,7 +161,14 @@ def main():
                 retainAsPublished=cmd.get("retain_as_published", False),
                 retainHandling=cmd.get("retain_handling", 0),
             )
-            client.subscribe(cmd["topic"], options=options)
+            properties = None
+            if cmd.get("sub_id"):
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                properties = Properties(PacketTypes.SUBSCRIBE)
+                properties.SubscriptionIdentifier = cmd["sub_id"]
+            client.subscribe(cmd["topic"], options=options, properties=properties)
         elif op == "sub":
             client.subscribe(cmd["topic"], qos=cmd.get("qos", 0))
         elif op == "pub":

@@ -469,6 +469,8 @@ pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_client.p
 
 /// A paho-mqtt WebSocket client process.
 pub struct Paho {
+    /// The `connected` event (MQTT 5: with the CONNACK properties).
+    pub connack: Value,
     child: Child,
     stdin: ChildStdin,
     events: mpsc::Receiver<Value>,
@@ -536,6 +538,7 @@ impl Paho {
             }
         });
         let mut paho = Self {
+            connack: Value::Null,
             child,
             stdin,
             events,
@@ -546,6 +549,7 @@ impl Paho {
             let left = deadline.saturating_duration_since(Instant::now());
             match paho.events.recv_timeout(left) {
                 Ok(event) if event["event"] == "connected" && event["rc"] == 0 => {
+                    paho.connack = event;
                     return Ok(paho);
                 }
                 Ok(event)
