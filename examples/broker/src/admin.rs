@@ -87,6 +87,7 @@ pub(crate) fn client_json(info: &ClientInfo, subscriptions: usize) -> Value {
         "connected": true,
         "connected_at": rfc3339(info.connected_at),
         "subscriptions_cnt": subscriptions,
+        "tls": meta.tls,
     });
     if let Some(proxy) = &meta.proxy {
         value["proxy"] = proxy.clone();

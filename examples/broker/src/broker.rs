@@ -32,6 +32,8 @@ pub(crate) struct ConnMeta {
     pub(crate) proxy: Option<serde_json::Value>,
     /// The forwarded header lines that decided `client`, when they did, as JSON.
     pub(crate) forwarded: Option<serde_json::Value>,
+    /// What the TLS handshake established (TLS listeners only), as JSON.
+    pub(crate) tls: Option<serde_json::Value>,
 }
 
 /// A connected client, as the admin API shows it.
@@ -995,6 +997,7 @@ mod tests {
                 sockname: None,
                 proxy: None,
                 forwarded: None,
+                tls: None,
             },
             proto_ver: 4,
             keepalive: 60,

@@ -25,6 +25,10 @@ pub(crate) const DEFAULT_TCP: &str = "0.0.0.0:1883";
 pub(crate) const DEFAULT_WS: &str = "0.0.0.0:8083";
 /// Default admin (REST API) listener.
 pub(crate) const DEFAULT_ADMIN: &str = "127.0.0.1:18083";
+/// Port of `--tls` when only an address is given (EMQX's `ssl:default`).
+pub(crate) const DEFAULT_TLS_PORT: u16 = 8883;
+/// Port of `--wss` when only an address is given (EMQX's `wss:default`).
+pub(crate) const DEFAULT_WSS_PORT: u16 = 8084;
 /// Default WebSocket path.
 pub(crate) const DEFAULT_WS_PATH: &str = "/mqtt";
 /// Default time allowed for a PROXY protocol header, in seconds.
@@ -130,6 +134,33 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "CIDR")]
     pub(crate) trusted_proxy: Vec<String>,
 
+    /// MQTT over TLS listener address (`IP` alone means port 8883) [default: off].
+    /// Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) tls: Option<String>,
+    /// MQTT over secure WebSocket listener address (`IP` alone means port 8084), on the
+    /// WebSocket path and forwarded-header settings of --ws [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) wss: Option<String>,
+    /// PEM file with the server certificate chain, leaf first (--tls and --wss).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// PEM file with the CAs that sign client certificates: every TLS client must then
+    /// present a certificate they verify [default: no client certificate asked].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    /// Require a PROXY protocol header in front of the TLS handshake from every peer on the
+    /// --tls listener (same --proxy-from and timeout).
+    #[arg(long)]
+    pub(crate) tls_proxy_protocol: bool,
+    /// Require a PROXY protocol header in front of the TLS handshake from every peer on the
+    /// --wss listener (same --proxy-from and timeout).
+    #[arg(long)]
+    pub(crate) wss_proxy_protocol: bool,
+
     /// Admin REST API listener address, or `off` [default: 127.0.0.1:18083].
     #[arg(long, value_name = "ADDR")]
     pub(crate) admin: Option<String>,
@@ -175,6 +206,13 @@ struct FileConfig {
     ws_strategy: Option<String>,
     ws_recursive: Option<bool>,
     trusted_proxy: Option<Vec<String>>,
+    tls: Option<String>,
+    wss: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_proxy_protocol: Option<bool>,
+    wss_proxy_protocol: Option<bool>,
     admin: Option<String>,
     backlog: Option<u32>,
     allow: Option<Vec<String>>,
@@ -250,6 +288,14 @@ pub(crate) struct Forwarding {
     pub(crate) trusted: Option<TrustedProxies>,
 }
 
+/// The PEM files of the TLS listeners.
+#[derive(Clone, Debug)]
+pub(crate) struct TlsFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) client_ca: Option<PathBuf>,
+}
+
 /// The merged, validated configuration.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -262,6 +308,12 @@ pub(crate) struct Config {
     pub(crate) ws_path: String,
     pub(crate) ws_proxy_protocol: bool,
     pub(crate) forwarding: Option<Forwarding>,
+    pub(crate) tls: Option<SocketAddr>,
+    pub(crate) tls_proxy_protocol: bool,
+    pub(crate) wss: Option<SocketAddr>,
+    pub(crate) wss_proxy_protocol: bool,
+    /// Certificate, key and client CA, when --tls or --wss is on.
+    pub(crate) tls_files: Option<TlsFiles>,
     pub(crate) admin: Option<SocketAddr>,
     /// Listen backlog of every listener.
     pub(crate) backlog: u32,
@@ -291,6 +343,30 @@ impl Config {
         let tcp = listen_addr("tcp", args.tcp.or(file.tcp), DEFAULT_TCP)?;
         let ws = listen_addr("ws", args.ws.or(file.ws), DEFAULT_WS)?;
         let admin = listen_addr("admin", args.admin.or(file.admin), DEFAULT_ADMIN)?;
+        let tls = tls_addr("tls", args.tls.or(file.tls), DEFAULT_TLS_PORT)?;
+        let wss = tls_addr("wss", args.wss.or(file.wss), DEFAULT_WSS_PORT)?;
+        let tls_proxy_protocol =
+            args.tls_proxy_protocol || file.tls_proxy_protocol.unwrap_or(false);
+        let wss_proxy_protocol =
+            args.wss_proxy_protocol || file.wss_proxy_protocol.unwrap_or(false);
+        let tls_files = tls_files(
+            tls.is_some() || wss.is_some(),
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_client_ca.or(file.tls_client_ca),
+        )?;
+        if tls.is_none() && tls_proxy_protocol {
+            return Err("--tls-proxy-protocol needs --tls".to_owned());
+        }
+        if wss.is_none() && wss_proxy_protocol {
+            return Err("--wss-proxy-protocol needs --wss".to_owned());
+        }
+        if tcp.is_none() && ws.is_none() && tls.is_none() && wss.is_none() {
+            return Err(
+                "no MQTT listener: --tcp and --ws are off and neither --tls nor --wss is given"
+                    .to_owned(),
+            );
+        }
         let backlog = match args.backlog.or(file.backlog) {
             Some(0) => return Err("invalid --backlog 0: expected at least 1".to_owned()),
             Some(n) => n,
@@ -317,10 +393,17 @@ impl Config {
         let tcp_proxy_protocol =
             args.tcp_proxy_protocol || file.tcp_proxy_protocol.unwrap_or(false);
         let ws_proxy_protocol = args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false);
-        if proxy_from.is_some() && !tcp_proxy_protocol && !ws_proxy_protocol {
+        if proxy_from.is_some()
+            && !tcp_proxy_protocol
+            && !ws_proxy_protocol
+            && !tls_proxy_protocol
+            && !wss_proxy_protocol
+        {
             // It would decide nothing: say so instead of ignoring it.
             return Err(
-                "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol".to_owned(),
+                "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol \
+                 (or --tls-proxy-protocol, --wss-proxy-protocol)"
+                    .to_owned(),
             );
         }
 
@@ -436,6 +519,11 @@ impl Config {
             ws_path,
             ws_proxy_protocol,
             forwarding,
+            tls,
+            tls_proxy_protocol,
+            wss,
+            wss_proxy_protocol,
+            tls_files,
             admin,
             backlog,
             allow,
@@ -478,6 +566,54 @@ fn listen_addr(
     value.parse().map(Some).map_err(|_| {
         format!("invalid --{flag} {value:?}: expected IP:PORT (port 0 = any free port) or off")
     })
+}
+
+/// `--tls` / `--wss`: off unless given; an address without a port gets `default_port`.
+fn tls_addr(
+    flag: &str,
+    value: Option<String>,
+    default_port: u16,
+) -> Result<Option<SocketAddr>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    let ip = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    ip.parse::<std::net::IpAddr>()
+        .map(|ip| Some(SocketAddr::new(ip, default_port)))
+        .map_err(|_| {
+            format!("invalid --{flag} {value:?}: expected IP:PORT, IP (port {default_port}) or off")
+        })
+}
+
+fn tls_files(
+    needed: bool,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, String> {
+    match (needed, cert, key) {
+        (true, Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (true, None, _) => Err("--tls and --wss need --tls-cert FILE (PEM)".to_owned()),
+        (true, _, None) => Err("--tls and --wss need --tls-key FILE (PEM)".to_owned()),
+        (false, cert, key) => match (cert, key, client_ca) {
+            (None, None, None) => Ok(None),
+            _ => Err("--tls-cert, --tls-key and --tls-client-ca need --tls or --wss".to_owned()),
+        },
+    }
 }
 
 fn cidrs(flag: &str, entries: &[String]) -> Result<TrustedProxies, String> {
@@ -584,7 +720,8 @@ mod tests {
         let err = |args: &[&str]| Config::merge(parse(args), FileConfig::default()).unwrap_err();
         assert_eq!(
             err(&["--proxy-from", "10.0.0.0/8"]),
-            "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol"
+            "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol \
+             (or --tls-proxy-protocol, --wss-proxy-protocol)"
         );
         assert!(err(&["--ws-recursive"]).starts_with("--ws-recursive needs --ws-header"));
         assert!(
@@ -608,6 +745,45 @@ mod tests {
                 "{ok:?}"
             );
         }
+    }
+
+    #[test]
+    fn tls_listeners_default_ports_and_need_files() {
+        let err = |args: &[&str]| Config::merge(parse(args), FileConfig::default()).unwrap_err();
+        let config = Config::merge(
+            parse(&[
+                "--tls",
+                "127.0.0.1",
+                "--wss",
+                "[::1]",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(config.tls, Some("127.0.0.1:8883".parse().unwrap()));
+        assert_eq!(config.wss, Some("[::1]:8084".parse().unwrap()));
+        assert_eq!(config.tls_files.unwrap().cert, PathBuf::from("c.pem"));
+        let config = Config::merge(parse(&[]), FileConfig::default()).unwrap();
+        assert!(config.tls.is_none() && config.wss.is_none() && config.tls_files.is_none());
+        assert!(err(&["--tls", "0.0.0.0:8883"]).contains("--tls-cert"));
+        assert!(err(&["--tls", "0.0.0.0", "--tls-cert", "c"]).contains("--tls-key"));
+        assert!(err(&["--tls-cert", "c"]).contains("need --tls or --wss"));
+        assert!(err(&["--tls-proxy-protocol"]).contains("needs --tls"));
+        assert!(err(&["--tls", "nonsense"]).contains("invalid --tls"));
+    }
+
+    #[test]
+    fn a_broker_without_listeners_is_refused() {
+        let err = Config::merge(
+            parse(&["--tcp", "off", "--ws", "off"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("no MQTT listener"), "{err}");
     }
 
     #[test]

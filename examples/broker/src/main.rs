@@ -24,6 +24,7 @@ mod ctl;
 mod realip;
 mod server;
 mod session;
+mod tls;
 mod wellformed;
 mod ws;
 

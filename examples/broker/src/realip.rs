@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::ConnMeta;
 use crate::config::{Forwarding, Strategy};
+use crate::tls::{TlsAddr, TlsFacts, TlsListener};
 
 /// A broker listener: TCP, or the TCP under the WebSocket server.
 ///
@@ -92,11 +93,12 @@ impl MqttListener {
     }
 }
 
-/// The WebSocket server's connect info: the [`ProxiedAddr`] of the connection.
-/// [`insert_proxied_addr`] turns it into the `ConnectInfo<ProxiedAddr>` that `realip-tower`
-/// and the upgrade handler read.
+/// The WebSocket server's connect info: the [`ProxiedAddr`] of the connection, and the TLS
+/// handshake's facts on `--wss`. [`insert_proxied_addr`] turns it into the
+/// `ConnectInfo<ProxiedAddr>` that `realip-tower` and the upgrade handler read (and a
+/// [`TlsFacts`] extension).
 #[derive(Clone, Debug)]
-pub(crate) struct WsPeer(pub(crate) ProxiedAddr);
+pub(crate) struct WsPeer(pub(crate) ProxiedAddr, pub(crate) Option<TlsFacts>);
 
 impl Listener for MqttListener {
     type Io = ProxiedStream<TcpStream>;
@@ -113,16 +115,27 @@ impl Listener for MqttListener {
 
 impl Connected<IncomingStream<'_, MqttListener>> for WsPeer {
     fn connect_info(stream: IncomingStream<'_, MqttListener>) -> Self {
-        Self(stream.remote_addr().clone())
+        Self(stream.remote_addr().clone(), None)
     }
 }
 
-/// Middleware: copies [`WsPeer`] into the request as `ConnectInfo<ProxiedAddr>`.
+impl Connected<IncomingStream<'_, TlsListener>> for WsPeer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        let TlsAddr { addr, tls } = stream.remote_addr().clone();
+        Self(addr, tls)
+    }
+}
+
+/// Middleware: copies [`WsPeer`] into the request as `ConnectInfo<ProxiedAddr>` (and its
+/// [`TlsFacts`], when there are some).
 pub(crate) async fn insert_proxied_addr(
-    ConnectInfo(WsPeer(addr)): ConnectInfo<WsPeer>,
+    ConnectInfo(WsPeer(addr, tls)): ConnectInfo<WsPeer>,
     mut request: axum::extract::Request,
 ) -> axum::extract::Request {
     request.extensions_mut().insert(ConnectInfo(addr));
+    if let Some(tls) = tls {
+        request.extensions_mut().insert(tls);
+    }
     request
 }
 
@@ -176,6 +189,7 @@ pub(crate) fn conn_meta(listener: &'static str, addr: &ProxiedAddr) -> ConnMeta 
             .or_else(|| addr.local_addr()),
         proxy: proxy.map(proxy_json),
         forwarded: None,
+        tls: None,
     }
 }
 
