@@ -4,12 +4,17 @@
 //! - `GET /api/v5/clients/{clientid}` → `CLIENT`, or 404 `{"code": "CLIENTID_NOT_FOUND", "message": ...}`
 //! - `DELETE /api/v5/clients/{clientid}` → 204 (the client is disconnected), or 404 as above
 //!
-//! `CLIENT` has `clientid`, `listener`, `ip_address` and `port` (the real client; `port` is
-//! `null` when no port can be attributed to it, never `0` or a proxy's port), `peername`
-//! (`IP:PORT` of the real client, or `IP` alone when the port is unknown), `ip_source`, `sockname`, `socket_peer` (`IP:PORT` of the TCP
+//! Every session is listed, connected or not (a disconnected persistent session shows its last
+//! connection, `connected: false`, `disconnected_at` and `expires_in`), as EMQX does; `DELETE`
+//! on a disconnected session discards it.
+//!
+//! `CLIENT` has `clientid`, `listener`, `ip_address` and `port` (the real client), `peername`
+//! (`IP:PORT` of the real client), `ip_source`, `sockname`, `socket_peer` (`IP:PORT` of the TCP
 //! peer), `proto_name`, `proto_ver`, `clean_start`, `keepalive`, `connected`, `connected_at`,
-//! `subscriptions_cnt`, and `proxy` (PROXY protocol header) or `forwarded` (header lines) when
-//! they decided the address.
+//! `expiry_interval` (seconds; `null`: never), `subscriptions_cnt`, `subscriptions`
+//! (`[{"topic", "qos"}]`), `mqueue_len` (messages waiting), `inflight_cnt` (QoS 1/2 messages
+//! not completed), and `proxy` (PROXY protocol header) or `forwarded` (header lines) when they
+//! decided the address.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::broker::{Broker, ClientInfo};
+use crate::broker::{Broker, SessionView};
 
 /// The admin router.
 pub(crate) fn router(broker: Arc<Broker>) -> Router {
@@ -33,11 +38,7 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
 }
 
 async fn list(State(broker): State<Arc<Broker>>) -> Json<Value> {
-    let data: Vec<Value> = broker
-        .clients()
-        .iter()
-        .map(|(info, subs)| client_json(info, *subs))
-        .collect();
+    let data: Vec<Value> = broker.clients().iter().map(client_json).collect();
     let count = data.len();
     Json(json!({
         "data": data,
@@ -47,7 +48,7 @@ async fn list(State(broker): State<Arc<Broker>>) -> Json<Value> {
 
 async fn show(State(broker): State<Arc<Broker>>, Path(clientid): Path<String>) -> Response {
     match broker.client(&clientid) {
-        Some((info, subs)) => Json(client_json(&info, subs)).into_response(),
+        Some(view) => Json(client_json(&view)).into_response(),
         None => not_found(),
     }
 }
@@ -68,8 +69,9 @@ fn not_found() -> Response {
         .into_response()
 }
 
-/// The JSON record of one client.
-pub(crate) fn client_json(info: &ClientInfo, subscriptions: usize) -> Value {
+/// The JSON record of one client (session).
+pub(crate) fn client_json(view: &SessionView) -> Value {
+    let info = &view.info;
     let meta = &info.meta;
     let mut value = json!({
         "clientid": info.clientid,
@@ -84,11 +86,25 @@ pub(crate) fn client_json(info: &ClientInfo, subscriptions: usize) -> Value {
         "proto_ver": info.proto_ver,
         "clean_start": info.clean_start,
         "keepalive": info.keepalive,
-        "connected": true,
+        "connected": view.connected,
         "connected_at": rfc3339(info.connected_at),
-        "subscriptions_cnt": subscriptions,
+        "expiry_interval": view.expiry.secs(),
+        "subscriptions_cnt": view.subscriptions.len(),
+        "subscriptions": view
+            .subscriptions
+            .iter()
+            .map(|(topic, qos)| json!({"topic": topic, "qos": *qos as u8}))
+            .collect::<Vec<_>>(),
+        "mqueue_len": view.queued,
+        "inflight_cnt": view.inflight,
         "tls": meta.tls,
     });
+    if let Some(at) = view.disconnected_at {
+        value["disconnected_at"] = json!(rfc3339(at));
+    }
+    if let Some(left) = view.expires_in {
+        value["expires_in"] = json!(left.as_secs());
+    }
     if let Some(proxy) = &meta.proxy {
         value["proxy"] = proxy.clone();
     }

@@ -92,6 +92,15 @@ pub(crate) enum Expiry {
 }
 
 impl Expiry {
+    /// The interval in seconds (`None`: never expires).
+    pub(crate) fn secs(self) -> Option<u64> {
+        match self {
+            Self::Now => Some(0),
+            Self::After(d) => Some(d.as_secs()),
+            Self::Never => None,
+        }
+    }
+
     /// From an MQTT 5 Session Expiry Interval (absent = 0) [MQTT-3.1.2-23].
     pub(crate) fn from_interval(secs: Option<u32>) -> Self {
         match secs {
@@ -256,6 +265,10 @@ struct Session {
     expiry: Option<Expiry>,
     /// When the last connection ended (`None` while connected).
     disconnected_at: Option<Instant>,
+    /// The same, as wall-clock time for the admin API.
+    disconnected_at_wall: Option<SystemTime>,
+    /// The last connection's record, kept while the session outlives it.
+    last_info: Option<Arc<ClientInfo>>,
     /// A will message waiting to be published, and when.
     will: Option<(PendingWill, Instant)>,
 }
@@ -272,6 +285,30 @@ impl Session {
         if let Some(conn) = &self.conn {
             conn.ready.notify_one();
         }
+    }
+
+    fn view(&self, now: Instant) -> Option<SessionView> {
+        let info = match &self.conn {
+            Some(conn) => Arc::clone(&conn.info),
+            None => Arc::clone(self.last_info.as_ref()?),
+        };
+        Some(SessionView {
+            info,
+            connected: self.conn.is_some(),
+            subscriptions: self
+                .subs
+                .iter()
+                .map(|(filter, opts)| (filter.clone(), opts.qos))
+                .collect(),
+            queued: self.queue.len(),
+            inflight: self.inflight.len(),
+            expiry: self.expiry.unwrap_or(Expiry::Now),
+            disconnected_at: self.disconnected_at_wall,
+            expires_in: match (self.disconnected_at, self.expiry) {
+                (Some(at), Some(Expiry::After(d))) => Some((at + d).saturating_duration_since(now)),
+                _ => None,
+            },
+        })
     }
 
     /// Whether a disconnected session's expiry interval has passed.
@@ -305,6 +342,24 @@ struct State {
     shared_next: HashMap<(String, String), usize>,
 }
 
+/// A session as the admin API shows it.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionView {
+    /// The current connection's record, or the last one's.
+    pub(crate) info: Arc<ClientInfo>,
+    pub(crate) connected: bool,
+    /// Topic filters and granted QoS.
+    pub(crate) subscriptions: Vec<(String, QoS)>,
+    /// Messages waiting to be sent.
+    pub(crate) queued: usize,
+    /// QoS 1/2 messages sent and not completed.
+    pub(crate) inflight: usize,
+    pub(crate) expiry: Expiry,
+    pub(crate) disconnected_at: Option<SystemTime>,
+    /// Time left before a disconnected session expires.
+    pub(crate) expires_in: Option<Duration>,
+}
+
 /// What an acknowledgement from the client did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Acked {
@@ -323,6 +378,8 @@ pub(crate) struct Limits {
     pub(crate) max_qos: QoS,
     /// Inbound QoS 2 messages a client may have unreleased (MQTT 5 Receive Maximum).
     pub(crate) receive_maximum: u16,
+    /// Topic aliases a client may set (MQTT 5 Topic Alias Maximum; 0: none).
+    pub(crate) topic_alias_maximum: u16,
 }
 
 impl Default for Limits {
@@ -331,6 +388,7 @@ impl Default for Limits {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             max_qos: QoS::ExactlyOnce,
             receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
+            topic_alias_maximum: DEFAULT_TOPIC_ALIAS_MAXIMUM,
         }
     }
 }
@@ -339,6 +397,8 @@ impl Default for Limits {
 pub(crate) const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024 + 64 * 1024;
 /// Default Receive Maximum the broker advertises.
 pub(crate) const DEFAULT_RECEIVE_MAXIMUM: u16 = 1024;
+/// Default Topic Alias Maximum the broker advertises.
+pub(crate) const DEFAULT_TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
 /// The broker: shared by every connection task and the admin API.
 #[derive(Debug)]
@@ -455,6 +515,7 @@ impl Broker {
         session.persistent = persistent;
         session.expiry = Some(expiry);
         session.disconnected_at = None;
+        session.disconnected_at_wall = None;
         if !session.queue.is_empty() {
             ready.notify_one();
         }
@@ -502,8 +563,9 @@ impl Broker {
                 // cancelled by it [MQTT-3.1.3-9].
                 publish_now = will.filter(|w| w.delay.is_zero()).map(PendingWill::release);
             } else {
-                session.conn = None;
+                session.last_info = session.conn.take().map(|c| c.info);
                 session.disconnected_at = Some(now);
+                session.disconnected_at_wall = Some(SystemTime::now());
                 if let Some(expiry) = expiry {
                     session.expiry = Some(expiry);
                 }
@@ -707,22 +769,24 @@ impl Broker {
         self.with_own(clientid, conn_id, |s| s.inbound_qos2.remove(&pkid));
     }
 
-    /// Closes a client's connection from the admin API. Returns whether it was connected.
+    /// The admin API's kick: closes a client's connection, or discards a disconnected
+    /// session (as EMQX does). Returns whether there was one.
     pub(crate) fn kick(&self, clientid: &str) -> bool {
         let mut state = self.lock();
-        match state
-            .sessions
-            .get_mut(clientid)
-            .and_then(|s| s.conn.as_mut())
-        {
+        let Some(session) = state.sessions.get_mut(clientid) else {
+            return false;
+        };
+        match session.conn.as_mut() {
             Some(conn) => {
                 if let Some(close) = conn.close.take() {
                     let _ = close.send(CloseReason::Kicked);
                 }
-                true
             }
-            None => false,
+            None => {
+                state.sessions.remove(clientid);
+            }
         }
+        true
     }
 
     /// Adds (or replaces) subscriptions and queues the retained messages to send for them.
@@ -782,8 +846,7 @@ impl Broker {
             }
         }
         // Members of each matching shared subscription: (client id, options, connected).
-        let mut shared: BTreeMap<(String, String), Vec<(String, SubOptions, bool)>> =
-            BTreeMap::new();
+        let mut shared: BTreeMap<(String, String), Vec<SharedMember>> = BTreeMap::new();
         for (clientid, session) in &mut state.sessions {
             let own = from == Some(clientid.as_str());
             let mut granted: Option<QoS> = None;
@@ -846,26 +909,29 @@ impl Broker {
         }
     }
 
-    /// Connected clients with their subscription counts, sorted by client id.
-    pub(crate) fn clients(&self) -> Vec<(Arc<ClientInfo>, usize)> {
+    /// Every session, connected or not, sorted by client id.
+    pub(crate) fn clients(&self) -> Vec<SessionView> {
+        let now = Instant::now();
         let state = self.lock();
         let mut clients: Vec<_> = state
             .sessions
             .values()
-            .filter_map(|s| s.conn.as_ref().map(|c| (Arc::clone(&c.info), s.subs.len())))
+            .filter(|s| !s.expired(now))
+            .filter_map(|s| s.view(now))
             .collect();
-        clients.sort_by(|a, b| a.0.clientid.cmp(&b.0.clientid));
+        clients.sort_by(|a, b| a.info.clientid.cmp(&b.info.clientid));
         clients
     }
 
-    /// One connected client.
-    pub(crate) fn client(&self, clientid: &str) -> Option<(Arc<ClientInfo>, usize)> {
+    /// One session, connected or not.
+    pub(crate) fn client(&self, clientid: &str) -> Option<SessionView> {
+        let now = Instant::now();
         let state = self.lock();
         let session = state.sessions.get(clientid)?;
-        session
-            .conn
-            .as_ref()
-            .map(|c| (Arc::clone(&c.info), session.subs.len()))
+        if session.expired(now) {
+            return None;
+        }
+        session.view(now)
     }
 }
 
@@ -891,6 +957,9 @@ pub(crate) fn min_qos(a: QoS, b: QoS) -> QoS {
 pub(crate) fn valid_topic(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#', '\0'])
 }
+
+/// A member of a shared subscription a message matches: client id, options, connected.
+type SharedMember = (String, SubOptions, bool);
 
 /// A shared subscription `$share/{group}/{filter}`: its group and filter, when well formed
 /// (a non-empty group without `/`, `+`, `#`; a valid filter) (MQTT 5 §4.8.2).
@@ -1133,6 +1202,7 @@ mod tests {
         assert!(!clean.session_present && clean.resend.is_empty());
         broker.unregister("p", clean.conn_id, None, None);
         assert!(broker.client("p").is_none());
+        assert!(broker.clients().is_empty());
     }
 
     #[tokio::test]

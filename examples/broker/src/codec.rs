@@ -112,6 +112,10 @@ pub(crate) struct Connect {
     pub(crate) receive_maximum: u16,
     /// MQTT 5 Maximum Packet Size the client accepts.
     pub(crate) max_packet_size: Option<u32>,
+    /// MQTT 5 Topic Alias Maximum the client accepts.
+    pub(crate) topic_alias_max: u16,
+    /// MQTT 5 Authentication Method (enhanced authentication, which the broker lacks).
+    pub(crate) auth_method: Option<String>,
 }
 
 /// A will message.
@@ -180,6 +184,8 @@ pub(crate) enum ConnackCode {
     Accepted,
     BadClientId,
     NotAuthorized,
+    /// MQTT 5 only.
+    BadAuthenticationMethod,
 }
 
 /// Reasons for a server-side DISCONNECT (MQTT 5 only; 3.1.1 just closes).
@@ -327,6 +333,8 @@ pub(crate) fn decode_connect(
                 session_expiry: None,
                 receive_maximum: u16::MAX,
                 max_packet_size: None,
+                topic_alias_max: 0,
+                auth_method: None,
             })),
             Ok(_) => Err(DecodeError::malformed("first packet is not CONNECT")),
             Err(e) => Err(err(e)),
@@ -378,6 +386,8 @@ pub(crate) fn decode_connect(
                     session_expiry,
                     receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
                     max_packet_size: props.max_packet_size,
+                    topic_alias_max: props.topic_alias_max.unwrap_or(0),
+                    auth_method: props.authentication_method,
                 }))
             }
             Ok(_) => Err(DecodeError::malformed("first packet is not CONNECT")),
@@ -412,7 +422,9 @@ impl Version {
                 let code = match code {
                     ConnackCode::Accepted => v4::ConnectReturnCode::Success,
                     ConnackCode::BadClientId => v4::ConnectReturnCode::BadClientId,
-                    ConnackCode::NotAuthorized => v4::ConnectReturnCode::NotAuthorized,
+                    ConnackCode::NotAuthorized | ConnackCode::BadAuthenticationMethod => {
+                        v4::ConnectReturnCode::NotAuthorized
+                    }
                 };
                 v4::ConnAck::new(code, session_present).write(out)?;
             }
@@ -421,6 +433,9 @@ impl Version {
                     ConnackCode::Accepted => v5::ConnectReturnCode::Success,
                     ConnackCode::BadClientId => v5::ConnectReturnCode::ClientIdentifierNotValid,
                     ConnackCode::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
+                    ConnackCode::BadAuthenticationMethod => {
+                        v5::ConnectReturnCode::BadAuthenticationMethod
+                    }
                 };
                 // A refused CONNECT gets no properties: rumqttc writes the (required)
                 // property length 0 for `None`.
@@ -435,7 +450,8 @@ impl Version {
                         retain_available: Some(1),
                         max_packet_size: Some(limits.max_packet_size),
                         assigned_client_identifier: assigned_client_id.map(str::to_owned),
-                        topic_alias_max: None,
+                        topic_alias_max: (limits.topic_alias_maximum > 0)
+                            .then_some(limits.topic_alias_maximum),
                         reason_string: None,
                         user_properties: Vec::new(),
                         wildcard_subscription_available: Some(1),
@@ -459,7 +475,8 @@ impl Version {
     }
 
     /// A PUBLISH of `msg`; MQTT 5 adds its properties, with the Message Expiry Interval
-    /// that remains at `now`.
+    /// that remains at `now`, and `alias`: a Topic Alias, and whether the topic goes with it
+    /// (the first time) or is left empty.
     pub(crate) fn publish(
         self,
         out: &mut BytesMut,
@@ -467,6 +484,7 @@ impl Version {
         pkid: u16,
         dup: bool,
         now: Instant,
+        alias: Option<(u16, bool)>,
     ) -> Result<(), EncodeError> {
         match self {
             Self::V4 => {
@@ -479,29 +497,25 @@ impl Version {
             }
             Self::V5 => {
                 let p = &msg.props;
-                let properties =
-                    (**p != MessageProps::default() || !msg.sub_ids.is_empty()).then(|| {
-                        v5::PublishProperties {
-                            payload_format_indicator: p.payload_format_indicator,
-                            message_expiry_interval: p.remaining_expiry(now),
-                            topic_alias: None,
-                            response_topic: p.response_topic.clone(),
-                            correlation_data: p.correlation_data.clone(),
-                            user_properties: p.user_properties.clone(),
-                            subscription_identifiers: msg
-                                .sub_ids
-                                .iter()
-                                .map(|id| *id as usize)
-                                .collect(),
-                            content_type: p.content_type.clone(),
-                        }
-                    });
-                let mut publish = v5::Publish::new(
-                    &*msg.topic,
-                    qos_to_v5(msg.qos),
-                    msg.payload.clone(),
-                    properties,
-                );
+                let properties = (**p != MessageProps::default()
+                    || !msg.sub_ids.is_empty()
+                    || alias.is_some())
+                .then(|| v5::PublishProperties {
+                    payload_format_indicator: p.payload_format_indicator,
+                    message_expiry_interval: p.remaining_expiry(now),
+                    topic_alias: alias.map(|(alias, _)| alias),
+                    response_topic: p.response_topic.clone(),
+                    correlation_data: p.correlation_data.clone(),
+                    user_properties: p.user_properties.clone(),
+                    subscription_identifiers: msg.sub_ids.iter().map(|id| *id as usize).collect(),
+                    content_type: p.content_type.clone(),
+                });
+                let topic = match alias {
+                    Some((_, false)) => "",
+                    _ => &*msg.topic,
+                };
+                let mut publish =
+                    v5::Publish::new(topic, qos_to_v5(msg.qos), msg.payload.clone(), properties);
                 publish.retain = msg.retain;
                 publish.pkid = pkid;
                 publish.dup = dup;
@@ -845,6 +859,7 @@ mod tests {
             max_packet_size: 4096,
             max_qos: QoS::AtLeastOnce,
             receive_maximum: 10,
+            topic_alias_maximum: 0,
         };
         Version::V5
             .connack(&mut out, ConnackCode::Accepted, false, None, &limits)

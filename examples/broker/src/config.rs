@@ -17,7 +17,9 @@ use realip_core::TrustedProxies;
 use rumqttc::mqttbytes::QoS;
 use serde::Deserialize;
 
-use crate::broker::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_RECEIVE_MAXIMUM, Limits};
+use crate::broker::{
+    DEFAULT_MAX_PACKET_SIZE, DEFAULT_RECEIVE_MAXIMUM, DEFAULT_TOPIC_ALIAS_MAXIMUM, Limits,
+};
 
 /// Default MQTT over TCP listener.
 pub(crate) const DEFAULT_TCP: &str = "0.0.0.0:1883";
@@ -68,7 +70,7 @@ pub(crate) struct CtlArgs {
 /// `ctl` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum CtlCommand {
-    /// Connected clients.
+    /// Client sessions.
     #[command(subcommand)]
     Clients(ClientsCommand),
 }
@@ -76,7 +78,7 @@ pub(crate) enum CtlCommand {
 /// `ctl clients ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClientsCommand {
-    /// One line per connected client.
+    /// One line per client session (connected or not).
     List,
     /// One client, by client id.
     Show {
@@ -188,6 +190,10 @@ pub(crate) struct RunArgs {
     /// [default: 1024].
     #[arg(long, value_name = "N")]
     pub(crate) receive_maximum: Option<u16>,
+    /// Topic aliases an MQTT 5 client may set (MQTT 5 Topic Alias Maximum; 0 offers none)
+    /// [default: 64].
+    #[arg(long, value_name = "N")]
+    pub(crate) topic_alias_maximum: Option<u16>,
 }
 
 /// The TOML file: the same names as the flags.
@@ -220,6 +226,7 @@ struct FileConfig {
     max_packet_size: Option<u32>,
     max_qos: Option<u8>,
     receive_maximum: Option<u16>,
+    topic_alias_maximum: Option<u16>,
 }
 
 /// How the WebSocket listener picks the client address out of the forwarded header.
@@ -373,10 +380,8 @@ impl Config {
             None => realip_listener::default_backlog(),
         };
 
-        let timeout = args
-            .proxy_protocol_timeout
-            .or(file.proxy_protocol_timeout)
-            .unwrap_or(DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS);
+        let timeout_given = args.proxy_protocol_timeout.or(file.proxy_protocol_timeout);
+        let timeout = timeout_given.unwrap_or(DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS);
         if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
             return Err(format!(
                 "invalid --proxy-protocol-timeout {timeout}: expected seconds in (0, 3600]"
@@ -393,17 +398,29 @@ impl Config {
         let tcp_proxy_protocol =
             args.tcp_proxy_protocol || file.tcp_proxy_protocol.unwrap_or(false);
         let ws_proxy_protocol = args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false);
-        if proxy_from.is_some()
-            && !tcp_proxy_protocol
-            && !ws_proxy_protocol
-            && !tls_proxy_protocol
-            && !wss_proxy_protocol
-        {
-            // It would decide nothing: say so instead of ignoring it.
+        // A flag that would decide nothing is an error, not silently ignored.
+        if !tcp_proxy_protocol && !ws_proxy_protocol && !tls_proxy_protocol && !wss_proxy_protocol {
+            if proxy_from.is_some() {
+                return Err(
+                    "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol \
+                     (or --tls-proxy-protocol, --wss-proxy-protocol)"
+                        .to_owned(),
+                );
+            }
+            if timeout_given.is_some() {
+                return Err(
+                    "--proxy-protocol-timeout needs --tcp-proxy-protocol or --ws-proxy-protocol \
+                     (or --tls-proxy-protocol, --wss-proxy-protocol)"
+                        .to_owned(),
+                );
+            }
+        }
+        if tcp_proxy_protocol && tcp.is_none() {
+            return Err("--tcp-proxy-protocol needs the TCP listener (--tcp is off)".to_owned());
+        }
+        if ws_proxy_protocol && ws.is_none() {
             return Err(
-                "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol \
-                 (or --tls-proxy-protocol, --wss-proxy-protocol)"
-                    .to_owned(),
+                "--ws-proxy-protocol needs the WebSocket listener (--ws is off)".to_owned(),
             );
         }
 
@@ -532,6 +549,10 @@ impl Config {
                 max_packet_size,
                 max_qos,
                 receive_maximum,
+                topic_alias_maximum: args
+                    .topic_alias_maximum
+                    .or(file.topic_alias_maximum)
+                    .unwrap_or(DEFAULT_TOPIC_ALIAS_MAXIMUM),
             },
         })
     }
@@ -727,6 +748,16 @@ mod tests {
         assert!(
             err(&["--trusted-proxy", "10.0.0.0/8"])
                 .starts_with("--trusted-proxy needs --ws-header")
+        );
+        assert!(
+            err(&["--proxy-protocol-timeout", "2"]).starts_with("--proxy-protocol-timeout needs")
+        );
+        assert!(
+            err(&["--tcp", "off", "--tcp-proxy-protocol"])
+                .starts_with("--tcp-proxy-protocol needs")
+        );
+        assert!(
+            err(&["--ws", "off", "--ws-proxy-protocol"]).starts_with("--ws-proxy-protocol needs")
         );
         assert!(err(&["--max-qos", "3"]).contains("--max-qos 3"));
         assert!(err(&["--receive-maximum", "0"]).contains("--receive-maximum 0"));

@@ -1,5 +1,6 @@
 //! One MQTT connection (3.1.1 or 5.0), over any byte stream (TCP, PROXY protocol, WebSocket).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -35,7 +36,7 @@ enum End {
     TooLarge(String),
     /// A limit of the broker's was broken (MQTT 5 reason code, description).
     Limit(DisconnectReason, &'static str),
-    TopicAlias,
+    TopicAlias(&'static str),
     UnsupportedProtocol(u8),
     Io(std::io::Error),
     WriteTimeout,
@@ -52,7 +53,7 @@ impl End {
             Self::Protocol(_) => Some(DisconnectReason::ProtocolError),
             Self::TooLarge(_) => Some(DisconnectReason::PacketTooLarge),
             Self::Limit(reason, _) => Some(*reason),
-            Self::TopicAlias => Some(DisconnectReason::TopicAliasInvalid),
+            Self::TopicAlias(_) => Some(DisconnectReason::TopicAliasInvalid),
             Self::Broker(CloseReason::TakenOver) => Some(DisconnectReason::SessionTakenOver),
             Self::Broker(CloseReason::Kicked) => Some(DisconnectReason::AdministrativeAction),
             Self::Shutdown => Some(DisconnectReason::ServerShuttingDown),
@@ -90,7 +91,7 @@ impl fmt::Display for End {
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::TooLarge(e) => write!(f, "packet too large: {e}"),
             Self::Limit(_, e) => f.write_str(e),
-            Self::TopicAlias => f.write_str("protocol error: topic alias (none allowed)"),
+            Self::TopicAlias(e) => write!(f, "topic alias invalid: {e}"),
             Self::UnsupportedProtocol(level) => write!(f, "unsupported protocol level {level}"),
             Self::Io(e) => write!(f, "io error: {e}"),
             Self::WriteTimeout => write!(
@@ -217,6 +218,22 @@ where
         assigned = Some(clientid.clone());
     }
 
+    if let Some(method) = &connect.auth_method {
+        // [MQTT-4.12.0-1]: enhanced authentication is not supported; 0x8C and close.
+        tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, client = %clientid, method = %method, "client refused: unsupported authentication method");
+        let _ = connack(
+            &mut io,
+            version,
+            ConnackCode::BadAuthenticationMethod,
+            false,
+            None,
+            broker.limits(),
+        )
+        .await;
+        close(&mut io).await;
+        return;
+    }
+
     if let Err(reason) = broker.acl().check(meta.client.ip()) {
         tracing::warn!(
             target: "realip_broker::audit",
@@ -301,6 +318,9 @@ where
                     .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
                 out: BytesMut::new(),
                 disconnect_expiry: None,
+                client_alias_max: connect.topic_alias_max,
+                aliases_in: HashMap::new(),
+                aliases_out: HashMap::new(),
             };
             let end = conn
                 .run(
@@ -482,6 +502,12 @@ struct Connection<'a> {
     disconnect_expiry: Option<u32>,
     /// The client's Maximum Packet Size [MQTT-3.1.2-24].
     client_max_packet: usize,
+    /// The client's Topic Alias Maximum: aliases the broker may set.
+    client_alias_max: u16,
+    /// Topic aliases the client set on this connection.
+    aliases_in: HashMap<u16, String>,
+    /// Topic aliases the broker set on this connection.
+    aliases_out: HashMap<Arc<str>, u16>,
     out: BytesMut,
 }
 
@@ -575,15 +601,33 @@ impl Connection<'_> {
         pkid: u16,
         dup: bool,
     ) -> Result<(), codec::EncodeError> {
+        // Topic aliases towards the client, up to its Topic Alias Maximum: the first message
+        // on a topic sets one, the next ones send it with an empty topic (MQTT 5 §3.3.2.3.4).
+        let known = self.aliases_out.get(&msg.topic).copied();
+        let new_alias = match known {
+            None if self.aliases_out.len() < usize::from(self.client_alias_max) => {
+                u16::try_from(self.aliases_out.len() + 1).ok()
+            }
+            _ => None,
+        };
+        let alias = known.map(|a| (a, false)).or(new_alias.map(|a| (a, true)));
         let start = self.out.len();
-        self.version
-            .publish(&mut self.out, msg, pkid, dup, std::time::Instant::now())?;
+        self.version.publish(
+            &mut self.out,
+            msg,
+            pkid,
+            dup,
+            std::time::Instant::now(),
+            alias,
+        )?;
         if self.out.len() - start > self.client_max_packet {
             self.out.truncate(start);
             tracing::debug!(client = %self.clientid, topic = %msg.topic, "message larger than the client's Maximum Packet Size: dropped");
             if msg.qos != QoS::AtMostOnce {
                 self.broker.discard(self.clientid, self.conn_id, pkid);
             }
+        } else if let Some(alias) = new_alias {
+            self.aliases_out.insert(Arc::clone(&msg.topic), alias);
         }
         Ok(())
     }
@@ -609,10 +653,6 @@ impl Connection<'_> {
         let (version, out) = (self.version, &mut self.out);
         let written = match packet {
             Inbound::Publish {
-                topic_alias: Some(_),
-                ..
-            } => return Some(End::TopicAlias),
-            Inbound::Publish {
                 has_subscription_id: true,
                 ..
             } => {
@@ -622,14 +662,34 @@ impl Connection<'_> {
                 )));
             }
             Inbound::Publish {
-                topic,
+                mut topic,
                 payload,
                 qos,
                 retain,
                 pkid,
                 props,
+                topic_alias,
                 ..
             } => {
+                if let Some(alias) = topic_alias {
+                    let max = self.broker.limits().topic_alias_maximum;
+                    if alias == 0 || alias > max {
+                        // [MQTT-3.3.2-8], [MQTT-3.3.2-9]: 0x94.
+                        return Some(End::TopicAlias("0 or above the Topic Alias Maximum"));
+                    }
+                    if topic.is_empty() {
+                        match self.aliases_in.get(&alias) {
+                            Some(known) => topic.clone_from(known),
+                            None => {
+                                return Some(End::Protocol(String::from(
+                                    "empty topic with a topic alias that was never set",
+                                )));
+                            }
+                        }
+                    } else {
+                        self.aliases_in.insert(alias, topic.clone());
+                    }
+                }
                 if !valid_topic(&topic) {
                     return Some(End::Protocol(String::from("invalid topic name in PUBLISH")));
                 }

@@ -241,6 +241,11 @@ pub(crate) fn check(version: Version, frame: &[u8]) -> Result<(), Violation> {
     match kind {
         0 => return Err(malformed("reserved packet type 0")),
         15 if !v5 => return Err(malformed("reserved packet type 15")),
+        // The broker refuses every Authentication Method in CONNECT, so any AUTH is out of
+        // place (MQTT 5 §4.12).
+        15 => {
+            return Err(protocol("AUTH without an Authentication Method in CONNECT"));
+        }
         1 => connect(&mut f)?,
         3 => publish(&mut f, flags, v5)?,
         4..=7 => {

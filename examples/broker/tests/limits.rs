@@ -67,6 +67,8 @@ fn connack_advertises_the_limits_to_paho() {
         "1",
         "--receive-maximum",
         "16",
+        "--topic-alias-maximum",
+        "0",
     ]);
     let mut paho = Paho::connect_with(
         broker.tcp(),
@@ -87,7 +89,7 @@ fn connack_advertises_the_limits_to_paho() {
     paho.command(serde_json::json!({"op": "sub", "topic": "l/#", "qos": 2}));
     assert_eq!(paho.expect("subscribed")["granted"], serde_json::json!([1]));
 
-    // Defaults: 1 MiB + 64 KiB, Receive Maximum 1024, Maximum QoS absent (2).
+    // Defaults: 1 MiB + 64 KiB, Receive Maximum 1024, Maximum QoS absent (2), 64 aliases.
     let broker = BrokerProcess::start(&[]);
     let paho = Paho::connect_with(
         broker.tcp(),
@@ -100,6 +102,7 @@ fn connack_advertises_the_limits_to_paho() {
     assert_eq!(props["MaximumPacketSize"], 1_114_112, "{}", paho.connack);
     assert_eq!(props["ReceiveMaximum"], 1024);
     assert!(props.get("MaximumQoS").is_none());
+    assert_eq!(props["TopicAliasMaximum"], 64);
 }
 
 fn v5_publish(topic: &str, qos: V5QoS, payload: usize, pkid: u16) -> Vec<u8> {

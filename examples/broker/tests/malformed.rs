@@ -115,6 +115,14 @@ const CASES: &[Case] = &[
         Some(&[0x00, 0x00]),
         MALFORMED,
     ),
+    // Packet type 15: reserved in 3.1.1; AUTH in 5.0, out of place without an
+    // Authentication Method (which the broker refuses in CONNECT).
+    (
+        "packet type 15 (AUTH)",
+        Some(&[0xF0, 0x00]),
+        Some(&[0xF0, 0x00]),
+        PROTOCOL_ERROR,
+    ),
     // Empty topic filter lists [MQTT-3.8.3-3], [MQTT-3.10.3-2] (5.0: a Protocol Error).
     (
         "SUBSCRIBE without a topic filter",

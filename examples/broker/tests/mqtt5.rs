@@ -52,7 +52,7 @@ fn keepalive_timeout_and_protocol_errors_are_reason_coded() {
         "{waited:?}"
     );
 
-    // A PUBLISH with a topic alias (none is allowed): DISCONNECT 0x94.
+    // A PUBLISH with a topic alias above the Topic Alias Maximum (64): DISCONNECT 0x94.
     let mut alias =
         RawClient::connect_from("127.0.0.144", broker.tcp(), &v5_connect("v5-alias", 60));
     let publish = v5::Publish::new(
@@ -62,7 +62,7 @@ fn keepalive_timeout_and_protocol_errors_are_reason_coded() {
         Some(v5::PublishProperties {
             payload_format_indicator: None,
             message_expiry_interval: None,
-            topic_alias: Some(1),
+            topic_alias: Some(65),
             response_topic: None,
             correlation_data: None,
             user_properties: Vec::new(),
@@ -93,4 +93,24 @@ fn keepalive_timeout_and_protocol_errors_are_reason_coded() {
         "{logs}"
     );
     assert!(logs.contains("keepalive timeout"), "{logs}");
+}
+
+#[test]
+fn an_authentication_method_is_refused_with_0x8c() {
+    let broker = BrokerProcess::start(&[]);
+    let mut properties = v5::ConnectProperties::new();
+    properties.authentication_method = Some("SCRAM-SHA-1".into());
+    let connect = v5::Connect {
+        keep_alive: 60,
+        client_id: "v5-auth".into(),
+        clean_start: true,
+        properties: Some(properties),
+    };
+    let mut out = BytesMut::new();
+    connect.write(&None, &None, &mut out).unwrap();
+    let mut client = RawClient::connect_from("127.0.0.146", broker.tcp(), &out);
+    let rest = read_to_close(&mut client);
+    // CONNACK with reason 0x8C (Bad authentication method), then the connection is closed.
+    assert_eq!(&rest[..4], [0x20, 0x03, 0x00, 0x8C], "{rest:x?}");
+    assert_eq!(broker.get("/api/v5/clients/v5-auth").0, 404);
 }

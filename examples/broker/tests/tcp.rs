@@ -573,7 +573,12 @@ fn persistent_sessions_with_mosquitto_sub_and_kick_from_the_admin_api() {
     .output()
     .unwrap();
     assert!(first.status.success(), "{first:?}");
-    assert_eq!(broker.get("/api/v5/clients/durable").0, 404);
+    // Still listed, as a disconnected session (once the broker has seen it leave).
+    common::wait_for(Duration::from_secs(10), || {
+        let (status, record) = broker.get("/api/v5/clients/durable");
+        (status == 200 && record["connected"] == false).then_some(())
+    })
+    .expect("the disconnected session is listed");
 
     // Published while it is away, at QoS 1: queued.
     let status = mosquitto(

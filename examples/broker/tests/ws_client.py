@@ -191,6 +191,8 @@ def main():
                     properties.MessageExpiryInterval = p["message_expiry_interval"]
                 if "payload_format_indicator" in p:
                     properties.PayloadFormatIndicator = p["payload_format_indicator"]
+                if "topic_alias" in p:
+                    properties.TopicAlias = p["topic_alias"]
             client.publish(
                 cmd["topic"],
                 cmd.get("payload", ""),
