@@ -40,6 +40,10 @@ pub(crate) struct ConnMeta {
 #[derive(Clone, Debug)]
 pub(crate) struct ClientInfo {
     pub(crate) clientid: String,
+    /// The CONNECT User Name.
+    pub(crate) username: Option<String>,
+    /// Messages and bytes of this connection.
+    pub(crate) counters: Arc<crate::metrics::Counters>,
     pub(crate) meta: ConnMeta,
     pub(crate) proto_ver: u8,
     pub(crate) keepalive: u16,
@@ -924,6 +928,11 @@ impl Broker {
     }
 
     /// One session, connected or not.
+    /// How many retained messages are stored (expired ones included until the next sweep).
+    pub(crate) fn retained_count(&self) -> usize {
+        self.lock().retained.len()
+    }
+
     pub(crate) fn client(&self, clientid: &str) -> Option<SessionView> {
         let now = Instant::now();
         let state = self.lock();
@@ -1059,6 +1068,8 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         ClientInfo {
             clientid: id.to_owned(),
+            username: None,
+            counters: Arc::default(),
             meta: ConnMeta {
                 listener: "tcp:default",
                 client: ClientAddr::from_socket_addr(peer, realip_core::AddrSource::Socket),

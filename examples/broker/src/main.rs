@@ -21,6 +21,7 @@ mod broker;
 mod codec;
 mod config;
 mod ctl;
+mod metrics;
 mod realip;
 mod server;
 mod session;

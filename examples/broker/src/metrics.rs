@@ -1,0 +1,111 @@
+//! Per-connection traffic counters, as EMQX's `recv_msg`, `send_msg`, `recv_oct` and
+//! `send_oct`, and a byte-counting stream wrapper.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Counters of one connection, shared between its session task and the admin API.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// PUBLISH packets received from the client.
+    recv_msg: AtomicU64,
+    /// PUBLISH packets sent to the client (redeliveries included).
+    send_msg: AtomicU64,
+    /// Bytes received on the connection (MQTT bytes; under WebSocket, the frames' payloads).
+    recv_oct: AtomicU64,
+    /// Bytes sent on the connection.
+    send_oct: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn received_message(&self) {
+        self.recv_msg.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent_message(&self) {
+        self.send_msg.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(recv_msg, send_msg, recv_oct, send_oct)`.
+    pub(crate) fn snapshot(&self) -> (u64, u64, u64, u64) {
+        (
+            self.recv_msg.load(Ordering::Relaxed),
+            self.send_msg.load(Ordering::Relaxed),
+            self.recv_oct.load(Ordering::Relaxed),
+            self.send_oct.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A stream that adds the bytes read and written to its [`Counters`].
+#[derive(Debug)]
+pub(crate) struct Metered<IO> {
+    io: IO,
+    counters: Arc<Counters>,
+}
+
+impl<IO> Metered<IO> {
+    pub(crate) fn new(io: IO, counters: Arc<Counters>) -> Self {
+        Self { io, counters }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        let n = (buf.filled().len() - before) as u64;
+        self.counters.recv_oct.fetch_add(n, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Metered<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
+        self.counters
+            .send_oct
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn counts_bytes_both_ways() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let counters = Arc::new(Counters::default());
+        let mut metered = Metered::new(a, Arc::clone(&counters));
+        metered.write_all(b"hello").await.unwrap();
+        b.write_all(b"abc").await.unwrap();
+        let mut buf = [0; 3];
+        metered.read_exact(&mut buf).await.unwrap();
+        counters.received_message();
+        assert_eq!(counters.snapshot(), (1, 0, 3, 5));
+    }
+}
