@@ -58,10 +58,13 @@ pub(crate) enum Command {
 }
 
 /// `realip-broker ctl ...`
+///
+/// Exit status: 0 done; 1 the client asked for does not exist; 2 a usage error, or the admin
+/// API could not be reached or gave an unexpected answer.
 #[derive(Debug, Args)]
 pub(crate) struct CtlArgs {
-    /// Admin API address of the running broker.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
+    /// Admin API address of the running broker (accepted before or after the subcommand).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN, global = true)]
     pub(crate) admin: String,
     #[command(subcommand)]
     pub(crate) command: CtlCommand,
@@ -73,6 +76,16 @@ pub(crate) enum CtlCommand {
     /// Client sessions.
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// Subscriptions of every client.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+}
+
+/// `ctl subscriptions ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum SubscriptionsCommand {
+    /// One line per subscription: `CLIENTID -> topic:FILTER qos:N`.
+    List,
 }
 
 /// `ctl clients ...`
@@ -82,6 +95,11 @@ pub(crate) enum ClientsCommand {
     List,
     /// One client, by client id.
     Show {
+        /// The MQTT client id.
+        clientid: String,
+    },
+    /// Disconnect a client (a disconnected session is discarded).
+    Kick {
         /// The MQTT client id.
         clientid: String,
     },
@@ -815,6 +833,57 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.starts_with("no MQTT listener"), "{err}");
+    }
+
+    #[test]
+    fn ctl_takes_admin_before_or_after_the_subcommand() {
+        for argv in [
+            &[
+                "realip-broker",
+                "ctl",
+                "--admin",
+                "127.0.0.1:9",
+                "clients",
+                "kick",
+                "c9",
+            ][..],
+            &[
+                "realip-broker",
+                "ctl",
+                "clients",
+                "kick",
+                "c9",
+                "--admin",
+                "127.0.0.1:9",
+            ],
+            &[
+                "realip-broker",
+                "ctl",
+                "clients",
+                "--admin",
+                "127.0.0.1:9",
+                "kick",
+                "c9",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Some(Command::Ctl(ctl)) = cli.command else {
+                panic!("no ctl in {argv:?}");
+            };
+            assert_eq!(ctl.admin, "127.0.0.1:9", "{argv:?}");
+            assert!(
+                matches!(ctl.command, CtlCommand::Clients(ClientsCommand::Kick { ref clientid }) if clientid == "c9"),
+                "{argv:?}"
+            );
+        }
+        let cli = Cli::try_parse_from(["realip-broker", "ctl", "subscriptions", "list"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Ctl(CtlArgs {
+                command: CtlCommand::Subscriptions(SubscriptionsCommand::List),
+                ..
+            }))
+        ));
     }
 
     #[test]
