@@ -224,16 +224,13 @@ where
     if let Some(method) = &connect.auth_method {
         // [MQTT-4.12.0-1]: enhanced authentication is not supported; 0x8C and close.
         tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, client = %clientid, method = %method, "client refused: unsupported authentication method");
-        let _ = connack(
+        refuse(
             &mut io,
             version,
             ConnackCode::BadAuthenticationMethod,
-            false,
-            None,
-            broker.limits(),
+            &broker,
         )
         .await;
-        close(&mut io).await;
         return;
     }
 
@@ -248,16 +245,7 @@ where
             reason = %reason,
             "client denied"
         );
-        let _ = connack(
-            &mut io,
-            version,
-            ConnackCode::NotAuthorized,
-            false,
-            None,
-            broker.limits(),
-        )
-        .await;
-        close(&mut io).await;
+        refuse(&mut io, version, ConnackCode::NotAuthorized, &broker).await;
         return;
     }
 
@@ -409,6 +397,17 @@ where
 /// does not read.
 async fn close<IO: AsyncWrite + Unpin>(io: &mut IO) {
     let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+}
+
+/// A refusing CONNACK, then the connection is closed.
+async fn refuse<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    version: Version,
+    code: ConnackCode,
+    broker: &Broker,
+) {
+    let _ = connack(io, version, code, false, None, broker.limits()).await;
+    close(io).await;
 }
 
 /// Removes the connection from the broker when dropped.

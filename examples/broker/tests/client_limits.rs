@@ -4,21 +4,15 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{BrokerProcess, RawClient, connect_packet, have_mosquitto};
+use common::{
+    BrokerProcess, RawClient, connect_packet, have_mosquitto, v5_connect_with, v5_publishes,
+};
 use rumqttc::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5;
-
-fn wait_subscribed(broker: &BrokerProcess, id: &str) {
-    common::wait_for(Duration::from_secs(10), || {
-        (broker.client(id)["subscriptions_cnt"] == 1).then_some(())
-    })
-    .unwrap();
-}
 
 #[test]
 fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent_to_it() {
@@ -27,43 +21,25 @@ fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent_to_it() {
     }
     let broker = BrokerProcess::start(&[]);
     let port = broker.tcp().port().to_string();
-    let small = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-V",
-            "mqttv5",
-            "-i",
-            "mps-small",
-        ])
-        .args(["-D", "connect", "maximum-packet-size", "200"])
-        .args([
-            "-t", "mps/#", "-q", "1", "-C", "2", "-W", "10", "-F", "%t %l",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let any = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-V",
-            "mqttv5",
-            "-i",
-            "mps-any",
-        ])
-        .args([
-            "-t", "mps/#", "-q", "1", "-C", "3", "-W", "10", "-F", "%t %l",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_subscribed(&broker, "mps-small");
-    wait_subscribed(&broker, "mps-any");
+    let sub = |id: &str, extra: &[&str], count: &str| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-i", id])
+            .args(extra)
+            .args([
+                "-t", "mps/#", "-q", "1", "-C", count, "-W", "10", "-F", "%t %l",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let small = sub(
+        "mps-small",
+        &["-D", "connect", "maximum-packet-size", "200"],
+        "2",
+    );
+    let any = sub("mps-any", &[], "3");
+    broker.wait_subscriptions("mps-small", 1);
+    broker.wait_subscriptions("mps-any", 1);
     for (topic, size) in [("mps/1", 100), ("mps/2", 500), ("mps/3", 150)] {
         let status = Command::new("mosquitto_pub")
             .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-q", "1"])
@@ -88,40 +64,7 @@ fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent_to_it() {
 fn v5_connect_with_receive_maximum(id: &str, receive_maximum: u16) -> Vec<u8> {
     let mut properties = v5::ConnectProperties::new();
     properties.receive_maximum = Some(receive_maximum);
-    let connect = v5::Connect {
-        keep_alive: 60,
-        client_id: id.to_owned(),
-        clean_start: true,
-        properties: Some(properties),
-    };
-    let mut out = BytesMut::new();
-    connect.write(&None, &None, &mut out).unwrap();
-    out.to_vec()
-}
-
-/// Reads v5 packets until `n` PUBLISHes arrived, or until the connection is quiet.
-fn read_publishes(client: &mut RawClient, buf: &mut BytesMut, n: usize) -> Vec<v5::Publish> {
-    let mut got = Vec::new();
-    loop {
-        match v5::Packet::read(buf, None) {
-            Ok(v5::Packet::Publish(p)) => {
-                got.push(p);
-                if got.len() == n {
-                    return got;
-                }
-                continue;
-            }
-            Ok(_) => continue,
-            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(e) => panic!("{e:?}"),
-        }
-        let mut chunk = [0u8; 4096];
-        match client.stream.read(&mut chunk) {
-            Ok(0) => panic!("closed"),
-            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-            Err(_) => return got,
-        }
-    }
+    v5_connect_with(id, 60, Some(properties))
 }
 
 fn puback(client: &mut RawClient, pkid: u16) {
@@ -149,7 +92,7 @@ fn no_more_unacknowledged_publishes_than_the_clients_receive_maximum() {
     // Set a packet identifier: rumqttc leaves it 0, which the broker refuses.
     subscribe[3] = 1;
     sub.send_bytes(&subscribe);
-    wait_subscribed(&broker, "rm-sub");
+    broker.wait_subscriptions("rm-sub", 1);
 
     let mut publisher = RawClient::connect_from("127.0.0.191", broker.tcp(), b"");
     assert_eq!(publisher.handshake(connect_packet("rm-pub", 60)), 0);
@@ -160,18 +103,18 @@ fn no_more_unacknowledged_publishes_than_the_clients_receive_maximum() {
     sub.stream
         .set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
-    let first = read_publishes(&mut sub, &mut buf, 3);
+    let first = v5_publishes(&mut sub, &mut buf, 3);
     assert_eq!(
         first.iter().map(|p| p.payload[0]).collect::<Vec<_>>(),
         b"12",
         "two in flight at most"
     );
     puback(&mut sub, first[0].pkid);
-    let next = read_publishes(&mut sub, &mut buf, 2);
+    let next = v5_publishes(&mut sub, &mut buf, 2);
     assert_eq!(next.iter().map(|p| p.payload[0]).collect::<Vec<_>>(), b"3");
     puback(&mut sub, first[1].pkid);
     puback(&mut sub, next[0].pkid);
-    let rest = read_publishes(&mut sub, &mut buf, 3);
+    let rest = v5_publishes(&mut sub, &mut buf, 3);
     assert_eq!(
         rest.iter().map(|p| p.payload[0]).collect::<Vec<_>>(),
         b"45",

@@ -9,34 +9,16 @@ mod common;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BrokerProcess, have_mosquitto};
+use common::{BrokerProcess, have_mosquitto, mosquitto_cmd};
 
 fn sub(broker: &BrokerProcess, args: &[&str]) -> Command {
-    let mut command = Command::new("mosquitto_sub");
-    command
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.tcp().port().to_string(),
-            "-V",
-            "mqttv5",
-        ])
-        .args(["-F", "%t %p %E"])
-        .args(args);
+    let mut command = mosquitto_cmd("mosquitto_sub", broker, "mqttv5");
+    command.args(["-F", "%t %p %E"]).args(args);
     command
 }
 
 fn publish(broker: &BrokerProcess, args: &[&str]) {
-    let status = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.tcp().port().to_string(),
-            "-V",
-            "mqttv5",
-        ])
+    let status = mosquitto_cmd("mosquitto_pub", broker, "mqttv5")
         .args(["-q", "1"])
         .args(args)
         .status()
@@ -46,13 +28,6 @@ fn publish(broker: &BrokerProcess, args: &[&str]) {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_subscribed(broker: &BrokerProcess, id: &str) {
-    common::wait_for(Duration::from_secs(10), || {
-        (broker.client(id)["subscriptions_cnt"] == 1).then_some(())
-    })
-    .unwrap();
 }
 
 /// A persistent subscriber that subscribes and leaves at once (`-E`), with `expiry` seconds.
@@ -200,7 +175,7 @@ fn dying_client(broker: &BrokerProcess, id: &str, will_delay: &str, expiry: &str
     .stdout(Stdio::null())
     .spawn()
     .unwrap();
-    wait_subscribed(broker, id);
+    broker.wait_subscriptions(id, 1);
     child
 }
 
@@ -209,8 +184,23 @@ fn watcher(broker: &BrokerProcess, id: &str, topic: &str, wait: &str) -> Child {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_subscribed(broker, id);
+    broker.wait_subscriptions(id, 1);
     child
+}
+
+/// Kills a client with a will (`will_delay` s, session `expiry` s) and returns how long after
+/// the kill a watcher received the will.
+fn will_after_kill(broker: &BrokerProcess, id: &str, will_delay: &str, expiry: &str) -> Duration {
+    let topic = format!("will/{id}");
+    let watch = watcher(broker, &format!("watch-{id}"), &topic, "10");
+    let mut dying = dying_client(broker, id, will_delay, expiry);
+    dying.kill().unwrap();
+    let died = Instant::now();
+    let _ = dying.wait();
+    let out = watch.wait_with_output().unwrap();
+    let waited = died.elapsed();
+    assert!(stdout(&out).starts_with(&format!("{topic} bye")), "{out:?}");
+    waited
 }
 
 #[test]
@@ -221,28 +211,13 @@ fn a_will_waits_for_its_delay_or_the_session_end_and_a_reconnection_cancels_it()
     let broker = BrokerProcess::start(&[]);
 
     // Delay 2 s within a 60 s session: published about 2 s after the client died.
-    let watch = watcher(&broker, "w-watch-1", "will/wd-1", "10");
-    let mut dying = dying_client(&broker, "wd-1", "2", "60");
-    dying.kill().unwrap();
-    let died = Instant::now();
-    let _ = dying.wait();
-    let out = watch.wait_with_output().unwrap();
-    let waited = died.elapsed();
-    assert!(stdout(&out).starts_with("will/wd-1 bye"), "{out:?}");
+    let waited = will_after_kill(&broker, "wd-1", "2", "60");
     assert!(
         waited >= Duration::from_millis(1800) && waited < Duration::from_secs(5),
         "{waited:?}"
     );
-
     // Delay 30 s but a 1 s session: published when the session ends.
-    let watch = watcher(&broker, "w-watch-2", "will/wd-2", "10");
-    let mut dying = dying_client(&broker, "wd-2", "30", "1");
-    dying.kill().unwrap();
-    let died = Instant::now();
-    let _ = dying.wait();
-    let out = watch.wait_with_output().unwrap();
-    let waited = died.elapsed();
-    assert!(stdout(&out).starts_with("will/wd-2 bye"), "{out:?}");
+    let waited = will_after_kill(&broker, "wd-2", "30", "1");
     assert!(
         waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
         "{waited:?}"

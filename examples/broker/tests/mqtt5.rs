@@ -5,9 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use common::{BrokerProcess, Paho, RawClient, have_paho, read_to_close, v5_connect};
-use rumqttc::v5::mqttbytes::{QoS, v5};
+use common::{
+    BrokerProcess, Paho, RawClient, have_paho, read_to_close, v5_aliased_publish, v5_connect,
+    v5_connect_with,
+};
+use rumqttc::v5::mqttbytes::v5;
 
 #[test]
 fn takeover_and_kick_send_reason_coded_disconnects_to_paho() {
@@ -55,24 +57,7 @@ fn keepalive_timeout_and_protocol_errors_are_reason_coded() {
     // A PUBLISH with a topic alias above the Topic Alias Maximum (64): DISCONNECT 0x94.
     let mut alias =
         RawClient::connect_from("127.0.0.144", broker.tcp(), &v5_connect("v5-alias", 60));
-    let publish = v5::Publish::new(
-        "a/b",
-        QoS::AtMostOnce,
-        b"x".to_vec(),
-        Some(v5::PublishProperties {
-            payload_format_indicator: None,
-            message_expiry_interval: None,
-            topic_alias: Some(65),
-            response_topic: None,
-            correlation_data: None,
-            user_properties: Vec::new(),
-            subscription_identifiers: Vec::new(),
-            content_type: None,
-        }),
-    );
-    let mut out = BytesMut::new();
-    publish.write(&mut out).unwrap();
-    alias.send_bytes(&out);
+    alias.send_bytes(&v5_aliased_publish("a/b", 65));
     let rest = read_to_close(&mut alias);
     assert!(
         rest.ends_with(&[0xE0, 0x01, 0x94]),
@@ -100,14 +85,7 @@ fn an_authentication_method_is_refused_with_0x8c() {
     let broker = BrokerProcess::start(&[]);
     let mut properties = v5::ConnectProperties::new();
     properties.authentication_method = Some("SCRAM-SHA-1".into());
-    let connect = v5::Connect {
-        keep_alive: 60,
-        client_id: "v5-auth".into(),
-        clean_start: true,
-        properties: Some(properties),
-    };
-    let mut out = BytesMut::new();
-    connect.write(&None, &None, &mut out).unwrap();
+    let out = v5_connect_with("v5-auth", 60, Some(properties));
     let mut client = RawClient::connect_from("127.0.0.146", broker.tcp(), &out);
     let rest = read_to_close(&mut client);
     // CONNACK with reason 0x8C (Bad authentication method), then the connection is closed.

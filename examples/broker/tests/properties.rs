@@ -80,13 +80,6 @@ fn lines(child: Child) -> Vec<String> {
     text.lines().map(str::to_owned).collect()
 }
 
-fn wait_subscribed(broker: &BrokerProcess, id: &str) {
-    common::wait_for(Duration::from_secs(10), || {
-        (broker.client(id)["subscriptions_cnt"] == 1).then_some(())
-    })
-    .unwrap();
-}
-
 /// The fields of one `FORMAT` line, with the expiry parsed.
 fn fields(line: &str) -> (Vec<&str>, u32) {
     let f: Vec<&str> = line.split('|').collect();
@@ -102,7 +95,7 @@ fn live_and_retained_messages_keep_their_properties_and_expiry_counts_down() {
     }
     let broker = BrokerProcess::start(&[]);
     let sub = subscriber(&broker, "props-live", "props/#", "1");
-    wait_subscribed(&broker, "props-live");
+    broker.wait_subscriptions("props-live", 1);
     let mut args = vec!["-V", "mqttv5", "-q", "1", "-t", "props/live", "-m", "hello"];
     args.extend(props());
     let status = Command::new("mosquitto_pub")
@@ -180,7 +173,7 @@ fn will_messages_carry_their_properties() {
     }
     let broker = BrokerProcess::start(&[]);
     let sub = subscriber(&broker, "will-watch", "will/#", "1");
-    wait_subscribed(&broker, "will-watch");
+    broker.wait_subscriptions("will-watch", 1);
     let mut dying = Command::new("mosquitto_sub")
         .args([
             "-h",
@@ -209,7 +202,7 @@ fn will_messages_carry_their_properties() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    wait_subscribed(&broker, "will-dying");
+    broker.wait_subscriptions("will-dying", 1);
     // Killed without DISCONNECT: the broker publishes the will.
     dying.kill().unwrap();
     let _ = dying.wait();

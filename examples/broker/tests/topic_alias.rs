@@ -6,23 +6,16 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use common::{
-    BrokerProcess, Paho, RawClient, have_mosquitto, have_paho, read_to_close, v5_connect,
+    BrokerProcess, Paho, RawClient, have_mosquitto, have_paho, read_to_close, v5_aliased_publish,
+    v5_connect, v5_connect_with, v5_publishes,
 };
 use rumqttc::v5::mqttbytes::{QoS, v5};
 use serde_json::json;
-
-fn wait_subscribed(broker: &BrokerProcess, id: &str) {
-    common::wait_for(Duration::from_secs(10), || {
-        (broker.client(id)["subscriptions_cnt"] == 1).then_some(())
-    })
-    .unwrap();
-}
 
 #[test]
 fn paho_publishes_through_an_alias_and_subscribers_get_the_topic() {
@@ -39,7 +32,7 @@ fn paho_publishes_through_an_alias_and_subscribers_get_the_topic() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_subscribed(&broker, "ta-sub");
+    broker.wait_subscriptions("ta-sub", 1);
 
     let mut paho = Paho::connect_with(broker.ws(), "ta-pub", "127.0.0.210", &[], &["--mqtt", "5"]);
     assert_eq!(paho.connack["props"]["TopicAliasMaximum"], 64);
@@ -64,15 +57,7 @@ fn paho_publishes_through_an_alias_and_subscribers_get_the_topic() {
 fn v5_connect_with_aliases(id: &str, max: u16) -> Vec<u8> {
     let mut properties = v5::ConnectProperties::new();
     properties.topic_alias_max = Some(max);
-    let connect = v5::Connect {
-        keep_alive: 60,
-        client_id: id.to_owned(),
-        clean_start: true,
-        properties: Some(properties),
-    };
-    let mut out = BytesMut::new();
-    connect.write(&None, &None, &mut out).unwrap();
-    out.to_vec()
+    v5_connect_with(id, 60, Some(properties))
 }
 
 #[test]
@@ -88,7 +73,7 @@ fn the_broker_sends_the_topic_once_then_only_the_alias() {
     let mut out = BytesMut::new();
     subscribe.write(&mut out).unwrap();
     sub.send_bytes(&out);
-    wait_subscribed(&broker, "ta-raw");
+    broker.wait_subscriptions("ta-raw", 1);
     let mut publisher =
         RawClient::connect_from("127.0.0.212", broker.tcp(), &v5_connect("ta-p", 60));
     for topic in ["tr/a", "tr/a", "tr/b", "tr/b"] {
@@ -99,26 +84,16 @@ fn the_broker_sends_the_topic_once_then_only_the_alias() {
         publisher.send_bytes(&out);
     }
     let mut buf = BytesMut::new();
-    let mut got = Vec::new();
     sub.stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    while got.len() < 4 {
-        match v5::Packet::read(&mut buf, None) {
-            Ok(v5::Packet::Publish(p)) => {
-                let alias = p.properties.and_then(|p| p.topic_alias);
-                got.push((String::from_utf8(p.topic.to_vec()).unwrap(), alias));
-                continue;
-            }
-            Ok(_) => continue,
-            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(e) => panic!("{e:?}"),
-        }
-        let mut chunk = [0u8; 1024];
-        let n = sub.stream.read(&mut chunk).unwrap();
-        assert!(n > 0);
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    let got: Vec<_> = v5_publishes(&mut sub, &mut buf, 4)
+        .into_iter()
+        .map(|p| {
+            let alias = p.properties.and_then(|p| p.topic_alias);
+            (String::from_utf8(p.topic.to_vec()).unwrap(), alias)
+        })
+        .collect();
     // One alias allowed: tr/a takes it; tr/b goes with its topic every time.
     assert_eq!(
         got,
@@ -131,24 +106,6 @@ fn the_broker_sends_the_topic_once_then_only_the_alias() {
     );
 }
 
-fn aliased(topic: &str, alias: u16) -> Vec<u8> {
-    let properties = v5::PublishProperties {
-        payload_format_indicator: None,
-        message_expiry_interval: None,
-        topic_alias: Some(alias),
-        response_topic: None,
-        correlation_data: None,
-        user_properties: Vec::new(),
-        subscription_identifiers: Vec::new(),
-        content_type: None,
-    };
-    let mut out = BytesMut::new();
-    v5::Publish::new(topic, QoS::AtMostOnce, "x", Some(properties))
-        .write(&mut out)
-        .unwrap();
-    out.to_vec()
-}
-
 #[test]
 fn invalid_aliases_are_refused_with_the_specs_reason_codes() {
     let broker = BrokerProcess::start(&["--topic-alias-maximum", "2"]);
@@ -158,7 +115,7 @@ fn invalid_aliases_are_refused_with_the_specs_reason_codes() {
         ("ta-unset", "", 2, 0x82),
     ] {
         let mut c = RawClient::connect_from("127.0.0.213", broker.tcp(), &v5_connect(id, 60));
-        c.send_bytes(&aliased(topic, alias));
+        c.send_bytes(&v5_aliased_publish(topic, alias));
         let rest = read_to_close(&mut c);
         assert!(rest.ends_with(&[0xE0, 0x01, code]), "{id}: {rest:x?}");
     }

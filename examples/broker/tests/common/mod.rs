@@ -133,6 +133,14 @@ impl BrokerProcess {
         .unwrap_or_else(|| panic!("client {clientid} never showed up; logs:\n{}", self.logs()))
     }
 
+    /// Waits until `clientid` has `count` subscriptions.
+    pub fn wait_subscriptions(&self, clientid: &str, count: u64) {
+        wait_for(Duration::from_secs(10), || {
+            (self.client(clientid)["subscriptions_cnt"] == count).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{clientid} never had {count} subscriptions"));
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -215,6 +223,16 @@ pub fn have(tool: &str, runs: bool) -> bool {
     }
     eprintln!("\n*** SKIPPED: {tool} is not installed; this test did not run ***\n");
     false
+}
+
+/// `mosquitto_pub` or `mosquitto_sub` (`bin`) pointed at the broker's TCP listener, speaking
+/// `version` (`mqttv311`, `mqttv5`).
+pub fn mosquitto_cmd(bin: &str, broker: &BrokerProcess, version: &str) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .args(["-h", "127.0.0.1", "-p", &broker.tcp().port().to_string()])
+        .args(["-V", version]);
+    command
 }
 
 pub fn have_mosquitto() -> bool {
@@ -626,13 +644,73 @@ pub fn read_to_close(client: &mut RawClient) -> Vec<u8> {
 
 /// An MQTT 5 CONNECT with clean start and no properties.
 pub fn v5_connect(client_id: &str, keep_alive: u16) -> Vec<u8> {
+    v5_connect_with(client_id, keep_alive, None)
+}
+
+/// An MQTT 5 CONNECT with clean start and `properties`.
+pub fn v5_connect_with(
+    client_id: &str,
+    keep_alive: u16,
+    properties: Option<rumqttc::v5::mqttbytes::v5::ConnectProperties>,
+) -> Vec<u8> {
     let connect = rumqttc::v5::mqttbytes::v5::Connect {
         keep_alive,
         client_id: client_id.to_owned(),
         clean_start: true,
-        properties: None,
+        properties,
     };
     let mut out = BytesMut::new();
     connect.write(&None, &None, &mut out).unwrap();
     out.to_vec()
+}
+
+/// An MQTT 5 QoS 0 PUBLISH of "x" with a Topic Alias (and `topic`, which may be empty).
+pub fn v5_aliased_publish(topic: &str, alias: u16) -> Vec<u8> {
+    use rumqttc::v5::mqttbytes::{QoS as V5QoS, v5};
+    let properties = v5::PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: Some(alias),
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    };
+    let mut out = BytesMut::new();
+    v5::Publish::new(topic, V5QoS::AtMostOnce, "x", Some(properties))
+        .write(&mut out)
+        .unwrap();
+    out.to_vec()
+}
+
+/// Reads MQTT 5 packets from `client` until `n` PUBLISHes arrived, or until a read times out
+/// (set a read timeout first); other packets are skipped.
+pub fn v5_publishes(
+    client: &mut RawClient,
+    buf: &mut BytesMut,
+    n: usize,
+) -> Vec<rumqttc::v5::mqttbytes::v5::Publish> {
+    use rumqttc::v5::mqttbytes::v5;
+    let mut got = Vec::new();
+    loop {
+        match v5::Packet::read(buf, None) {
+            Ok(v5::Packet::Publish(p)) => {
+                got.push(p);
+                if got.len() == n {
+                    return got;
+                }
+                continue;
+            }
+            Ok(_) => continue,
+            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        let mut chunk = [0u8; 4096];
+        match client.stream.read(&mut chunk) {
+            Ok(0) => panic!("the broker closed the connection"),
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(_) => return got,
+        }
+    }
 }
