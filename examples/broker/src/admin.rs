@@ -32,7 +32,7 @@
 //! `connected`, `connected_at` and `created_at` (RFC 3339; `created_at` is when this
 //! connection's CONNECT was accepted), `expiry_interval` (seconds; `null`: never),
 //! `subscriptions_cnt`, `subscriptions` (`[{"topic", "qos"}]`), `mqueue_len` (messages
-//! waiting), `inflight_cnt` (QoS 1/2 messages not completed), `recv_msg` / `send_msg`
+//! waiting), `mqueue_dropped` (messages a full queue dropped), `inflight_cnt` (QoS 1/2 messages not completed), `recv_msg` / `send_msg`
 //! (PUBLISH packets received / sent on this connection), `recv_oct` / `send_oct` (bytes),
 //! `tls` (`{"version", "cipher", "sni", "client_cn"}` on the TLS listeners, else `null`), and
 //! `proxy` (PROXY protocol header) or `forwarded` (header lines) when they decided the address.
@@ -396,6 +396,7 @@ pub(crate) fn client_json(view: &SessionView) -> Value {
             .map(|(topic, qos)| json!({"topic": topic, "qos": *qos as u8}))
             .collect::<Vec<_>>(),
         "mqueue_len": view.queued,
+        "mqueue_dropped": view.dropped,
         "inflight_cnt": view.inflight,
         "recv_msg": recv_msg,
         "send_msg": send_msg,

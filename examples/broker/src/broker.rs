@@ -275,6 +275,8 @@ struct Session {
     last_info: Option<Arc<ClientInfo>>,
     /// A will message waiting to be published, and when.
     will: Option<(PendingWill, Instant)>,
+    /// Messages the full queue dropped.
+    drops: crate::metrics::DropLog,
 }
 
 impl Session {
@@ -282,7 +284,8 @@ impl Session {
     fn enqueue(&mut self, clientid: &str, delivery: Delivery) {
         if self.queue.len() >= SESSION_QUEUE {
             if let Some(dropped) = self.queue.pop_front() {
-                tracing::warn!(client = %clientid, topic = %dropped.topic, "session queue full: oldest message dropped");
+                self.drops
+                    .record(clientid, &dropped.topic, SESSION_QUEUE, Instant::now());
             }
         }
         self.queue.push_back(delivery);
@@ -305,6 +308,7 @@ impl Session {
                 .map(|(filter, opts)| (filter.clone(), opts.qos))
                 .collect(),
             queued: self.queue.len(),
+            dropped: self.drops.total(),
             inflight: self.inflight.len(),
             expiry: self.expiry.unwrap_or(Expiry::Now),
             disconnected_at: self.disconnected_at_wall,
@@ -356,6 +360,8 @@ pub(crate) struct SessionView {
     pub(crate) subscriptions: Vec<(String, QoS)>,
     /// Messages waiting to be sent.
     pub(crate) queued: usize,
+    /// Messages the full queue dropped.
+    pub(crate) dropped: u64,
     /// QoS 1/2 messages sent and not completed.
     pub(crate) inflight: usize,
     pub(crate) expiry: Expiry,

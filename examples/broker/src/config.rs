@@ -273,12 +273,17 @@ impl FromStr for Strategy {
             "leftmost" => Ok(Self::Leftmost),
             "forwarded" => Ok(Self::Forwarded),
             other => match other.strip_prefix("hops:") {
-                Some(n) => n
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .map(Self::Hops)
-                    .ok_or_else(|| format!("invalid --ws-strategy {s:?}: hops:N needs N >= 1")),
+                Some(n) => match n.parse::<usize>() {
+                    Ok(0) => Err(format!(
+                        "invalid --ws-strategy {s:?}: hops:N needs N >= 1 (hops:1 is the \
+                         rightmost entry)"
+                    )),
+                    Ok(n) => Ok(Self::Hops(n)),
+                    Err(_) => Err(format!(
+                        "invalid --ws-strategy {s:?}: {n:?} is not a number; hops:N takes a \
+                         whole number N >= 1"
+                    )),
+                },
                 None => Err(format!(
                     "invalid --ws-strategy {s:?}: expected trusted, hops:N, single, leftmost or forwarded"
                 )),
@@ -340,6 +345,8 @@ pub(crate) struct Config {
     /// Certificate, key and client CA, when --tls or --wss is on.
     pub(crate) tls_files: Option<TlsFiles>,
     pub(crate) admin: Option<SocketAddr>,
+    /// What the broker logs as `warn` lines at start (e.g. networks with host bits set).
+    pub(crate) warnings: Vec<String>,
     /// Listen backlog of every listener.
     pub(crate) backlog: u32,
     pub(crate) allow: Option<TrustedProxies>,
@@ -358,6 +365,7 @@ impl Config {
     }
 
     fn merge(args: RunArgs, file: FileConfig) -> Result<Self, String> {
+        let mut warnings = Vec::new();
         let list = |cli: Vec<String>, file: Option<Vec<String>>| {
             if cli.is_empty() {
                 file.unwrap_or_default()
@@ -410,7 +418,7 @@ impl Config {
         let proxy_from = if proxy_from.is_empty() {
             None
         } else {
-            Some(cidrs("proxy-from", &proxy_from)?)
+            Some(cidrs("proxy-from", &proxy_from, &mut warnings)?)
         };
 
         let tcp_proxy_protocol =
@@ -446,7 +454,7 @@ impl Config {
         let trusted = if trusted_list.is_empty() {
             None
         } else {
-            Some(cidrs("trusted-proxy", &trusted_list)?)
+            Some(cidrs("trusted-proxy", &trusted_list, &mut warnings)?)
         };
 
         let ws_path = args
@@ -516,9 +524,9 @@ impl Config {
         let allow = if allow.is_empty() {
             None
         } else {
-            Some(cidrs("allow", &allow)?)
+            Some(cidrs("allow", &allow, &mut warnings)?)
         };
-        let deny = cidrs("deny", &list(args.deny, file.deny))?;
+        let deny = cidrs("deny", &list(args.deny, file.deny), &mut warnings)?;
 
         let max_packet_size = args
             .max_packet_size
@@ -561,6 +569,7 @@ impl Config {
             tls_files,
             admin,
             backlog,
+            warnings,
             allow,
             deny,
             limits: Limits {
@@ -655,8 +664,52 @@ fn tls_files(
     }
 }
 
-fn cidrs(flag: &str, entries: &[String]) -> Result<TrustedProxies, String> {
+/// Parses a list flag of addresses and networks; `warnings` gets one line per network written
+/// with host bits set (`10.0.0.7/8`), which is used as its network (`10.0.0.0/8`), as NGINX
+/// warns for `set_real_ip_from` and `allow`/`deny`.
+fn cidrs(
+    flag: &str,
+    entries: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<TrustedProxies, String> {
+    for entry in entries {
+        if TrustedProxies::parse_list([entry]).is_err() {
+            return Err(format!(
+                "invalid --{flag} {entry:?}: expected an IP address (10.0.0.1, ::1) or a \
+                 network in CIDR notation (10.0.0.0/8, fd00::/8)"
+            ));
+        }
+        if let Some(network) = host_bits_dropped(entry) {
+            warnings.push(format!(
+                "--{flag} {entry}: host bits are set; using the network {network}"
+            ));
+        }
+    }
     TrustedProxies::parse_list(entries).map_err(|e| format!("--{flag}: {e}"))
+}
+
+/// `Some(network)` when `entry` is `IP/PREFIX` with bits set after the prefix.
+fn host_bits_dropped(entry: &str) -> Option<String> {
+    let (ip, prefix) = entry.trim().split_once('/')?;
+    let prefix: u32 = prefix.parse().ok()?;
+    match ip
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .ok()?
+    {
+        std::net::IpAddr::V4(ip) => {
+            let bits = u32::from(ip);
+            let mask = u32::MAX.checked_shl(32 - prefix.min(32)).unwrap_or(0);
+            (bits & !mask != 0)
+                .then(|| format!("{}/{prefix}", std::net::Ipv4Addr::from(bits & mask)))
+        }
+        std::net::IpAddr::V6(ip) => {
+            let bits = u128::from(ip);
+            let mask = u128::MAX.checked_shl(128 - prefix.min(128)).unwrap_or(0);
+            (bits & !mask != 0)
+                .then(|| format!("{}/{prefix}", std::net::Ipv6Addr::from(bits & mask)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -823,6 +876,46 @@ mod tests {
         assert!(err(&["--tls-cert", "c"]).contains("need --tls or --wss"));
         assert!(err(&["--tls-proxy-protocol"]).contains("needs --tls"));
         assert!(err(&["--tls", "nonsense"]).contains("invalid --tls"));
+    }
+
+    #[test]
+    fn list_flags_name_themselves_and_warn_about_host_bits() {
+        let err = |args: &[&str]| Config::merge(parse(args), FileConfig::default()).unwrap_err();
+        let e = err(&["--allow", "foo"]);
+        assert!(
+            e.starts_with("invalid --allow \"foo\": expected an IP address"),
+            "{e}"
+        );
+        assert!(!e.contains("trusted proxy"), "{e}");
+        assert!(err(&["--deny", "10.0.0.0/33"]).starts_with("invalid --deny \"10.0.0.0/33\""));
+        let e = err(&["--ws-header", "X-Forwarded-For", "--ws-strategy", "hops:x"]);
+        assert!(e.contains("\"x\" is not a number"), "{e}");
+        let config = Config::merge(
+            parse(&[
+                "--deny",
+                "127.0.0.131/24",
+                "--deny",
+                "2001:db8::1/64",
+                "--allow",
+                "10.0.0.0/8",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.warnings,
+            [
+                "--deny 127.0.0.131/24: host bits are set; using the network 127.0.0.0/24",
+                "--deny 2001:db8::1/64: host bits are set; using the network 2001:db8::/64",
+            ]
+        );
+        assert!(config.deny.contains("127.0.0.7".parse().unwrap()));
+        assert_eq!(host_bits_dropped("10.0.0.0/8"), None);
+        assert_eq!(host_bits_dropped("10.0.0.1"), None);
+        assert_eq!(
+            host_bits_dropped("10.0.0.1/0").as_deref(),
+            Some("0.0.0.0/0")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -39,6 +40,50 @@ impl Counters {
             self.recv_oct.load(Ordering::Relaxed),
             self.send_oct.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// At most one `warn` line per this interval about messages a full session queue dropped.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Messages a session's full queue dropped: counted, and reported in rate-limited `warn`
+/// lines (the first drop at once, then one summary per [`DROP_REPORT_EVERY`] while drops go
+/// on), not one line per message.
+#[derive(Debug, Default)]
+pub(crate) struct DropLog {
+    total: u64,
+    unreported: u64,
+    last_report: Option<Instant>,
+}
+
+impl DropLog {
+    /// Counts one dropped message (on `topic`), logging when a report is due.
+    pub(crate) fn record(&mut self, clientid: &str, topic: &str, queue: usize, now: Instant) {
+        self.total += 1;
+        self.unreported += 1;
+        if self
+            .last_report
+            .is_some_and(|at| now.duration_since(at) < DROP_REPORT_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            client = %clientid,
+            topic = %topic,
+            dropped = self.unreported,
+            dropped_total = self.total,
+            "session queue full ({queue} messages): dropped {} oldest message(s) since the last              report, {} in all; at most one such line every {}s",
+            self.unreported,
+            self.total,
+            DROP_REPORT_EVERY.as_secs(),
+        );
+        self.unreported = 0;
+        self.last_report = Some(now);
+    }
+
+    /// Messages dropped over the session's life.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
     }
 }
 
@@ -95,6 +140,21 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Metered<IO> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn drops_are_counted_and_reported_at_most_once_per_interval() {
+        let mut log = DropLog::default();
+        let start = Instant::now();
+        log.record("c", "t", 1000, start);
+        assert_eq!((log.total, log.unreported), (1, 0));
+        for i in 0..162 {
+            log.record("c", "t", 1000, start + Duration::from_millis(i));
+        }
+        // 162 more drops within the interval: counted, not reported yet.
+        assert_eq!((log.total(), log.unreported), (163, 162));
+        log.record("c", "t", 1000, start + DROP_REPORT_EVERY);
+        assert_eq!((log.total(), log.unreported), (164, 0));
+    }
 
     #[tokio::test]
     async fn counts_bytes_both_ways() {

@@ -8,7 +8,9 @@ use axum::extract::ConnectInfo;
 use axum::extract::connect_info::Connected;
 use axum::http::{HeaderMap, HeaderName};
 use axum::serve::{IncomingStream, Listener};
-use realip_core::{AddrSource, ClientAddr, TrustedProxies};
+use std::net::SocketAddr;
+
+use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
 use realip_listener::{
     Connection, Error, Policy, ProxiedAddr, ProxiedStream, ProxyInfo, ProxyListener, tlv_type,
 };
@@ -169,7 +171,12 @@ pub(crate) fn real_ip_layer(fwd: &Forwarding) -> Result<RealIpLayer, String> {
 
 /// The connection record's addresses, from what the PROXY listener accepted.
 pub(crate) fn conn_meta(listener: &'static str, addr: &ProxiedAddr) -> ConnMeta {
-    let socket_peer = addr.socket_peer().clone();
+    // One spelling for an IPv4 client on a dual-stack (`[::]`) listener: 127.0.0.1:5000,
+    // as in `peername`, not [::ffff:127.0.0.1]:5000.
+    let socket_peer = match addr.socket_peer() {
+        PeerAddr::Inet(peer) => PeerAddr::Inet(canonical(*peer)),
+        other => other.clone(),
+    };
     let client = addr.client().cloned().unwrap_or_else(|| {
         // A Unix socket peer without a header: no IP to show. (The broker listens on TCP
         // only, so this does not happen; keep a well-formed record anyway.)
@@ -186,10 +193,22 @@ pub(crate) fn conn_meta(listener: &'static str, addr: &ProxiedAddr) -> ConnMeta 
         socket_peer,
         sockname: proxy
             .and_then(ProxyInfo::destination_inet)
-            .or_else(|| addr.local_addr()),
+            .or_else(|| addr.local_addr())
+            .map(canonical),
         proxy: proxy.map(proxy_json),
         forwarded: None,
         tls: None,
+    }
+}
+
+/// An IPv4-mapped IPv6 socket address as IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
     }
 }
 

@@ -83,6 +83,9 @@ fn local_tls<T>(listener: &Option<(TcpListener, T)>) -> String {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let broker = Broker::new(
         Acl::new(config.allow.clone(), config.deny.clone()),
         config.limits,
