@@ -101,19 +101,15 @@ fn not_found() -> Response {
 
 type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
-/// `_page` and `_limit`, validated.
-fn paging(params: &HashMap<String, String>) -> Result<(usize, usize), Response> {
+/// `_page` and `_limit`, validated; `Err` is the 400's message.
+fn paging(params: &HashMap<String, String>) -> Result<(usize, usize), String> {
     let number = |name: &str, default: usize, max: usize| match params.get(name) {
         None => Ok(default),
         Some(v) => v
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| {
-                bad_request(&format!(
-                    "invalid {name} {v:?}: expected an integer from 1 to {max}"
-                ))
-            }),
+            .ok_or_else(|| format!("invalid {name} {v:?}: expected an integer from 1 to {max}")),
     };
     Ok((
         number("_page", 1, usize::MAX)?,
@@ -133,10 +129,21 @@ fn page(items: Vec<Value>, (page, limit): (usize, usize)) -> Json<Value> {
     }))
 }
 
-/// Whether a session matches the clients query parameters; `Err` names a bad parameter.
+/// An unknown query parameter is an error, not silently ignored.
+fn known_only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), String> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(format!(
+            "unknown query parameter {unknown:?}: expected one of {}",
+            known.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether a session matches the clients query parameters; `Err` is the 400's message.
 fn client_filter(
     params: &HashMap<String, String>,
-) -> Result<impl Fn(&SessionView) -> bool, Response> {
+) -> Result<impl Fn(&SessionView) -> bool, String> {
     const KNOWN: [&str; 9] = [
         "_page",
         "_limit",
@@ -148,33 +155,29 @@ fn client_filter(
         "_like_clientid",
         "_like_username",
     ];
-    if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(bad_request(&format!(
-            "unknown query parameter {unknown:?}: expected one of {}",
-            KNOWN.join(", ")
-        )));
-    }
+    known_only(params, &KNOWN)?;
     let connected = match params.get("conn_state").map(String::as_str) {
         None => None,
         Some("connected") => Some(true),
         Some("disconnected") => Some(false),
         Some(other) => {
-            return Err(bad_request(&format!(
+            return Err(format!(
                 "invalid conn_state {other:?}: expected connected or disconnected"
-            )));
+            ));
         }
     };
     let ip = match params.get("ip_address") {
         None => None,
-        Some(v) => Some(v.parse::<std::net::IpAddr>().map_err(|_| {
-            bad_request(&format!("invalid ip_address {v:?}: expected an IP address"))
-        })?),
+        Some(v) => Some(
+            v.parse::<std::net::IpAddr>()
+                .map_err(|_| format!("invalid ip_address {v:?}: expected an IP address"))?,
+        ),
     };
     let proto_ver = match params.get("proto_ver") {
         None => None,
         Some(v) => Some(
             v.parse::<u8>()
-                .map_err(|_| bad_request(&format!("invalid proto_ver {v:?}: expected 4 or 5")))?,
+                .map_err(|_| format!("invalid proto_ver {v:?}: expected 4 or 5"))?,
         ),
     };
     let params = params.clone();
@@ -203,7 +206,7 @@ async fn list(State(broker): State<Arc<Broker>>, params: Params) -> Response {
     };
     let (paging, filter) = match (paging(&params), client_filter(&params)) {
         (Ok(paging), Ok(filter)) => (paging, filter),
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(e), _) | (_, Err(e)) => return bad_request(&e),
     };
     let items = broker
         .clients()
@@ -253,16 +256,12 @@ async fn subscriptions(State(broker): State<Arc<Broker>>, params: Params) -> Res
     let Ok(Query(params)) = params else {
         return bad_request("malformed query string");
     };
-    const KNOWN: [&str; 5] = ["_page", "_limit", "clientid", "topic", "qos"];
-    if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return bad_request(&format!(
-            "unknown query parameter {unknown:?}: expected one of {}",
-            KNOWN.join(", ")
-        ));
+    if let Err(e) = known_only(&params, &["_page", "_limit", "clientid", "topic", "qos"]) {
+        return bad_request(&e);
     }
     let paging = match paging(&params) {
         Ok(paging) => paging,
-        Err(e) => return e,
+        Err(e) => return bad_request(&e),
     };
     let qos = match params.get("qos").map(|q| q.parse::<u8>()) {
         None => None,
