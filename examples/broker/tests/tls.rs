@@ -107,21 +107,11 @@ impl Drop for Pki {
 }
 
 fn start(pki: &Pki, extra: &[&str]) -> (BrokerProcess, SocketAddr, SocketAddr) {
-    let mut command = Command::new(BIN);
-    command.args([
-        "--tcp",
-        "127.0.0.1:0",
-        "--ws",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--tls",
-        "127.0.0.1:0",
-        "--wss",
-        "127.0.0.1:0",
-    ]);
-    command.args(pki.broker_args()).args(extra);
-    let broker = BrokerProcess::spawn(command);
+    let tls_args = pki.broker_args();
+    let mut args = vec!["--tls", "127.0.0.1:0", "--wss", "127.0.0.1:0"];
+    args.extend(tls_args.iter().map(String::as_str));
+    args.extend_from_slice(extra);
+    let broker = BrokerProcess::start(&args);
     let (tls, wss) = listening(&broker);
     (broker, tls, wss)
 }
