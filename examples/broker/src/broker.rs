@@ -32,12 +32,18 @@ pub(crate) struct ConnMeta {
     pub(crate) proxy: Option<serde_json::Value>,
     /// The forwarded header lines that decided `client`, when they did, as JSON.
     pub(crate) forwarded: Option<serde_json::Value>,
+    /// What the TLS handshake established (TLS listeners only), as JSON.
+    pub(crate) tls: Option<serde_json::Value>,
 }
 
 /// A connected client, as the admin API shows it.
 #[derive(Clone, Debug)]
 pub(crate) struct ClientInfo {
     pub(crate) clientid: String,
+    /// The CONNECT User Name.
+    pub(crate) username: Option<String>,
+    /// Messages and bytes of this connection.
+    pub(crate) counters: Arc<crate::metrics::Counters>,
     pub(crate) meta: ConnMeta,
     pub(crate) proto_ver: u8,
     pub(crate) keepalive: u16,
@@ -269,6 +275,8 @@ struct Session {
     last_info: Option<Arc<ClientInfo>>,
     /// A will message waiting to be published, and when.
     will: Option<(PendingWill, Instant)>,
+    /// Messages the full queue dropped.
+    drops: crate::metrics::DropLog,
 }
 
 impl Session {
@@ -276,7 +284,8 @@ impl Session {
     fn enqueue(&mut self, clientid: &str, delivery: Delivery) {
         if self.queue.len() >= SESSION_QUEUE {
             if let Some(dropped) = self.queue.pop_front() {
-                tracing::warn!(client = %clientid, topic = %dropped.topic, "session queue full: oldest message dropped");
+                self.drops
+                    .record(clientid, &dropped.topic, SESSION_QUEUE, Instant::now());
             }
         }
         self.queue.push_back(delivery);
@@ -299,6 +308,7 @@ impl Session {
                 .map(|(filter, opts)| (filter.clone(), opts.qos))
                 .collect(),
             queued: self.queue.len(),
+            dropped: self.drops.total(),
             inflight: self.inflight.len(),
             expiry: self.expiry.unwrap_or(Expiry::Now),
             disconnected_at: self.disconnected_at_wall,
@@ -350,6 +360,8 @@ pub(crate) struct SessionView {
     pub(crate) subscriptions: Vec<(String, QoS)>,
     /// Messages waiting to be sent.
     pub(crate) queued: usize,
+    /// Messages the full queue dropped.
+    pub(crate) dropped: u64,
     /// QoS 1/2 messages sent and not completed.
     pub(crate) inflight: usize,
     pub(crate) expiry: Expiry,
@@ -922,6 +934,11 @@ impl Broker {
     }
 
     /// One session, connected or not.
+    /// How many retained messages are stored (expired ones included until the next sweep).
+    pub(crate) fn retained_count(&self) -> usize {
+        self.lock().retained.len()
+    }
+
     pub(crate) fn client(&self, clientid: &str) -> Option<SessionView> {
         let now = Instant::now();
         let state = self.lock();
@@ -1057,6 +1074,8 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         ClientInfo {
             clientid: id.to_owned(),
+            username: None,
+            counters: Arc::default(),
             meta: ConnMeta {
                 listener: "tcp:default",
                 client: ClientAddr::from_socket_addr(peer, realip_core::AddrSource::Socket),
@@ -1064,6 +1083,7 @@ mod tests {
                 sockname: None,
                 proxy: None,
                 forwarded: None,
+                tls: None,
             },
             proto_ver: 4,
             keepalive: 60,

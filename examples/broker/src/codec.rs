@@ -101,6 +101,8 @@ impl From<mqtt5::Error> for EncodeError {
 #[derive(Clone, Debug)]
 pub(crate) struct Connect {
     pub(crate) client_id: String,
+    /// The User Name, when the client sent one (the password is not kept).
+    pub(crate) username: Option<String>,
     pub(crate) clean_start: bool,
     pub(crate) keep_alive: u16,
     /// 3.1.1: `!clean_session`; MQTT 5: session expiry interval > 0.
@@ -317,6 +319,7 @@ pub(crate) fn decode_connect(
     match version {
         Version::V4 => match v4::Packet::read(buf, max) {
             Ok(v4::Packet::Connect(c)) => Ok(Some(Connect {
+                username: c.login.map(|l| l.username),
                 client_id: c.client_id,
                 clean_start: c.clean_session,
                 keep_alive: c.keep_alive,
@@ -340,7 +343,7 @@ pub(crate) fn decode_connect(
             Err(e) => Err(err(e)),
         },
         Version::V5 => match v5::Packet::read(buf, max_v5(max)) {
-            Ok(v5::Packet::Connect(c, will, _login)) => {
+            Ok(v5::Packet::Connect(c, will, login)) => {
                 let props = c.properties.unwrap_or_default();
                 if props.receive_maximum == Some(0) {
                     // MQTT 5 §3.1.2.11.3.
@@ -352,6 +355,7 @@ pub(crate) fn decode_connect(
                 }
                 let session_expiry = props.session_expiry_interval.filter(|s| *s > 0);
                 Ok(Some(Connect {
+                    username: login.map(|l| l.username),
                     client_id: c.client_id,
                     clean_start: c.clean_start,
                     keep_alive: c.keep_alive,

@@ -26,6 +26,10 @@ pub(crate) const DEFAULT_TCP: &str = "0.0.0.0:1883";
 pub(crate) const DEFAULT_WS: &str = "0.0.0.0:8083";
 /// Default admin (REST API) listener.
 pub(crate) const DEFAULT_ADMIN: &str = "127.0.0.1:18083";
+/// Port of `--tls` when only an address is given (EMQX's `ssl:default`).
+pub(crate) const DEFAULT_TLS_PORT: u16 = 8883;
+/// Port of `--wss` when only an address is given (EMQX's `wss:default`).
+pub(crate) const DEFAULT_WSS_PORT: u16 = 8084;
 /// Default WebSocket path.
 pub(crate) const DEFAULT_WS_PATH: &str = "/mqtt";
 /// Default time allowed for a PROXY protocol header, in seconds.
@@ -53,10 +57,13 @@ pub(crate) enum Command {
 }
 
 /// `realip-broker ctl ...`
+///
+/// Exit status: 0 done; 1 the client asked for does not exist; 2 a usage error, or the admin
+/// API could not be reached or gave an unexpected answer.
 #[derive(Debug, Args)]
 pub(crate) struct CtlArgs {
-    /// Admin API address of the running broker.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
+    /// Admin API address of the running broker (accepted before or after the subcommand).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN, global = true)]
     pub(crate) admin: String,
     #[command(subcommand)]
     pub(crate) command: CtlCommand,
@@ -68,6 +75,16 @@ pub(crate) enum CtlCommand {
     /// Client sessions.
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// Subscriptions of every client.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+}
+
+/// `ctl subscriptions ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum SubscriptionsCommand {
+    /// One line per subscription: `CLIENTID -> topic:FILTER qos:N`.
+    List,
 }
 
 /// `ctl clients ...`
@@ -77,6 +94,11 @@ pub(crate) enum ClientsCommand {
     List,
     /// One client, by client id.
     Show {
+        /// The MQTT client id.
+        clientid: String,
+    },
+    /// Disconnect a client (a disconnected session is discarded).
+    Kick {
         /// The MQTT client id.
         clientid: String,
     },
@@ -133,6 +155,33 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "CIDR")]
     pub(crate) trusted_proxy: Vec<String>,
 
+    /// MQTT over TLS listener address (`IP` alone means port 8883) [default: off].
+    /// Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) tls: Option<String>,
+    /// MQTT over secure WebSocket listener address (`IP` alone means port 8084), on the
+    /// WebSocket path and forwarded-header settings of --ws [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) wss: Option<String>,
+    /// PEM file with the server certificate chain, leaf first (--tls and --wss).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// PEM file with the CAs that sign client certificates: every TLS client must then
+    /// present a certificate they verify [default: no client certificate asked].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    /// Require a PROXY protocol header in front of the TLS handshake from every peer on the
+    /// --tls listener (same --proxy-from and timeout).
+    #[arg(long)]
+    pub(crate) tls_proxy_protocol: bool,
+    /// Require a PROXY protocol header in front of the TLS handshake from every peer on the
+    /// --wss listener (same --proxy-from and timeout).
+    #[arg(long)]
+    pub(crate) wss_proxy_protocol: bool,
+
     /// Admin REST API listener address, or `off` [default: 127.0.0.1:18083].
     #[arg(long, value_name = "ADDR")]
     pub(crate) admin: Option<String>,
@@ -182,6 +231,13 @@ struct FileConfig {
     ws_strategy: Option<String>,
     ws_recursive: Option<bool>,
     trusted_proxy: Option<Vec<String>>,
+    tls: Option<String>,
+    wss: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_proxy_protocol: Option<bool>,
+    wss_proxy_protocol: Option<bool>,
     admin: Option<String>,
     backlog: Option<u32>,
     allow: Option<Vec<String>>,
@@ -206,6 +262,14 @@ pub(crate) struct Forwarding {
     pub(crate) trusted: Option<TrustedProxies>,
 }
 
+/// The PEM files of the TLS listeners.
+#[derive(Clone, Debug)]
+pub(crate) struct TlsFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) client_ca: Option<PathBuf>,
+}
+
 /// The merged, validated configuration.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -218,7 +282,15 @@ pub(crate) struct Config {
     pub(crate) ws_path: String,
     pub(crate) ws_proxy_protocol: bool,
     pub(crate) forwarding: Option<Forwarding>,
+    pub(crate) tls: Option<SocketAddr>,
+    pub(crate) tls_proxy_protocol: bool,
+    pub(crate) wss: Option<SocketAddr>,
+    pub(crate) wss_proxy_protocol: bool,
+    /// Certificate, key and client CA, when --tls or --wss is on.
+    pub(crate) tls_files: Option<TlsFiles>,
     pub(crate) admin: Option<SocketAddr>,
+    /// What the broker logs as `warn` lines at start (e.g. networks with host bits set).
+    pub(crate) warnings: Vec<String>,
     /// Listen backlog of every listener.
     pub(crate) backlog: u32,
     pub(crate) allow: Option<TrustedProxies>,
@@ -237,6 +309,7 @@ impl Config {
     }
 
     fn merge(args: RunArgs, file: FileConfig) -> Result<Self, String> {
+        let mut warnings = Vec::new();
         let list = |cli: Vec<String>, file: Option<Vec<String>>| {
             if cli.is_empty() {
                 file.unwrap_or_default()
@@ -247,6 +320,30 @@ impl Config {
         let tcp = listen_addr("tcp", args.tcp.or(file.tcp), DEFAULT_TCP)?;
         let ws = listen_addr("ws", args.ws.or(file.ws), DEFAULT_WS)?;
         let admin = listen_addr("admin", args.admin.or(file.admin), DEFAULT_ADMIN)?;
+        let tls = tls_addr("tls", args.tls.or(file.tls), DEFAULT_TLS_PORT)?;
+        let wss = tls_addr("wss", args.wss.or(file.wss), DEFAULT_WSS_PORT)?;
+        let tls_proxy_protocol =
+            args.tls_proxy_protocol || file.tls_proxy_protocol.unwrap_or(false);
+        let wss_proxy_protocol =
+            args.wss_proxy_protocol || file.wss_proxy_protocol.unwrap_or(false);
+        let tls_files = tls_files(
+            tls.is_some() || wss.is_some(),
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_client_ca.or(file.tls_client_ca),
+        )?;
+        if tls.is_none() && tls_proxy_protocol {
+            return Err("--tls-proxy-protocol needs --tls".to_owned());
+        }
+        if wss.is_none() && wss_proxy_protocol {
+            return Err("--wss-proxy-protocol needs --wss".to_owned());
+        }
+        if tcp.is_none() && ws.is_none() && tls.is_none() && wss.is_none() {
+            return Err(
+                "no MQTT listener: --tcp and --ws are off and neither --tls nor --wss is given"
+                    .to_owned(),
+            );
+        }
         let backlog = match args.backlog.or(file.backlog) {
             Some(0) => return Err("invalid --backlog 0: expected at least 1".to_owned()),
             Some(n) => n,
@@ -265,22 +362,25 @@ impl Config {
         let proxy_from = if proxy_from.is_empty() {
             None
         } else {
-            Some(cidrs("proxy-from", &proxy_from)?)
+            Some(cidrs("proxy-from", &proxy_from, &mut warnings)?)
         };
 
         let tcp_proxy_protocol =
             args.tcp_proxy_protocol || file.tcp_proxy_protocol.unwrap_or(false);
         let ws_proxy_protocol = args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false);
         // A flag that would decide nothing is an error, not silently ignored.
-        if !tcp_proxy_protocol && !ws_proxy_protocol {
+        if !tcp_proxy_protocol && !ws_proxy_protocol && !tls_proxy_protocol && !wss_proxy_protocol {
             if proxy_from.is_some() {
                 return Err(
-                    "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol".to_owned(),
+                    "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol \
+                     (or --tls-proxy-protocol, --wss-proxy-protocol)"
+                        .to_owned(),
                 );
             }
             if timeout_given.is_some() {
                 return Err(
-                    "--proxy-protocol-timeout needs --tcp-proxy-protocol or --ws-proxy-protocol"
+                    "--proxy-protocol-timeout needs --tcp-proxy-protocol or --ws-proxy-protocol \
+                     (or --tls-proxy-protocol, --wss-proxy-protocol)"
                         .to_owned(),
                 );
             }
@@ -298,7 +398,7 @@ impl Config {
         let trusted = if trusted_list.is_empty() {
             None
         } else {
-            Some(cidrs("trusted-proxy", &trusted_list)?)
+            Some(cidrs("trusted-proxy", &trusted_list, &mut warnings)?)
         };
 
         let ws_path = args
@@ -373,9 +473,9 @@ impl Config {
         let allow = if allow.is_empty() {
             None
         } else {
-            Some(cidrs("allow", &allow)?)
+            Some(cidrs("allow", &allow, &mut warnings)?)
         };
-        let deny = cidrs("deny", &list(args.deny, file.deny))?;
+        let deny = cidrs("deny", &list(args.deny, file.deny), &mut warnings)?;
 
         let max_packet_size = args
             .max_packet_size
@@ -411,8 +511,14 @@ impl Config {
             ws_path,
             ws_proxy_protocol,
             forwarding,
+            tls,
+            tls_proxy_protocol,
+            wss,
+            wss_proxy_protocol,
+            tls_files,
             admin,
             backlog,
+            warnings,
             allow,
             deny,
             limits: Limits {
@@ -489,8 +595,100 @@ fn listen_addr(
     })
 }
 
-fn cidrs(flag: &str, entries: &[String]) -> Result<TrustedProxies, String> {
+/// `--tls` / `--wss`: off unless given; an address without a port gets `default_port`.
+fn tls_addr(
+    flag: &str,
+    value: Option<String>,
+    default_port: u16,
+) -> Result<Option<SocketAddr>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    let ip = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    ip.parse::<std::net::IpAddr>()
+        .map(|ip| Some(SocketAddr::new(ip, default_port)))
+        .map_err(|_| {
+            format!("invalid --{flag} {value:?}: expected IP:PORT, IP (port {default_port}) or off")
+        })
+}
+
+fn tls_files(
+    needed: bool,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, String> {
+    match (needed, cert, key) {
+        (true, Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (true, None, _) => Err("--tls and --wss need --tls-cert FILE (PEM)".to_owned()),
+        (true, _, None) => Err("--tls and --wss need --tls-key FILE (PEM)".to_owned()),
+        (false, cert, key) => match (cert, key, client_ca) {
+            (None, None, None) => Ok(None),
+            _ => Err("--tls-cert, --tls-key and --tls-client-ca need --tls or --wss".to_owned()),
+        },
+    }
+}
+
+/// Parses a list flag of addresses and networks; `warnings` gets one line per network written
+/// with host bits set (`10.0.0.7/8`), which is used as its network (`10.0.0.0/8`), as NGINX
+/// warns for `set_real_ip_from` and `allow`/`deny`.
+fn cidrs(
+    flag: &str,
+    entries: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<TrustedProxies, String> {
+    for entry in entries {
+        if TrustedProxies::parse_list([entry]).is_err() {
+            return Err(format!(
+                "invalid --{flag} {entry:?}: expected an IP address (10.0.0.1, ::1) or a \
+                 network in CIDR notation (10.0.0.0/8, fd00::/8)"
+            ));
+        }
+        if let Some(network) = host_bits_dropped(entry) {
+            warnings.push(format!(
+                "--{flag} {entry}: host bits are set; using the network {network}"
+            ));
+        }
+    }
     TrustedProxies::parse_list(entries).map_err(|e| format!("--{flag}: {e}"))
+}
+
+/// `Some(network)` when `entry` is `IP/PREFIX` with bits set after the prefix.
+fn host_bits_dropped(entry: &str) -> Option<String> {
+    let (ip, prefix) = entry.trim().split_once('/')?;
+    let prefix: u32 = prefix.parse().ok()?;
+    match ip
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .ok()?
+    {
+        std::net::IpAddr::V4(ip) => {
+            let bits = u32::from(ip);
+            let mask = u32::MAX.checked_shl(32 - prefix.min(32)).unwrap_or(0);
+            (bits & !mask != 0)
+                .then(|| format!("{}/{prefix}", std::net::Ipv4Addr::from(bits & mask)))
+        }
+        std::net::IpAddr::V6(ip) => {
+            let bits = u128::from(ip);
+            let mask = u128::MAX.checked_shl(128 - prefix.min(128)).unwrap_or(0);
+            (bits & !mask != 0)
+                .then(|| format!("{}/{prefix}", std::net::Ipv6Addr::from(bits & mask)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -592,7 +790,8 @@ mod tests {
         let err = |args: &[&str]| Config::merge(parse(args), FileConfig::default()).unwrap_err();
         assert_eq!(
             err(&["--proxy-from", "10.0.0.0/8"]),
-            "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol"
+            "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol \
+             (or --tls-proxy-protocol, --wss-proxy-protocol)"
         );
         assert!(err(&["--ws-recursive"]).starts_with("--ws-recursive needs --ws-header"));
         assert!(
@@ -636,6 +835,136 @@ mod tests {
                 "{ok:?}"
             );
         }
+    }
+
+    #[test]
+    fn tls_listeners_default_ports_and_need_files() {
+        let err = |args: &[&str]| Config::merge(parse(args), FileConfig::default()).unwrap_err();
+        let config = Config::merge(
+            parse(&[
+                "--tls",
+                "127.0.0.1",
+                "--wss",
+                "[::1]",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(config.tls, Some("127.0.0.1:8883".parse().unwrap()));
+        assert_eq!(config.wss, Some("[::1]:8084".parse().unwrap()));
+        assert_eq!(config.tls_files.unwrap().cert, PathBuf::from("c.pem"));
+        let config = Config::merge(parse(&[]), FileConfig::default()).unwrap();
+        assert!(config.tls.is_none() && config.wss.is_none() && config.tls_files.is_none());
+        assert!(err(&["--tls", "0.0.0.0:8883"]).contains("--tls-cert"));
+        assert!(err(&["--tls", "0.0.0.0", "--tls-cert", "c"]).contains("--tls-key"));
+        assert!(err(&["--tls-cert", "c"]).contains("need --tls or --wss"));
+        assert!(err(&["--tls-proxy-protocol"]).contains("needs --tls"));
+        assert!(err(&["--tls", "nonsense"]).contains("invalid --tls"));
+    }
+
+    #[test]
+    fn list_flags_name_themselves_and_warn_about_host_bits() {
+        let err = |args: &[&str]| Config::merge(parse(args), FileConfig::default()).unwrap_err();
+        let e = err(&["--allow", "foo"]);
+        assert!(
+            e.starts_with("invalid --allow \"foo\": expected an IP address"),
+            "{e}"
+        );
+        assert!(!e.contains("trusted proxy"), "{e}");
+        assert!(err(&["--deny", "10.0.0.0/33"]).starts_with("invalid --deny \"10.0.0.0/33\""));
+        let e = err(&["--ws-header", "X-Forwarded-For", "--ws-strategy", "hops:x"]);
+        assert!(e.contains("\"x\" is not a number"), "{e}");
+        let config = Config::merge(
+            parse(&[
+                "--deny",
+                "127.0.0.131/24",
+                "--deny",
+                "2001:db8::1/64",
+                "--allow",
+                "10.0.0.0/8",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.warnings,
+            [
+                "--deny 127.0.0.131/24: host bits are set; using the network 127.0.0.0/24",
+                "--deny 2001:db8::1/64: host bits are set; using the network 2001:db8::/64",
+            ]
+        );
+        assert!(config.deny.contains("127.0.0.7".parse().unwrap()));
+        assert_eq!(host_bits_dropped("10.0.0.0/8"), None);
+        assert_eq!(host_bits_dropped("10.0.0.1"), None);
+        assert_eq!(
+            host_bits_dropped("10.0.0.1/0").as_deref(),
+            Some("0.0.0.0/0")
+        );
+    }
+
+    #[test]
+    fn a_broker_without_listeners_is_refused() {
+        let err = Config::merge(
+            parse(&["--tcp", "off", "--ws", "off"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("no MQTT listener"), "{err}");
+    }
+
+    #[test]
+    fn ctl_takes_admin_before_or_after_the_subcommand() {
+        for argv in [
+            &[
+                "realip-broker",
+                "ctl",
+                "--admin",
+                "127.0.0.1:9",
+                "clients",
+                "kick",
+                "c9",
+            ][..],
+            &[
+                "realip-broker",
+                "ctl",
+                "clients",
+                "kick",
+                "c9",
+                "--admin",
+                "127.0.0.1:9",
+            ],
+            &[
+                "realip-broker",
+                "ctl",
+                "clients",
+                "--admin",
+                "127.0.0.1:9",
+                "kick",
+                "c9",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Some(Command::Ctl(ctl)) = cli.command else {
+                panic!("no ctl in {argv:?}");
+            };
+            assert_eq!(ctl.admin, "127.0.0.1:9", "{argv:?}");
+            assert!(
+                matches!(ctl.command, CtlCommand::Clients(ClientsCommand::Kick { ref clientid }) if clientid == "c9"),
+                "{argv:?}"
+            );
+        }
+        let cli = Cli::try_parse_from(["realip-broker", "ctl", "subscriptions", "list"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Ctl(CtlArgs {
+                command: CtlCommand::Subscriptions(SubscriptionsCommand::List),
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -7,11 +7,12 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{ClientsCommand, CtlArgs, CtlCommand};
+use crate::config::{ClientsCommand, CtlArgs, CtlCommand, SubscriptionsCommand};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs a `ctl` command; output goes to stdout, errors to stderr.
+/// Runs a `ctl` command; output goes to stdout, errors to stderr. Exit status: 0 done, 1 the
+/// client does not exist, 2 the admin API could not be reached or answered unexpectedly.
 pub(crate) async fn run(args: CtlArgs) -> ExitCode {
     match execute(&args).await {
         Ok(code) => code,
@@ -22,24 +23,41 @@ pub(crate) async fn run(args: CtlArgs) -> ExitCode {
     }
 }
 
+/// Every item of a paginated list endpoint, page by page.
+async fn all_pages(admin: &str, path: &str) -> Result<Vec<Value>, String> {
+    let mut items = Vec::new();
+    for page in 1.. {
+        let (status, body) =
+            request(admin, "GET", &format!("{path}?_page={page}&_limit=10000")).await?;
+        if status != 200 {
+            return Err(format!("admin API answered {status}: {body}"));
+        }
+        let data = body["data"]
+            .as_array()
+            .ok_or("admin API answer has no \"data\" list")?;
+        items.extend(data.iter().cloned());
+        if body["meta"]["hasnext"] != Value::Bool(true) {
+            break;
+        }
+    }
+    Ok(items)
+}
+
 async fn execute(args: &CtlArgs) -> Result<ExitCode, String> {
     match &args.command {
         CtlCommand::Clients(ClientsCommand::List) => {
-            let (status, body) = get(&args.admin, "/api/v5/clients").await?;
-            if status != 200 {
-                return Err(format!("admin API answered {status}: {body}"));
+            let clients = all_pages(&args.admin, "/api/v5/clients").await?;
+            if clients.is_empty() {
+                println!("No clients.");
             }
-            let data = body["data"]
-                .as_array()
-                .ok_or("admin API answer has no \"data\" list")?;
-            for client in data {
+            for client in &clients {
                 println!("{}", client_line(client));
             }
             Ok(ExitCode::SUCCESS)
         }
         CtlCommand::Clients(ClientsCommand::Show { clientid }) => {
             let path = format!("/api/v5/clients/{}", percent_encode(clientid));
-            let (status, body) = get(&args.admin, &path).await?;
+            let (status, body) = request(&args.admin, "GET", &path).await?;
             match status {
                 200 => {
                     println!("{}", client_line(&body));
@@ -52,16 +70,50 @@ async fn execute(args: &CtlArgs) -> Result<ExitCode, String> {
                 _ => Err(format!("admin API answered {status}: {body}")),
             }
         }
+        CtlCommand::Clients(ClientsCommand::Kick { clientid }) => {
+            let path = format!("/api/v5/clients/{}", percent_encode(clientid));
+            let (status, body) = request(&args.admin, "DELETE", &path).await?;
+            match status {
+                204 => {
+                    println!("ok");
+                    Ok(ExitCode::SUCCESS)
+                }
+                404 => {
+                    println!("Not Found.");
+                    Ok(ExitCode::FAILURE)
+                }
+                _ => Err(format!("admin API answered {status}: {body}")),
+            }
+        }
+        CtlCommand::Subscriptions(SubscriptionsCommand::List) => {
+            let subscriptions = all_pages(&args.admin, "/api/v5/subscriptions").await?;
+            if subscriptions.is_empty() {
+                println!("No subscriptions.");
+            }
+            for sub in &subscriptions {
+                println!(
+                    "{} -> topic:{} qos:{}",
+                    text(&sub["clientid"]),
+                    text(&sub["topic"]),
+                    text(&sub["qos"])
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "undefined".to_owned(),
+        other => other.to_string(),
     }
 }
 
 /// `Client(ID, listener=tcp:default, peername=IP:PORT, sockname=IP:PORT, socket_peer=IP:PORT)`.
 pub(crate) fn client_line(client: &Value) -> String {
-    let field = |name: &str| match &client[name] {
-        Value::String(s) => s.clone(),
-        Value::Null => "undefined".to_owned(),
-        other => other.to_string(),
-    };
+    let field = |name: &str| text(&client[name]);
     format!(
         "Client({}, listener={}, peername={}, sockname={}, socket_peer={})",
         field("clientid"),
@@ -72,13 +124,13 @@ pub(crate) fn client_line(client: &Value) -> String {
     )
 }
 
-async fn get(admin: &str, path: &str) -> Result<(u16, Value), String> {
+async fn request(admin: &str, method: &str, path: &str) -> Result<(u16, Value), String> {
     let exchange = async {
         let mut stream = TcpStream::connect(admin)
             .await
             .map_err(|e| format!("cannot reach the admin API at {admin}: {e}"))?;
         let request = format!(
-            "GET {path} HTTP/1.0\r\nHost: {admin}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.0\r\nHost: {admin}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
         );
         stream
             .write_all(request.as_bytes())

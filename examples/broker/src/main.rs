@@ -21,9 +21,11 @@ mod broker;
 mod codec;
 mod config;
 mod ctl;
+mod metrics;
 mod realip;
 mod server;
 mod session;
+mod tls;
 mod wellformed;
 mod ws;
 

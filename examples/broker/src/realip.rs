@@ -8,7 +8,9 @@ use axum::extract::ConnectInfo;
 use axum::extract::connect_info::Connected;
 use axum::http::{HeaderMap, HeaderName};
 use axum::serve::{IncomingStream, Listener};
-use realip_core::{AddrSource, ClientAddr, TrustedProxies};
+use std::net::SocketAddr;
+
+use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
 use realip_listener::{
     Connection, HandshakeError, Policy, ProxiedAddr, ProxiedStream, ProxyInfo, ProxyListener,
     tlv_type,
@@ -19,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::ConnMeta;
 use crate::config::Forwarding;
+use crate::tls::{TlsAddr, TlsFacts, TlsListener};
 
 /// A broker listener: TCP, or the TCP under the WebSocket server.
 ///
@@ -93,11 +96,12 @@ impl MqttListener {
     }
 }
 
-/// The WebSocket server's connect info: the [`ProxiedAddr`] of the connection.
-/// [`insert_proxied_addr`] turns it into the `ConnectInfo<ProxiedAddr>` that `realip-tower`
-/// and the upgrade handler read.
+/// The WebSocket server's connect info: the [`ProxiedAddr`] of the connection, and the TLS
+/// handshake's facts on `--wss`. [`insert_proxied_addr`] turns it into the
+/// `ConnectInfo<ProxiedAddr>` that `realip-tower` and the upgrade handler read (and a
+/// [`TlsFacts`] extension).
 #[derive(Clone, Debug)]
-pub(crate) struct WsPeer(pub(crate) ProxiedAddr);
+pub(crate) struct WsPeer(pub(crate) ProxiedAddr, pub(crate) Option<TlsFacts>);
 
 impl Listener for MqttListener {
     type Io = ProxiedStream<TcpStream>;
@@ -114,16 +118,27 @@ impl Listener for MqttListener {
 
 impl Connected<IncomingStream<'_, MqttListener>> for WsPeer {
     fn connect_info(stream: IncomingStream<'_, MqttListener>) -> Self {
-        Self(stream.remote_addr().clone())
+        Self(stream.remote_addr().clone(), None)
     }
 }
 
-/// Middleware: copies [`WsPeer`] into the request as `ConnectInfo<ProxiedAddr>`.
+impl Connected<IncomingStream<'_, TlsListener>> for WsPeer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        let TlsAddr { addr, tls } = stream.remote_addr().clone();
+        Self(addr, tls)
+    }
+}
+
+/// Middleware: copies [`WsPeer`] into the request as `ConnectInfo<ProxiedAddr>` (and its
+/// [`TlsFacts`], when there are some).
 pub(crate) async fn insert_proxied_addr(
-    ConnectInfo(WsPeer(addr)): ConnectInfo<WsPeer>,
+    ConnectInfo(WsPeer(addr, tls)): ConnectInfo<WsPeer>,
     mut request: axum::extract::Request,
 ) -> axum::extract::Request {
     request.extensions_mut().insert(ConnectInfo(addr));
+    if let Some(tls) = tls {
+        request.extensions_mut().insert(tls);
+    }
     request
 }
 
@@ -150,7 +165,12 @@ pub(crate) fn real_ip_layer(fwd: &Forwarding) -> Result<RealIpLayer, String> {
 
 /// The connection record's addresses, from what the PROXY listener accepted.
 pub(crate) fn conn_meta(listener: &'static str, addr: &ProxiedAddr) -> ConnMeta {
-    let socket_peer = addr.socket_peer().clone();
+    // One spelling for an IPv4 client on a dual-stack (`[::]`) listener: 127.0.0.1:5000,
+    // as in `peername`, not [::ffff:127.0.0.1]:5000.
+    let socket_peer = match addr.socket_peer() {
+        PeerAddr::Inet(peer) => PeerAddr::Inet(canonical(*peer)),
+        other => other.clone(),
+    };
     let client = addr.client().cloned().unwrap_or_else(|| {
         // A Unix socket peer without a header: no IP to show. (The broker listens on TCP
         // only, so this does not happen; keep a well-formed record anyway.)
@@ -167,9 +187,22 @@ pub(crate) fn conn_meta(listener: &'static str, addr: &ProxiedAddr) -> ConnMeta 
         socket_peer,
         sockname: proxy
             .and_then(ProxyInfo::destination_inet)
-            .or_else(|| addr.local_addr()),
+            .or_else(|| addr.local_addr())
+            .map(canonical),
         proxy: proxy.map(proxy_json),
         forwarded: None,
+        tls: None,
+    }
+}
+
+/// An IPv4-mapped IPv6 socket address as IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
     }
 }
 

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use realip_listener::ProxiedAddr;
 use realip_tower::{RealClient, RealClientRejection, Resolution};
@@ -23,14 +24,19 @@ use crate::config::{Config, RunArgs};
 use crate::realip::{
     MqttListener, WsPeer, conn_meta, forwarded_json, insert_proxied_addr, real_ip_layer,
 };
+use crate::tls::{TlsAddr, TlsFacts, TlsListener};
 use crate::ws::WsIo;
-use crate::{admin, session};
+use crate::{admin, session, tls};
 
 /// Time connections get to close after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Listener names, as EMQX spells them.
 const TCP_LISTENER: &str = "tcp:default";
 const WS_LISTENER: &str = "ws:default";
+const TLS_LISTENER: &str = "ssl:default";
+const WSS_LISTENER: &str = "wss:default";
+/// What a WebSocket client may ask for in `Sec-WebSocket-Protocol` (MQTT 3.1.1 §6).
+const WS_PROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
 /// Runs the broker until SIGINT/SIGTERM.
 pub(crate) async fn run(args: RunArgs) -> ExitCode {
@@ -71,7 +77,17 @@ fn local(listener: &Option<TcpListener>) -> String {
         .map_or_else(|| "off".to_owned(), |a| a.to_string())
 }
 
+fn local_tls<T>(listener: &Option<(TcpListener, T)>) -> String {
+    listener
+        .as_ref()
+        .and_then(|(l, _)| l.local_addr().ok())
+        .map_or_else(|| "off".to_owned(), |a| a.to_string())
+}
+
 async fn serve(config: Config) -> Result<(), String> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let broker = Broker::new(
         Acl::new(config.allow.clone(), config.deny.clone()),
         config.limits,
@@ -79,14 +95,33 @@ async fn serve(config: Config) -> Result<(), String> {
     let layer = config.forwarding.as_ref().map(real_ip_layer).transpose()?;
     let tcp = bind("tcp", config.tcp, config.backlog).await?;
     let ws = bind("ws", config.ws, config.backlog).await?;
+    let tls = bind("tls", config.tls, config.backlog).await?;
+    let wss = bind("wss", config.wss, config.backlog).await?;
     let admin = bind("admin", config.admin, config.backlog).await?;
+    // `Config` holds the files whenever --tls or --wss is on.
+    let tls_config = |alpn: &[&[u8]]| match &config.tls_files {
+        Some(files) => tls::server_config(files, alpn),
+        None => Err("--tls and --wss need --tls-cert and --tls-key".to_owned()),
+    };
+    let tls = match tls {
+        Some(listener) => Some((listener, tls_config(&[])?)),
+        None => None,
+    };
+    // Browsers negotiate HTTP/1.1 for the WebSocket upgrade.
+    let wss = match wss {
+        Some(listener) => Some((listener, tls_config(&[b"http/1.1"])?)),
+        None => None,
+    };
 
     // The stable line scripts wait for: every listener is bound when it is printed.
+    // New listeners are appended, so `tcp=... ws=... admin=...` keeps its order.
     let line = format!(
-        "listening tcp={} ws={} admin={}",
+        "listening tcp={} ws={} admin={} tls={} wss={}",
         local(&tcp),
         local(&ws),
-        local(&admin)
+        local(&admin),
+        local_tls(&tls),
+        local_tls(&wss),
     );
     {
         let mut stdout = std::io::stdout().lock();
@@ -100,6 +135,11 @@ async fn serve(config: Config) -> Result<(), String> {
         ws_path = %config.ws_path,
         ws_proxy_protocol = config.ws_proxy_protocol,
         ws_header = config.forwarding.as_ref().map(|f| f.header.as_str()).unwrap_or("none"),
+        tls = %local_tls(&tls),
+        tls_proxy_protocol = config.tls_proxy_protocol,
+        wss = %local_tls(&wss),
+        wss_proxy_protocol = config.wss_proxy_protocol,
+        tls_client_ca = config.tls_files.as_ref().is_some_and(|f| f.client_ca.is_some()),
         admin = %local(&admin),
         "realip-broker started"
     );
@@ -117,30 +157,49 @@ async fn serve(config: Config) -> Result<(), String> {
         );
         tasks.spawn(tcp_loop(listener, Arc::clone(&broker), stop.clone()));
     }
-    if let Some(listener) = ws {
-        let listener = MqttListener::new(
+    let listener = |listener, flag, proxy_protocol| {
+        MqttListener::new(
             listener,
-            "--ws-proxy-protocol",
-            config.ws_proxy_protocol,
+            flag,
+            proxy_protocol,
             config.proxy_from.as_ref(),
             config.proxy_protocol_timeout,
-        );
-        let mut app = ws_router(&config, Arc::clone(&broker));
-        if let Some(layer) = layer {
+        )
+    };
+    if let Some((tls, tls_config)) = tls {
+        let listener = listener(tls, "--tls-proxy-protocol", config.tls_proxy_protocol);
+        let listener =
+            TlsListener::new(listener, tls_config).map_err(|e| format!("TLS listener: {e}"))?;
+        tasks.spawn(tls_loop(listener, Arc::clone(&broker), stop.clone()));
+    }
+    let ws_app = |name| {
+        let mut app = ws_router(&config, name, Arc::clone(&broker));
+        if let Some(layer) = layer.clone() {
             app = app.layer(layer);
         }
         // Outermost: the forwarded-header layer and the handler read `ConnectInfo<ProxiedAddr>`.
-        let app = app.layer(axum::middleware::map_request(insert_proxied_addr));
+        app.layer(axum::middleware::map_request(insert_proxied_addr))
+            .into_make_service_with_connect_info::<WsPeer>()
+    };
+    if let Some(ws) = ws {
+        let listener = listener(ws, "--ws-proxy-protocol", config.ws_proxy_protocol);
+        let served = axum::serve(listener, ws_app(WS_LISTENER));
         let stop = stop.clone();
         tasks.spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<WsPeer>(),
-            )
-            .with_graceful_shutdown(stopped(stop))
-            .await;
-            if let Err(e) = served {
+            if let Err(e) = served.with_graceful_shutdown(stopped(stop)).await {
                 tracing::error!(error = %e, "websocket listener failed");
+            }
+        });
+    }
+    if let Some((wss, wss_config)) = wss {
+        let listener = listener(wss, "--wss-proxy-protocol", config.wss_proxy_protocol);
+        let listener = TlsListener::new(listener, wss_config)
+            .map_err(|e| format!("secure WebSocket listener: {e}"))?;
+        let served = axum::serve(listener, ws_app(WSS_LISTENER));
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = served.with_graceful_shutdown(stopped(stop)).await {
+                tracing::error!(error = %e, "secure websocket listener failed");
             }
         });
     }
@@ -230,23 +289,65 @@ async fn tcp_loop(
     }
 }
 
+async fn tls_loop(mut listener: TlsListener, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, TlsAddr { addr, tls }) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let mut meta = conn_meta(TLS_LISTENER, &addr);
+        meta.tls = tls.as_ref().map(TlsFacts::json);
+        tokio::spawn(session::run(stream, meta, Arc::clone(&broker)));
+    }
+}
+
 #[derive(Clone, Debug)]
 struct WsState {
     broker: Arc<Broker>,
+    listener: &'static str,
     port_header: Option<String>,
+    path: Arc<str>,
 }
 
-fn ws_router(config: &Config, broker: Arc<Broker>) -> Router {
+fn ws_router(config: &Config, listener: &'static str, broker: Arc<Broker>) -> Router {
     let port_header = config
         .forwarding
         .as_ref()
         .and_then(|f| f.port_header.clone());
     Router::new()
         .route(&config.ws_path, get(ws_upgrade))
+        .fallback(ws_wrong_path)
         .with_state(WsState {
             broker,
+            listener,
             port_header,
+            path: Arc::from(config.ws_path.as_str()),
         })
+}
+
+/// Any other path: 404, and an `info` line naming the path asked for and the configured one
+/// (MQTT.js, for one, defaults to `/` while EMQX and this broker serve `/mqtt`).
+async fn ws_wrong_path(State(state): State<WsState>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<ProxiedAddr>>()
+        .map(|ConnectInfo(addr)| addr.socket_peer().to_string())
+        .unwrap_or_default();
+    let upgrade = request
+        .headers()
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    tracing::info!(
+        peer = %peer,
+        path = %request.uri().path(),
+        ws_path = %state.path,
+        websocket = upgrade,
+        "{} request for {:?} answered 404: MQTT over WebSocket is served on {:?} (--ws-path)",
+        if upgrade { "WebSocket" } else { "HTTP" },
+        request.uri().path(),
+        &*state.path,
+    );
+    axum::http::StatusCode::NOT_FOUND.into_response()
 }
 
 /// The upgrade handler. With the forwarded-header layer installed, [`RealClient`] is its
@@ -255,12 +356,14 @@ fn ws_router(config: &Config, broker: Arc<Broker>) -> Router {
 async fn ws_upgrade(
     State(state): State<WsState>,
     ConnectInfo(addr): ConnectInfo<ProxiedAddr>,
+    tls: Option<Extension<TlsFacts>>,
     client: Option<RealClient>,
     resolution: Result<Resolution, RealClientRejection>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let mut meta = conn_meta(WS_LISTENER, &addr);
+    let mut meta = conn_meta(state.listener, &addr);
+    meta.tls = tls.map(|Extension(facts)| facts.json());
     if let Some(RealClient(client)) = client {
         meta.client = client;
     }
@@ -269,7 +372,7 @@ async fn ws_upgrade(
     }
     let broker = state.broker;
     upgrade
-        .protocols(["mqtt", "mqttv3.1"])
+        .protocols(WS_PROTOCOLS)
         .on_upgrade(move |socket| async move {
             session::run(WsIo::new(socket), meta, broker).await;
         })

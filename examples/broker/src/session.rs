@@ -15,6 +15,7 @@ use crate::broker::{
     min_qos, shared_filter, valid_filter, valid_topic,
 };
 use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
+use crate::metrics::{Counters, Metered};
 
 /// Time a new connection has to send CONNECT.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,10 +158,12 @@ fn encode_err(e: codec::EncodeError) -> End {
 }
 
 /// Serves one connection until it ends. Never returns an error: the end is logged.
-pub(crate) async fn run<IO>(mut io: IO, meta: ConnMeta, broker: Arc<Broker>)
+pub(crate) async fn run<IO>(io: IO, meta: ConnMeta, broker: Arc<Broker>)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let counters = Arc::new(Counters::default());
+    let mut io = Metered::new(io, Arc::clone(&counters));
     let _guard = broker.track();
     let mut shutdown = broker.shutdown_signal();
     if *shutdown.borrow_and_update() {
@@ -248,6 +251,8 @@ where
 
     let info = ClientInfo {
         clientid: clientid.clone(),
+        username: connect.username.clone(),
+        counters: Arc::clone(&counters),
         meta: meta.clone(),
         proto_ver: version.level(),
         keepalive: connect.keep_alive,
@@ -296,6 +301,7 @@ where
         Ok(()) => {
             let mut conn = Connection {
                 version,
+                counters: &counters,
                 broker: &broker,
                 clientid: &clientid,
                 conn_id,
@@ -490,6 +496,8 @@ const BATCH: usize = 256;
 /// live in the broker's session, so that a resumed session continues where this one stopped.
 struct Connection<'a> {
     version: Version,
+    /// This connection's message and byte counters.
+    counters: &'a Counters,
     broker: &'a Broker,
     clientid: &'a str,
     conn_id: u64,
@@ -625,8 +633,11 @@ impl Connection<'_> {
             if msg.qos != QoS::AtMostOnce {
                 self.broker.discard(self.clientid, self.conn_id, pkid);
             }
-        } else if let Some(alias) = new_alias {
-            self.aliases_out.insert(Arc::clone(&msg.topic), alias);
+        } else {
+            self.counters.sent_message();
+            if let Some(alias) = new_alias {
+                self.aliases_out.insert(Arc::clone(&msg.topic), alias);
+            }
         }
         Ok(())
     }
@@ -670,6 +681,7 @@ impl Connection<'_> {
                 topic_alias,
                 ..
             } => {
+                self.counters.received_message();
                 if let Some(alias) = topic_alias {
                     let max = self.broker.limits().topic_alias_maximum;
                     if alias == 0 || alias > max {
