@@ -105,16 +105,29 @@ impl fmt::Display for End {
     }
 }
 
+/// Smallest read, and the buffer an idle connection holds while it waits: most packets
+/// (PINGREQ, PUBACK, a small PUBLISH) fit, and an idle session costs no 4 KiB.
+const MIN_READ: usize = 256;
+/// Largest read: a read that fills its buffer doubles the next one, up to this.
+const MAX_READ: usize = 64 * 1024;
+
 /// Reads MQTT packets from a stream, buffering partial packets.
+///
+/// The buffer follows the traffic: it starts at [`MIN_READ`] bytes, doubles while reads fill
+/// it, halves while they use less than a quarter of it, and is given back whenever it is
+/// empty and larger than the next read needs, so an idle connection keeps [`MIN_READ`] bytes.
 #[derive(Debug)]
 struct Reader {
     buf: BytesMut,
+    /// Bytes to make room for on the next read.
+    chunk: usize,
 }
 
 impl Reader {
     fn new() -> Self {
         Self {
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::new(),
+            chunk: MIN_READ,
         }
     }
 
@@ -125,10 +138,22 @@ impl Reader {
 
     /// Reads more bytes; `Ok(false)` at end of stream. Cancel safe.
     async fn fill<IO: AsyncRead + Unpin>(&mut self, io: &mut IO) -> Result<bool, End> {
-        self.buf.reserve(4096);
+        if self.buf.is_empty() && self.buf.capacity() > self.chunk {
+            // A burst is over: give its buffer back rather than hold it while idle.
+            self.buf = BytesMut::new();
+        }
+        self.buf.reserve(self.chunk);
+        let room = self.buf.capacity() - self.buf.len();
         match io.read_buf(&mut self.buf).await {
             Ok(0) => Ok(false),
-            Ok(_) => Ok(true),
+            Ok(n) => {
+                if n == room {
+                    self.chunk = (self.chunk * 2).min(MAX_READ);
+                } else if n < self.chunk / 4 {
+                    self.chunk = (self.chunk / 2).max(MIN_READ);
+                }
+                Ok(true)
+            }
             Err(e) => Err(End::Io(e)),
         }
     }
@@ -877,7 +902,10 @@ mod tests {
             };
             let mut first = bytes.clone();
             let _ = codec::decode_connect(version, &mut first, 1 << 20);
-            let mut reader = Reader { buf: bytes };
+            let mut reader = Reader {
+                buf: bytes,
+                chunk: MIN_READ,
+            };
             while let Ok(Some(_)) = reader.next(version, 1 << 20) {}
         }
     }
