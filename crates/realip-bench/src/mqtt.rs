@@ -92,7 +92,8 @@ impl BrokerProc {
                     &conf,
                     format!(
                         "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                         log_dest none\nmax_connections -1\nmax_queued_messages 100000\n"
+                         log_dest none\nmax_connections -1\nmax_queued_messages 100000\n\
+                         set_tcp_nodelay true\n"
                     ),
                 )?;
                 cmd.arg(mosquitto_bin).arg("-c").arg(&conf);

@@ -1371,7 +1371,7 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
         "{} rounds, realip-broker and mosquitto (Debian 2.x) in turn, each measurement on a fresh broker process \
          (pinned to core 1 when pinning), the same MQTT 3.1.1 client (this harness, one core). \
          Both brokers log nothing per connection (realip-broker `RUST_LOG=warn`, mosquitto `log_dest none`), \
-         mosquitto without persistence. Idle: {} sessions (clean session, keep alive 0, {} CONNECTs in flight); \
+         mosquitto without persistence and with `set_tcp_nodelay true` (realip-broker sets `TCP_NODELAY`). Idle: {} sessions (clean session, keep alive 0, {} CONNECTs in flight); \
          RSS = VmRSS growth ÷ sessions, rate = sessions ÷ time from the first CONNECT to the last CONNACK. \
          Fan: 1 → {w} ({} messages, each to {w} subscribers) and {w} → 1 ({} messages), 64-byte payloads carrying \
          the send time, at most {} messages published and not yet delivered everywhere; latency = publish → delivery. \
