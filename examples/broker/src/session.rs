@@ -114,7 +114,8 @@ const MAX_READ: usize = 64 * 1024;
 /// Reads MQTT packets from a stream, buffering partial packets.
 ///
 /// The buffer follows the traffic: it starts at [`MIN_READ`] bytes, doubles while reads fill
-/// it, halves while they use less than a quarter of it, and is given back whenever it is
+/// it, drops to twice the last read when that used less than a quarter of it, and is given
+/// back whenever it is
 /// empty and larger than the next read needs, so an idle connection keeps [`MIN_READ`] bytes.
 #[derive(Debug)]
 struct Reader {
@@ -150,7 +151,9 @@ impl Reader {
                 if n == room {
                     self.chunk = (self.chunk * 2).min(MAX_READ);
                 } else if n < self.chunk / 4 {
-                    self.chunk = (self.chunk / 2).max(MIN_READ);
+                    // Traffic slowed down: size the next read for what came, so an idle
+                    // connection soon holds MIN_READ bytes again.
+                    self.chunk = (n * 2).next_power_of_two().max(MIN_READ);
                 }
                 Ok(true)
             }
@@ -908,6 +911,50 @@ mod tests {
             };
             while let Ok(Some(_)) = reader.next(version, 1 << 20) {}
         }
+    }
+
+    #[tokio::test]
+    async fn reader_grows_for_a_large_packet_then_holds_min_read_when_idle() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        // A 100,000-byte PUBLISH (MQTT 3.1.1, QoS 0, topic "t"), then a PINGREQ.
+        let len: usize = 3 + 100_000;
+        let mut frame = vec![0x30];
+        let mut rest = len;
+        loop {
+            let mut byte = u8::try_from(rest % 128).unwrap();
+            rest /= 128;
+            if rest > 0 {
+                byte |= 0x80;
+            }
+            frame.push(byte);
+            if rest == 0 {
+                break;
+            }
+        }
+        frame.extend_from_slice(&[0x00, 0x01, b't']);
+        frame.extend(std::iter::repeat_n(7u8, 100_000));
+        client.write_all(&frame).await.unwrap();
+        let mut reader = Reader::new();
+        let mut reads = 0;
+        while reader.next(Version::V4, 1 << 20).unwrap().is_none() {
+            assert!(reader.fill(&mut server).await.unwrap());
+            reads += 1;
+        }
+        assert!(reads < 20, "{reads} reads for 100 kB");
+        assert!(reader.buf.is_empty());
+        client.write_all(&[0xc0, 0x00]).await.unwrap();
+        assert!(reader.fill(&mut server).await.unwrap());
+        assert!(reader.next(Version::V4, 1 << 20).unwrap().is_some());
+        // Idle again: the next read waits with MIN_READ bytes, not the burst's buffer.
+        client.write_all(&[0xc0, 0x00]).await.unwrap();
+        assert!(reader.fill(&mut server).await.unwrap());
+        assert!(
+            reader.buf.capacity() <= MIN_READ,
+            "{}",
+            reader.buf.capacity()
+        );
+        assert!(reader.next(Version::V4, 1 << 20).unwrap().is_some());
     }
 
     #[test]
