@@ -115,8 +115,8 @@ const MAX_READ: usize = 64 * 1024;
 ///
 /// The buffer follows the traffic: it starts at [`MIN_READ`] bytes, doubles while reads fill
 /// it, drops to twice the last read when that used less than a quarter of it, and is given
-/// back whenever it is
-/// empty and larger than the next read needs, so an idle connection keeps [`MIN_READ`] bytes.
+/// back whenever it is empty and larger than the next read needs, so an idle connection
+/// keeps [`MIN_READ`] bytes.
 #[derive(Debug)]
 struct Reader {
     buf: BytesMut,
