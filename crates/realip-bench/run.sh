@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates the measured tables of BENCHMARKS.md: accept throughput, slow-client isolation,
-# memory, header parse and layer micro-benchmarks, all in one run (about 6 minutes).
+# memory, header parse and layer micro-benchmarks, UDP, and realip-broker against mosquitto
+# (needs `mosquitto` on PATH), all in one run.
 # Usage: crates/realip-bench/run.sh [extra `load all` flags]
 # The Markdown goes to stdout and to target/realip-bench/results.md; progress to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # 10,000 held connections need ~10,100 descriptors per process: raise the soft limit.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo build -p realip-bench --release --bin load
+cargo build --release -p realip-bench --bin load -p realip-broker --bin realip-broker
 mkdir -p target/realip-bench
 {
     echo "Run started $(date -u '+%Y-%m-%d %H:%M UTC') at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."

@@ -7,6 +7,7 @@ pub mod cases;
 pub mod client;
 pub mod header;
 pub mod micro;
+pub mod mqtt;
 pub mod procfs;
 pub mod server;
 pub mod stats;

@@ -106,16 +106,30 @@ impl fmt::Display for End {
     }
 }
 
+/// Smallest read, and the buffer an idle connection holds while it waits: most packets
+/// (PINGREQ, PUBACK, a small PUBLISH) fit, and an idle session costs no 4 KiB.
+const MIN_READ: usize = 256;
+/// Largest read: a read that fills its buffer doubles the next one, up to this.
+const MAX_READ: usize = 64 * 1024;
+
 /// Reads MQTT packets from a stream, buffering partial packets.
+///
+/// The buffer follows the traffic: it starts at [`MIN_READ`] bytes, doubles while reads fill
+/// it, drops to twice the last read when that used less than a quarter of it, and is given
+/// back whenever it is empty and larger than the next read needs, so an idle connection
+/// keeps [`MIN_READ`] bytes.
 #[derive(Debug)]
 struct Reader {
     buf: BytesMut,
+    /// Bytes to make room for on the next read.
+    chunk: usize,
 }
 
 impl Reader {
     fn new() -> Self {
         Self {
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::new(),
+            chunk: MIN_READ,
         }
     }
 
@@ -126,10 +140,24 @@ impl Reader {
 
     /// Reads more bytes; `Ok(false)` at end of stream. Cancel safe.
     async fn fill<IO: AsyncRead + Unpin>(&mut self, io: &mut IO) -> Result<bool, End> {
-        self.buf.reserve(4096);
+        if self.buf.is_empty() && self.buf.capacity() > self.chunk {
+            // A burst is over: give its buffer back rather than hold it while idle.
+            self.buf = BytesMut::new();
+        }
+        self.buf.reserve(self.chunk);
+        let room = self.buf.capacity() - self.buf.len();
         match io.read_buf(&mut self.buf).await {
             Ok(0) => Ok(false),
-            Ok(_) => Ok(true),
+            Ok(n) => {
+                if n == room {
+                    self.chunk = (self.chunk * 2).min(MAX_READ);
+                } else if n < self.chunk / 4 {
+                    // Traffic slowed down: size the next read for what came, so an idle
+                    // connection soon holds MIN_READ bytes again.
+                    self.chunk = (n * 2).next_power_of_two().max(MIN_READ);
+                }
+                Ok(true)
+            }
             Err(e) => Err(End::Io(e)),
         }
     }
@@ -889,9 +917,44 @@ mod tests {
             };
             let mut first = bytes.clone();
             let _ = codec::decode_connect(version, &mut first, 1 << 20);
-            let mut reader = Reader { buf: bytes };
+            let mut reader = Reader {
+                buf: bytes,
+                chunk: MIN_READ,
+            };
             while let Ok(Some(_)) = reader.next(version, 1 << 20) {}
         }
+    }
+
+    #[tokio::test]
+    async fn reader_grows_for_a_large_packet_then_holds_min_read_when_idle() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        // A 100,000-byte PUBLISH (MQTT 3.1.1, QoS 0, topic "t"), then a PINGREQ.
+        // Remaining length 100,003 = 0x23 + 0x0d·128 + 0x06·128², as MQTT's variable byte integer.
+        let mut frame = vec![0x30, 0xa3, 0x8d, 0x06];
+        frame.extend_from_slice(&[0x00, 0x01, b't']);
+        frame.extend(std::iter::repeat_n(7u8, 100_000));
+        client.write_all(&frame).await.unwrap();
+        let mut reader = Reader::new();
+        let mut reads = 0;
+        while reader.next(Version::V4, 1 << 20).unwrap().is_none() {
+            assert!(reader.fill(&mut server).await.unwrap());
+            reads += 1;
+        }
+        assert!(reads < 20, "{reads} reads for 100 kB");
+        assert!(reader.buf.is_empty());
+        client.write_all(&[0xc0, 0x00]).await.unwrap();
+        assert!(reader.fill(&mut server).await.unwrap());
+        assert!(reader.next(Version::V4, 1 << 20).unwrap().is_some());
+        // Idle again: the next read waits with MIN_READ bytes, not the burst's buffer.
+        client.write_all(&[0xc0, 0x00]).await.unwrap();
+        assert!(reader.fill(&mut server).await.unwrap());
+        assert!(
+            reader.buf.capacity() <= MIN_READ,
+            "{}",
+            reader.buf.capacity()
+        );
+        assert!(reader.next(Version::V4, 1 << 20).unwrap().is_some());
     }
 
     #[test]

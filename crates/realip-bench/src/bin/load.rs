@@ -68,6 +68,8 @@ enum Cmd {
     Memory(MemoryArgs),
     /// Header parse and layer micro-benchmarks, interleaved rounds.
     Micro(MicroArgs),
+    /// realip-broker against mosquitto: RSS per idle session, CONNECT rate, QoS 0/1 fan-out and fan-in.
+    Broker(BrokerArgs),
     /// All of the above, in this order.
     All {
         #[command(flatten)]
@@ -82,7 +84,40 @@ enum Cmd {
         micro: MicroArgs,
         #[command(flatten)]
         udp: UdpArgs,
+        #[command(flatten)]
+        broker: BrokerArgs,
     },
+}
+
+#[derive(Clone, Debug, Args)]
+struct BrokerArgs {
+    /// Rounds (each runs both brokers once, fresh processes, interleaved).
+    #[arg(long, default_value_t = 3)]
+    broker_rounds: usize,
+    /// Idle MQTT 3.1.1 sessions opened per measurement of RSS and CONNECT rate.
+    #[arg(long, default_value_t = 3000)]
+    idle_sessions: usize,
+    /// CONNECTs in flight while opening them.
+    #[arg(long, default_value_t = 64)]
+    connect_in_flight: usize,
+    /// Clients on the wide side of fan-out (1 → N) and fan-in (N → 1).
+    #[arg(long, default_value_t = 100)]
+    fan_width: usize,
+    /// Messages published per fan-out run (each delivered to every subscriber).
+    #[arg(long, default_value_t = 1000)]
+    fanout_messages: u64,
+    /// Messages published per fan-in run (in total, spread over the publishers).
+    #[arg(long, default_value_t = 20_000)]
+    fanin_messages: u64,
+    /// Messages published and not yet delivered to every subscriber, at most.
+    #[arg(long, default_value_t = 64)]
+    fan_window: u64,
+    /// The realip-broker binary.
+    #[arg(long, default_value = "target/release/realip-broker")]
+    realip_broker: std::path::PathBuf,
+    /// The mosquitto binary.
+    #[arg(long, default_value = "mosquitto")]
+    mosquitto: std::path::PathBuf,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -225,6 +260,10 @@ fn main() -> ExitCode {
                 preface(pin);
                 memory(&a, pin).await
             }
+            Cmd::Broker(a) => {
+                preface(pin);
+                broker(&a, pin).await
+            }
             Cmd::Micro(a) => {
                 preface(pin);
                 micro(&a);
@@ -237,6 +276,7 @@ fn main() -> ExitCode {
                 memory: m,
                 micro: u,
                 udp: p,
+                broker: b,
             } => {
                 preface(pin);
                 accept(&a, pin).await?;
@@ -245,6 +285,7 @@ fn main() -> ExitCode {
                 memory(&m, pin).await?;
                 micro(&u);
                 udp(&p, pin).await?;
+                broker(&b, pin).await?;
                 println!("\nLoad average at the end: {}", procfs::load_average());
                 Ok(())
             }
@@ -1245,4 +1286,134 @@ async fn udp(args: &UdpArgs, pin: bool) -> io::Result<()> {
         );
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broker against mosquitto
+
+async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
+    use realip_bench::mqtt::{self, BrokerKind, BrokerProc};
+    let kinds = [BrokerKind::Realip, BrokerKind::Mosquitto];
+    let fans: [(&str, usize, usize, u64, u8); 4] = [
+        (
+            "QoS 0 fan-out 1 → N",
+            1,
+            args.fan_width,
+            args.fanout_messages,
+            0,
+        ),
+        (
+            "QoS 1 fan-out 1 → N",
+            1,
+            args.fan_width,
+            args.fanout_messages,
+            1,
+        ),
+        (
+            "QoS 0 fan-in N → 1",
+            args.fan_width,
+            1,
+            args.fanin_messages,
+            0,
+        ),
+        (
+            "QoS 1 fan-in N → 1",
+            args.fan_width,
+            1,
+            args.fanin_messages,
+            1,
+        ),
+    ];
+    // Per kind: RSS bytes/session, sessions/s, CONNACK p99 µs; per fan: deliveries/s, p99 µs.
+    let mut rss = [Vec::new(), Vec::new()];
+    let mut rate = [Vec::new(), Vec::new()];
+    let mut conn_p99 = [Vec::new(), Vec::new()];
+    let mut fan_rate = vec![[Vec::new(), Vec::new()]; fans.len()];
+    let mut fan_p99 = vec![[Vec::new(), Vec::new()]; fans.len()];
+    let mut lost = vec![[0u64, 0u64]; fans.len()];
+    for round in 0..args.broker_rounds {
+        for (ki, &kind) in kinds.iter().enumerate() {
+            let b = BrokerProc::start(kind, &args.realip_broker, &args.mosquitto, pin).await?;
+            let idle =
+                mqtt::idle_sessions(&b, args.idle_sessions, args.connect_in_flight, "idle").await?;
+            eprintln!(
+                "broker round {}/{}: {}: {} sessions, {:.0} B/session, {:.0} CONNECT/s",
+                round + 1,
+                args.broker_rounds,
+                kind.name(),
+                idle.sessions,
+                idle.rss_per_session,
+                idle.rate
+            );
+            rss[ki].push(idle.rss_per_session);
+            rate[ki].push(idle.rate);
+            conn_p99[ki].push(us(percentile(&idle.latencies, 99.0)));
+            drop(idle);
+            drop(b);
+            let b = BrokerProc::start(kind, &args.realip_broker, &args.mosquitto, pin).await?;
+            for (fi, &(name, pubs, subs, msgs, qos)) in fans.iter().enumerate() {
+                let tag = format!("f{fi}");
+                let r = mqtt::fan(&b, pubs, subs, msgs, qos, args.fan_window, &tag).await?;
+                eprintln!(
+                    "  {}: {name}: {:.0} deliveries/s, p99 {:.0} µs",
+                    kind.name(),
+                    r.deliveries_per_sec,
+                    us(percentile(&r.latencies, 99.0))
+                );
+                fan_rate[fi][ki].push(r.deliveries_per_sec);
+                fan_p99[fi][ki].push(us(percentile(&r.latencies, 99.0)));
+                lost[fi][ki] += r.expected - r.delivered;
+            }
+        }
+    }
+    println!("\n### realip-broker against mosquitto\n");
+    println!(
+        "{} rounds, realip-broker and mosquitto (Debian 2.x) in turn, each measurement on a fresh broker process \
+         (pinned to core 1 when pinning), the same MQTT 3.1.1 client (this harness, one core). \
+         Both brokers log nothing per connection (realip-broker `RUST_LOG=warn`, mosquitto `log_dest none`), \
+         mosquitto without persistence and with `set_tcp_nodelay true` (realip-broker sets `TCP_NODELAY`). Idle: {} sessions (clean session, keep alive 0, {} CONNECTs in flight); \
+         RSS = VmRSS growth ÷ sessions, rate = sessions ÷ time from the first CONNECT to the last CONNACK. \
+         Fan: 1 → {w} ({} messages, each to {w} subscribers) and {w} → 1 ({} messages), 64-byte payloads carrying \
+         the send time, at most {} messages published and not yet delivered everywhere; latency = publish → delivery. \
+         Medians of the rounds, min–max in brackets; ratio = realip-broker ÷ mosquitto.\n",
+        args.broker_rounds,
+        args.idle_sessions,
+        args.connect_in_flight,
+        args.fanout_messages,
+        args.fanin_messages,
+        args.fan_window,
+        w = args.fan_width,
+    );
+    println!("| measure | realip-broker | mosquitto | ratio |");
+    println!("|---|---:|---:|---:|");
+    let row = |name: &str, v: &[Vec<f64>; 2], unit: &str| {
+        let (a0, a1) = min_max(&v[0]);
+        let (b0, b1) = min_max(&v[1]);
+        println!(
+            "| {name} | {:.0} {unit} [{a0:.0}–{a1:.0}] | {:.0} {unit} [{b0:.0}–{b1:.0}] | {:.2} |",
+            median(&v[0]),
+            median(&v[1]),
+            median(&v[0]) / median(&v[1]),
+        );
+    };
+    row("RSS per idle session", &rss, "B");
+    row("CONNECT → CONNACK rate", &rate, "/s");
+    row("CONNECT → CONNACK p99", &conn_p99, "µs");
+    for (fi, &(name, ..)) in fans.iter().enumerate() {
+        row(&format!("{name}: deliveries"), &fan_rate[fi], "/s");
+        row(&format!("{name}: p99 latency"), &fan_p99[fi], "µs");
+    }
+    for (fi, &(name, ..)) in fans.iter().enumerate() {
+        if lost[fi] != [0, 0] {
+            println!(
+                "\n{name}: not delivered within 60 s: realip-broker {}, mosquitto {}.",
+                lost[fi][0], lost[fi][1]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn us(d: Option<Duration>) -> f64 {
+    d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
 }
