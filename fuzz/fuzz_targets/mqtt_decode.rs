@@ -15,6 +15,8 @@ mod acl;
 mod broker;
 #[path = "../../examples/broker/src/codec.rs"]
 mod codec;
+#[path = "../../examples/broker/src/metrics.rs"]
+mod metrics;
 #[path = "../../examples/broker/src/wellformed.rs"]
 mod wellformed;
 
