@@ -24,9 +24,9 @@ impl Broker {
         http_get(self.admin, path)
     }
 
-    /// The full body of `GET /api/v5/clients`.
+    /// The full body of `GET /api/v5/clients` (up to 10,000 clients, the API's largest page).
     pub fn clients_body(&self) -> String {
-        let (status, body) = self.get("/api/v5/clients");
+        let (status, body) = self.get("/api/v5/clients?_limit=10000");
         assert_eq!(status, 200, "GET /api/v5/clients: {body}");
         body
     }

@@ -555,7 +555,14 @@ fn parse_strategy(name: &str) -> Result<Strategy, String> {
             "invalid --ws-strategy {name:?}: hops:N needs N >= 1 (hops:0 would ignore the header)"
         )),
         Ok(strategy) => Ok(strategy),
-        Err(e) => Err(format!("invalid --ws-strategy: {e}")),
+        Err(e) => match name.get(..5).filter(|p| p.eq_ignore_ascii_case("hops:")) {
+            Some(_) => Err(format!(
+                "invalid --ws-strategy {name:?}: {:?} is not a number; hops:N takes a whole \
+                 number N >= 1",
+                &name[5..]
+            )),
+            None => Err(format!("invalid --ws-strategy: {e}")),
+        },
     }
 }
 
