@@ -144,8 +144,8 @@ const TRUST_FLAGS: [&str; 2] = ["--trusted-proxy", "--proxy-from"];
 pub struct RecipeBroker {
     /// The broker's admin API and logs.
     pub broker: Broker,
-    /// `(port in the README, address now)` for each listener.
-    pub listeners: Vec<(u16, SocketAddr)>,
+    /// `(flag, port in the README, address now)` for each listener.
+    pub listeners: Vec<(&'static str, u16, SocketAddr)>,
 }
 
 impl RecipeBroker {
@@ -153,13 +153,21 @@ impl RecipeBroker {
     pub fn listener(&self, port: u16) -> SocketAddr {
         self.listeners
             .iter()
-            .find_map(|&(p, addr)| (p == port).then_some(addr))
+            .find_map(|&(_, p, addr)| (p == port).then_some(addr))
             .unwrap_or_else(|| {
                 panic!(
                     "the broker has no listener on README port {port}: {:?}",
                     self.listeners
                 )
             })
+    }
+
+    /// The flag (`--tcp`, `--ws`, `--tls`, `--wss`) of the listener on README port `port`.
+    pub fn listener_flag(&self, port: u16) -> &'static str {
+        self.listeners
+            .iter()
+            .find_map(|&(flag, p, _)| (p == port).then_some(flag))
+            .unwrap_or_else(|| panic!("the broker has no listener on README port {port}"))
     }
 
     /// Asserts that the broker logged no `WARN` or `ERROR` line: a recipe that works as pasted
@@ -204,7 +212,7 @@ fn assert_localized(recipe: &Recipe, text: &str) {
     }
 }
 
-/// `(README port, address)` of each upstream `10.0.0.71:PORT` the recipe names, in order.
+/// The port of each upstream `10.0.0.71:PORT` the recipe names, in order.
 fn upstream_ports(config: &str) -> Vec<u16> {
     let mut ports = Vec::new();
     let mut rest = config;
@@ -343,14 +351,14 @@ impl Scenario {
         let mut it = recipe.broker_args.iter();
         while let Some(flag) = it.next() {
             args.push(flag.clone());
-            if let Some(&(_, default)) = LISTENERS.iter().find(|(f, _)| f == flag) {
+            if let Some(&(name, default)) = LISTENERS.iter().find(|(f, _)| f == flag) {
                 let value = it.next().expect("a listener address");
                 let port = value
                     .rsplit_once(':')
                     .map_or(default, |(_, p)| p.parse().expect("a port"));
                 let addr = free(self);
-                listeners.push((port, addr));
-                given.push(flag.as_str());
+                listeners.push((name, port, addr));
+                given.push(name);
                 args.push(addr.to_string());
             } else if TRUST_FLAGS.contains(&flag.as_str()) {
                 let value = it.next().expect("a network");
@@ -375,7 +383,7 @@ impl Scenario {
         assert_localized(recipe, &args.join(" "));
         let listen: Vec<(SocketAddr, IpAddr)> = listeners
             .iter()
-            .map(|&(_, addr)| (addr, probe_from))
+            .map(|&(_, _, addr)| (addr, probe_from))
             .collect();
         let broker = self.broker("broker", &args, &listen);
         RecipeBroker { broker, listeners }

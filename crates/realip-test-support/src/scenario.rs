@@ -533,6 +533,20 @@ impl Scenario {
         pem
     }
 
+    /// Generates a self-signed certificate for `cn` (rcgen) and writes it as
+    /// `<dir>/<stem>.crt` and its key as `<dir>/<stem>.key`, both PEM; returns their paths.
+    pub fn self_signed_cert_and_key(&self, cn: &str, stem: &str) -> (PathBuf, PathBuf) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec![cn.to_owned()]).expect("self-signed cert");
+        let paths = (
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+        );
+        fs::write(&paths.0, cert.pem()).expect("write certificate");
+        fs::write(&paths.1, signing_key.serialize_pem()).expect("write key");
+        paths
+    }
+
     /// Asserts that the broker reports `client` for `record` and prints the scenario line.
     pub fn assert_reported(&self, record: &Value, client: SocketAddr) {
         assert_eq!(
