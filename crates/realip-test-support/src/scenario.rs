@@ -592,24 +592,24 @@ impl Scenario {
 
     /// Kills the scenario's process `name` with `SIGKILL` (by its process id) and reaps it.
     pub fn kill(&mut self, name: &str) {
-        let proc = self
-            .procs
-            .iter_mut()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no process {name}"));
-        proc.child.kill().expect("kill");
-        proc.child.wait().expect("reap");
+        let child = self.child(name);
+        child.kill().expect("kill");
+        child.wait().expect("reap");
     }
 
     /// Waits until the scenario's process `name` exits by itself (after it was asked to quit).
     pub fn wait_exit(&mut self, name: &str) {
-        let proc = self
+        wait_child(self.child(name), STEP_TIMEOUT)
+            .unwrap_or_else(|| panic!("{name} did not exit within {STEP_TIMEOUT:?}"));
+    }
+
+    fn child(&mut self, name: &str) -> &mut Child {
+        &mut self
             .procs
             .iter_mut()
             .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no process {name}"));
-        wait_child(&mut proc.child, STEP_TIMEOUT)
-            .unwrap_or_else(|| panic!("{name} did not exit within {STEP_TIMEOUT:?}"));
+            .unwrap_or_else(|| panic!("no process {name}"))
+            .child
     }
 
     /// The current content of a file of a proxy instance (e.g. `lb2/access.log`), or "".
