@@ -22,6 +22,7 @@ mod codec;
 mod config;
 mod ctl;
 mod metrics;
+mod prom;
 mod realip;
 mod server;
 mod session;

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::ConnMeta;
 use crate::config::Forwarding;
+use crate::prom::Reject;
 use crate::tls::{TlsAddr, TlsFacts, TlsListener};
 
 /// A broker listener: TCP, or the TCP under the WebSocket server.
@@ -73,6 +74,7 @@ impl MqttListener {
             match self.inner.try_accept().await {
                 Ok((stream, addr)) => match self.require {
                     Some(flag) if addr.proxy_info().is_none() => {
+                        Reject::MissingProxyHeader.count();
                         tracing::warn!(
                             peer = %addr.socket_peer(),
                             "connection from {} closed: no PROXY protocol header, which {flag} \
@@ -83,6 +85,7 @@ impl MqttListener {
                     _ => return (stream, addr),
                 },
                 Err(HandshakeError::Forbidden { peer, .. }) => {
+                    Reject::UntrustedProxyHeader.count();
                     tracing::warn!(
                         peer = %peer,
                         "connection from {peer} closed: PROXY protocol header from a peer \

@@ -26,7 +26,7 @@ use crate::realip::{
 };
 use crate::tls::{TlsAddr, TlsFacts, TlsListener};
 use crate::ws::WsIo;
-use crate::{admin, session, tls};
+use crate::{admin, prom, session, tls};
 
 /// Time connections get to close after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -144,8 +144,29 @@ async fn serve(config: Config) -> Result<(), String> {
         "realip-broker started"
     );
 
+    // The recorder is there to be scraped: only with the admin listener.
+    let metrics = match &admin {
+        Some(_) => {
+            let on = [
+                (tcp.is_some(), TCP_LISTENER),
+                (ws.is_some(), WS_LISTENER),
+                (tls.is_some(), TLS_LISTENER),
+                (wss.is_some(), WSS_LISTENER),
+            ];
+            let listeners: Vec<&'static str> = on
+                .iter()
+                .filter_map(|(on, name)| on.then_some(*name))
+                .collect();
+            Some(prom::install(&listeners)?)
+        }
+        None => None,
+    };
+
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(handle) = &metrics {
+        tasks.spawn(prom::upkeep(handle.clone(), stop.clone()));
+    }
     tasks.spawn(sweep_loop(Arc::clone(&broker), stop.clone()));
     if let Some(listener) = tcp {
         let listener = MqttListener::new(
@@ -204,7 +225,10 @@ async fn serve(config: Config) -> Result<(), String> {
         });
     }
     if let Some(listener) = admin {
-        let app = admin::router(Arc::clone(&broker));
+        let mut app = admin::router(Arc::clone(&broker));
+        if let Some(handle) = metrics {
+            app = app.merge(prom::router(handle));
+        }
         let stop = stop.clone();
         tasks.spawn(async move {
             if let Err(e) = axum::serve(listener, app)
