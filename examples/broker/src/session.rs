@@ -285,9 +285,41 @@ where
         return;
     }
 
+    // `--tls-identity cn-as-username`: the username is the verified certificate's CN, never
+    // what the client sent; without one the client is refused.
+    let username = if broker.cn_as_username() {
+        match &meta.verified_cn {
+            Ok(cn) => Some(cn.clone()),
+            Err(reason) => {
+                tracing::warn!(
+                    target: "realip_broker::audit",
+                    event = "denied",
+                    client = %clientid,
+                    peername = %meta.client,
+                    socket_peer = %meta.socket_peer,
+                    listener = meta.listener,
+                    reason = %reason,
+                    "client denied: --tls-identity cn-as-username and no verified client \
+                     certificate: {reason}"
+                );
+                Reject::NoVerifiedCertificate.count();
+                refuse(
+                    &mut io,
+                    version,
+                    ConnackCode::BadUserNameOrPassword,
+                    &broker,
+                )
+                .await;
+                return;
+            }
+        }
+    } else {
+        connect.username.clone()
+    };
+
     let info = ClientInfo {
         clientid: clientid.clone(),
-        username: connect.username.clone(),
+        username,
         counters: Arc::clone(&counters),
         meta: meta.clone(),
         proto_ver: version.level(),
