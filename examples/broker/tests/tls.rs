@@ -543,3 +543,156 @@ fn haproxy_terminates_tls_and_sends_proxy_v2_ssl() {
     // The broker itself ran no TLS handshake.
     assert_eq!(record["tls"], Value::Null);
 }
+
+/// `--tls-identity cn-as-username` behind HAProxy terminating TLS with
+/// `send-proxy-v2-ssl-cn` (`verify optional`, verification errors ignored so that every
+/// client reaches the broker): a CA-signed client certificate's CN is the username, whatever
+/// the client sent; a client without a certificate or with one from an unknown issuer is
+/// refused with CONNACK 0x86 (MQTT 5) / 0x05 (3.1.1) and never appears.
+#[test]
+fn haproxy_verified_cn_becomes_the_username_and_others_are_refused() {
+    if !have_mosquitto() {
+        return;
+    }
+    let pki = Pki::new();
+    // A client certificate from a CA HAProxy does not know.
+    let rogue_ca = CertifiedIssuer::self_signed(
+        {
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.distinguished_name.push(DnType::CommonName, "rogue CA");
+            ca
+        },
+        KeyPair::generate().unwrap(),
+    )
+    .unwrap();
+    let mut rogue = CertificateParams::new(Vec::<String>::new()).unwrap();
+    rogue
+        .distinguished_name
+        .push(DnType::CommonName, "device-42");
+    rogue.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let rogue_key = KeyPair::generate().unwrap();
+    let rogue = rogue.signed_by(&rogue_key, &rogue_ca).unwrap();
+    let rogue_cert = pki.dir.join("rogue.pem");
+    let rogue_key_path = pki.dir.join("rogue.key");
+    std::fs::write(&rogue_cert, rogue.pem()).unwrap();
+    std::fs::write(&rogue_key_path, rogue_key.serialize_pem()).unwrap();
+
+    let mut command = Command::new(BIN);
+    command.args([
+        "--tcp",
+        "127.0.0.1:0",
+        "--ws",
+        "off",
+        "--admin",
+        "127.0.0.1:0",
+        "--tcp-proxy-protocol",
+        "--proxy-from",
+        "127.0.0.1",
+        "--tls-identity",
+        "cn-as-username",
+    ]);
+    let broker = BrokerProcess::spawn(command);
+    let front = free_port();
+    let conf = format!(
+        "{HAPROXY_GLOBAL}frontend mqtts\n    bind {front} ssl crt {} ca-file {} verify optional ca-ignore-err all crt-ignore-err all\n    default_backend broker\n\
+         backend broker\n    server b1 {} send-proxy-v2-ssl-cn\n",
+        pki.dir.join("server-with-key.pem").display(),
+        pki.ca.display(),
+        broker.tcp(),
+    );
+    let Some(_haproxy) = Haproxy::start(&pki, &conf, front) else {
+        return;
+    };
+    let port = front.port().to_string();
+    let ca = pki.ca.display().to_string();
+    let mosquitto = |bin: &str, version: &str, clientid: &str, cert: Option<(&Path, &Path)>| {
+        let mut command = Command::new(bin);
+        command
+            .args(["-h", "localhost", "-p", &port, "--cafile", &ca])
+            .args([
+                "-V",
+                version,
+                "-i",
+                clientid,
+                "-u",
+                "chosen-by-client",
+                "-d",
+            ]);
+        if let Some((cert, key)) = cert {
+            command.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        command
+    };
+
+    // Verified: the username is the certificate's CN, not what the client sent.
+    for (version, clientid) in [("mqttv5", "cn-v5"), ("mqttv311", "cn-v311")] {
+        let mut sub = mosquitto(
+            "mosquitto_sub",
+            version,
+            clientid,
+            Some((&pki.client_cert, &pki.client_key)),
+        )
+        .args(["-t", "t/cn", "-W", "15"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        let record = client(&broker, clientid);
+        assert_eq!(record["username"], "device-42", "{record}");
+        assert_eq!(record["proxy"]["ssl"]["cn"], "device-42", "{record}");
+        let _ = sub.kill();
+        let _ = sub.wait();
+    }
+
+    // No certificate, or one HAProxy could not verify: refused, with the code of the
+    // protocol version, and never registered.
+    let refused = [
+        ("mqttv5", "none-v5", None, "CONNACK (134)"),
+        ("mqttv311", "none-v311", None, "CONNACK (5)"),
+        (
+            "mqttv5",
+            "rogue-v5",
+            Some((rogue_cert.as_path(), rogue_key_path.as_path())),
+            "CONNACK (134)",
+        ),
+        (
+            "mqttv311",
+            "rogue-v311",
+            Some((rogue_cert.as_path(), rogue_key_path.as_path())),
+            "CONNACK (5)",
+        ),
+    ];
+    for (version, clientid, cert, connack) in refused {
+        let out = mosquitto("mosquitto_pub", version, clientid, cert)
+            .args(["-t", "t/cn", "-m", "x"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{clientid}");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains(connack), "{clientid}: {said}");
+        assert_eq!(
+            broker.get(&format!("/api/v5/clients/{clientid}")).0,
+            404,
+            "{clientid}"
+        );
+    }
+    let logs = broker.logs();
+    assert!(
+        logs.contains("the client presented no certificate"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("the client certificate was not verified (verify result"),
+        "{logs}"
+    );
+    let (_, metrics) = realip_test_support::http(broker.admin, "GET", "/metrics");
+    assert!(
+        metrics.contains("realip_broker_rejections_total{reason=\"no_verified_certificate\"} 4"),
+        "{metrics}"
+    );
+}
