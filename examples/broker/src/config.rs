@@ -127,7 +127,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "CIDR")]
     pub(crate) proxy_from: Vec<String>,
     /// Peers that may connect with or without a PROXY header (repeatable): health checkers
-    /// that cannot send one. A header from them is believed. Needs --proxy-from or is alone.
+    /// that cannot send one; without a header the peer itself is the client, and a header
+    /// from them is believed.
     #[arg(long, value_name = "CIDR")]
     pub(crate) proxy_optional: Vec<String>,
     /// Every other peer, once --proxy-from or --proxy-optional is given: `reject` closes
@@ -967,6 +968,32 @@ mod tests {
             host_bits_dropped("10.0.0.1/0").as_deref(),
             Some("0.0.0.0/0")
         );
+    }
+
+    #[test]
+    fn proxy_rules_and_tls_identity_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            tcp-proxy-protocol = true
+            proxy-from = ["10.0.0.0/24"]
+            proxy-optional = ["10.0.9.0/24"]
+            proxy-default = "none"
+            tls-identity = "cn-as-username"
+            "#,
+        )
+        .unwrap();
+        let config = Config::merge(parse(&[]), file).unwrap();
+        assert_eq!(
+            config.proxy_rules.to_string(),
+            "10.0.0.0/24=require; 10.0.9.0/24=optional; *=reject; default=none"
+        );
+        assert!(config.cn_as_username);
+        let err = |args: &[&str]| Config::merge(parse(args), FileConfig::default()).unwrap_err();
+        assert!(
+            err(&["--tcp-proxy-protocol", "--tls-identity", "cn"])
+                .starts_with("invalid --tls-identity \"cn\"")
+        );
+        assert!(err(&["--tls-identity", "cn-as-username"]).starts_with("--tls-identity needs"));
     }
 
     #[test]

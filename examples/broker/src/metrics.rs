@@ -105,7 +105,7 @@ impl DropLog {
             topic = %topic,
             dropped = self.unreported,
             dropped_total = self.total,
-            "session queue full ({queue} messages): dropped {} oldest message(s) since the last              report, {} in all; at most one such line every {}s",
+            "session queue full ({queue} messages): dropped {} oldest message(s) since the last report, {} in all; at most one such line every {}s",
             self.unreported,
             self.total,
             DROP_REPORT_EVERY.as_secs(),
