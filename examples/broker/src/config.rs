@@ -379,18 +379,16 @@ impl Config {
             ));
         }
 
-        let proxy_from = list(args.proxy_from, file.proxy_from);
-        let proxy_from = if proxy_from.is_empty() {
-            None
-        } else {
-            Some(cidrs("proxy-from", &proxy_from, &mut warnings)?)
-        };
-        let proxy_optional = list(args.proxy_optional, file.proxy_optional);
-        let proxy_optional = if proxy_optional.is_empty() {
-            None
-        } else {
-            Some(cidrs("proxy-optional", &proxy_optional, &mut warnings)?)
-        };
+        let proxy_from = optional_cidrs(
+            "proxy-from",
+            &list(args.proxy_from, file.proxy_from),
+            &mut warnings,
+        )?;
+        let proxy_optional = optional_cidrs(
+            "proxy-optional",
+            &list(args.proxy_optional, file.proxy_optional),
+            &mut warnings,
+        )?;
         let proxy_default = args
             .proxy_default
             .or(file.proxy_default)
@@ -519,12 +517,7 @@ impl Config {
             ));
         }
 
-        let allow = list(args.allow, file.allow);
-        let allow = if allow.is_empty() {
-            None
-        } else {
-            Some(cidrs("allow", &allow, &mut warnings)?)
-        };
+        let allow = optional_cidrs("allow", &list(args.allow, file.allow), &mut warnings)?;
         let deny = cidrs("deny", &list(args.deny, file.deny), &mut warnings)?;
 
         let max_packet_size = args
@@ -727,6 +720,19 @@ fn cidrs(
         }
     }
     TrustedProxies::parse_list(entries).map_err(|e| format!("--{flag}: {e}"))
+}
+
+/// [`cidrs`] of a list flag that means "not set" when empty.
+fn optional_cidrs(
+    flag: &str,
+    entries: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<Option<TrustedProxies>, String> {
+    if entries.is_empty() {
+        Ok(None)
+    } else {
+        cidrs(flag, entries, warnings).map(Some)
+    }
 }
 
 /// `Some(network)` when `entry` is `IP/PREFIX` with bits set after the prefix.

@@ -270,18 +270,16 @@ where
     }
 
     if let Err(reason) = broker.acl().check(meta.client.ip()) {
-        tracing::warn!(
-            target: "realip_broker::audit",
-            event = "denied",
-            client = %clientid,
-            peername = %meta.client,
-            socket_peer = %meta.socket_peer,
-            listener = meta.listener,
-            reason = %reason,
-            "client denied"
-        );
-        Reject::Denied.count();
-        refuse(&mut io, version, ConnackCode::NotAuthorized, &broker).await;
+        deny(
+            &mut io,
+            version,
+            &broker,
+            &meta,
+            &clientid,
+            Reject::Denied,
+            &reason,
+        )
+        .await;
         return;
     }
 
@@ -291,23 +289,17 @@ where
         match &meta.verified_cn {
             Ok(cn) => Some(cn.clone()),
             Err(reason) => {
-                tracing::warn!(
-                    target: "realip_broker::audit",
-                    event = "denied",
-                    client = %clientid,
-                    peername = %meta.client,
-                    socket_peer = %meta.socket_peer,
-                    listener = meta.listener,
-                    reason = %reason,
-                    "client denied: --tls-identity cn-as-username and no verified client \
-                     certificate: {reason}"
+                let reason = format!(
+                    "--tls-identity cn-as-username and no verified client certificate: {reason}"
                 );
-                Reject::NoVerifiedCertificate.count();
-                refuse(
+                deny(
                     &mut io,
                     version,
-                    ConnackCode::BadUserNameOrPassword,
                     &broker,
+                    &meta,
+                    &clientid,
+                    Reject::NoVerifiedCertificate,
+                    &reason,
                 )
                 .await;
                 return;
@@ -465,6 +457,36 @@ where
 /// does not read.
 async fn close<IO: AsyncWrite + Unpin>(io: &mut IO) {
     let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+}
+
+/// A client refused after its CONNECT for who it is: an audit `warn` line with the reason,
+/// the count, and the refusing CONNACK (`--allow`/`--deny`: Not authorized;
+/// `--tls-identity`: Bad User Name or Password, which 3.1.1 spells Not authorized).
+async fn deny<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    version: Version,
+    broker: &Broker,
+    meta: &ConnMeta,
+    clientid: &str,
+    reject: Reject,
+    reason: &str,
+) {
+    tracing::warn!(
+        target: "realip_broker::audit",
+        event = "denied",
+        client = %clientid,
+        peername = %meta.client,
+        socket_peer = %meta.socket_peer,
+        listener = meta.listener,
+        reason = %reason,
+        "client denied"
+    );
+    reject.count();
+    let code = match reject {
+        Reject::NoVerifiedCertificate => ConnackCode::BadUserNameOrPassword,
+        _ => ConnackCode::NotAuthorized,
+    };
+    refuse(io, version, code, broker).await;
 }
 
 /// A refusing CONNACK, then the connection is closed.

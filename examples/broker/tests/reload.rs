@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, BrokerProcess, RawClient, WsClient, connect_packet, wait_for};
+use common::{BrokerProcess, RawClient, WsClient, connect_packet, wait_for};
 use realip_listener::ProxyHeader;
 use realip_test_support::{http_json, mqtt_connect_packet};
 use rumqttc::mqttbytes::QoS;
@@ -29,19 +29,7 @@ fn write(path: &Path, text: &str) {
 }
 
 fn start(config: &Path) -> BrokerProcess {
-    let mut command = Command::new(BIN);
-    command
-        .args([
-            "--tcp",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .arg("--config")
-        .arg(config);
-    BrokerProcess::spawn(command)
+    BrokerProcess::start(&["--config", config.to_str().unwrap()])
 }
 
 /// A CONNECT through a PROXY v2 header from `proxy` saying `client`: the CONNACK code, or

@@ -61,13 +61,7 @@ impl Pki {
         let server_key = KeyPair::generate().unwrap();
         let server = server.signed_by(&server_key, &ca).unwrap();
 
-        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
-        client
-            .distinguished_name
-            .push(DnType::CommonName, "device-42");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client_key = KeyPair::generate().unwrap();
-        let client = client.signed_by(&client_key, &ca).unwrap();
+        let (client, client_key) = client_certificate("device-42", &ca);
 
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
@@ -98,6 +92,19 @@ impl Pki {
             self.key.display().to_string(),
         ]
     }
+}
+
+/// A client certificate (`clientAuth`) with the common name `cn`, signed by `issuer`.
+fn client_certificate(
+    cn: &str,
+    issuer: &CertifiedIssuer<'_, KeyPair>,
+) -> (rcgen::Certificate, KeyPair) {
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client.distinguished_name.push(DnType::CommonName, cn);
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = client.signed_by(&key, issuer).unwrap();
+    (cert, key)
 }
 
 impl Drop for Pki {
@@ -487,15 +494,14 @@ fn haproxy_passes_tls_through_with_proxy_v2() {
     );
 }
 
-/// HAProxy terminates TLS (verifying an optional client certificate) and sends
-/// `send-proxy-v2-ssl-cn` to the broker's plain TCP port: the admin API shows the client's
-/// address and the SSL TLV's version and common name.
-#[test]
-fn haproxy_terminates_tls_and_sends_proxy_v2_ssl() {
-    if !have_paho() {
-        return;
-    }
-    let pki = Pki::new();
+/// The broker on plain TCP with `--tcp-proxy-protocol` and `extra` flags, behind HAProxy
+/// terminating TLS on `front` (`verify optional` against the test CA, then `verify_options`)
+/// and sending `send-proxy-v2-ssl-cn`; `None` when HAProxy is missing (skipped loudly).
+fn behind_tls_terminator(
+    pki: &Pki,
+    extra: &[&str],
+    verify_options: &str,
+) -> Option<(BrokerProcess, Haproxy, SocketAddr)> {
     let mut command = Command::new(BIN);
     command.args([
         "--tcp",
@@ -506,16 +512,30 @@ fn haproxy_terminates_tls_and_sends_proxy_v2_ssl() {
         "127.0.0.1:0",
         "--tcp-proxy-protocol",
     ]);
+    command.args(extra);
     let broker = BrokerProcess::spawn(command);
     let front = free_port();
     let conf = format!(
-        "{HAPROXY_GLOBAL}frontend mqtts\n    bind {front} ssl crt {} ca-file {} verify optional\n    default_backend broker\n\
+        "{HAPROXY_GLOBAL}frontend mqtts\n    bind {front} ssl crt {} ca-file {} verify optional{verify_options}\n    default_backend broker\n\
          backend broker\n    server b1 {} send-proxy-v2-ssl-cn\n",
         pki.dir.join("server-with-key.pem").display(),
         pki.ca.display(),
         broker.tcp(),
     );
-    let Some(_haproxy) = Haproxy::start(&pki, &conf, front) else {
+    let haproxy = Haproxy::start(pki, &conf, front)?;
+    Some((broker, haproxy, front))
+}
+
+/// HAProxy terminates TLS (verifying an optional client certificate) and sends
+/// `send-proxy-v2-ssl-cn` to the broker's plain TCP port: the admin API shows the client's
+/// address and the SSL TLV's version and common name.
+#[test]
+fn haproxy_terminates_tls_and_sends_proxy_v2_ssl() {
+    if !have_paho() {
+        return;
+    }
+    let pki = Pki::new();
+    let Some((broker, _haproxy, front)) = behind_tls_terminator(&pki, &[], "") else {
         return;
     };
     let mut paho = PahoTls::start_with(
@@ -566,42 +586,22 @@ fn haproxy_verified_cn_becomes_the_username_and_others_are_refused() {
         KeyPair::generate().unwrap(),
     )
     .unwrap();
-    let mut rogue = CertificateParams::new(Vec::<String>::new()).unwrap();
-    rogue
-        .distinguished_name
-        .push(DnType::CommonName, "device-42");
-    rogue.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let rogue_key = KeyPair::generate().unwrap();
-    let rogue = rogue.signed_by(&rogue_key, &rogue_ca).unwrap();
+    let (rogue, rogue_key) = client_certificate("device-42", &rogue_ca);
     let rogue_cert = pki.dir.join("rogue.pem");
     let rogue_key_path = pki.dir.join("rogue.key");
     std::fs::write(&rogue_cert, rogue.pem()).unwrap();
     std::fs::write(&rogue_key_path, rogue_key.serialize_pem()).unwrap();
 
-    let mut command = Command::new(BIN);
-    command.args([
-        "--tcp",
-        "127.0.0.1:0",
-        "--ws",
-        "off",
-        "--admin",
-        "127.0.0.1:0",
-        "--tcp-proxy-protocol",
-        "--proxy-from",
-        "127.0.0.1",
-        "--tls-identity",
-        "cn-as-username",
-    ]);
-    let broker = BrokerProcess::spawn(command);
-    let front = free_port();
-    let conf = format!(
-        "{HAPROXY_GLOBAL}frontend mqtts\n    bind {front} ssl crt {} ca-file {} verify optional ca-ignore-err all crt-ignore-err all\n    default_backend broker\n\
-         backend broker\n    server b1 {} send-proxy-v2-ssl-cn\n",
-        pki.dir.join("server-with-key.pem").display(),
-        pki.ca.display(),
-        broker.tcp(),
-    );
-    let Some(_haproxy) = Haproxy::start(&pki, &conf, front) else {
+    let Some((broker, _haproxy, front)) = behind_tls_terminator(
+        &pki,
+        &[
+            "--proxy-from",
+            "127.0.0.1",
+            "--tls-identity",
+            "cn-as-username",
+        ],
+        " ca-ignore-err all crt-ignore-err all",
+    ) else {
         return;
     };
     let port = front.port().to_string();
