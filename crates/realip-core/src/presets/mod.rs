@@ -42,6 +42,8 @@
 //! ```
 
 mod parse;
+#[cfg(feature = "presets-refresh")]
+pub mod refresh;
 mod snapshot;
 
 pub use parse::{PresetError, aws, cloudflare, fastly, google, store_checked};
