@@ -121,8 +121,8 @@ pub(crate) struct RunArgs {
     /// Seconds allowed for a PROXY protocol header to arrive [default: 3].
     #[arg(long, value_name = "SECS")]
     pub(crate) proxy_protocol_timeout: Option<f64>,
-    /// Peers whose PROXY headers are believed (repeatable); a connection from any other
-    /// peer is closed [default: any].
+    /// Peers whose PROXY headers are believed (repeatable; CIDRs or preset:NAME); a
+    /// connection from any other peer is closed [default: any].
     #[arg(long, value_name = "CIDR")]
     pub(crate) proxy_from: Vec<String>,
 
@@ -151,7 +151,8 @@ pub(crate) struct RunArgs {
     /// only for the trusted and forwarded strategies.
     #[arg(long)]
     pub(crate) ws_recursive: bool,
-    /// Proxies whose forwarded headers are believed (repeatable) [default: loopback].
+    /// Proxies whose forwarded headers are believed (repeatable): CIDRs, or preset:NAME
+    /// for a provider's shipped ranges (preset:cloudflare) [default: loopback].
     #[arg(long, value_name = "CIDR")]
     pub(crate) trusted_proxy: Vec<String>,
 
@@ -658,11 +659,13 @@ fn cidrs(
     entries: &[String],
     warnings: &mut Vec<String>,
 ) -> Result<TrustedProxies, String> {
-    for entry in entries {
+    let (presets, entries) = crate::presets::split(flag, entries, warnings)?;
+    for entry in &entries {
         if TrustedProxies::parse_list([entry]).is_err() {
             return Err(format!(
-                "invalid --{flag} {entry:?}: expected an IP address (10.0.0.1, ::1) or a \
-                 network in CIDR notation (10.0.0.0/8, fd00::/8)"
+                "invalid --{flag} {entry:?}: expected an IP address (10.0.0.1, ::1), a \
+                 network in CIDR notation (10.0.0.0/8, fd00::/8) or preset:NAME \
+                 (preset:cloudflare)"
             ));
         }
         if let Some(network) = host_bits_dropped(entry) {
@@ -671,7 +674,9 @@ fn cidrs(
             ));
         }
     }
-    TrustedProxies::parse_list(entries).map_err(|e| format!("--{flag}: {e}"))
+    let mut set = TrustedProxies::parse_list(entries).map_err(|e| format!("--{flag}: {e}"))?;
+    set.extend(presets.networks().iter().copied());
+    Ok(set)
 }
 
 /// `Some(network)` when `entry` is `IP/PREFIX` with bits set after the prefix.
@@ -772,6 +777,59 @@ mod tests {
         assert_eq!(fwd.header, "X-Forwarded-For");
         assert_eq!(fwd.port_header.as_deref(), Some("X-Forwarded-Port"));
         assert_eq!(fwd.strategy, Strategy::TrustedProxies { recursive: true });
+    }
+
+    #[test]
+    fn presets_by_name_in_flags_and_the_file() {
+        use realip_core::presets::Preset;
+
+        let file: FileConfig = toml::from_str(
+            r#"
+            ws-header = "X-Forwarded-For"
+            trusted-proxy = ["preset:cloudflare", "10.0.0.0/8"]
+            tcp-proxy-protocol = true
+            proxy-from = ["preset:google-load-balancers"]
+            "#,
+        )
+        .unwrap();
+        let config = Config::merge(parse(&[]), file).unwrap();
+        let trusted = config.forwarding.unwrap().trusted.unwrap();
+        let mut expected = Preset::Cloudflare.snapshot().networks().to_vec();
+        expected.push("10.0.0.0/8".parse().unwrap());
+        let mut got = trusted.networks().to_vec();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected);
+        assert_eq!(
+            config.proxy_from.unwrap(),
+            Preset::GoogleLoadBalancers.snapshot()
+        );
+
+        let config = Config::merge(
+            parse(&[
+                "--ws-header",
+                "X-Forwarded-For",
+                "--trusted-proxy",
+                "preset:fastly",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        let trusted = config.forwarding.unwrap().trusted.unwrap();
+        assert_eq!(trusted, Preset::Fastly.snapshot());
+        assert!(!trusted.contains("127.0.0.1".parse().unwrap()));
+
+        let err = Config::merge(
+            parse(&[
+                "--ws-header",
+                "X-Forwarded-For",
+                "--trusted-proxy",
+                "preset:cloudfront",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown preset \"cloudfront\""), "{err}");
     }
 
     #[test]
