@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use http::Request;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use realip_core::TrustedProxies;
+use realip_test_support::metrics::{read, record};
 use realip_tower::{PeerAddr, RealIpLayer, metrics as names};
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -101,30 +101,8 @@ async fn script() {
 
 #[test]
 fn counts_requests_by_source_and_fallbacks_by_reason() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || runtime.block_on(script()));
-
-    let counts: BTreeMap<String, u64> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let key = key.key();
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            let DebugValue::Counter(n) = value else {
-                panic!("{} is not a counter", key.name());
-            };
-            (format!("{}{{{}}}", key.name(), labels.join(",")), n)
-        })
-        .collect();
-    let expected: BTreeMap<String, u64> = [
+    let counts = read(&record(|_| script()));
+    let expected: BTreeMap<String, f64> = [
         (names::REQUESTS_TOTAL, "source=x_forwarded_for", 1),
         (names::REQUESTS_TOTAL, "source=x_real_ip", 1),
         (names::REQUESTS_TOTAL, "source=socket", 5),
@@ -136,7 +114,7 @@ fn counts_requests_by_source_and_fallbacks_by_reason() {
         (names::FALLBACKS_TOTAL, "reason=no_header", 2),
     ]
     .into_iter()
-    .map(|(name, label, n)| (format!("{name}{{{label}}}"), n))
+    .map(|(name, label, n)| (format!("{name}{{{label}}}"), f64::from(n)))
     .collect();
     // Behind the PROXY listener: the PROXY header's address, and one more request without a
     // forwarded header.
@@ -145,11 +123,11 @@ fn counts_requests_by_source_and_fallbacks_by_reason() {
         let mut expected = expected;
         expected.insert(
             format!("{}{{source=proxy_protocol}}", names::REQUESTS_TOTAL),
-            1,
+            1.0,
         );
         *expected
             .get_mut(&format!("{}{{reason=no_header}}", names::FALLBACKS_TOTAL))
-            .unwrap() += 1;
+            .unwrap() += 1.0;
         expected
     };
     assert_eq!(counts, expected);
