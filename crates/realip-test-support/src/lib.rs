@@ -13,11 +13,15 @@
 //!   path that may hold a stale build.
 //! - [`Tool`] and [`require`]: a test that needs a missing program fails with `CI=true` and
 //!   otherwise skips with a loud line.
+//! - `metrics` (feature `metrics`): the `metrics` facade's values, as the libraries' metrics
+//!   tests read them.
 #![allow(clippy::missing_panics_doc)]
 
 mod admin;
 mod browser;
 mod cargo;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod mqtt;
 mod net;
 mod paho;
