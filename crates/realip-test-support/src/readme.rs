@@ -373,11 +373,13 @@ impl Scenario {
                 args.push(local.clone());
             }
         }
-        for (flag, _) in LISTENERS.iter().take(2) {
-            if !given.contains(flag) {
-                // A default listener, moved off its well-known port.
-                args.push((*flag).to_owned());
-                args.push(SocketAddr::new(host, 0).to_string());
+        for &(flag, port) in LISTENERS.iter().take(2) {
+            if !given.contains(&flag) {
+                // A default listener (`0.0.0.0:1883`, `0.0.0.0:8083`), moved like the others.
+                let addr = free(self);
+                listeners.push((flag, port, addr));
+                args.push(flag.to_owned());
+                args.push(addr.to_string());
             }
         }
         assert_localized(recipe, &args.join(" "));

@@ -42,6 +42,7 @@ use crate::browser::{self, DevTools};
 use crate::cargo::broker_bin;
 use crate::net::connect_from;
 use crate::paho::{Paho, PahoOpts};
+use crate::pki::{client_certificate, test_ca};
 use crate::tools::{HAPROXY, NGINX, NGINX_STREAM_MODULE, Tool, is_root, require, which};
 use crate::wait::{STEP_TIMEOUT, say, wait_child};
 
@@ -544,6 +545,22 @@ impl Scenario {
         );
         fs::write(&paths.0, cert.pem()).expect("write certificate");
         fs::write(&paths.1, signing_key.serialize_pem()).expect("write key");
+        paths
+    }
+
+    /// Generates a CA and a client certificate (`clientAuth`) with the common name `cn` that it
+    /// signs (rcgen); writes `<dir>/client-ca.pem`, `<dir>/client.pem` and `<dir>/client.key`
+    /// and returns their paths in that order.
+    pub fn client_certificate(&self, cn: &str) -> [PathBuf; 3] {
+        let ca = test_ca("realip scenario client CA");
+        let (cert, key) = client_certificate(cn, &ca);
+        let paths = ["client-ca.pem", "client.pem", "client.key"].map(|f| self.dir.join(f));
+        for (path, pem) in paths
+            .iter()
+            .zip([ca.pem(), cert.pem(), key.serialize_pem()])
+        {
+            fs::write(path, pem).expect("write PEM");
+        }
         paths
     }
 
