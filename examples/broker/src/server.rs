@@ -138,6 +138,25 @@ async fn serve(config: Config, args: RunArgs) -> Result<(), String> {
         None => None,
     };
 
+    // The recorder is there to be scraped: only with the admin listener. Installed before
+    // anything is accepted, so that every connection is counted.
+    let metrics = match &admin {
+        Some(_) => {
+            let on = [
+                (tcp.is_some(), TCP_LISTENER),
+                (ws.is_some(), WS_LISTENER),
+                (tls.is_some(), TLS_LISTENER),
+                (wss.is_some(), WSS_LISTENER),
+            ];
+            let listeners: Vec<&'static str> = on
+                .iter()
+                .filter_map(|(on, name)| on.then_some(*name))
+                .collect();
+            Some(prom::install(&listeners)?)
+        }
+        None => None,
+    };
+
     // The stable line scripts wait for: every listener is bound when it is printed.
     // New listeners are appended, so `tcp=... ws=... admin=...` keeps its order.
     let line = format!(
@@ -168,24 +187,6 @@ async fn serve(config: Config, args: RunArgs) -> Result<(), String> {
         admin = %local(&admin),
         "realip-broker started"
     );
-
-    // The recorder is there to be scraped: only with the admin listener.
-    let metrics = match &admin {
-        Some(_) => {
-            let on = [
-                (tcp.is_some(), TCP_LISTENER),
-                (ws.is_some(), WS_LISTENER),
-                (tls.is_some(), TLS_LISTENER),
-                (wss.is_some(), WSS_LISTENER),
-            ];
-            let listeners: Vec<&'static str> = on
-                .iter()
-                .filter_map(|(on, name)| on.then_some(*name))
-                .collect();
-            Some(prom::install(&listeners)?)
-        }
-        None => None,
-    };
 
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

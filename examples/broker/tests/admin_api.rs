@@ -76,7 +76,11 @@ fn clients_fields_counters_and_query_parameters() {
 
     let record = wait_for(Duration::from_secs(10), || {
         let record = broker.client("sensor-a");
-        (record["recv_msg"] == 1 && record["send_msg"] == 1).then_some(record)
+        // `send_msg` counts a PUBLISH when it is queued for the socket, `send_oct` once written.
+        (record["recv_msg"] == 1
+            && record["send_msg"] == 1
+            && record["send_oct"].as_u64().unwrap() >= 4 + 5 + 5)
+            .then_some(record)
     })
     .unwrap_or_else(|| panic!("counters: {}", broker.client("sensor-a")));
     assert_eq!(record["username"], "alice");
