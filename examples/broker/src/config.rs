@@ -869,7 +869,11 @@ mod tests {
         // Every range of the preset must send a header; a peer outside them is refused.
         for net in Preset::GoogleLoadBalancers.snapshot().networks() {
             let peer = PeerAddr::Inet(std::net::SocketAddr::new(net.addr(), 1));
-            assert_eq!(config.proxy_rules.policy_for(&peer), Policy::Require, "{net}");
+            assert_eq!(
+                config.proxy_rules.policy_for(&peer),
+                Policy::Require,
+                "{net}"
+            );
         }
         let outside = PeerAddr::Inet("192.0.2.1:1".parse().unwrap());
         assert_eq!(config.proxy_rules.policy_for(&outside), Policy::Reject);
