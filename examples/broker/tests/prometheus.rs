@@ -163,7 +163,7 @@ fn metrics_count_handshakes_rejections_connections_messages_and_bytes() {
         ),
         (
             "realip_tower_requests_total",
-            "source=\"x-forwarded-for\"",
+            "source=\"x_forwarded_for\"",
             1.0,
         ),
         (
