@@ -373,11 +373,14 @@ impl Scenario {
                 args.push(local.clone());
             }
         }
-        for (flag, _) in LISTENERS.iter().take(2) {
-            if !given.contains(flag) {
-                // A default listener, moved off its well-known port.
-                args.push((*flag).to_owned());
-                args.push(SocketAddr::new(host, 0).to_string());
+        for &(flag, default) in LISTENERS.iter().take(2) {
+            if !given.contains(&flag) {
+                // A default listener, moved off its well-known port: a recipe's proxy may
+                // point at it (`server … :1883` with no `--tcp` in the command).
+                let addr = free(self);
+                listeners.push((flag, default, addr));
+                args.push(flag.to_owned());
+                args.push(addr.to_string());
             }
         }
         assert_localized(recipe, &args.join(" "));
