@@ -20,6 +20,9 @@ use e2e::{PahoOpts, Recipe, Scenario, Tool};
 const PROXIES: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const TRUSTED: &str = "127.0.0.1/32";
 
+/// The common name of the client certificate a client presents to a proxy that verifies one.
+const CLIENT_CN: &str = "device-42";
+
 #[test]
 fn readme_recipes_run_as_written() {
     run_all("README.md", 71);
@@ -83,6 +86,8 @@ fn run(all: &[Recipe], recipe: &Recipe, net: u8) {
     let cert_and_key = s.self_signed_pem("localhost");
     let www = s.dir().join("www");
     fs::create_dir_all(&www).expect("www");
+    // The client's certificate, and the CA that HAProxy's `ca-file` verifies it with.
+    let [client_ca, client_cert, client_key] = s.client_certificate(CLIENT_CN);
     let files = [
         ("server.pem", cert.display().to_string()),
         ("server.key", key.display().to_string()),
@@ -90,7 +95,7 @@ fn run(all: &[Recipe], recipe: &Recipe, net: u8) {
             "/etc/haproxy/server-with-key.pem",
             cert_and_key.display().to_string(),
         ),
-        ("/etc/haproxy/ca.pem", cert.display().to_string()),
+        ("/etc/haproxy/ca.pem", client_ca.display().to_string()),
         ("/var/www/mqtt-app", www.display().to_string()),
     ];
 
@@ -133,11 +138,21 @@ fn run(all: &[Recipe], recipe: &Recipe, net: u8) {
     if flag == "--tls" || recipe.terminates_tls() {
         opts.tls_sni = Some("localhost".to_owned());
     }
+    let has = |flag: &str| recipe.broker_args.iter().any(|a| a == flag);
+    // The broker takes the username from the certificate HAProxy verified: present one.
+    let cn_as_username = has("--tls-identity");
+    if cn_as_username {
+        opts.extra = vec![
+            "--tls-cert".to_owned(),
+            client_cert.display().to_string(),
+            "--tls-key".to_owned(),
+            client_key.display().to_string(),
+        ];
+    }
     let client = s
         .paho("client", opts)
         .unwrap_or_else(|e| panic!("{}: the client cannot connect: {e}", recipe.name()));
     let record = broker.broker.wait_client(&client_id);
-    let has = |flag: &str| recipe.broker_args.iter().any(|a| a == flag);
     // A header that carries no port (X-Real-IP) leaves the port unknown: a bare IP.
     let expected = if has("--ws-header") && !has("--ws-port-header") {
         client.local.ip().to_string()
@@ -160,6 +175,14 @@ fn run(all: &[Recipe], recipe: &Recipe, net: u8) {
                 .as_str()
                 .is_some_and(|u| !u.is_empty()),
             "{}: unique-id with the recipe's unique-id-format: {record}",
+            recipe.name()
+        );
+    }
+    if cn_as_username {
+        assert_eq!(
+            record["username"],
+            CLIENT_CN,
+            "{}: the username is the verified certificate's CN: {record}",
             recipe.name()
         );
     }

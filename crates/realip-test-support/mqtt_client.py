@@ -23,6 +23,7 @@ Commands: {"op": "sub", "topic": "t/#", "qos": 1}
 Usage: mqtt_client.py --port PORT [--host 127.0.0.1] [--path /mqtt] [--bind 127.0.0.121]
                       [--client-id ID] [--header "Name: value"]... [--keepalive 60]
                       [--mqtt 3.1.1|5] [--transport websockets|tcp] [--tls-sni NAME]
+                      [--tls-cert CLIENT.pem --tls-key CLIENT.key]
 """
 
 import argparse
@@ -97,6 +98,8 @@ def main():
     parser.add_argument("--mqtt", choices=["3.1.1", "5"], default="3.1.1")
     parser.add_argument("--transport", choices=["websockets", "tcp"], default="websockets")
     parser.add_argument("--tls-sni", default=None, help="TLS (certificate not verified) with this SNI")
+    parser.add_argument("--tls-cert", default=None, help="with --tls-sni: client certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="with --tls-cert: its private key (PEM)")
     args = parser.parse_args()
 
     headers = {}
@@ -118,6 +121,8 @@ def main():
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         ctx.sni = args.tls_sni
+        if args.tls_cert:
+            ctx.load_cert_chain(args.tls_cert, args.tls_key)
         client.tls_set_context(ctx)
         client.tls_insecure_set(True)
 

@@ -25,6 +25,7 @@ pub mod metrics;
 mod mqtt;
 mod net;
 mod paho;
+mod pki;
 mod pp2;
 mod readme;
 mod scenario;
@@ -40,6 +41,7 @@ pub use mqtt::{
 };
 pub use net::{bind_connect, connect_from, http, http_get, http_json};
 pub use paho::{Paho, PahoOpts};
+pub use pki::{client_certificate, test_ca};
 pub use pp2::{PP2_SIGNATURE, crc32c, pp2_local_with_addresses, pp2_with_crc32c};
 pub use readme::{Fence, Recipe, RecipeBroker, broker_command, fences, recipes};
 pub use scenario::{Block, Scenario, render};

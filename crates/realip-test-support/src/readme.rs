@@ -373,12 +373,11 @@ impl Scenario {
                 args.push(local.clone());
             }
         }
-        for &(flag, default) in LISTENERS.iter().take(2) {
+        for &(flag, port) in LISTENERS.iter().take(2) {
             if !given.contains(&flag) {
-                // A default listener, moved off its well-known port: a recipe's proxy may
-                // point at it (`server … :1883` with no `--tcp` in the command).
+                // A default listener (`0.0.0.0:1883`, `0.0.0.0:8083`), moved like the others.
                 let addr = free(self);
-                listeners.push((flag, default, addr));
+                listeners.push((flag, port, addr));
                 args.push(flag.to_owned());
                 args.push(addr.to_string());
             }

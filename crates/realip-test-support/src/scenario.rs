@@ -42,6 +42,7 @@ use crate::browser::{self, DevTools};
 use crate::cargo::broker_bin;
 use crate::net::connect_from;
 use crate::paho::{Paho, PahoOpts};
+use crate::pki::{client_certificate, test_ca};
 use crate::tools::{HAPROXY, NGINX, NGINX_STREAM_MODULE, Tool, is_root, require, which};
 use crate::wait::{STEP_TIMEOUT, say, wait_child};
 
@@ -547,6 +548,22 @@ impl Scenario {
         paths
     }
 
+    /// Generates a CA and a client certificate (`clientAuth`) with the common name `cn` that it
+    /// signs (rcgen); writes `<dir>/client-ca.pem`, `<dir>/client.pem` and `<dir>/client.key`
+    /// and returns their paths in that order.
+    pub fn client_certificate(&self, cn: &str) -> [PathBuf; 3] {
+        let ca = test_ca("realip scenario client CA");
+        let (cert, key) = client_certificate(cn, &ca);
+        let paths = ["client-ca.pem", "client.pem", "client.key"].map(|f| self.dir.join(f));
+        for (path, pem) in paths
+            .iter()
+            .zip([ca.pem(), cert.pem(), key.serialize_pem()])
+        {
+            fs::write(path, pem).expect("write PEM");
+        }
+        paths
+    }
+
     /// Asserts that the broker reports `client` for `record` and prints the scenario line.
     pub fn assert_reported(&self, record: &Value, client: SocketAddr) {
         assert_eq!(
@@ -592,24 +609,24 @@ impl Scenario {
 
     /// Kills the scenario's process `name` with `SIGKILL` (by its process id) and reaps it.
     pub fn kill(&mut self, name: &str) {
-        let proc = self
-            .procs
-            .iter_mut()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no process {name}"));
-        proc.child.kill().expect("kill");
-        proc.child.wait().expect("reap");
+        let child = self.child(name);
+        child.kill().expect("kill");
+        child.wait().expect("reap");
     }
 
     /// Waits until the scenario's process `name` exits by itself (after it was asked to quit).
     pub fn wait_exit(&mut self, name: &str) {
-        let proc = self
+        wait_child(self.child(name), STEP_TIMEOUT)
+            .unwrap_or_else(|| panic!("{name} did not exit within {STEP_TIMEOUT:?}"));
+    }
+
+    fn child(&mut self, name: &str) -> &mut Child {
+        &mut self
             .procs
             .iter_mut()
             .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no process {name}"));
-        wait_child(&mut proc.child, STEP_TIMEOUT)
-            .unwrap_or_else(|| panic!("{name} did not exit within {STEP_TIMEOUT:?}"));
+            .unwrap_or_else(|| panic!("no process {name}"))
+            .child
     }
 
     /// The current content of a file of a proxy instance (e.g. `lb2/access.log`), or "".

@@ -14,10 +14,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{BIN, BrokerProcess, have, have_mosquitto, have_paho, wait_for};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+use realip_test_support::{client_certificate, test_ca};
 use serde_json::Value;
 
 /// A CA, a server certificate for `localhost` and `127.0.0.1`, and a client certificate
@@ -41,16 +39,7 @@ impl Pki {
         ));
         std::fs::create_dir_all(&dir).unwrap();
 
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "realip test CA");
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let ca = test_ca("realip test CA");
 
         let mut server =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
@@ -92,19 +81,6 @@ impl Pki {
             self.key.display().to_string(),
         ]
     }
-}
-
-/// A client certificate (`clientAuth`) with the common name `cn`, signed by `issuer`.
-fn client_certificate(
-    cn: &str,
-    issuer: &CertifiedIssuer<'_, KeyPair>,
-) -> (rcgen::Certificate, KeyPair) {
-    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client.distinguished_name.push(DnType::CommonName, cn);
-    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = client.signed_by(&key, issuer).unwrap();
-    (cert, key)
 }
 
 impl Drop for Pki {
@@ -576,16 +552,7 @@ fn haproxy_verified_cn_becomes_the_username_and_others_are_refused() {
     }
     let pki = Pki::new();
     // A client certificate from a CA HAProxy does not know.
-    let rogue_ca = CertifiedIssuer::self_signed(
-        {
-            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            ca.distinguished_name.push(DnType::CommonName, "rogue CA");
-            ca
-        },
-        KeyPair::generate().unwrap(),
-    )
-    .unwrap();
+    let rogue_ca = test_ca("rogue CA");
     let (rogue, rogue_key) = client_certificate("device-42", &rogue_ca);
     let rogue_cert = pki.dir.join("rogue.pem");
     let rogue_key_path = pki.dir.join("rogue.key");
