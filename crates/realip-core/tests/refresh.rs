@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use realip_core::presets::refresh::{RefreshError, Refresher, Source};
+use realip_core::presets::refresh::{MAX_LIST_BYTES, RefreshError, Refresher, Source};
 use realip_core::presets::{Preset, PresetError};
 use realip_core::{Live, TrustedProxies};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -172,7 +172,7 @@ async fn a_broken_fetch_of_any_kind_keeps_the_last_good_set_and_a_changed_list_r
 }
 
 #[tokio::test]
-async fn redirects_are_followed_and_a_silent_server_times_out() {
+async fn redirects_are_followed_a_huge_body_is_refused_and_a_silent_server_times_out() {
     let server = Server::start().await;
     server.serve("/ips-v4", redirect("/ips-v4/"));
     server.serve("/ips-v4/", ok(V4));
@@ -187,6 +187,12 @@ async fn redirects_are_followed_and_a_silent_server_times_out() {
     let looping = refresher.clone().sources([server.url("/loop")]);
     assert!(matches!(
         looping.refresh().await,
+        Err(RefreshError::TooManyRedirects { .. })
+    ));
+    server.serve("/huge", ok(&"8".repeat(MAX_LIST_BYTES + 1)));
+    let huge = refresher.clone().sources([server.url("/huge")]);
+    assert!(matches!(
+        huge.refresh().await,
         Err(RefreshError::TooLarge { .. })
     ));
     let silent = refresher

@@ -147,13 +147,17 @@ pub enum RefreshError {
         /// The status.
         status: StatusCode,
     },
-    /// The body is larger than [`MAX_LIST_BYTES`], or more than [`MAX_REDIRECTS`] redirects.
-    #[error("fetching {url}: {reason}")]
+    /// The body is larger than [`MAX_LIST_BYTES`].
+    #[error("fetching {url}: the body is larger than {MAX_LIST_BYTES} bytes")]
     TooLarge {
         /// The URL fetched.
         url: Uri,
-        /// What was too large.
-        reason: &'static str,
+    },
+    /// More than [`MAX_REDIRECTS`] redirects.
+    #[error("fetching {url}: more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects {
+        /// The last URL redirected to.
+        url: Uri,
     },
     /// The refresh took longer than its timeout.
     #[error("refresh timed out after {0:?}")]
@@ -355,17 +359,11 @@ impl Refresher {
                 .await
             {
                 Ok(body) => Ok(body.to_bytes()),
-                Err(err) if err.is::<LengthLimitError>() => Err(RefreshError::TooLarge {
-                    url,
-                    reason: "the body is larger than the limit",
-                }),
+                Err(err) if err.is::<LengthLimitError>() => Err(RefreshError::TooLarge { url }),
                 Err(source) => Err(RefreshError::Http { url, source }),
             };
         }
-        Err(RefreshError::TooLarge {
-            url,
-            reason: "too many redirects",
-        })
+        Err(RefreshError::TooManyRedirects { url })
     }
 }
 
