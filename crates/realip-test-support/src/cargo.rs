@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::wait::STEP_TIMEOUT;
 
 /// The `realip-broker` binary, built (once per test process) by `cargo build -p realip-broker`
-/// (with `--release` when the test itself is a release build).
+/// (with `--release` when the test itself is a release build or `REALIP_RELEASE_BINARIES=1`).
 ///
 /// In the broker package's own tests, prefer `env!("CARGO_BIN_EXE_realip-broker")`.
 pub fn broker_bin() -> PathBuf {
@@ -38,13 +38,12 @@ fn build(args: &[&str]) -> PathBuf {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    // A test built with the release profile (`cargo test --release`, the load harness) runs
-    // release binaries too.
-    let profile: &[&str] = if cfg!(debug_assertions) {
-        &[]
-    } else {
-        &["--release"]
-    };
+    // A test built with the release profile (`cargo test --release`) runs release binaries
+    // too; `REALIP_RELEASE_BINARIES=1` asks for them from a debug test (the load harness: a
+    // release broker without building every test dependency in release).
+    let release = !cfg!(debug_assertions)
+        || std::env::var_os("REALIP_RELEASE_BINARIES").is_some_and(|v| v == "1");
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
     let output = Command::new(cargo)
         .arg("build")
         .args(args)

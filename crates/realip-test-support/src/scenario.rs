@@ -413,6 +413,17 @@ impl Scenario {
         args: &[String],
         listen: &[(SocketAddr, IpAddr)],
     ) -> Broker {
+        self.broker_with_env(name, args, &[], listen)
+    }
+
+    /// [`Scenario::broker`] with variables `env` added to its environment.
+    pub fn broker_with_env(
+        &mut self,
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        listen: &[(SocketAddr, IpAddr)],
+    ) -> Broker {
         let admin = self.addr(2);
         let bin = broker_bin();
         let idx = self.spawn(
@@ -422,7 +433,8 @@ impl Scenario {
                 .arg("--admin")
                 .arg(admin.to_string())
                 .env("RUST_LOG", "debug")
-                .env("NO_COLOR", "1"),
+                .env("NO_COLOR", "1")
+                .envs(env.iter().copied()),
         );
         self.wait_listening(idx, admin, None);
         for &(addr, from) in listen {

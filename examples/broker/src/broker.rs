@@ -1,6 +1,6 @@
 //! Shared broker state: sessions by client id, subscriptions, retained messages.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -349,22 +349,87 @@ impl Session {
 struct State {
     sessions: HashMap<String, Session>,
     retained: BTreeMap<String, Delivery>,
-    shared: SharedGroups,
+    index: Index,
 }
 
 impl State {
-    /// Removes a session, and it from the shared subscriptions it was a member of.
+    /// Removes a session, and its subscriptions from the index.
     fn remove_session(&mut self, clientid: &str) {
         if let Some(session) = self.sessions.remove(clientid) {
-            self.shared.leave_all(&session.subs);
+            self.index.leave_all(clientid, &session.subs);
         }
     }
 }
 
-/// Replaces a session with an empty one, leaving its shared subscriptions.
-fn reset_session(session: &mut Session, shared: &mut SharedGroups) {
-    shared.leave_all(&session.subs);
+/// Replaces a session with an empty one, removing its subscriptions from the index.
+fn reset_session(clientid: &str, session: &mut Session, index: &mut Index) {
+    index.leave_all(clientid, &session.subs);
     *session = Session::default();
+}
+
+/// Who subscribes to what, beside the sessions, so that a message is matched against the
+/// sessions it may concern rather than against every session: the sessions with each exact
+/// filter, and those with a wildcard or shared filter (matched one by one). Every entry lives
+/// exactly as long as the subscriptions it counts.
+#[derive(Debug, Default)]
+struct Index {
+    /// Filters without wildcards (and not shared) → the client ids subscribed to them.
+    exact: HashMap<String, HashSet<String>>,
+    /// Client id → how many wildcard or shared filters it has.
+    scanned: HashMap<String, usize>,
+    shared: SharedGroups,
+}
+
+impl Index {
+    /// `clientid` subscribed to `filter` (a new subscription, not a replaced one).
+    fn join(&mut self, clientid: &str, filter: &str) {
+        self.shared.join(filter);
+        if is_exact(filter) {
+            let ids = self.exact.entry(filter.to_owned()).or_default();
+            ids.insert(clientid.to_owned());
+        } else {
+            *self.scanned.entry(clientid.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// `clientid`'s subscription to `filter` ended.
+    fn leave(&mut self, clientid: &str, filter: &str) {
+        self.shared.leave(filter);
+        if is_exact(filter) {
+            if let Some(ids) = self.exact.get_mut(filter) {
+                ids.remove(clientid);
+                if ids.is_empty() {
+                    self.exact.remove(filter);
+                }
+            }
+        } else if let Some(n) = self.scanned.get_mut(clientid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.scanned.remove(clientid);
+            }
+        }
+    }
+
+    fn leave_all(&mut self, clientid: &str, subs: &BTreeMap<String, SubOptions>) {
+        for filter in subs.keys() {
+            self.leave(clientid, filter);
+        }
+    }
+
+    /// The client ids whose subscriptions may match `topic`: those with `topic` as an exact
+    /// filter and those with a wildcard or shared filter, each once.
+    fn candidates(&self, topic: &str) -> HashSet<&str> {
+        let mut ids: HashSet<&str> = self.scanned.keys().map(String::as_str).collect();
+        if let Some(exact) = self.exact.get(topic) {
+            ids.extend(exact.iter().map(String::as_str));
+        }
+        ids
+    }
+}
+
+/// A filter without wildcards, not shared: it matches exactly the topic of the same name.
+fn is_exact(filter: &str) -> bool {
+    !filter.contains(['+', '#']) && shared_filter(filter).is_none()
 }
 
 /// The shared subscriptions (`group`, `filter`) that have members: how many, and whose turn
@@ -399,12 +464,6 @@ impl SharedGroups {
             if g.members == 0 {
                 self.0.remove(&key);
             }
-        }
-    }
-
-    fn leave_all(&mut self, subs: &BTreeMap<String, SubOptions>) {
-        for filter in subs.keys() {
-            self.leave(filter);
         }
     }
 
@@ -589,7 +648,7 @@ impl Broker {
             if let Some((will, _)) = session.will.take() {
                 wills.push(will.release());
             }
-            reset_session(session, &mut state.shared);
+            reset_session(&info.clientid, session, &mut state.index);
         }
         // A will still waiting for its delay is cancelled by the reconnection [MQTT-3.1.3-9].
         if session.will.take().is_some() {
@@ -601,7 +660,7 @@ impl Broker {
             }
         }
         let session_present = if clean_start {
-            reset_session(session, &mut state.shared);
+            reset_session(&info.clientid, session, &mut state.index);
             false
         } else {
             // A previous session exists if it was persistent and had state.
@@ -611,7 +670,7 @@ impl Broker {
                     || !session.inflight.is_empty())
         };
         if !session_present {
-            reset_session(session, &mut state.shared);
+            reset_session(&info.clientid, session, &mut state.index);
         }
         session.persistent = persistent;
         session.expiry = Some(expiry);
@@ -703,7 +762,7 @@ impl Broker {
             let State {
                 sessions,
                 retained,
-                shared,
+                index,
             } = &mut *state;
             sessions.retain(|clientid, session| {
                 if session.conn.is_some() {
@@ -722,7 +781,7 @@ impl Broker {
                 }
                 if expired {
                     tracing::info!(client = %clientid, "session expired");
-                    shared.leave_all(&session.subs);
+                    index.leave_all(clientid, &session.subs);
                 }
                 !expired
             });
@@ -907,7 +966,7 @@ impl Broker {
         for (filter, opts) in filters {
             let existed = session.subs.insert(filter.clone(), *opts).is_some();
             if !existed {
-                state.shared.join(filter);
+                state.index.join(clientid, filter);
             }
             let send = match opts.retain_handling {
                 0 => true,
@@ -940,7 +999,7 @@ impl Broker {
         if let Some(session) = state.sessions.get_mut(clientid) {
             for filter in filters {
                 if session.subs.remove(filter).is_some() {
-                    state.shared.leave(filter);
+                    state.index.leave(clientid, filter);
                 }
             }
         }
@@ -960,8 +1019,11 @@ impl Broker {
         }
         // Members of each matching shared subscription: (client id, options, connected).
         let mut shared: BTreeMap<(String, String), Vec<SharedMember>> = BTreeMap::new();
-        for (clientid, session) in &mut state.sessions {
-            let own = from == Some(clientid.as_str());
+        for clientid in state.index.candidates(&msg.topic) {
+            let Some(session) = state.sessions.get_mut(clientid) else {
+                continue;
+            };
+            let own = from == Some(clientid);
             let mut granted: Option<QoS> = None;
             let mut keep_retain = false;
             let mut sub_ids = Vec::new();
@@ -971,7 +1033,7 @@ impl Broker {
                         shared
                             .entry((group.to_owned(), filter.to_owned()))
                             .or_default()
-                            .push((clientid.clone(), *opts, session.conn.is_some()));
+                            .push((clientid.to_owned(), *opts, session.conn.is_some()));
                     }
                     continue;
                 }
@@ -1004,7 +1066,7 @@ impl Broker {
             if members.iter().any(|m| m.2) {
                 members.retain(|m| m.2);
             }
-            let turn = state.shared.turn(&key);
+            let turn = state.index.shared.turn(&key);
             let (clientid, opts, connected) = &members[turn % members.len()];
             let delivery = Delivery {
                 qos: min_qos(msg.qos, opts.qos),
@@ -1048,7 +1110,9 @@ impl Broker {
         Entries {
             sessions: state.sessions.len(),
             subscriptions: state.sessions.values().map(|s| s.subs.len()).sum(),
-            shared_groups: state.shared.0.len(),
+            exact_filters: state.index.exact.len(),
+            scanned_sessions: state.index.scanned.len(),
+            shared_groups: state.index.shared.0.len(),
             retained: state.retained.len(),
         }
     }
@@ -1070,6 +1134,8 @@ impl Broker {
 struct Entries {
     sessions: usize,
     subscriptions: usize,
+    exact_filters: usize,
+    scanned_sessions: usize,
     shared_groups: usize,
     retained: usize,
 }
@@ -1394,6 +1460,8 @@ mod tests {
             Entries {
                 sessions: N,
                 subscriptions: 3 * N,
+                exact_filters: N,
+                scanned_sessions: N,
                 shared_groups: 2 * N,
                 retained: N,
             }
