@@ -115,6 +115,18 @@ for case in "plain none" "ours v1" "ours v2" "peer v2"; do
         "$(echo "$v / ${per[plain-none]}" | bc -l)" "$(echo "$v / ${per[peer-v2]}" | bc -l)" \
         "${allocs[$1-$2]}" "${bytes[$1-$2]}" "$total" "$epoll"
 done
+
+# The forwarded-header middleware: `RealIp::call` per request (XFF, 4 entries, 16 CIDRs).
+layer_ir() {
+    local file="$out/layer-$1.callgrind"
+    valgrind --tool=callgrind --callgrind-out-file="$file" \
+        "$load" layer-calls --requests "$1" 2>/dev/null
+    grep '^summary:' "$file" | awk '{print $2}'
+}
+layer_small=$(layer_ir $((10 * n)))
+layer_large=$(layer_ir $((30 * n)))
+echo
+echo "Forwarded-header middleware (\`RealIp::call\`, X-Forwarded-For with 4 entries, 16 trusted CIDRs): $(( (layer_large - layer_small) / (20 * n) )) Ir per request."
 echo
 echo "System calls per connection, by name:"
 echo

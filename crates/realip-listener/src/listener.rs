@@ -405,6 +405,7 @@ impl<L: Accept> ProxyListener<L> {
     ) -> Poll<Result<Connection<L::Io>, HandshakeError>> {
         let mut accepted = 0;
         let mut more_to_accept = false;
+        let mut first = None;
         'accept: while self.pending() < self.max_pending {
             if let Some(sleep) = self.backoff.as_mut() {
                 if sleep.as_mut().poll(cx).is_pending() {
@@ -458,14 +459,16 @@ impl<L: Accept> ProxyListener<L> {
                         }
                     };
                     // A connection finished here (skipped, or its header already there) is
-                    // returned at once when nothing else waits. Otherwise it is queued:
-                    // returning it from here would leave the handshakes behind it unpolled
-                    // for as long as more such peers keep connecting. The pending set is
-                    // polled before the queue.
-                    if self.pending.is_empty() && self.ready.is_empty() {
-                        return Poll::Ready(handed_out(done));
+                    // returned by this poll, after the batch is accepted, when nothing else
+                    // waited before it. Otherwise it is queued: returning it before the
+                    // handshakes already waiting would leave them unpolled for as long as
+                    // more such peers keep connecting. The pending set is polled before the
+                    // queue.
+                    if first.is_none() && self.pending.is_empty() && self.ready.is_empty() {
+                        first = Some(done);
+                    } else {
+                        self.ready.push_back(done);
                     }
-                    self.ready.push_back(done);
                 }
                 Poll::Ready(Err(err)) => {
                     if is_connection_error(&err) {
@@ -489,6 +492,12 @@ impl<L: Accept> ProxyListener<L> {
             }
         }
 
+        if let Some(done) = first {
+            if more_to_accept {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Ready(handed_out(done));
+        }
         let result = match self.pending.poll_next_unpin(cx) {
             Poll::Ready(Some(result)) => {
                 metrics::finished(&result);

@@ -56,6 +56,16 @@ enum Cmd {
         #[arg(long)]
         max_pending: Option<usize>,
     },
+    /// Run requests through the forwarded-header middleware (`RealIp::call`), for counting
+    /// instructions per request under callgrind (`callgrind.sh`); prints nothing.
+    LayerCalls {
+        /// Requests to run.
+        #[arg(long, default_value_t = 10_000)]
+        requests: u64,
+        /// Which layer case (0: XFF 1 entry, 1: XFF 4 entries, 2: 10,000 CIDRs, 3: Forwarded).
+        #[arg(long, default_value_t = 1)]
+        case: usize,
+    },
     /// Run one UDP echo server (used by `udp`; prints `LISTENING <addr>`, exits on stdin EOF).
     ServeUdp {
         /// Which socket and header format.
@@ -222,7 +232,10 @@ struct MemoryArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Cmd::Serve { .. } | Cmd::ServeUdp { .. });
+    let serving = matches!(
+        cli.command,
+        Cmd::Serve { .. } | Cmd::ServeUdp { .. } | Cmd::LayerCalls { .. }
+    );
     if !serving && !cli.no_pin && std::env::var_os(PINNED_ENV).is_none() && can_pin() {
         return reexec_pinned();
     }
@@ -246,6 +259,13 @@ fn main() -> ExitCode {
                 run_server(kind, opts).await
             }
             Cmd::ServeUdp { kind } => run_udp_server(kind).await,
+            Cmd::LayerCalls { requests, case } => {
+                let mut case = realip_bench::cases::layer_cases().swap_remove(case);
+                for _ in 0..requests {
+                    std::hint::black_box(case.realip_service());
+                }
+                Ok(())
+            }
             Cmd::Udp(a) => {
                 preface(pin);
                 udp(&a, pin).await
