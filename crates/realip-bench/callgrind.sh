@@ -4,8 +4,10 @@
 # server (`load serve --kind plain|ours|peer`) runs under `valgrind --tool=callgrind`, then
 # under `strace -f -c` (system calls, by name; `epoll_wait` counts the runtime's waits for
 # events, i.e. its wake-ups from the kernel), a client
-# makes N and then 3N closed-loop connections (connect, header + `ping\n` in one write, read
-# `pong\n`, close; one at a time), and the per-connection cost is the difference of the two
+# makes N and then 3N closed-loop connections (connect, header + `ping\n` in one write and the
+# end of its writes, read `pong\n` and the server's close; one at a time: the server sees the
+# same events on every connection however fast the client runs), and the per-connection cost
+# is the difference of the two
 # totals divided by 2N, so start-up and shutdown cancel out. The allocations come from the
 # server's own counter (`stats` on its stdin), asked after the last connection.
 # Usage: crates/realip-bench/callgrind.sh [N]   (default 1000; needs valgrind, strace, python3)
@@ -50,11 +52,14 @@ else:
 for _ in range(n):
     s = socket.create_connection((host, int(port)))
     s.sendall(head + b"ping\n")
+    # The end of the request goes with it, so that the server reads the same events on
+    # every connection, however fast this client runs.
+    s.shutdown(socket.SHUT_WR)
     got = b""
-    while not got.endswith(b"\n"):
+    while True:
         chunk = s.recv(16)
         if not chunk:
-            sys.exit("server closed early")
+            break
         got += chunk
     assert got == b"pong\n", got
     s.close()
