@@ -7,7 +7,7 @@ use realip_core::TrustedProxies;
 /// Allow and deny lists of CIDRs, checked against the real client address.
 ///
 /// `--deny` wins over `--allow`; with no `--allow`, every address not denied is allowed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Acl {
     allow: Option<TrustedProxies>,
     deny: TrustedProxies,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use realip_core::{ClientAddr, PeerAddr};
+use realip_core::{ClientAddr, Live, PeerAddr};
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::{Notify, oneshot, watch};
 
@@ -34,6 +34,9 @@ pub(crate) struct ConnMeta {
     pub(crate) forwarded: Option<serde_json::Value>,
     /// What the TLS handshake established (TLS listeners only), as JSON.
     pub(crate) tls: Option<serde_json::Value>,
+    /// The client-certificate CN that the proxy verified (PROXY v2 SSL TLV), or why there is
+    /// none; what `--tls-identity cn-as-username` makes the username.
+    pub(crate) verified_cn: Result<String, String>,
 }
 
 /// A connected client, as the admin API shows it.
@@ -414,8 +417,11 @@ pub(crate) const DEFAULT_TOPIC_ALIAS_MAXIMUM: u16 = 64;
 #[derive(Debug)]
 pub(crate) struct Broker {
     state: Mutex<State>,
-    acl: Acl,
+    /// `--allow` / `--deny`, replaced by a reload.
+    acl: Live<Acl>,
     limits: Limits,
+    /// `--tls-identity cn-as-username`.
+    cn_as_username: bool,
     next_conn: AtomicU64,
     active: AtomicUsize,
     idle: Notify,
@@ -423,11 +429,19 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
+    #[cfg(test)]
     pub(crate) fn new(acl: Acl, limits: Limits) -> Arc<Self> {
+        Self::with_identity(acl, limits, false)
+    }
+
+    /// A broker that takes the MQTT username from the verified client certificate's CN
+    /// when `cn_as_username` (`--tls-identity cn-as-username`).
+    pub(crate) fn with_identity(acl: Acl, limits: Limits, cn_as_username: bool) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
-            acl,
+            acl: Live::new(acl),
             limits,
+            cn_as_username,
             next_conn: AtomicU64::new(1),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -441,8 +455,19 @@ impl Broker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn acl(&self) -> &Acl {
-        &self.acl
+    /// The allow and deny lists in force now.
+    pub(crate) fn acl(&self) -> Arc<Acl> {
+        self.acl.load_full()
+    }
+
+    /// The handle a reload stores new lists in.
+    pub(crate) fn live_acl(&self) -> Live<Acl> {
+        self.acl.clone()
+    }
+
+    /// `--tls-identity cn-as-username`.
+    pub(crate) const fn cn_as_username(&self) -> bool {
+        self.cn_as_username
     }
 
     pub(crate) const fn limits(&self) -> &Limits {
@@ -1084,6 +1109,7 @@ mod tests {
                 proxy: None,
                 forwarded: None,
                 tls: None,
+                verified_cn: Err("no PROXY header".to_owned()),
             },
             proto_ver: 4,
             keepalive: 60,

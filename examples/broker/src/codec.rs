@@ -186,6 +186,8 @@ pub(crate) enum ConnackCode {
     Accepted,
     BadClientId,
     NotAuthorized,
+    /// MQTT 5 0x86 Bad User Name or Password; 3.1.1 gets 0x05 Not authorized.
+    BadUserNameOrPassword,
     /// MQTT 5 only.
     BadAuthenticationMethod,
 }
@@ -426,9 +428,9 @@ impl Version {
                 let code = match code {
                     ConnackCode::Accepted => v4::ConnectReturnCode::Success,
                     ConnackCode::BadClientId => v4::ConnectReturnCode::BadClientId,
-                    ConnackCode::NotAuthorized | ConnackCode::BadAuthenticationMethod => {
-                        v4::ConnectReturnCode::NotAuthorized
-                    }
+                    ConnackCode::NotAuthorized
+                    | ConnackCode::BadUserNameOrPassword
+                    | ConnackCode::BadAuthenticationMethod => v4::ConnectReturnCode::NotAuthorized,
                 };
                 v4::ConnAck::new(code, session_present).write(out)?;
             }
@@ -437,6 +439,9 @@ impl Version {
                     ConnackCode::Accepted => v5::ConnectReturnCode::Success,
                     ConnackCode::BadClientId => v5::ConnectReturnCode::ClientIdentifierNotValid,
                     ConnackCode::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
+                    ConnackCode::BadUserNameOrPassword => {
+                        v5::ConnectReturnCode::BadUserNamePassword
+                    }
                     ConnackCode::BadAuthenticationMethod => {
                         v5::ConnectReturnCode::BadAuthenticationMethod
                     }

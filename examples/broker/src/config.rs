@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::broker::{
     DEFAULT_MAX_PACKET_SIZE, DEFAULT_RECEIVE_MAXIMUM, DEFAULT_TOPIC_ALIAS_MAXIMUM, Limits,
 };
+use crate::proxy_rules::{ProxyDefault, ProxyRules};
 
 /// Default MQTT over TCP listener.
 pub(crate) const DEFAULT_TCP: &str = "0.0.0.0:1883";
@@ -105,7 +106,7 @@ pub(crate) enum ClientsCommand {
 }
 
 /// Flags of the broker itself (no subcommand).
-#[derive(Debug, Default, Args)]
+#[derive(Clone, Debug, Default, Args)]
 pub(crate) struct RunArgs {
     /// TOML file with the same keys as these flags (CLI overrides the file).
     #[arg(long, value_name = "FILE")]
@@ -121,10 +122,25 @@ pub(crate) struct RunArgs {
     /// Seconds allowed for a PROXY protocol header to arrive [default: 3].
     #[arg(long, value_name = "SECS")]
     pub(crate) proxy_protocol_timeout: Option<f64>,
-    /// Peers whose PROXY headers are believed (repeatable); a connection from any other
-    /// peer is closed [default: any].
+    /// Peers that must send a PROXY header, whose headers are believed (repeatable); every
+    /// other peer gets --proxy-optional or --proxy-default [default: every peer must send one].
     #[arg(long, value_name = "CIDR")]
     pub(crate) proxy_from: Vec<String>,
+    /// Peers that may connect with or without a PROXY header (repeatable): health checkers
+    /// that cannot send one; without a header the peer itself is the client, and a header
+    /// from them is believed.
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) proxy_optional: Vec<String>,
+    /// Every other peer, once --proxy-from or --proxy-optional is given: `reject` closes
+    /// their connections; `none` serves them with their socket address when they send no
+    /// header [default: reject].
+    #[arg(long, value_name = "reject|none")]
+    pub(crate) proxy_default: Option<String>,
+    /// `cn-as-username`: the MQTT username becomes the client-certificate common name that
+    /// a trusted proxy verified (PROXY v2 SSL TLV, HAProxy `send-proxy-v2-ssl-cn`); a client
+    /// without one is refused (CONNACK 0x86 in MQTT 5, 0x05 in 3.1.1) [default: off].
+    #[arg(long, value_name = "MODE")]
+    pub(crate) tls_identity: Option<String>,
 
     /// MQTT over WebSocket listener address, or `off` [default: 0.0.0.0:8083].
     #[arg(long, value_name = "ADDR")]
@@ -223,6 +239,9 @@ struct FileConfig {
     tcp_proxy_protocol: Option<bool>,
     proxy_protocol_timeout: Option<f64>,
     proxy_from: Option<Vec<String>>,
+    proxy_optional: Option<Vec<String>>,
+    proxy_default: Option<String>,
+    tls_identity: Option<String>,
     ws: Option<String>,
     ws_path: Option<String>,
     ws_proxy_protocol: Option<bool>,
@@ -276,8 +295,10 @@ pub(crate) struct Config {
     pub(crate) tcp: Option<SocketAddr>,
     pub(crate) tcp_proxy_protocol: bool,
     pub(crate) proxy_protocol_timeout: Duration,
-    /// `None` = any source may send a PROXY header.
-    pub(crate) proxy_from: Option<TrustedProxies>,
+    /// `--proxy-from`, `--proxy-optional`, `--proxy-default`.
+    pub(crate) proxy_rules: ProxyRules,
+    /// `--tls-identity cn-as-username`.
+    pub(crate) cn_as_username: bool,
     pub(crate) ws: Option<SocketAddr>,
     pub(crate) ws_path: String,
     pub(crate) ws_proxy_protocol: bool,
@@ -358,11 +379,33 @@ impl Config {
             ));
         }
 
-        let proxy_from = list(args.proxy_from, file.proxy_from);
-        let proxy_from = if proxy_from.is_empty() {
-            None
-        } else {
-            Some(cidrs("proxy-from", &proxy_from, &mut warnings)?)
+        let proxy_from = optional_cidrs(
+            "proxy-from",
+            &list(args.proxy_from, file.proxy_from),
+            &mut warnings,
+        )?;
+        let proxy_optional = optional_cidrs(
+            "proxy-optional",
+            &list(args.proxy_optional, file.proxy_optional),
+            &mut warnings,
+        )?;
+        let proxy_default = args
+            .proxy_default
+            .or(file.proxy_default)
+            .map(|d| ProxyDefault::parse(&d))
+            .transpose()?;
+        if proxy_default.is_some() && proxy_from.is_none() && proxy_optional.is_none() {
+            return Err("--proxy-default needs --proxy-from or --proxy-optional".to_owned());
+        }
+        let cn_as_username = match args.tls_identity.or(file.tls_identity) {
+            None => false,
+            Some(mode) if mode.trim().eq_ignore_ascii_case("cn-as-username") => true,
+            Some(mode) if mode.trim().eq_ignore_ascii_case("off") => false,
+            Some(mode) => {
+                return Err(format!(
+                    "invalid --tls-identity {mode:?}: expected cn-as-username or off"
+                ));
+            }
         };
 
         let tcp_proxy_protocol =
@@ -370,12 +413,17 @@ impl Config {
         let ws_proxy_protocol = args.ws_proxy_protocol || file.ws_proxy_protocol.unwrap_or(false);
         // A flag that would decide nothing is an error, not silently ignored.
         if !tcp_proxy_protocol && !ws_proxy_protocol && !tls_proxy_protocol && !wss_proxy_protocol {
-            if proxy_from.is_some() {
-                return Err(
-                    "--proxy-from needs --tcp-proxy-protocol or --ws-proxy-protocol \
-                     (or --tls-proxy-protocol, --wss-proxy-protocol)"
-                        .to_owned(),
-                );
+            for (flag, given) in [
+                ("--proxy-from", proxy_from.is_some()),
+                ("--proxy-optional", proxy_optional.is_some()),
+                ("--tls-identity", cn_as_username),
+            ] {
+                if given {
+                    return Err(format!(
+                        "{flag} needs --tcp-proxy-protocol or --ws-proxy-protocol \
+                         (or --tls-proxy-protocol, --wss-proxy-protocol)"
+                    ));
+                }
             }
             if timeout_given.is_some() {
                 return Err(
@@ -469,12 +517,7 @@ impl Config {
             ));
         }
 
-        let allow = list(args.allow, file.allow);
-        let allow = if allow.is_empty() {
-            None
-        } else {
-            Some(cidrs("allow", &allow, &mut warnings)?)
-        };
+        let allow = optional_cidrs("allow", &list(args.allow, file.allow), &mut warnings)?;
         let deny = cidrs("deny", &list(args.deny, file.deny), &mut warnings)?;
 
         let max_packet_size = args
@@ -506,7 +549,12 @@ impl Config {
             tcp,
             tcp_proxy_protocol,
             proxy_protocol_timeout: Duration::from_secs_f64(timeout),
-            proxy_from,
+            proxy_rules: ProxyRules::new(
+                proxy_from,
+                proxy_optional,
+                proxy_default.unwrap_or_default(),
+            ),
+            cn_as_username,
             ws,
             ws_path,
             ws_proxy_protocol,
@@ -674,6 +722,19 @@ fn cidrs(
     TrustedProxies::parse_list(entries).map_err(|e| format!("--{flag}: {e}"))
 }
 
+/// [`cidrs`] of a list flag that means "not set" when empty.
+fn optional_cidrs(
+    flag: &str,
+    entries: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<Option<TrustedProxies>, String> {
+    if entries.is_empty() {
+        Ok(None)
+    } else {
+        cidrs(flag, entries, warnings).map(Some)
+    }
+}
+
 /// `Some(network)` when `entry` is `IP/PREFIX` with bits set after the prefix.
 fn host_bits_dropped(entry: &str) -> Option<String> {
     let (ip, prefix) = entry.trim().split_once('/')?;
@@ -718,7 +779,9 @@ mod tests {
         assert!(!config.tcp_proxy_protocol && !config.ws_proxy_protocol);
         assert_eq!(config.proxy_protocol_timeout, Duration::from_secs(3));
         assert!(
-            config.proxy_from.is_none() && config.forwarding.is_none() && config.allow.is_none()
+            config.proxy_rules == ProxyRules::default()
+                && config.forwarding.is_none()
+                && config.allow.is_none()
         );
         assert!(config.deny.is_empty());
         assert_eq!(config.backlog, realip_listener::default_backlog());
@@ -911,6 +974,32 @@ mod tests {
             host_bits_dropped("10.0.0.1/0").as_deref(),
             Some("0.0.0.0/0")
         );
+    }
+
+    #[test]
+    fn proxy_rules_and_tls_identity_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            tcp-proxy-protocol = true
+            proxy-from = ["10.0.0.0/24"]
+            proxy-optional = ["10.0.9.0/24"]
+            proxy-default = "none"
+            tls-identity = "cn-as-username"
+            "#,
+        )
+        .unwrap();
+        let config = Config::merge(parse(&[]), file).unwrap();
+        assert_eq!(
+            config.proxy_rules.to_string(),
+            "10.0.0.0/24=require; 10.0.9.0/24=optional; *=reject; default=none"
+        );
+        assert!(config.cn_as_username);
+        let err = |args: &[&str]| Config::merge(parse(args), FileConfig::default()).unwrap_err();
+        assert!(
+            err(&["--tcp-proxy-protocol", "--tls-identity", "cn"])
+                .starts_with("invalid --tls-identity \"cn\"")
+        );
+        assert!(err(&["--tls-identity", "cn-as-username"]).starts_with("--tls-identity needs"));
     }
 
     #[test]

@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Counters of one connection, shared between its session task and the admin API.
-#[derive(Debug, Default)]
+use crate::prom;
+
+/// Counters of one connection, shared between its session task and the admin API; each
+/// event is also added to the broker's process-wide series (`crate::prom`).
+#[derive(Debug)]
 pub(crate) struct Counters {
     /// PUBLISH packets received from the client.
     recv_msg: AtomicU64,
@@ -21,15 +24,45 @@ pub(crate) struct Counters {
     recv_oct: AtomicU64,
     /// Bytes sent on the connection.
     send_oct: AtomicU64,
+    /// The process-wide series, looked up once per connection.
+    total: Totals,
+}
+
+/// Handles on the process-wide counters (no-ops when no recorder is installed).
+#[derive(Debug)]
+struct Totals {
+    recv_msg: metrics::Counter,
+    send_msg: metrics::Counter,
+    recv_oct: metrics::Counter,
+    send_oct: metrics::Counter,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            recv_msg: AtomicU64::new(0),
+            send_msg: AtomicU64::new(0),
+            recv_oct: AtomicU64::new(0),
+            send_oct: AtomicU64::new(0),
+            total: Totals {
+                recv_msg: metrics::counter!(prom::MESSAGES_RECEIVED_TOTAL),
+                send_msg: metrics::counter!(prom::MESSAGES_SENT_TOTAL),
+                recv_oct: metrics::counter!(prom::RECEIVED_BYTES_TOTAL),
+                send_oct: metrics::counter!(prom::SENT_BYTES_TOTAL),
+            },
+        }
+    }
 }
 
 impl Counters {
     pub(crate) fn received_message(&self) {
         self.recv_msg.fetch_add(1, Ordering::Relaxed);
+        self.total.recv_msg.increment(1);
     }
 
     pub(crate) fn sent_message(&self) {
         self.send_msg.fetch_add(1, Ordering::Relaxed);
+        self.total.send_msg.increment(1);
     }
 
     /// `(recv_msg, send_msg, recv_oct, send_oct)`.
@@ -72,7 +105,7 @@ impl DropLog {
             topic = %topic,
             dropped = self.unreported,
             dropped_total = self.total,
-            "session queue full ({queue} messages): dropped {} oldest message(s) since the last              report, {} in all; at most one such line every {}s",
+            "session queue full ({queue} messages): dropped {} oldest message(s) since the last report, {} in all; at most one such line every {}s",
             self.unreported,
             self.total,
             DROP_REPORT_EVERY.as_secs(),
@@ -110,6 +143,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
         ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
         let n = (buf.filled().len() - before) as u64;
         self.counters.recv_oct.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            self.counters.total.recv_oct.increment(n);
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -124,6 +160,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Metered<IO> {
         self.counters
             .send_oct
             .fetch_add(n as u64, Ordering::Relaxed);
+        self.counters.total.send_oct.increment(n as u64);
         Poll::Ready(Ok(n))
     }
 

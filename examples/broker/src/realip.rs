@@ -10,10 +10,10 @@ use axum::http::{HeaderMap, HeaderName};
 use axum::serve::{IncomingStream, Listener};
 use std::net::SocketAddr;
 
-use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
+use realip_core::{AddrSource, ClientAddr, Live, PeerAddr, TrustedProxies};
 use realip_listener::{
-    Connection, HandshakeError, Policy, ProxiedAddr, ProxiedStream, ProxyInfo, ProxyListener,
-    tlv_type,
+    Connection, HandshakeError, Policy, PolicySource, ProxiedAddr, ProxiedStream, ProxyInfo,
+    ProxyListener, tlv_type,
 };
 use realip_tower::{Outcome, PortSource, RealIpLayer, Resolution, Strategy};
 use serde_json::{Value, json};
@@ -21,20 +21,25 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::ConnMeta;
 use crate::config::Forwarding;
+use crate::prom::Reject;
+use crate::proxy_rules::ProxyRules;
 use crate::tls::{TlsAddr, TlsFacts, TlsListener};
 
 /// A broker listener: TCP, or the TCP under the WebSocket server.
 ///
 /// With `--tcp-proxy-protocol` / `--ws-proxy-protocol` every connection must start with a
 /// PROXY protocol header, whoever sends it (EMQX `proxy_protocol = true`, NGINX
-/// `listen ... proxy_protocol`): a connection without one is closed. `--proxy-from` only
-/// decides whose header is believed (NGINX `set_real_ip_from`): a header from a peer outside
-/// it is not read, and that connection is closed with a `warn` line naming the peer. Without
-/// the flag the bytes are not looked at and the socket peer is the client.
+/// `listen ... proxy_protocol`): a connection without one is closed. `--proxy-from` decides
+/// whose header is believed (NGINX `set_real_ip_from`), `--proxy-optional` who may also
+/// connect without one (health checkers), and `--proxy-default` what happens to everyone
+/// else ([`ProxyRules`]): a header from a peer outside both ranges is not read, and that
+/// connection is closed with a `warn` line naming the peer. The rules are read per
+/// connection from a [`Live`] handle that a reload replaces. Without the flag the bytes are
+/// not looked at and the socket peer is the client.
 pub(crate) struct MqttListener {
     inner: ProxyListener,
-    /// The flag that requires a header, when it is on.
-    require: Option<&'static str>,
+    /// The flag that requires a header, when it is on, and the rules.
+    require: Option<(&'static str, Live<ProxyRules>)>,
 }
 
 impl MqttListener {
@@ -44,24 +49,24 @@ impl MqttListener {
         listener: TcpListener,
         flag: &'static str,
         proxy_protocol: bool,
-        proxy_from: Option<&TrustedProxies>,
+        rules: &Live<ProxyRules>,
         timeout: Duration,
     ) -> Self {
         let builder = ProxyListener::builder().header_timeout(timeout);
         let builder = if proxy_protocol {
-            // Peers outside `proxy_from` get `Policy::Reject`: their header is refused unread,
-            // and their connections without a header are closed by `accept` below.
-            let builder = builder.policy(Policy::Require);
-            match proxy_from {
-                Some(from) => builder.trusted(from.clone()),
-                None => builder,
-            }
+            // Peers outside the ranges get `Policy::Reject`: their header is refused unread,
+            // and their connections without a header are closed by `accept` below unless
+            // `--proxy-default none`.
+            let live = rules.clone();
+            builder.policy_source(PolicySource::from_fn(move |peer| {
+                live.load().policy_for(peer)
+            }))
         } else {
             builder.policy(Policy::Skip)
         };
         Self {
             inner: builder.listen(listener),
-            require: proxy_protocol.then_some(flag),
+            require: proxy_protocol.then(|| (flag, rules.clone())),
         }
     }
 
@@ -71,22 +76,27 @@ impl MqttListener {
     pub(crate) async fn accept(&mut self) -> Connection<TcpStream> {
         loop {
             match self.inner.try_accept().await {
-                Ok((stream, addr)) => match self.require {
-                    Some(flag) if addr.proxy_info().is_none() => {
+                Ok((stream, addr)) => match &self.require {
+                    Some((flag, rules))
+                        if addr.proxy_info().is_none()
+                            && rules.load().refuses_without_header(addr.socket_peer()) =>
+                    {
+                        Reject::MissingProxyHeader.count();
                         tracing::warn!(
                             peer = %addr.socket_peer(),
                             "connection from {} closed: no PROXY protocol header, which {flag} \
-                             requires from every peer",
+                             requires from every peer outside --proxy-optional",
                             addr.socket_peer()
                         );
                     }
                     _ => return (stream, addr),
                 },
                 Err(HandshakeError::Forbidden { peer, .. }) => {
+                    Reject::UntrustedProxyHeader.count();
                     tracing::warn!(
                         peer = %peer,
                         "connection from {peer} closed: PROXY protocol header from a peer \
-                         outside --proxy-from, not believed"
+                         outside --proxy-from and --proxy-optional, not believed"
                     );
                 }
                 // Logged by the listener.
@@ -148,12 +158,7 @@ pub(crate) async fn insert_proxied_addr(
 pub(crate) fn real_ip_layer(fwd: &Forwarding) -> Result<RealIpLayer, String> {
     let header = HeaderName::from_bytes(fwd.header.as_bytes())
         .map_err(|_| format!("invalid header name {:?}", fwd.header))?;
-    let trusted = match (&fwd.trusted, fwd.strategy) {
-        (Some(set), _) => set.clone(),
-        (None, Strategy::TrustedHops(_)) => TrustedProxies::any(),
-        (None, _) => TrustedProxies::loopback(),
-    };
-    let layer = RealIpLayer::new(fwd.strategy, trusted).header(header);
+    let layer = RealIpLayer::new(fwd.strategy, trusted_proxies(fwd)).header(header);
     Ok(match &fwd.port_header {
         Some(name) => layer.port_header(
             HeaderName::from_bytes(name.as_bytes())
@@ -161,6 +166,16 @@ pub(crate) fn real_ip_layer(fwd: &Forwarding) -> Result<RealIpLayer, String> {
         ),
         None => layer.without_port_header(),
     })
+}
+
+/// The proxies whose headers the WebSocket layer believes: `--trusted-proxy`, by default
+/// loopback, or any peer for `hops:N`.
+pub(crate) fn trusted_proxies(fwd: &Forwarding) -> TrustedProxies {
+    match (&fwd.trusted, fwd.strategy) {
+        (Some(set), _) => set.clone(),
+        (None, Strategy::TrustedHops(_)) => TrustedProxies::any(),
+        (None, _) => TrustedProxies::loopback(),
+    }
 }
 
 /// The connection record's addresses, from what the PROXY listener accepted.
@@ -192,6 +207,14 @@ pub(crate) fn conn_meta(listener: &'static str, addr: &ProxiedAddr) -> ConnMeta 
         proxy: proxy.map(proxy_json),
         forwarded: None,
         tls: None,
+        verified_cn: match proxy {
+            Some(info) => info
+                .tlvs()
+                .verified_client_cn()
+                .map(str::to_owned)
+                .map_err(|e| e.to_string()),
+            None => Err("the connection has no PROXY protocol header".to_owned()),
+        },
     }
 }
 

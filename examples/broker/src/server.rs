@@ -13,6 +13,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use realip_core::Live;
 use realip_listener::ProxiedAddr;
 use realip_tower::{RealClient, RealClientRejection, Resolution};
 use tokio::net::TcpListener;
@@ -23,10 +24,12 @@ use crate::broker::Broker;
 use crate::config::{Config, RunArgs};
 use crate::realip::{
     MqttListener, WsPeer, conn_meta, forwarded_json, insert_proxied_addr, real_ip_layer,
+    trusted_proxies,
 };
+use crate::reload::Reloader;
 use crate::tls::{TlsAddr, TlsFacts, TlsListener};
 use crate::ws::WsIo;
-use crate::{admin, session, tls};
+use crate::{admin, prom, reload, session, tls};
 
 /// Time connections get to close after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -40,14 +43,14 @@ const WS_PROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
 /// Runs the broker until SIGINT/SIGTERM.
 pub(crate) async fn run(args: RunArgs) -> ExitCode {
-    let config = match Config::load(args) {
+    let config = match Config::load(args.clone()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("realip-broker: {e}");
             return ExitCode::from(2);
         }
     };
-    match serve(config).await {
+    match serve(config, args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("realip-broker: {e}");
@@ -84,15 +87,37 @@ fn local_tls<T>(listener: &Option<(TcpListener, T)>) -> String {
         .map_or_else(|| "off".to_owned(), |a| a.to_string())
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, args: RunArgs) -> Result<(), String> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let broker = Broker::new(
+    let broker = Broker::with_identity(
         Acl::new(config.allow.clone(), config.deny.clone()),
         config.limits,
+        config.cn_as_username,
     );
-    let layer = config.forwarding.as_ref().map(real_ip_layer).transpose()?;
+    // What a reload replaces: read per connection (PROXY rules, allow/deny) or per request
+    // (the WebSocket layer's trusted proxies).
+    let proxy_rules = Live::new(config.proxy_rules.clone());
+    let trusted = config
+        .forwarding
+        .as_ref()
+        .map(|fwd| Live::new(trusted_proxies(fwd)));
+    let layer = match (&config.forwarding, &trusted) {
+        (Some(fwd), Some(trusted)) => {
+            Some(real_ip_layer(fwd)?.live_trusted_proxies(trusted.clone()))
+        }
+        _ => None,
+    };
+    let reloader = Arc::new(Reloader::new(
+        args,
+        config.clone(),
+        proxy_rules.clone(),
+        trusted,
+        broker.live_acl(),
+    ));
+    #[cfg(unix)]
+    let sighup = reload::sighup();
     let tcp = bind("tcp", config.tcp, config.backlog).await?;
     let ws = bind("ws", config.ws, config.backlog).await?;
     let tls = bind("tls", config.tls, config.backlog).await?;
@@ -144,15 +169,40 @@ async fn serve(config: Config) -> Result<(), String> {
         "realip-broker started"
     );
 
+    // The recorder is there to be scraped: only with the admin listener.
+    let metrics = match &admin {
+        Some(_) => {
+            let on = [
+                (tcp.is_some(), TCP_LISTENER),
+                (ws.is_some(), WS_LISTENER),
+                (tls.is_some(), TLS_LISTENER),
+                (wss.is_some(), WSS_LISTENER),
+            ];
+            let listeners: Vec<&'static str> = on
+                .iter()
+                .filter_map(|(on, name)| on.then_some(*name))
+                .collect();
+            Some(prom::install(&listeners)?)
+        }
+        None => None,
+    };
+
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(handle) = &metrics {
+        tasks.spawn(prom::upkeep(handle.clone(), stop.clone()));
+    }
+    #[cfg(unix)]
+    if let Some(hup) = sighup {
+        tasks.spawn(reload::on_sighup(hup, Arc::clone(&reloader), stop.clone()));
+    }
     tasks.spawn(sweep_loop(Arc::clone(&broker), stop.clone()));
     if let Some(listener) = tcp {
         let listener = MqttListener::new(
             listener,
             "--tcp-proxy-protocol",
             config.tcp_proxy_protocol,
-            config.proxy_from.as_ref(),
+            &proxy_rules,
             config.proxy_protocol_timeout,
         );
         tasks.spawn(tcp_loop(listener, Arc::clone(&broker), stop.clone()));
@@ -162,7 +212,7 @@ async fn serve(config: Config) -> Result<(), String> {
             listener,
             flag,
             proxy_protocol,
-            config.proxy_from.as_ref(),
+            &proxy_rules,
             config.proxy_protocol_timeout,
         )
     };
@@ -204,7 +254,11 @@ async fn serve(config: Config) -> Result<(), String> {
         });
     }
     if let Some(listener) = admin {
-        let app = admin::router(Arc::clone(&broker));
+        let mut app = admin::router(Arc::clone(&broker));
+        if let Some(handle) = metrics {
+            app = app.merge(prom::router(handle));
+        }
+        app = app.merge(reload::router(Arc::clone(&reloader)));
         let stop = stop.clone();
         tasks.spawn(async move {
             if let Err(e) = axum::serve(listener, app)

@@ -16,6 +16,7 @@ use crate::broker::{
 };
 use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 use crate::metrics::{Counters, Metered};
+use crate::prom::{OpenConnection, Reject};
 
 /// Time a new connection has to send CONNECT.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -190,6 +191,7 @@ pub(crate) async fn run<IO>(io: IO, meta: ConnMeta, broker: Arc<Broker>)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let _open = OpenConnection::new(meta.listener);
     let counters = Arc::new(Counters::default());
     let mut io = Metered::new(io, Arc::clone(&counters));
     let _guard = broker.track();
@@ -207,6 +209,7 @@ where
     let (version, connect) = match first {
         Err(_) => {
             tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, "no CONNECT in time, closing");
+            Reject::ConnectTimeout.count();
             return;
         }
         Ok(Err(end @ (End::Closed | End::Io(_)))) => {
@@ -216,6 +219,7 @@ where
         }
         Ok(Err(End::UnsupportedProtocol(level))) => {
             tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, protocol_level = level, "unsupported protocol version, only MQTT 3.1.1 (level 4) and 5 are served");
+            Reject::ProtocolVersion.count();
             // MQTT 3.1.1 §3.1.2.2: CONNACK return code 1 (unacceptable protocol level).
             let mut out = BytesMut::from(&[0x20, 0x02, 0x00, 0x01][..]);
             let _ = send(&mut io, &mut out).await;
@@ -223,6 +227,7 @@ where
         }
         Ok(Err(end)) => {
             tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %end, "bad first packet, closing");
+            Reject::MalformedConnect.count();
             return;
         }
         Ok(Ok(first)) => first,
@@ -234,6 +239,7 @@ where
         // 3.1.1 needs clean session for an assigned id; MQTT 5 allows it either way.
         if version == Version::V4 && !connect.clean_start {
             tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = "empty client id with clean session = 0", "client refused");
+            Reject::ClientId.count();
             let _ = connack(
                 &mut io,
                 version,
@@ -252,6 +258,7 @@ where
     if let Some(method) = &connect.auth_method {
         // [MQTT-4.12.0-1]: enhanced authentication is not supported; 0x8C and close.
         tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, client = %clientid, method = %method, "client refused: unsupported authentication method");
+        Reject::AuthenticationMethod.count();
         refuse(
             &mut io,
             version,
@@ -263,23 +270,48 @@ where
     }
 
     if let Err(reason) = broker.acl().check(meta.client.ip()) {
-        tracing::warn!(
-            target: "realip_broker::audit",
-            event = "denied",
-            client = %clientid,
-            peername = %meta.client,
-            socket_peer = %meta.socket_peer,
-            listener = meta.listener,
-            reason = %reason,
-            "client denied"
-        );
-        refuse(&mut io, version, ConnackCode::NotAuthorized, &broker).await;
+        deny(
+            &mut io,
+            version,
+            &broker,
+            &meta,
+            &clientid,
+            Reject::Denied,
+            &reason,
+        )
+        .await;
         return;
     }
 
+    // `--tls-identity cn-as-username`: the username is the verified certificate's CN, never
+    // what the client sent; without one the client is refused.
+    let username = if broker.cn_as_username() {
+        match &meta.verified_cn {
+            Ok(cn) => Some(cn.clone()),
+            Err(reason) => {
+                let reason = format!(
+                    "--tls-identity cn-as-username and no verified client certificate: {reason}"
+                );
+                deny(
+                    &mut io,
+                    version,
+                    &broker,
+                    &meta,
+                    &clientid,
+                    Reject::NoVerifiedCertificate,
+                    &reason,
+                )
+                .await;
+                return;
+            }
+        }
+    } else {
+        connect.username.clone()
+    };
+
     let info = ClientInfo {
         clientid: clientid.clone(),
-        username: connect.username.clone(),
+        username,
         counters: Arc::clone(&counters),
         meta: meta.clone(),
         proto_ver: version.level(),
@@ -425,6 +457,36 @@ where
 /// does not read.
 async fn close<IO: AsyncWrite + Unpin>(io: &mut IO) {
     let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+}
+
+/// A client refused after its CONNECT for who it is: an audit `warn` line with the reason,
+/// the count, and the refusing CONNACK (`--allow`/`--deny`: Not authorized;
+/// `--tls-identity`: Bad User Name or Password, which 3.1.1 spells Not authorized).
+async fn deny<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    version: Version,
+    broker: &Broker,
+    meta: &ConnMeta,
+    clientid: &str,
+    reject: Reject,
+    reason: &str,
+) {
+    tracing::warn!(
+        target: "realip_broker::audit",
+        event = "denied",
+        client = %clientid,
+        peername = %meta.client,
+        socket_peer = %meta.socket_peer,
+        listener = meta.listener,
+        reason = %reason,
+        "client denied"
+    );
+    reject.count();
+    let code = match reject {
+        Reject::NoVerifiedCertificate => ConnackCode::BadUserNameOrPassword,
+        _ => ConnackCode::NotAuthorized,
+    };
+    refuse(io, version, code, broker).await;
 }
 
 /// A refusing CONNACK, then the connection is closed.

@@ -61,13 +61,7 @@ impl Pki {
         let server_key = KeyPair::generate().unwrap();
         let server = server.signed_by(&server_key, &ca).unwrap();
 
-        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
-        client
-            .distinguished_name
-            .push(DnType::CommonName, "device-42");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client_key = KeyPair::generate().unwrap();
-        let client = client.signed_by(&client_key, &ca).unwrap();
+        let (client, client_key) = client_certificate("device-42", &ca);
 
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
@@ -98,6 +92,19 @@ impl Pki {
             self.key.display().to_string(),
         ]
     }
+}
+
+/// A client certificate (`clientAuth`) with the common name `cn`, signed by `issuer`.
+fn client_certificate(
+    cn: &str,
+    issuer: &CertifiedIssuer<'_, KeyPair>,
+) -> (rcgen::Certificate, KeyPair) {
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client.distinguished_name.push(DnType::CommonName, cn);
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = client.signed_by(&key, issuer).unwrap();
+    (cert, key)
 }
 
 impl Drop for Pki {
@@ -487,15 +494,14 @@ fn haproxy_passes_tls_through_with_proxy_v2() {
     );
 }
 
-/// HAProxy terminates TLS (verifying an optional client certificate) and sends
-/// `send-proxy-v2-ssl-cn` to the broker's plain TCP port: the admin API shows the client's
-/// address and the SSL TLV's version and common name.
-#[test]
-fn haproxy_terminates_tls_and_sends_proxy_v2_ssl() {
-    if !have_paho() {
-        return;
-    }
-    let pki = Pki::new();
+/// The broker on plain TCP with `--tcp-proxy-protocol` and `extra` flags, behind HAProxy
+/// terminating TLS on `front` (`verify optional` against the test CA, then `verify_options`)
+/// and sending `send-proxy-v2-ssl-cn`; `None` when HAProxy is missing (skipped loudly).
+fn behind_tls_terminator(
+    pki: &Pki,
+    extra: &[&str],
+    verify_options: &str,
+) -> Option<(BrokerProcess, Haproxy, SocketAddr)> {
     let mut command = Command::new(BIN);
     command.args([
         "--tcp",
@@ -506,16 +512,30 @@ fn haproxy_terminates_tls_and_sends_proxy_v2_ssl() {
         "127.0.0.1:0",
         "--tcp-proxy-protocol",
     ]);
+    command.args(extra);
     let broker = BrokerProcess::spawn(command);
     let front = free_port();
     let conf = format!(
-        "{HAPROXY_GLOBAL}frontend mqtts\n    bind {front} ssl crt {} ca-file {} verify optional\n    default_backend broker\n\
+        "{HAPROXY_GLOBAL}frontend mqtts\n    bind {front} ssl crt {} ca-file {} verify optional{verify_options}\n    default_backend broker\n\
          backend broker\n    server b1 {} send-proxy-v2-ssl-cn\n",
         pki.dir.join("server-with-key.pem").display(),
         pki.ca.display(),
         broker.tcp(),
     );
-    let Some(_haproxy) = Haproxy::start(&pki, &conf, front) else {
+    let haproxy = Haproxy::start(pki, &conf, front)?;
+    Some((broker, haproxy, front))
+}
+
+/// HAProxy terminates TLS (verifying an optional client certificate) and sends
+/// `send-proxy-v2-ssl-cn` to the broker's plain TCP port: the admin API shows the client's
+/// address and the SSL TLV's version and common name.
+#[test]
+fn haproxy_terminates_tls_and_sends_proxy_v2_ssl() {
+    if !have_paho() {
+        return;
+    }
+    let pki = Pki::new();
+    let Some((broker, _haproxy, front)) = behind_tls_terminator(&pki, &[], "") else {
         return;
     };
     let mut paho = PahoTls::start_with(
@@ -542,4 +562,137 @@ fn haproxy_terminates_tls_and_sends_proxy_v2_ssl() {
     );
     // The broker itself ran no TLS handshake.
     assert_eq!(record["tls"], Value::Null);
+}
+
+/// `--tls-identity cn-as-username` behind HAProxy terminating TLS with
+/// `send-proxy-v2-ssl-cn` (`verify optional`, verification errors ignored so that every
+/// client reaches the broker): a CA-signed client certificate's CN is the username, whatever
+/// the client sent; a client without a certificate or with one from an unknown issuer is
+/// refused with CONNACK 0x86 (MQTT 5) / 0x05 (3.1.1) and never appears.
+#[test]
+fn haproxy_verified_cn_becomes_the_username_and_others_are_refused() {
+    if !have_mosquitto() {
+        return;
+    }
+    let pki = Pki::new();
+    // A client certificate from a CA HAProxy does not know.
+    let rogue_ca = CertifiedIssuer::self_signed(
+        {
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.distinguished_name.push(DnType::CommonName, "rogue CA");
+            ca
+        },
+        KeyPair::generate().unwrap(),
+    )
+    .unwrap();
+    let (rogue, rogue_key) = client_certificate("device-42", &rogue_ca);
+    let rogue_cert = pki.dir.join("rogue.pem");
+    let rogue_key_path = pki.dir.join("rogue.key");
+    std::fs::write(&rogue_cert, rogue.pem()).unwrap();
+    std::fs::write(&rogue_key_path, rogue_key.serialize_pem()).unwrap();
+
+    let Some((broker, _haproxy, front)) = behind_tls_terminator(
+        &pki,
+        &[
+            "--proxy-from",
+            "127.0.0.1",
+            "--tls-identity",
+            "cn-as-username",
+        ],
+        " ca-ignore-err all crt-ignore-err all",
+    ) else {
+        return;
+    };
+    let port = front.port().to_string();
+    let ca = pki.ca.display().to_string();
+    let mosquitto = |bin: &str, version: &str, clientid: &str, cert: Option<(&Path, &Path)>| {
+        let mut command = Command::new(bin);
+        command
+            .args(["-h", "localhost", "-p", &port, "--cafile", &ca])
+            .args([
+                "-V",
+                version,
+                "-i",
+                clientid,
+                "-u",
+                "chosen-by-client",
+                "-d",
+            ]);
+        if let Some((cert, key)) = cert {
+            command.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        command
+    };
+
+    // Verified: the username is the certificate's CN, not what the client sent.
+    for (version, clientid) in [("mqttv5", "cn-v5"), ("mqttv311", "cn-v311")] {
+        let mut sub = mosquitto(
+            "mosquitto_sub",
+            version,
+            clientid,
+            Some((&pki.client_cert, &pki.client_key)),
+        )
+        .args(["-t", "t/cn", "-W", "15"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        let record = client(&broker, clientid);
+        assert_eq!(record["username"], "device-42", "{record}");
+        assert_eq!(record["proxy"]["ssl"]["cn"], "device-42", "{record}");
+        let _ = sub.kill();
+        let _ = sub.wait();
+    }
+
+    // No certificate, or one HAProxy could not verify: refused, with the code of the
+    // protocol version, and never registered.
+    let refused = [
+        ("mqttv5", "none-v5", None, "CONNACK (134)"),
+        ("mqttv311", "none-v311", None, "CONNACK (5)"),
+        (
+            "mqttv5",
+            "rogue-v5",
+            Some((rogue_cert.as_path(), rogue_key_path.as_path())),
+            "CONNACK (134)",
+        ),
+        (
+            "mqttv311",
+            "rogue-v311",
+            Some((rogue_cert.as_path(), rogue_key_path.as_path())),
+            "CONNACK (5)",
+        ),
+    ];
+    for (version, clientid, cert, connack) in refused {
+        let out = mosquitto("mosquitto_pub", version, clientid, cert)
+            .args(["-t", "t/cn", "-m", "x"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{clientid}");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains(connack), "{clientid}: {said}");
+        assert_eq!(
+            broker.get(&format!("/api/v5/clients/{clientid}")).0,
+            404,
+            "{clientid}"
+        );
+    }
+    let logs = broker.logs();
+    assert!(
+        logs.contains("the client presented no certificate"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("the client certificate was not verified (verify result"),
+        "{logs}"
+    );
+    let (_, metrics) = realip_test_support::http(broker.admin, "GET", "/metrics");
+    assert!(
+        metrics.contains("realip_broker_rejections_total{reason=\"no_verified_certificate\"} 4"),
+        "{metrics}"
+    );
 }

@@ -5,10 +5,10 @@
 //! The SSL TLV alone does not say "verified": HAProxy writes `verify = 0` (its initial value)
 //! for a TLS client that presented no certificate at all, and the spec's
 //! `PP2_CLIENT_CERT_CONN` / `PP2_CLIENT_CERT_SESS` bits are what tell the two apart
-//! (proxy-protocol.txt, section 2.2.6). Reading [`SslInfo::client_cn`] and
-//! [`SslInfo::verified`] separately is how a client without a certificate ends up
+//! (proxy-protocol.txt, section 2.2.6). Reading [`SslInfo::client_cn`] and the raw
+//! [`SslInfo::verify`] field separately is how a client without a certificate ends up
 //! authenticated; [`SslInfo::verified_client_cn`] checks every condition and names the one
-//! that failed.
+//! that failed ([`SslInfo::verified`] checks the same conditions as a `bool`).
 //!
 //! # Example
 //!
@@ -23,7 +23,8 @@
 //!
 //! // ...and for a TLS client without one: `verify` is 0 too, but nobody was verified.
 //! let anonymous = SslInfo::new(SslInfo::CLIENT_SSL, 0).with_version("TLSv1.3");
-//! assert!(anonymous.verified());
+//! assert_eq!(anonymous.verify(), 0);
+//! assert!(!anonymous.verified());
 //! assert_eq!(anonymous.verified_client_cn(), Err(UnverifiedIdentity::NoClientCertificate));
 //! ```
 
@@ -99,7 +100,7 @@ impl SslInfo {
             Err(UnverifiedIdentity::NotTls)
         } else if !self.has_client_cert() {
             Err(UnverifiedIdentity::NoClientCertificate)
-        } else if !self.verified() {
+        } else if self.verify() != 0 {
             Err(UnverifiedIdentity::NotVerified {
                 verify: self.verify(),
             })
@@ -197,7 +198,8 @@ mod tests {
     fn verify_zero_without_a_certificate_is_no_identity() {
         // HAProxy: a TLS client without a certificate gets client = SSL, verify = 0.
         let tlvs = haproxy(SSL, 0, None);
-        assert!(tlvs.ssl().unwrap().verified());
+        assert_eq!(tlvs.ssl().unwrap().verify(), 0);
+        assert!(!tlvs.ssl().unwrap().verified());
         assert_eq!(
             tlvs.verified_client_cn(),
             Err(UnverifiedIdentity::NoClientCertificate)

@@ -123,14 +123,17 @@ impl SslInfo {
         self.client & (Self::CLIENT_CERT_CONN | Self::CLIENT_CERT_SESS) != 0
     }
 
-    /// The verify result: `0` when the client certificate was verified.
+    /// The raw verify result (`0` is success). HAProxy also writes `0` when the client sent
+    /// no certificate at all, so this field alone never means "verified": see [`verified`](Self::verified).
     pub const fn verify(&self) -> u32 {
         self.verify
     }
 
-    /// Whether the client certificate was verified successfully (`verify == 0`).
+    /// Whether the client presented a certificate (on this connection or session) **and** the
+    /// proxy verified it (`verify == 0`). Fails closed: `false` for a TLS client without a
+    /// certificate, although HAProxy writes `verify = 0` for it (proxy-protocol.txt 2.2.6).
     pub const fn verified(&self) -> bool {
-        self.verify == 0
+        self.has_client_cert() && self.verify == 0
     }
 
     fn sub_str(&self, kind: u8) -> Option<&str> {
