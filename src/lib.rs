@@ -44,6 +44,12 @@ pub mod listener;
 pub mod tower;
 
 /// The README's code blocks, compiled as doctests.
-#[cfg(all(doctest, feature = "listener", feature = "tower", feature = "axum"))]
+#[cfg(all(
+    doctest,
+    feature = "listener",
+    feature = "tower",
+    feature = "axum",
+    feature = "presets-refresh"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -728,103 +728,91 @@ fn t1_t4_ipv6_loopback() {
 /// `PROXY TCP4 <v4 client> <v6 LB2> ...`). The broker reports the client's address and port.
 #[test]
 fn t3_mixed_families_ipv6_client_through_an_ipv4_middle_tier() {
-    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
-        e2e::say(format_args!(
-            "!!!!!!!! SKIPPED scenario T3-mixed-v6v4: no IPv6 loopback ({e}) !!!!!!!!"
-        ));
-        return;
-    }
-    let Some(mut s) = Scenario::start("T3-mixed-v6v4", 13, &[Tool::Nginx, Tool::Paho]) else {
-        return;
-    };
-    let (broker, tcp) = broker_behind_lbs(&mut s);
-    // LB2 on 127.N.0.21 (IPv4), trusting LB1's outgoing address 127.N.0.12.
-    let trusted = vec![("TRUSTED", s.ip(12).to_string())];
-    let lb2 = s.nginx_lb(
-        "lb2",
-        Stream,
-        "stream_reproxy.conf",
-        (21, 22),
-        tcp,
-        &trusted,
-    );
-    // LB1 on [::1], connecting to LB2 from 127.N.0.12.
-    let lb1 = s.addr_v6();
-    let vars = vec![
-        ("LISTEN", lb1.to_string()),
-        ("BIND", s.ip(12).to_string()),
-        ("UPSTREAM", lb2.to_string()),
-    ];
-    s.nginx("lb1", Stream, "stream_send_proxy.conf", &vars, &[lb1]);
-
-    let v6 = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
-    let client = s
-        .paho("client", PahoOpts::tcp(lb1, v6, "t3-mixed-v6"))
-        .expect("an IPv6 client connects through LB1 and the IPv4 LB2");
-    let record = broker.wait_client("t3-mixed-v6");
-    assert_eq!(
-        record["proxy"]["destination"].as_str().map(str::to_owned),
-        Some(lb2.to_string()),
-        "LB2 wrote a TCP6 line with its own IPv4 address as the destination: {record}"
-    );
-    s.assert_reported(&record, client.local);
-    assert_socket_peer(&record, s.ip(22));
-    client.roundtrip();
+    t3_mixed_families("T3-mixed-v6v4", 13, true);
 }
 
 /// The reverse of [`t3_mixed_families_ipv6_client_through_an_ipv4_middle_tier`]: an IPv4
 /// client, LB2 on `[::1]`, and an IPv6 hop to the broker.
 #[test]
 fn t3_mixed_families_ipv4_client_through_an_ipv6_middle_tier() {
+    t3_mixed_families("T3-mixed-v4v6", 14, false);
+}
+
+/// Client → LB1 (NGINX, sends PROXY) → LB2 (NGINX `stream_reproxy.conf`, trusting LB1) →
+/// broker, with the client and LB1's listener in one family (IPv6 when `client_v6`) and every
+/// other hop in the other: IPv4 hops are `127.N.0.x` (LB1 on `.11`, connecting from `.12`; LB2
+/// on `.21`, from `.22`; the broker on `.2`), IPv6 hops are `[::1]`.
+fn t3_mixed_families(name: &'static str, net: u8, client_v6: bool) {
     if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
         e2e::say(format_args!(
-            "!!!!!!!! SKIPPED scenario T3-mixed-v4v6: no IPv6 loopback ({e}) !!!!!!!!"
+            "!!!!!!!! SKIPPED scenario {name}: no IPv6 loopback ({e}) !!!!!!!!"
         ));
         return;
     }
-    let Some(mut s) = Scenario::start("T3-mixed-v4v6", 14, &[Tool::Nginx, Tool::Paho]) else {
+    let Some(mut s) = Scenario::start(name, net, &[Tool::Nginx, Tool::Paho]) else {
         return;
     };
     let v6 = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
-    let tcp = s.addr_v6();
+    // A listening address and a source address on the client's side or the other one.
+    let client_side = |s: &Scenario, host: u8| {
+        if client_v6 { s.addr_v6() } else { s.addr(host) }
+    };
+    let middle_side = |s: &Scenario, host: u8| {
+        if client_v6 { s.addr(host) } else { s.addr_v6() }
+    };
+    let middle_ip = |s: &Scenario, host: u8| if client_v6 { s.ip(host) } else { v6 };
+
+    let tcp = middle_side(&s, 2);
+    let trusted = if client_v6 {
+        s.lb_range()
+    } else {
+        "::1/128".to_owned()
+    };
     let args = [
         "--tcp".to_owned(),
         tcp.to_string(),
         "--tcp-proxy-protocol".to_owned(),
         "--proxy-from".to_owned(),
-        "::1/128".to_owned(),
+        trusted,
         "--ws".to_owned(),
         "off".to_owned(),
     ];
-    let broker = s.broker("broker", &args, &[(tcp, v6)]);
-    // LB2 on [::1], trusting LB1's outgoing address ::1, connecting to the broker from ::1.
-    let lb2 = s.addr_v6();
+    let broker = s.broker("broker", &args, &[(tcp, middle_ip(&s, 12))]);
+    let lb2 = middle_side(&s, 21);
     let vars = vec![
         ("LISTEN", lb2.to_string()),
-        ("BIND", v6.to_string()),
+        ("BIND", middle_ip(&s, 22).to_string()),
         ("UPSTREAM", tcp.to_string()),
-        ("TRUSTED", v6.to_string()),
+        ("TRUSTED", middle_ip(&s, 12).to_string()),
     ];
     s.nginx("lb2", Stream, "stream_reproxy.conf", &vars, &[lb2]);
-    // LB1 on 127.N.0.11 (IPv4), connecting to LB2 from ::1.
-    let lb1 = s.addr(11);
+    let lb1 = client_side(&s, 11);
     let vars = vec![
         ("LISTEN", lb1.to_string()),
-        ("BIND", v6.to_string()),
+        ("BIND", middle_ip(&s, 12).to_string()),
         ("UPSTREAM", lb2.to_string()),
     ];
     s.nginx("lb1", Stream, "stream_send_proxy.conf", &vars, &[lb1]);
 
+    let (client_ip, id, line) = if client_v6 {
+        (v6, "t3-mixed-v6", "a TCP6 line with its own IPv4 address")
+    } else {
+        (
+            s.ip(101),
+            "t3-mixed-v4",
+            "a TCP4 line with its own IPv6 address",
+        )
+    };
     let client = s
-        .paho("client", PahoOpts::tcp(lb1, s.ip(101), "t3-mixed-v4"))
-        .expect("an IPv4 client connects through LB1 and the IPv6 LB2");
-    let record = broker.wait_client("t3-mixed-v4");
+        .paho("client", PahoOpts::tcp(lb1, client_ip, id))
+        .expect("the client connects through LB1 and LB2 of the other family");
+    let record = broker.wait_client(id);
     assert_eq!(
         record["proxy"]["destination"].as_str().map(str::to_owned),
         Some(lb2.to_string()),
-        "LB2 wrote a TCP4 line with its own IPv6 address as the destination: {record}"
+        "LB2 wrote {line} as the destination: {record}"
     );
     s.assert_reported(&record, client.local);
-    assert_socket_peer(&record, v6);
+    assert_socket_peer(&record, middle_ip(&s, 22));
     client.roundtrip();
 }

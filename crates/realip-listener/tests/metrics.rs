@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use realip_listener::{ProxyHeader, ProxyListener, metrics as names};
+use realip_test_support::metrics::{Snapshotter, read, record};
 use support::*;
 use tokio::io::AsyncWriteExt;
 
@@ -17,34 +17,6 @@ const CHECKER: &str = "127.0.0.2";
 const SKIPPED: &str = "127.0.0.3";
 const OTHER: &str = "127.0.0.4";
 const TIMEOUT: Duration = Duration::from_millis(150);
-
-/// Counter values by `name{label=value}`, histograms as their sample counts, gauges as
-/// their value (the debugging recorder drains every value it reports).
-fn read(snapshotter: &Snapshotter) -> BTreeMap<String, f64> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let key = key.key();
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            let name = if labels.is_empty() {
-                key.name().to_owned()
-            } else {
-                format!("{}{{{}}}", key.name(), labels.join(","))
-            };
-            let value = match value {
-                DebugValue::Counter(n) => n as f64,
-                DebugValue::Gauge(g) => g.into_inner(),
-                DebugValue::Histogram(samples) => samples.len() as f64,
-            };
-            (name, value)
-        })
-        .collect()
-}
 
 async fn send_from(from: &str, addr: SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
     let mut client = connect_from(from, addr).await;
@@ -172,12 +144,5 @@ async fn script(snapshotter: &Snapshotter) {
 
 #[test]
 fn counts_after_good_bad_skipped_and_timed_out_connections() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    // The listener is polled on this thread only, where the recorder is installed.
-    metrics::with_local_recorder(&recorder, || runtime.block_on(script(&snapshotter)));
+    record(|snapshotter| async move { script(&snapshotter).await });
 }

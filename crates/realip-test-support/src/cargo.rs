@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::wait::STEP_TIMEOUT;
 
-/// The `realip-broker` binary, built (once per test process) by `cargo build -p realip-broker`.
+/// The `realip-broker` binary, built (once per test process) by `cargo build -p realip-broker`
+/// (with `--release` when the test itself is a release build).
 ///
 /// In the broker package's own tests, prefer `env!("CARGO_BIN_EXE_realip-broker")`.
 pub fn broker_bin() -> PathBuf {
@@ -37,9 +38,17 @@ fn build(args: &[&str]) -> PathBuf {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // A test built with the release profile (`cargo test --release`, the load harness) runs
+    // release binaries too.
+    let profile: &[&str] = if cfg!(debug_assertions) {
+        &[]
+    } else {
+        &["--release"]
+    };
     let output = Command::new(cargo)
         .arg("build")
         .args(args)
+        .args(profile)
         .args(["--message-format", "json-render-diagnostics"])
         .current_dir(&workspace)
         .stdin(Stdio::null())

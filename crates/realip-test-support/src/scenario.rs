@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::admin::{Broker, reported};
+use crate::browser::{self, DevTools};
 use crate::cargo::broker_bin;
 use crate::net::connect_from;
 use crate::paho::{Paho, PahoOpts};
@@ -246,10 +247,16 @@ impl Scenario {
         vars: &[(&str, String)],
         listen: &[SocketAddr],
     ) {
+        let body = render(&format!("nginx/{snippet}"), vars);
+        self.nginx_conf(name, block, &body, listen);
+    }
+
+    /// Starts NGINX with `body` (the text of a `stream {}` or `http {}` block) inside a
+    /// complete configuration, as [`Scenario::nginx`] does with a template.
+    pub fn nginx_conf(&mut self, name: &str, block: Block, body: &str, listen: &[SocketAddr]) {
         let prefix = self.dir.join(name);
         fs::create_dir_all(prefix.join("logs")).expect("nginx prefix");
         let p = prefix.display().to_string();
-        let body = render(&format!("nginx/{snippet}"), vars);
         let plumbing = match block {
             Block::Stream => format!(
                 "    log_format e2e '$remote_addr $remote_port $status';\n    \
@@ -268,7 +275,7 @@ impl Scenario {
             Block::Stream => "stream",
             Block::Http => "http",
         };
-        let body = indent(&body, "    ");
+        let body = indent(body, "    ");
         let conf = render(
             "nginx/main.conf",
             &[
@@ -334,10 +341,17 @@ impl Scenario {
         listen: &[SocketAddr],
     ) -> PathBuf {
         let prefix = self.dir.join(name);
-        fs::create_dir_all(&prefix).expect("haproxy dir");
         let mut all = vars.to_vec();
         all.push(("PREFIX", prefix.display().to_string()));
         let conf = render(&format!("haproxy/{template}"), &all);
+        self.haproxy_conf(name, &conf, listen)
+    }
+
+    /// Runs `haproxy -f CONF -db` with the configuration `conf` (in `<dir>/<name>/haproxy.cfg`),
+    /// waiting for every address in `listen`; returns the instance's directory.
+    pub fn haproxy_conf(&mut self, name: &str, conf: &str, listen: &[SocketAddr]) -> PathBuf {
+        let prefix = self.dir.join(name);
+        fs::create_dir_all(&prefix).expect("haproxy dir");
         let conf_path = prefix.join("haproxy.cfg");
         fs::write(&conf_path, conf).expect("write haproxy.cfg");
         self.spawn_proxy(
@@ -365,6 +379,28 @@ impl Scenario {
             self.wait_listening(idx, addr, Some(from));
         }
         self.dir.join(format!("{name}.out"))
+    }
+
+    /// Starts headless Chromium (`<dir>/<name>.out`, `.err`; its profile in `<dir>/<name>`)
+    /// and connects to its DevTools endpoint.
+    pub fn chromium(&mut self, name: &str) -> DevTools {
+        let profile = self.dir.join(name);
+        fs::create_dir_all(&profile).expect("chromium profile");
+        let idx = self.spawn(name, &mut browser::command(&profile));
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let endpoint = loop {
+            self.ensure_running(idx);
+            if let Some(endpoint) = browser::endpoint(&profile) {
+                break endpoint;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scenario {}: {name} wrote no DevToolsActivePort in {STEP_TIMEOUT:?}",
+                self.id
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        DevTools::connect(&endpoint)
     }
 
     /// Starts the broker with `args` plus `--admin <admin>`; waits for the admin port and for each
@@ -497,6 +533,20 @@ impl Scenario {
         pem
     }
 
+    /// Generates a self-signed certificate for `cn` (rcgen) and writes it as
+    /// `<dir>/<stem>.crt` and its key as `<dir>/<stem>.key`, both PEM; returns their paths.
+    pub fn self_signed_cert_and_key(&self, cn: &str, stem: &str) -> (PathBuf, PathBuf) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec![cn.to_owned()]).expect("self-signed cert");
+        let paths = (
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+        );
+        fs::write(&paths.0, cert.pem()).expect("write certificate");
+        fs::write(&paths.1, signing_key.serialize_pem()).expect("write key");
+        paths
+    }
+
     /// Asserts that the broker reports `client` for `record` and prints the scenario line.
     pub fn assert_reported(&self, record: &Value, client: SocketAddr) {
         assert_eq!(
@@ -549,6 +599,17 @@ impl Scenario {
             .unwrap_or_else(|| panic!("no process {name}"));
         proc.child.kill().expect("kill");
         proc.child.wait().expect("reap");
+    }
+
+    /// Waits until the scenario's process `name` exits by itself (after it was asked to quit).
+    pub fn wait_exit(&mut self, name: &str) {
+        let proc = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        wait_child(&mut proc.child, STEP_TIMEOUT)
+            .unwrap_or_else(|| panic!("{name} did not exit within {STEP_TIMEOUT:?}"));
     }
 
     /// The current content of a file of a proxy instance (e.g. `lb2/access.log`), or "".

@@ -11,6 +11,13 @@ pub(crate) const NGINX: &str = "nginx";
 pub(crate) const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 pub(crate) const HAPROXY: &str = "haproxy";
 pub(crate) const PYTHON: &str = "python3";
+pub(crate) const CHROMIUM: &str = "chromium";
+
+/// The MQTT.js browser bundle, installed by `npm ci --prefix tests/browser` (`.ci/run` does).
+pub(crate) fn mqtt_js_bundle() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/browser/node_modules/mqtt/dist/mqtt.min.js")
+}
 
 /// External programs a test needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +30,10 @@ pub enum Tool {
     Mosquitto,
     /// `python3` with `paho-mqtt` 2.x.
     Paho,
+    /// Debian's `chromium`, run headless.
+    Chromium,
+    /// MQTT.js's browser bundle from npm (`tests/browser/node_modules`).
+    MqttJs,
 }
 
 impl Tool {
@@ -60,6 +71,15 @@ impl Tool {
                     "python3 with paho-mqtt>=2 not available (pip install paho-mqtt)".into()
                 })
             }
+            Tool::Chromium => which(CHROMIUM)
+                .is_none()
+                .then(|| "chromium not found in PATH (apt-get install chromium)".into()),
+            Tool::MqttJs => (!mqtt_js_bundle().is_file()).then(|| {
+                format!(
+                    "{} missing (npm ci --prefix tests/browser)",
+                    mqtt_js_bundle().display()
+                )
+            }),
         }
     }
 }

@@ -155,7 +155,7 @@ impl RealIpLayer {
     #[must_use]
     pub fn trusted_proxies(mut self, trusted: TrustedProxies) -> Self {
         let config = self.config_mut();
-        config.trusted = trusted;
+        config.trusted = Arc::new(trusted);
         config.live_trusted = None;
         self
     }
@@ -216,10 +216,28 @@ impl RealIpLayer {
         self.config.port_header.as_ref()
     }
 
-    /// The fixed set of trusted proxies (not used while a
-    /// [live set](Self::live_trusted_proxies) is configured).
-    pub fn trusted(&self) -> &TrustedProxies {
-        &self.config.trusted
+    /// The set of trusted proxies the next request is resolved with: the current value of
+    /// the [live set](Self::live_trusted_proxies) when one is configured, else the fixed set.
+    /// It is a snapshot: a later reload of the live set does not change it.
+    ///
+    /// ```
+    /// use realip_core::{Live, TrustedProxies};
+    /// use realip_tower::RealIpLayer;
+    ///
+    /// let layer = RealIpLayer::x_forwarded_for("10.0.0.0/8".parse().unwrap());
+    /// assert!(layer.trusted().contains("10.1.2.3".parse().unwrap()));
+    ///
+    /// let live = Live::new(TrustedProxies::new());
+    /// let layer = layer.live_trusted_proxies(live.clone());
+    /// assert!(layer.trusted().is_empty());
+    /// live.store("192.0.2.0/24".parse().unwrap());
+    /// assert!(layer.trusted().contains("192.0.2.1".parse().unwrap()));
+    /// ```
+    pub fn trusted(&self) -> Arc<TrustedProxies> {
+        match &self.config.live_trusted {
+            Some(live) => live.load_full(),
+            None => Arc::clone(&self.config.trusted),
+        }
     }
 
     /// The live set of trusted proxies, if one is configured.

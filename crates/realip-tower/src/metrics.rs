@@ -3,8 +3,13 @@
 //!
 //! | Name | Type | Labels | Meaning |
 //! |------|------|--------|---------|
-//! | `realip_tower_requests_total` | counter | `source`: `socket`, `proxy-protocol`, the header's lowercase name (`x-forwarded-for`, …), or `none` | requests resolved by the layer, by where their client address came from ([`AddrSource::as_str`](realip_core::AddrSource::as_str); `none`: no client address, as for a Unix-socket peer) |
+//! | `realip_tower_requests_total` | counter | `source`: `socket`, `proxy_protocol`, the header's lowercase name in snake case (`x_forwarded_for`, `x_real_ip`, …), or `none` | requests resolved by the layer, by where their client address came from (`none`: no client address, as for a Unix-socket peer) |
 //! | `realip_tower_fallbacks_total` | counter | `reason`: `untrusted_peer`, `malformed_entry`, `multiple_lines`, `too_few_entries`, `no_header`, `no_transport_peer`, `not_websocket`, `headers_ignored` | requests whose header did not decide, by [`Fallback`] (the first four are rejected headers) |
+//!
+//! Label values are snake case in both crates, as the listener's `outcome` and `reason`
+//! values are (the Prometheus convention for names, which exporters also follow for
+//! enumerated values); a header name's dashes become underscores. Logs and
+//! [`AddrSource::as_str`](realip_core::AddrSource::as_str) keep the header's own spelling.
 //!
 //! A request that already carried a [`ClientAddr`](realip_core::ClientAddr) (set by an
 //! outer layer) is not resolved and not counted.
@@ -50,9 +55,8 @@ pub(crate) fn resolved(resolution: &Resolution) {
         let source: metrics::SharedString = match resolution.client().map(|c| c.source()) {
             None => "none".into(),
             Some(AddrSource::Socket) => "socket".into(),
-            Some(AddrSource::ProxyProtocol) => "proxy-protocol".into(),
-            Some(AddrSource::Header(name)) => name.clone().into(),
-            Some(other) => other.as_str().to_owned().into(),
+            Some(AddrSource::ProxyProtocol) => "proxy_protocol".into(),
+            Some(other) => other.as_str().replace('-', "_").into(),
         };
         metrics::counter!(REQUESTS_TOTAL, "source" => source).increment(1);
         if let Outcome::Fallback(fallback) = resolution.outcome() {

@@ -4,6 +4,7 @@
 //! walks them, then the port is looked up at the chosen position.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
 use realip_core::{AddrSource, ClientAddr, Live, TrustedProxies};
@@ -21,7 +22,7 @@ pub(crate) struct Config {
     pub(crate) header: HeaderName,
     pub(crate) source: AddrSource,
     pub(crate) port_header: Option<HeaderName>,
-    pub(crate) trusted: TrustedProxies,
+    pub(crate) trusted: Arc<TrustedProxies>,
     /// Replaces `trusted` when set: loaded per request.
     pub(crate) live_trusted: Option<Live<TrustedProxies>>,
     pub(crate) websocket_only: bool,
@@ -40,7 +41,7 @@ impl Config {
             source: AddrSource::header(header.as_str()),
             header,
             port_header,
-            trusted,
+            trusted: Arc::new(trusted),
             live_trusted: None,
             websocket_only: false,
             unconditional: false,
@@ -72,7 +73,7 @@ pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer>)
     }
     // One load per request: the whole decision uses one set, whatever a reload does.
     let live = config.live_trusted.as_ref().map(Live::load);
-    let trusted: &TrustedProxies = live.as_deref().unwrap_or(&config.trusted);
+    let trusted: &TrustedProxies = live.as_deref().unwrap_or(&*config.trusted);
     let peer_trusted = match peer {
         Some(peer) => peer.is_trusted(trusted),
         None => false,

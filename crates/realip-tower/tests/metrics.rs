@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use http::Request;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use realip_core::TrustedProxies;
+use realip_test_support::metrics::{read, record};
 use realip_tower::{PeerAddr, RealIpLayer, metrics as names};
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -75,6 +75,22 @@ async fn script() {
             request(PeerAddr::Unix(None), &[]),
         ),
     ];
+    #[cfg(feature = "listener")]
+    let cases = cases.into_iter().chain([{
+        use realip_core::{AddrSource, ClientAddr};
+        let mut req = request(lb(), &[]);
+        req.extensions_mut()
+            .insert(realip_listener::ProxiedAddr::new(
+                Some(ClientAddr::from_socket_addr(
+                    "203.0.113.9:5555".parse().unwrap(),
+                    AddrSource::ProxyProtocol,
+                )),
+                lb(),
+                None,
+                None,
+            ));
+        (RealIpLayer::x_forwarded_for_recursive(trusted.clone()), req)
+    }]);
     for (layer, req) in cases {
         let svc = layer.layer(service_fn(|_: Request<()>| async {
             Ok::<_, Infallible>(())
@@ -85,32 +101,10 @@ async fn script() {
 
 #[test]
 fn counts_requests_by_source_and_fallbacks_by_reason() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || runtime.block_on(script()));
-
-    let counts: BTreeMap<String, u64> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let key = key.key();
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            let DebugValue::Counter(n) = value else {
-                panic!("{} is not a counter", key.name());
-            };
-            (format!("{}{{{}}}", key.name(), labels.join(",")), n)
-        })
-        .collect();
-    let expected: BTreeMap<String, u64> = [
-        (names::REQUESTS_TOTAL, "source=x-forwarded-for", 1),
-        (names::REQUESTS_TOTAL, "source=x-real-ip", 1),
+    let counts = read(&record(|_| script()));
+    let expected: BTreeMap<String, f64> = [
+        (names::REQUESTS_TOTAL, "source=x_forwarded_for", 1),
+        (names::REQUESTS_TOTAL, "source=x_real_ip", 1),
         (names::REQUESTS_TOTAL, "source=socket", 5),
         (names::REQUESTS_TOTAL, "source=none", 1),
         (names::FALLBACKS_TOTAL, "reason=untrusted_peer", 1),
@@ -120,7 +114,21 @@ fn counts_requests_by_source_and_fallbacks_by_reason() {
         (names::FALLBACKS_TOTAL, "reason=no_header", 2),
     ]
     .into_iter()
-    .map(|(name, label, n)| (format!("{name}{{{label}}}"), n))
+    .map(|(name, label, n)| (format!("{name}{{{label}}}"), f64::from(n)))
     .collect();
+    // Behind the PROXY listener: the PROXY header's address, and one more request without a
+    // forwarded header.
+    #[cfg(feature = "listener")]
+    let expected = {
+        let mut expected = expected;
+        expected.insert(
+            format!("{}{{source=proxy_protocol}}", names::REQUESTS_TOTAL),
+            1.0,
+        );
+        *expected
+            .get_mut(&format!("{}{{reason=no_header}}", names::FALLBACKS_TOTAL))
+            .unwrap() += 1.0;
+        expected
+    };
     assert_eq!(counts, expected);
 }

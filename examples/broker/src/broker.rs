@@ -349,8 +349,73 @@ impl Session {
 struct State {
     sessions: HashMap<String, Session>,
     retained: BTreeMap<String, Delivery>,
-    /// Round-robin position of each shared subscription (`group`, `filter`).
-    shared_next: HashMap<(String, String), usize>,
+    shared: SharedGroups,
+}
+
+impl State {
+    /// Removes a session, and it from the shared subscriptions it was a member of.
+    fn remove_session(&mut self, clientid: &str) {
+        if let Some(session) = self.sessions.remove(clientid) {
+            self.shared.leave_all(&session.subs);
+        }
+    }
+}
+
+/// Replaces a session with an empty one, leaving its shared subscriptions.
+fn reset_session(session: &mut Session, shared: &mut SharedGroups) {
+    shared.leave_all(&session.subs);
+    *session = Session::default();
+}
+
+/// The shared subscriptions (`group`, `filter`) that have members: how many, and whose turn
+/// is next. An entry lives exactly as long as its subscription has a member, so the groups
+/// clients used and left take no memory.
+#[derive(Debug, Default)]
+struct SharedGroups(HashMap<(String, String), SharedGroup>);
+
+#[derive(Debug, Default)]
+struct SharedGroup {
+    members: usize,
+    next: usize,
+}
+
+impl SharedGroups {
+    /// A session subscribed to `filter` (a new subscription, not a replaced one).
+    fn join(&mut self, filter: &str) {
+        if let Some((group, filter)) = shared_filter(filter) {
+            let key = (group.to_owned(), filter.to_owned());
+            self.0.entry(key).or_default().members += 1;
+        }
+    }
+
+    /// A session's subscription to `filter` ended.
+    fn leave(&mut self, filter: &str) {
+        let Some((group, filter)) = shared_filter(filter) else {
+            return;
+        };
+        let key = (group.to_owned(), filter.to_owned());
+        if let Some(g) = self.0.get_mut(&key) {
+            g.members = g.members.saturating_sub(1);
+            if g.members == 0 {
+                self.0.remove(&key);
+            }
+        }
+    }
+
+    fn leave_all(&mut self, subs: &BTreeMap<String, SubOptions>) {
+        for filter in subs.keys() {
+            self.leave(filter);
+        }
+    }
+
+    /// The position of the member whose turn it is in `key`'s group, then the next one's.
+    fn turn(&mut self, key: &(String, String)) -> usize {
+        self.0.get_mut(key).map_or(0, |g| {
+            let turn = g.next;
+            g.next = g.next.wrapping_add(1);
+            turn
+        })
+    }
 }
 
 /// A session as the admin API shows it.
@@ -516,14 +581,15 @@ impl Broker {
         let (clean_start, persistent, expiry) = (info.clean_start, info.persistent, info.expiry);
         let now = Instant::now();
         let mut wills = Vec::new();
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let session = state.sessions.entry(clientid).or_default();
         if session.expired(now) {
             // Expired before the periodic sweep saw it: gone, and its will is due.
             if let Some((will, _)) = session.will.take() {
                 wills.push(will.release());
             }
-            *session = Session::default();
+            reset_session(session, &mut state.shared);
         }
         // A will still waiting for its delay is cancelled by the reconnection [MQTT-3.1.3-9].
         if session.will.take().is_some() {
@@ -535,7 +601,7 @@ impl Broker {
             }
         }
         let session_present = if clean_start {
-            *session = Session::default();
+            reset_session(session, &mut state.shared);
             false
         } else {
             // A previous session exists if it was persistent and had state.
@@ -545,7 +611,7 @@ impl Broker {
                     || !session.inflight.is_empty())
         };
         if !session_present {
-            *session = Session::default();
+            reset_session(session, &mut state.shared);
         }
         session.persistent = persistent;
         session.expiry = Some(expiry);
@@ -561,7 +627,7 @@ impl Broker {
             info: Arc::new(info),
         });
         let resend = session.inflight.clone();
-        drop(state);
+        drop(guard);
         for will in wills {
             self.publish(None, will);
         }
@@ -618,7 +684,7 @@ impl Broker {
                     }
                 }
                 if ends.is_some_and(|end| end <= now) {
-                    state.sessions.remove(clientid);
+                    state.remove_session(clientid);
                 }
             }
         }
@@ -634,7 +700,12 @@ impl Broker {
         let mut due = Vec::new();
         {
             let mut state = self.lock();
-            state.sessions.retain(|clientid, session| {
+            let State {
+                sessions,
+                retained,
+                shared,
+            } = &mut *state;
+            sessions.retain(|clientid, session| {
                 if session.conn.is_some() {
                     return true;
                 }
@@ -651,10 +722,11 @@ impl Broker {
                 }
                 if expired {
                     tracing::info!(client = %clientid, "session expired");
+                    shared.leave_all(&session.subs);
                 }
                 !expired
             });
-            state.retained.retain(|_, msg| !msg.props.expired(now));
+            retained.retain(|_, msg| !msg.props.expired(now));
         }
         for will in due {
             self.publish(None, will);
@@ -818,7 +890,7 @@ impl Broker {
                 }
             }
             None => {
-                state.sessions.remove(clientid);
+                state.remove_session(clientid);
             }
         }
         true
@@ -834,6 +906,9 @@ impl Broker {
         };
         for (filter, opts) in filters {
             let existed = session.subs.insert(filter.clone(), *opts).is_some();
+            if !existed {
+                state.shared.join(filter);
+            }
             let send = match opts.retain_handling {
                 0 => true,
                 1 => !existed,
@@ -861,9 +936,12 @@ impl Broker {
 
     pub(crate) fn unsubscribe(&self, clientid: &str, filters: &[String]) {
         let mut state = self.lock();
+        let state = &mut *state;
         if let Some(session) = state.sessions.get_mut(clientid) {
             for filter in filters {
-                session.subs.remove(filter);
+                if session.subs.remove(filter).is_some() {
+                    state.shared.leave(filter);
+                }
             }
         }
     }
@@ -926,9 +1004,8 @@ impl Broker {
             if members.iter().any(|m| m.2) {
                 members.retain(|m| m.2);
             }
-            let next = state.shared_next.entry(key).or_default();
-            let (clientid, opts, connected) = &members[*next % members.len()];
-            *next = next.wrapping_add(1);
+            let turn = state.shared.turn(&key);
+            let (clientid, opts, connected) = &members[turn % members.len()];
             let delivery = Delivery {
                 qos: min_qos(msg.qos, opts.qos),
                 retain: msg.retain && opts.retain_as_published,
@@ -964,6 +1041,18 @@ impl Broker {
         self.lock().retained.len()
     }
 
+    /// How many entries each of the broker's tables holds, expired sessions included.
+    #[cfg(test)]
+    fn entries(&self) -> Entries {
+        let state = self.lock();
+        Entries {
+            sessions: state.sessions.len(),
+            subscriptions: state.sessions.values().map(|s| s.subs.len()).sum(),
+            shared_groups: state.shared.0.len(),
+            retained: state.retained.len(),
+        }
+    }
+
     pub(crate) fn client(&self, clientid: &str) -> Option<SessionView> {
         let now = Instant::now();
         let state = self.lock();
@@ -973,6 +1062,16 @@ impl Broker {
         }
         session.view(now)
     }
+}
+
+/// The sizes of the broker's tables (tests).
+#[cfg(test)]
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Entries {
+    sessions: usize,
+    subscriptions: usize,
+    shared_groups: usize,
+    retained: usize,
 }
 
 /// Decrements the broker's connection count when a connection task ends.
@@ -1262,6 +1361,79 @@ mod tests {
         broker.puback("r", c.conn_id, first[0].pkid);
         let third = broker.take("r", c.conn_id, 2, 100);
         assert_eq!(&third[0].msg.payload[..], b"3");
+    }
+
+    /// Clients that subscribed to topics of their own (plainly and in a shared group of their
+    /// own), published, and then left in every way a session ends: nothing of them is kept.
+    #[tokio::test]
+    async fn nothing_is_kept_for_clients_that_left() {
+        const N: usize = 100;
+        let broker = Broker::new(Acl::default(), Limits::default());
+        let qos1 = SubOptions::qos(QoS::AtLeastOnce);
+        let mut regs = Vec::new();
+        for i in 0..N {
+            let id = format!("c{i}");
+            // Every other client keeps its session after its connection (until it expires,
+            // is discarded or replaced below).
+            let reg = broker.register(info(&id, i % 2 == 0));
+            broker.subscribe(
+                &id,
+                &[
+                    (format!("t/{i}"), qos1),
+                    (format!("$share/g{i}/t/{i}"), qos1),
+                    (format!("$share/all/t/{i}"), qos1),
+                ],
+            );
+            broker.publish(None, msg(&format!("t/{i}"), b"m", QoS::AtLeastOnce, true));
+            // One copy per subscription: the plain one and each shared group's.
+            assert_eq!(take(&broker, &id, &reg).len(), 3, "{id}");
+            regs.push((id, reg));
+        }
+        assert_eq!(
+            broker.entries(),
+            Entries {
+                sessions: N,
+                subscriptions: 3 * N,
+                shared_groups: 2 * N,
+                retained: N,
+            }
+        );
+
+        let now = Instant::now();
+        for (i, (id, reg)) in regs.into_iter().enumerate() {
+            broker.publish(None, msg(&format!("t/{i}"), b"", QoS::AtMostOnce, true));
+            if i % 2 == 0 {
+                // A clean session, after unsubscribing from one filter or from none.
+                if i % 4 == 0 {
+                    broker.unsubscribe(&id, &[format!("$share/g{i}/t/{i}")]);
+                }
+                broker.unregister(&id, reg.conn_id, None, None);
+                continue;
+            }
+            match i % 6 {
+                // Expires (MQTT 5 DISCONNECT with an expiry interval): the sweep ends it.
+                1 => broker.unregister(
+                    &id,
+                    reg.conn_id,
+                    Some(Expiry::After(Duration::from_secs(1))),
+                    None,
+                ),
+                // Kept, then discarded through the admin API.
+                3 => {
+                    broker.unregister(&id, reg.conn_id, None, None);
+                    assert!(broker.kick(&id));
+                }
+                // Kept, then replaced by a clean session that leaves.
+                _ => {
+                    broker.unregister(&id, reg.conn_id, None, None);
+                    let clean = broker.register(info(&id, true));
+                    broker.unregister(&id, clean.conn_id, None, None);
+                }
+            }
+        }
+        broker.sweep(now + Duration::from_secs(2));
+        assert!(broker.clients().is_empty());
+        assert_eq!(broker.entries(), Entries::default());
     }
 
     #[test]

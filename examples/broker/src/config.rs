@@ -122,8 +122,9 @@ pub(crate) struct RunArgs {
     /// Seconds allowed for a PROXY protocol header to arrive [default: 3].
     #[arg(long, value_name = "SECS")]
     pub(crate) proxy_protocol_timeout: Option<f64>,
-    /// Peers that must send a PROXY header, whose headers are believed (repeatable); every
-    /// other peer gets --proxy-optional or --proxy-default [default: every peer must send one].
+    /// Peers that must send a PROXY header, whose headers are believed (repeatable; CIDRs or
+    /// preset:NAME); every other peer gets --proxy-optional or --proxy-default [default: every
+    /// peer must send one].
     #[arg(long, value_name = "CIDR")]
     pub(crate) proxy_from: Vec<String>,
     /// Peers that may connect with or without a PROXY header (repeatable): health checkers
@@ -167,7 +168,8 @@ pub(crate) struct RunArgs {
     /// only for the trusted and forwarded strategies.
     #[arg(long)]
     pub(crate) ws_recursive: bool,
-    /// Proxies whose forwarded headers are believed (repeatable) [default: loopback].
+    /// Proxies whose forwarded headers are believed (repeatable): CIDRs, or preset:NAME
+    /// for a provider's shipped ranges (preset:cloudflare) [default: loopback].
     #[arg(long, value_name = "CIDR")]
     pub(crate) trusted_proxy: Vec<String>,
 
@@ -706,11 +708,13 @@ fn cidrs(
     entries: &[String],
     warnings: &mut Vec<String>,
 ) -> Result<TrustedProxies, String> {
-    for entry in entries {
+    let (presets, entries) = crate::presets::split(flag, entries, warnings)?;
+    for entry in &entries {
         if TrustedProxies::parse_list([entry]).is_err() {
             return Err(format!(
-                "invalid --{flag} {entry:?}: expected an IP address (10.0.0.1, ::1) or a \
-                 network in CIDR notation (10.0.0.0/8, fd00::/8)"
+                "invalid --{flag} {entry:?}: expected an IP address (10.0.0.1, ::1), a \
+                 network in CIDR notation (10.0.0.0/8, fd00::/8) or preset:NAME \
+                 (preset:cloudflare)"
             ));
         }
         if let Some(network) = host_bits_dropped(entry) {
@@ -719,7 +723,9 @@ fn cidrs(
             ));
         }
     }
-    TrustedProxies::parse_list(entries).map_err(|e| format!("--{flag}: {e}"))
+    let mut set = TrustedProxies::parse_list(entries).map_err(|e| format!("--{flag}: {e}"))?;
+    set.extend(presets.networks().iter().copied());
+    Ok(set)
 }
 
 /// [`cidrs`] of a list flag that means "not set" when empty.
@@ -835,6 +841,68 @@ mod tests {
         assert_eq!(fwd.header, "X-Forwarded-For");
         assert_eq!(fwd.port_header.as_deref(), Some("X-Forwarded-Port"));
         assert_eq!(fwd.strategy, Strategy::TrustedProxies { recursive: true });
+    }
+
+    #[test]
+    fn presets_by_name_in_flags_and_the_file() {
+        use realip_core::PeerAddr;
+        use realip_core::presets::Preset;
+        use realip_listener::Policy;
+
+        let file: FileConfig = toml::from_str(
+            r#"
+            ws-header = "X-Forwarded-For"
+            trusted-proxy = ["preset:cloudflare", "10.0.0.0/8"]
+            tcp-proxy-protocol = true
+            proxy-from = ["preset:google-load-balancers"]
+            "#,
+        )
+        .unwrap();
+        let config = Config::merge(parse(&[]), file).unwrap();
+        let trusted = config.forwarding.unwrap().trusted.unwrap();
+        let mut expected = Preset::Cloudflare.snapshot().networks().to_vec();
+        expected.push("10.0.0.0/8".parse().unwrap());
+        let mut got = trusted.networks().to_vec();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected);
+        // Every range of the preset must send a header; a peer outside them is refused.
+        for net in Preset::GoogleLoadBalancers.snapshot().networks() {
+            let peer = PeerAddr::Inet(std::net::SocketAddr::new(net.addr(), 1));
+            assert_eq!(
+                config.proxy_rules.policy_for(&peer),
+                Policy::Require,
+                "{net}"
+            );
+        }
+        let outside = PeerAddr::Inet("192.0.2.1:1".parse().unwrap());
+        assert_eq!(config.proxy_rules.policy_for(&outside), Policy::Reject);
+
+        let config = Config::merge(
+            parse(&[
+                "--ws-header",
+                "X-Forwarded-For",
+                "--trusted-proxy",
+                "preset:fastly",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        let trusted = config.forwarding.unwrap().trusted.unwrap();
+        assert_eq!(trusted, Preset::Fastly.snapshot());
+        assert!(!trusted.contains("127.0.0.1".parse().unwrap()));
+
+        let err = Config::merge(
+            parse(&[
+                "--ws-header",
+                "X-Forwarded-For",
+                "--trusted-proxy",
+                "preset:cloudfront",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown preset \"cloudfront\""), "{err}");
     }
 
     #[test]

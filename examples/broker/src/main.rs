@@ -22,6 +22,7 @@ mod codec;
 mod config;
 mod ctl;
 mod metrics;
+mod presets;
 mod prom;
 mod proxy_rules;
 mod realip;

@@ -10,7 +10,14 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::prom;
+/// Counter of PUBLISH packets received (`GET /metrics`, see `crate::prom`).
+pub(crate) const MESSAGES_RECEIVED_TOTAL: &str = "realip_broker_messages_received_total";
+/// Counter of PUBLISH packets sent.
+pub(crate) const MESSAGES_SENT_TOTAL: &str = "realip_broker_messages_sent_total";
+/// Counter of bytes received.
+pub(crate) const RECEIVED_BYTES_TOTAL: &str = "realip_broker_received_bytes_total";
+/// Counter of bytes sent.
+pub(crate) const SENT_BYTES_TOTAL: &str = "realip_broker_sent_bytes_total";
 
 /// Counters of one connection, shared between its session task and the admin API; each
 /// event is also added to the broker's process-wide series (`crate::prom`).
@@ -45,10 +52,10 @@ impl Default for Counters {
             recv_oct: AtomicU64::new(0),
             send_oct: AtomicU64::new(0),
             total: Totals {
-                recv_msg: metrics::counter!(prom::MESSAGES_RECEIVED_TOTAL),
-                send_msg: metrics::counter!(prom::MESSAGES_SENT_TOTAL),
-                recv_oct: metrics::counter!(prom::RECEIVED_BYTES_TOTAL),
-                send_oct: metrics::counter!(prom::SENT_BYTES_TOTAL),
+                recv_msg: metrics::counter!(MESSAGES_RECEIVED_TOTAL),
+                send_msg: metrics::counter!(MESSAGES_SENT_TOTAL),
+                recv_oct: metrics::counter!(RECEIVED_BYTES_TOTAL),
+                send_oct: metrics::counter!(SENT_BYTES_TOTAL),
             },
         }
     }

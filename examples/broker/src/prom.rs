@@ -28,14 +28,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub(crate) const CONNECTIONS_TOTAL: &str = "realip_broker_connections_total";
 /// Gauge of open connections, by `listener`.
 pub(crate) const CONNECTIONS: &str = "realip_broker_connections";
-/// Counter of PUBLISH packets received.
-pub(crate) const MESSAGES_RECEIVED_TOTAL: &str = "realip_broker_messages_received_total";
-/// Counter of PUBLISH packets sent.
-pub(crate) const MESSAGES_SENT_TOTAL: &str = "realip_broker_messages_sent_total";
-/// Counter of bytes received.
-pub(crate) const RECEIVED_BYTES_TOTAL: &str = "realip_broker_received_bytes_total";
-/// Counter of bytes sent.
-pub(crate) const SENT_BYTES_TOTAL: &str = "realip_broker_sent_bytes_total";
+// The traffic series, counted per connection by `crate::metrics`.
+pub(crate) use crate::metrics::{
+    MESSAGES_RECEIVED_TOTAL, MESSAGES_SENT_TOTAL, RECEIVED_BYTES_TOTAL, SENT_BYTES_TOTAL,
+};
 /// Counter of refused connections, by `reason`.
 pub(crate) const REJECTIONS_TOTAL: &str = "realip_broker_rejections_total";
 /// Counter of configuration reloads, by `result`.

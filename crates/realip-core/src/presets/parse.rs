@@ -1,32 +1,4 @@
-//! Parsers for the address lists cloud providers publish for their proxies, each into a
-//! [`TrustedProxies`] set (feature `presets`).
-//!
-//! | Provider | Format | Published at |
-//! |---|---|---|
-//! | Cloudflare | one CIDR per line ([`cloudflare`]) | `https://www.cloudflare.com/ips-v4`, `https://www.cloudflare.com/ips-v6` |
-//! | AWS | `ip-ranges.json`, filtered by service such as `CLOUDFRONT_ORIGIN_FACING` ([`aws`]) | `https://ip-ranges.amazonaws.com/ip-ranges.json` |
-//! | Fastly | `{"addresses": […], "ipv6_addresses": […]}` ([`fastly`]) | `https://api.fastly.com/public-ip-list` |
-//! | Google | `{"prefixes": [{"ipv4Prefix": …} \| {"ipv6Prefix": …}]}` ([`google`]) | `https://www.gstatic.com/ipranges/goog.json`, `cloud.json` |
-//!
-//! No snapshot of these lists ships with the crate: fetch the list you trust (and keep it
-//! current), parse it here, and [`store_checked`] it into the [`Live`] set your listener or
-//! layer reads. Every parser fails on an empty result or on any entry that
-//! is not a network, so a truncated or garbled download is an error, never a smaller set.
-//!
-//! # Example
-//!
-//! ```
-//! use realip_core::presets;
-//!
-//! let json = r#"{"syncToken": "1", "createDate": "2026-01-01-00-00-00",
-//!   "prefixes": [
-//!     {"ip_prefix": "192.0.2.0/24", "region": "GLOBAL", "service": "CLOUDFRONT_ORIGIN_FACING", "network_border_group": "GLOBAL"},
-//!     {"ip_prefix": "198.51.100.0/24", "region": "us-east-1", "service": "EC2", "network_border_group": "us-east-1"}],
-//!   "ipv6_prefixes": []}"#;
-//! let origin_facing = presets::aws(json, "CLOUDFRONT_ORIGIN_FACING").unwrap();
-//! assert!(origin_facing.contains("192.0.2.9".parse().unwrap()));
-//! assert!(!origin_facing.contains("198.51.100.9".parse().unwrap()));
-//! ```
+//! The providers' formats, parsed into [`TrustedProxies`] sets, and [`store_checked`].
 
 use serde_json::Value;
 
@@ -161,7 +133,13 @@ fn strings<'a>(
 /// Cloudflare's plain lists (`ips-v4`, `ips-v6`): one CIDR per line; blank lines are
 /// ignored. Pass both lists joined by a newline for both families.
 pub fn cloudflare(text: &str) -> Result<TrustedProxies, PresetError> {
-    collect("Cloudflare list", text.lines().map(str::trim))
+    plain_list("Cloudflare list", text)
+}
+
+/// A list of one CIDR per line, blank lines ignored (Cloudflare's format, and the one this
+/// crate uses for lists published only on a web page).
+pub(crate) fn plain_list(format: &'static str, text: &str) -> Result<TrustedProxies, PresetError> {
+    collect(format, text.lines().map(str::trim))
 }
 
 /// AWS `ip-ranges.json`: the `ip_prefix` of every `prefixes` element and the `ipv6_prefix`
