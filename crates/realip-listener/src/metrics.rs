@@ -62,12 +62,13 @@ fn reason(err: &HandshakeError) -> &'static str {
     }
 }
 
-/// Increments counter `$name` with label `$label` set to `$value`. Each value listed is
-/// written out as a literal, so that its key is a static (no allocation, no hashing unless a
-/// recorder asks): what a connection costs with the feature on and no recorder installed.
+/// Increments counter `$name` (the literal of one of the name constants above) with label
+/// `$label` set to `$value`. The name and each value listed are written out as literals, so
+/// that their key is a static, hashed at compile time: no allocation and no hashing per
+/// connection, what a connection costs with the feature on and no recorder installed.
 #[cfg(feature = "metrics")]
 macro_rules! count_with_label {
-    ($name:expr, $label:literal, $value:expr, [$($known:literal),*]) => {
+    ($name:literal, $label:literal, $value:expr, [$($known:literal),*]) => {
         match $value {
             $($known => metrics::counter!($name, $label => $known).increment(1),)*
             other => metrics::counter!($name, $label => other).increment(1),
@@ -81,13 +82,13 @@ pub(crate) fn finished<IO>(result: &Result<Connection<IO>, HandshakeError>) {
     #[cfg(feature = "metrics")]
     match result {
         Ok(connection) => count_with_label!(
-            HANDSHAKES_TOTAL,
+            "realip_listener_handshakes_total",
             "outcome",
             outcome(connection),
             ["none", "v1", "v2_proxy", "v2_local"]
         ),
         Err(err) => count_with_label!(
-            REJECTIONS_TOTAL,
+            "realip_listener_rejections_total",
             "reason",
             reason(err),
             [
