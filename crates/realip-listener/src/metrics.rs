@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::error::HandshakeError;
 use crate::handshake::Connection;
+#[cfg(feature = "metrics")]
 use crate::header::info::{Command, ProxyVersion};
 
 /// Counter of connections handed to the application, by `outcome`.
@@ -34,73 +35,52 @@ pub const PENDING_HANDSHAKES: &str = "realip_listener_pending_handshakes";
 /// Histogram of the time from accept to the end of a handshake that waited, in seconds.
 pub const HEADER_WAIT_SECONDS: &str = "realip_listener_header_wait_seconds";
 
-/// The `outcome` label of a connection handed out.
-#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-fn outcome<IO>(connection: &Connection<IO>) -> &'static str {
-    match connection.1.proxy_info() {
-        None => "none",
-        Some(info) => match (info.version(), info.command()) {
-            (ProxyVersion::V1, _) => "v1",
-            (ProxyVersion::V2, Command::Local) => "v2_local",
-            (ProxyVersion::V2, _) => "v2_proxy",
-            // Simple Proxy Protocol is UDP only: a TCP handshake never yields it.
-            (ProxyVersion::Spp, _) => "spp",
-        },
-    }
-}
+// The `metrics` macros below are given each name and label value as a literal (the
+// constants above, written out): their key is then a static hashed at compile time, so that
+// a connection costs no allocation and no hashing, only the recorder lookup, when no
+// recorder is installed. The metrics test reads them back through the constants.
 
-/// The `reason` label of a handshake failure, from [`HandshakeError::reason`].
-#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-fn reason(err: &HandshakeError) -> &'static str {
-    match err.reason() {
-        "invalid" => "malformed",
-        "crc32c" => "crc",
-        "forbidden" => "policy",
-        reason @ ("missing" | "oversized" | "timeout") => reason,
-        // Closed, reset or failed before a complete header (`closed`, `truncated`, `io`).
-        _ => "closed_before_header",
-    }
-}
-
-/// Increments counter `$name` (the literal of one of the name constants above) with label
-/// `$label` set to `$value`. The name and each value listed are written out as literals, so
-/// that their key is a static, hashed at compile time: no allocation and no hashing per
-/// connection, what a connection costs with the feature on and no recorder installed.
-#[cfg(feature = "metrics")]
-macro_rules! count_with_label {
-    ($name:literal, $label:literal, $value:expr, [$($known:literal),*]) => {
-        match $value {
-            $($known => metrics::counter!($name, $label => $known).increment(1),)*
-            other => metrics::counter!($name, $label => other).increment(1),
-        }
-    };
-}
-
-/// Counts a finished handshake (not a skipped connection: [`skipped`]).
+/// Counts a finished handshake (not a skipped connection: [`skipped`]): the connection
+/// handed out by what its first bytes held, or the rejection by [`HandshakeError::reason`].
 #[inline]
 pub(crate) fn finished<IO>(result: &Result<Connection<IO>, HandshakeError>) {
     #[cfg(feature = "metrics")]
-    match result {
-        Ok(connection) => count_with_label!(
-            "realip_listener_handshakes_total",
-            "outcome",
-            outcome(connection),
-            ["none", "v1", "v2_proxy", "v2_local"]
-        ),
-        Err(err) => count_with_label!(
-            "realip_listener_rejections_total",
-            "reason",
-            reason(err),
-            [
-                "closed_before_header",
-                "timeout",
-                "missing",
-                "malformed",
-                "oversized",
-                "crc",
-                "policy"
-            ]
-        ),
+    {
+        macro_rules! handed_out {
+            ($outcome:literal) => {
+                metrics::counter!("realip_listener_handshakes_total", "outcome" => $outcome)
+                    .increment(1)
+            };
+        }
+        macro_rules! rejected {
+            ($reason:literal) => {
+                metrics::counter!("realip_listener_rejections_total", "reason" => $reason)
+                    .increment(1)
+            };
+        }
+        match result {
+            Ok(connection) => match connection.1.proxy_info() {
+                None => handed_out!("none"),
+                Some(info) => match (info.version(), info.command()) {
+                    (ProxyVersion::V1, _) => handed_out!("v1"),
+                    (ProxyVersion::V2, Command::Local) => handed_out!("v2_local"),
+                    (ProxyVersion::V2, _) => handed_out!("v2_proxy"),
+                    // Simple Proxy Protocol is UDP only: a TCP handshake never yields it.
+                    (ProxyVersion::Spp, _) => handed_out!("spp"),
+                },
+            },
+            Err(err) => match err.reason() {
+                "invalid" => rejected!("malformed"),
+                "crc32c" => rejected!("crc"),
+                "forbidden" => rejected!("policy"),
+                "missing" => rejected!("missing"),
+                "oversized" => rejected!("oversized"),
+                "timeout" => rejected!("timeout"),
+                // Closed, reset or failed before a complete header (`closed`, `truncated`,
+                // `io`).
+                _ => rejected!("closed_before_header"),
+            },
+        }
     }
     #[cfg(not(feature = "metrics"))]
     let _ = result;
@@ -110,14 +90,15 @@ pub(crate) fn finished<IO>(result: &Result<Connection<IO>, HandshakeError>) {
 #[inline]
 pub(crate) fn skipped() {
     #[cfg(feature = "metrics")]
-    metrics::counter!(HANDSHAKES_TOTAL, "outcome" => "skipped").increment(1);
+    metrics::counter!("realip_listener_handshakes_total", "outcome" => "skipped").increment(1);
 }
 
 /// Records how long a handshake that waited took, from its accept at `accepted`.
 #[inline]
 pub(crate) fn header_wait(accepted: Instant) {
     #[cfg(feature = "metrics")]
-    metrics::histogram!(HEADER_WAIT_SECONDS).record(accepted.elapsed().as_secs_f64());
+    metrics::histogram!("realip_listener_header_wait_seconds")
+        .record(accepted.elapsed().as_secs_f64());
     #[cfg(not(feature = "metrics"))]
     let _ = accepted;
 }
@@ -131,7 +112,7 @@ impl PendingGuard {
     #[inline]
     pub(crate) fn new() -> Self {
         #[cfg(feature = "metrics")]
-        metrics::gauge!(PENDING_HANDSHAKES).increment(1.0);
+        metrics::gauge!("realip_listener_pending_handshakes").increment(1.0);
         Self(())
     }
 }
@@ -140,6 +121,6 @@ impl Drop for PendingGuard {
     #[inline]
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        metrics::gauge!(PENDING_HANDSHAKES).decrement(1.0);
+        metrics::gauge!("realip_listener_pending_handshakes").decrement(1.0);
     }
 }

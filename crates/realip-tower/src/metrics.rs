@@ -22,29 +22,14 @@
 //! assert_eq!(metrics::FALLBACKS_TOTAL, "realip_tower_fallbacks_total");
 //! ```
 
+use crate::resolution::Resolution;
 #[cfg(feature = "metrics")]
-use crate::resolution::Outcome;
-use crate::resolution::{Fallback, Resolution};
+use crate::resolution::{Fallback, Outcome};
 
 /// Counter of resolved requests, by `source`.
 pub const REQUESTS_TOTAL: &str = "realip_tower_requests_total";
 /// Counter of requests whose header did not decide, by `reason`.
 pub const FALLBACKS_TOTAL: &str = "realip_tower_fallbacks_total";
-
-/// The `reason` label of a fallback.
-#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-const fn reason(fallback: Fallback) -> &'static str {
-    match fallback {
-        Fallback::UntrustedPeer => "untrusted_peer",
-        Fallback::Invalid(_) => "malformed_entry",
-        Fallback::MultipleLines(_) => "multiple_lines",
-        Fallback::TooFewHops { .. } => "too_few_entries",
-        Fallback::NoHeader => "no_header",
-        Fallback::NoTransportPeer => "no_transport_peer",
-        Fallback::NotWebSocket => "not_websocket",
-        Fallback::HeadersIgnored => "headers_ignored",
-    }
-}
 
 /// Counts one resolved request.
 #[inline]
@@ -78,8 +63,24 @@ pub(crate) fn resolved(resolution: &Resolution) {
                 }
             },
         }
+        // The `reason` label of a fallback, its key static as well.
+        macro_rules! fallback {
+            ($reason:literal) => {
+                metrics::counter!("realip_tower_fallbacks_total", "reason" => $reason)
+                    .increment(1)
+            };
+        }
         if let Outcome::Fallback(fallback) = resolution.outcome() {
-            metrics::counter!(FALLBACKS_TOTAL, "reason" => reason(*fallback)).increment(1);
+            match fallback {
+                Fallback::UntrustedPeer => fallback!("untrusted_peer"),
+                Fallback::Invalid(_) => fallback!("malformed_entry"),
+                Fallback::MultipleLines(_) => fallback!("multiple_lines"),
+                Fallback::TooFewHops { .. } => fallback!("too_few_entries"),
+                Fallback::NoHeader => fallback!("no_header"),
+                Fallback::NoTransportPeer => fallback!("no_transport_peer"),
+                Fallback::NotWebSocket => fallback!("not_websocket"),
+                Fallback::HeadersIgnored => fallback!("headers_ignored"),
+            }
         }
     }
     #[cfg(not(feature = "metrics"))]
