@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
-# Server instructions per connection, counted by callgrind (independent of machine load): each
-# server (`load serve --kind plain|ours|peer`) runs under `valgrind --tool=callgrind`, a client
-# makes N and then 3N closed-loop connections (connect, header + `ping\n` in one write, read
-# `pong\n`, close; one at a time), and the per-connection cost is the difference of the two
-# totals divided by 2N, so start-up and shutdown cancel out.
-# Usage: crates/realip-bench/callgrind.sh [N]   (default 1000; needs valgrind and python3)
-# Prints a Markdown table; the callgrind files stay in target/realip-bench/callgrind/.
+# Server instructions and allocations per connection, counted by callgrind and the server's
+# counting allocator (independent of machine load): each
+# server (`load serve --kind plain|ours|peer`) runs under `valgrind --tool=callgrind`, then
+# under `strace -f -c` (system calls, by name; `epoll_wait` counts the runtime's waits for
+# events, i.e. its wake-ups from the kernel), a client
+# makes N and then 3N closed-loop connections (connect, header + `ping\n` in one write and the
+# end of its writes, read `pong\n` and the server's close; one at a time: the server sees the
+# same events on every connection however fast the client runs), and the per-connection cost
+# is the difference of the two
+# totals divided by 2N, so start-up and shutdown cancel out. The allocations come from the
+# server's own counter (`stats` on its stdin), asked after the last connection.
+# Usage: crates/realip-bench/callgrind.sh [N]   (default 1000; needs valgrind, strace, python3)
+# LOAD=<path> runs that `load` binary instead of building one (to compare two builds);
+# OUT=<dir> keeps the callgrind files there instead of target/realip-bench/callgrind/.
+# Prints a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-1000}
-cargo build -p realip-bench --release --bin load >&2
-out=target/realip-bench/callgrind
+load=${LOAD:-target/release/load}
+if [ -z "${LOAD:-}" ]; then
+    cargo build -p realip-bench --release --bin load >&2
+fi
+out=${OUT:-target/realip-bench/callgrind}
 mkdir -p "$out"
 
-# One run: kind, header (none|v1|v2), connections. Prints the total Ir.
+# One run: tool (callgrind|strace), kind, header (none|v1|v2), connections. Prints, for
+# callgrind, the total Ir, the allocations and the bytes allocated; for strace, one
+# `name=calls` per system call.
 run() {
-    local kind=$1 header=$2 conns=$3 file="$out/$1-$2-$3.out"
-    coproc SERVER { exec valgrind --tool=callgrind --callgrind-out-file="$file" \
-        target/release/load serve --kind "$kind" 2>/dev/null; }
+    local tool=$1 kind=$2 header=$3 conns=$4 file="$out/$2-$3-$4.$1"
+    if [ "$tool" = callgrind ]; then
+        coproc SERVER { exec valgrind --tool=callgrind --callgrind-out-file="$file" \
+            "$load" serve --kind "$kind" 2>/dev/null; }
+    else
+        coproc SERVER { exec strace -f -c -o "$file" "$load" serve --kind "$kind" 2>/dev/null; }
+    fi
     local line addr
     read -r line <&"${SERVER[0]}"
     addr=${line#LISTENING }
@@ -35,34 +52,90 @@ else:
 for _ in range(n):
     s = socket.create_connection((host, int(port)))
     s.sendall(head + b"ping\n")
+    # The end of the request goes with it, so that the server reads the same events on
+    # every connection, however fast this client runs.
+    s.shutdown(socket.SHUT_WR)
     got = b""
-    while not got.endswith(b"\n"):
+    while True:
         chunk = s.recv(16)
         if not chunk:
-            sys.exit("server closed early")
+            break
         got += chunk
     assert got == b"pong\n", got
     s.close()
 EOF
-    # Closing the server's stdin ends it; callgrind then writes its totals.
+    # The server's allocator counts (the last connection's close may still be on its way).
+    sleep 1
+    echo stats >&"${SERVER[1]}"
+    local stats
+    read -r stats <&"${SERVER[0]}"
+    # Closing the server's stdin ends it; callgrind or strace then writes its totals.
     exec {SERVER[1]}>&-
     wait "$SERVER_PID" || true
-    grep '^summary:' "$file" | awk '{print $2}'
+    if [ "$tool" = strace ]; then
+        # `% time  seconds  usecs/call  calls  [errors]  syscall`, then a `total` line.
+        awk '$NF != "total" && $NF != "syscall" && $4 ~ /^[0-9]+$/ {printf "%s=%s ", $NF, $4}' "$file"
+        echo
+        return
+    fi
+    local allocs=${stats#*allocations=} bytes=${stats#*bytes=}
+    echo "$(grep '^summary:' "$file" | awk '{print $2}') ${allocs%% *} ${bytes%% *}"
 }
 
-echo "| server | header | Ir per connection | ÷ plain | ÷ proxy-protocol-rs |"
-echo "|---|---|---:|---:|---:|"
-declare -A per
+# System calls per connection from two strace runs (N and 3N connections): the calls by
+# name, then `|total|epoll_wait`.
+per_conn_syscalls() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import sys
+small = dict(kv.split("=") for kv in sys.argv[1].split())
+large = dict(kv.split("=") for kv in sys.argv[2].split())
+n = int(sys.argv[3])
+per = {k: (int(large.get(k, 0)) - int(small.get(k, 0))) / (2 * n) for k in set(small) | set(large)}
+per = {k: v for k, v in per.items() if abs(v) >= 0.005}
+total = sum(per.values())
+print(" ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])), end="")
+print(f"|{total:.2f}|{per.get('epoll_wait', 0):.2f}")
+EOF
+}
+
+declare -A per allocs bytes sys
 for case in "plain none" "ours v1" "ours v2" "peer v2"; do
     set -- $case
-    small=$(run "$1" "$2" "$n")
-    large=$(run "$1" "$2" $((3 * n)))
+    read -r small small_a small_b < <(run callgrind "$1" "$2" "$n")
+    read -r large large_a large_b < <(run callgrind "$1" "$2" $((3 * n)))
     per[$1-$2]=$(( (large - small) / (2 * n) ))
-    echo "$1 $2: $small Ir at $n conns, $large Ir at $((3 * n))" >&2
+    allocs[$1-$2]=$(echo "($large_a - $small_a) / (2 * $n)" | bc -l)
+    bytes[$1-$2]=$(echo "($large_b - $small_b) / (2 * $n)" | bc -l)
+    echo "$1 $2: $small Ir, $small_a allocations at $n conns; $large Ir, $large_a at $((3 * n))" >&2
+    sys[$1-$2]=$(per_conn_syscalls "$(run strace "$1" "$2" "$n")" \
+        "$(run strace "$1" "$2" $((3 * n)))" "$n")
 done
+echo "| server | header | Ir per connection | ÷ plain | ÷ proxy-protocol-rs | allocations per connection | bytes allocated per connection | syscalls per connection | epoll_wait per connection |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for case in "plain none" "ours v1" "ours v2" "peer v2"; do
     set -- $case
     v=${per[$1-$2]}
-    printf '| %s | %s | %d | %.3f | %.3f |\n' "$1" "$2" "$v" \
-        "$(echo "$v / ${per[plain-none]}" | bc -l)" "$(echo "$v / ${per[peer-v2]}" | bc -l)"
+    IFS='|' read -r _ total epoll <<<"${sys[$1-$2]}"
+    printf '| %s | %s | %d | %.3f | %.3f | %.2f | %.0f | %s | %s |\n' "$1" "$2" "$v" \
+        "$(echo "$v / ${per[plain-none]}" | bc -l)" "$(echo "$v / ${per[peer-v2]}" | bc -l)" \
+        "${allocs[$1-$2]}" "${bytes[$1-$2]}" "$total" "$epoll"
+done
+
+# The forwarded-header middleware: `RealIp::call` per request (XFF, 4 entries, 16 CIDRs).
+layer_ir() {
+    local file="$out/layer-$1.callgrind"
+    valgrind --tool=callgrind --callgrind-out-file="$file" \
+        "$load" layer-calls --requests "$1" 2>/dev/null
+    grep '^summary:' "$file" | awk '{print $2}'
+}
+layer_small=$(layer_ir $((10 * n)))
+layer_large=$(layer_ir $((30 * n)))
+echo
+echo "Forwarded-header middleware (\`RealIp::call\`, X-Forwarded-For with 4 entries, 16 trusted CIDRs): $(( (layer_large - layer_small) / (20 * n) )) Ir per request."
+echo
+echo "System calls per connection, by name:"
+echo
+for case in "plain none" "ours v1" "ours v2" "peer v2"; do
+    set -- $case
+    echo "* $1 $2: ${sys[$1-$2]%%|*}"
 done

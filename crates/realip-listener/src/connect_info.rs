@@ -19,6 +19,7 @@
 //! assert!(addr.is_proxied());
 //! ```
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -33,14 +34,58 @@ use crate::header::info::{Command, ProxyInfo};
 /// the socket peer (source [`AddrSource::Socket`]). It is `None` only for a Unix socket peer
 /// with no usable header.
 ///
+/// A `ProxiedAddr` is one pointer: the addresses and the header live in one shared
+/// allocation, so a clone (the listener hands out one next to the stream, axum takes one
+/// per connection) only counts a reference, and the stream that carries one stays small.
+///
 /// [`AddrSource::ProxyProtocol`]: realip_core::AddrSource::ProxyProtocol
 /// [`AddrSource::Socket`]: realip_core::AddrSource::Socket
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProxiedAddr {
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxiedAddr(Arc<Addrs>);
+
+#[derive(PartialEq, Eq)]
+struct Addrs {
     client: Option<ClientAddr>,
     socket_peer: PeerAddr,
     local_addr: Option<SocketAddr>,
-    proxy: Option<Arc<ProxyInfo>>,
+    proxy: Header,
+}
+
+/// The header of a connection: read by the listener (stored here, in the one allocation),
+/// or shared with the caller of [`ProxiedAddr::new`]. Equal when the headers are.
+enum Header {
+    None,
+    Owned(ProxyInfo),
+    Shared(Arc<ProxyInfo>),
+}
+
+impl Header {
+    fn get(&self) -> Option<&ProxyInfo> {
+        match self {
+            Self::None => None,
+            Self::Owned(info) => Some(info),
+            Self::Shared(info) => Some(info),
+        }
+    }
+}
+
+impl PartialEq for Header {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Header {}
+
+impl fmt::Debug for ProxiedAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxiedAddr")
+            .field("client", &self.0.client)
+            .field("socket_peer", &self.0.socket_peer)
+            .field("local_addr", &self.0.local_addr)
+            .field("proxy", &self.0.proxy.get())
+            .finish()
+    }
 }
 
 impl ProxiedAddr {
@@ -51,12 +96,12 @@ impl ProxiedAddr {
         local_addr: Option<SocketAddr>,
         proxy: Option<Arc<ProxyInfo>>,
     ) -> Self {
-        Self {
+        Self(Arc::new(Addrs {
             client,
             socket_peer,
             local_addr,
-            proxy,
-        }
+            proxy: proxy.map_or(Header::None, Header::Shared),
+        }))
     }
 
     /// The addresses of a connection from its socket and the header it sent: the client is
@@ -75,37 +120,43 @@ impl ProxiedAddr {
             peer.inet()
                 .map(|sa| ClientAddr::from_socket_addr(sa, AddrSource::Socket))
         });
-        Self::new(client, peer, local, info.map(Arc::new))
+        Self(Arc::new(Addrs {
+            client,
+            socket_peer: peer,
+            local_addr: local,
+            proxy: info.map_or(Header::None, Header::Owned),
+        }))
     }
 
     /// The real client: PROXY header source, else the socket peer.
     pub fn client(&self) -> Option<&ClientAddr> {
-        self.client.as_ref()
+        self.0.client.as_ref()
     }
 
     /// The transport socket's peer (the proxy, when there is one).
     pub fn socket_peer(&self) -> &PeerAddr {
-        &self.socket_peer
+        &self.0.socket_peer
     }
 
     /// The socket's local address, for internet sockets.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
+        self.0.local_addr
     }
 
     /// The PROXY header, when one was received and used.
     pub fn proxy_info(&self) -> Option<&ProxyInfo> {
-        self.proxy.as_deref()
+        self.0.proxy.get()
     }
 
     /// The real client as a socket address, when it has an IP and a port.
     pub fn client_socket_addr(&self) -> Option<SocketAddr> {
-        self.client.as_ref().and_then(ClientAddr::socket_addr)
+        self.0.client.as_ref().and_then(ClientAddr::socket_addr)
     }
 
     /// Whether the client address came from a PROXY header (rather than the socket).
     pub fn is_proxied(&self) -> bool {
-        self.client
+        self.0
+            .client
             .as_ref()
             .is_some_and(|c| c.source() == &AddrSource::ProxyProtocol)
     }

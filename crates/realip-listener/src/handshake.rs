@@ -62,8 +62,10 @@ pub(crate) enum Started<L: Accept> {
 }
 
 /// Starts the handshake of a socket accepted just now with a first read: a header that
-/// arrived with the connection finishes it here, without a timer; otherwise the handshake
-/// is returned to be polled, with what was read, its header timeout counted from here.
+/// arrived with the connection finishes it here, without a timer, and is parsed where it
+/// was read, on the stack (only the bytes after it are copied out, to be replayed);
+/// otherwise the handshake is returned to be polled, with what was read, its header
+/// timeout counted from here.
 pub(crate) fn start<L: Accept>(
     mut io: L::Io,
     peer: PeerAddr,
@@ -73,15 +75,45 @@ pub(crate) fn start<L: Accept>(
     max_len: usize,
     cx: &mut Context<'_>,
 ) -> Started<L> {
-    let mut buf = Vec::new();
-    match poll_read_header::<L>(&mut io, &mut buf, policy, max_len, cx) {
-        Poll::Ready(outcome) => Started::Done(finish(io, buf, peer, local, outcome)),
-        Poll::Pending => {
-            let mut read = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
-            read.buf = buf;
-            Started::Pending(Handshake::new(read))
+    let mut first = [0; STACK_READ];
+    let buf = match L::read_accepted(&io, &mut first) {
+        Some(Ok(n)) => {
+            let got = &first[..n];
+            if let Some(outcome) = examine_read(got, n, policy, max_len) {
+                return Started::Done(finish(io, Buffered::Stack(got), peer, local, outcome));
+            }
+            got.to_vec()
         }
-    }
+        Some(Err(err)) if !is_not_ready(&err) => {
+            let failure = Failure::from_read_error(err, 0);
+            return Started::Done(Err(failure.into_error(peer)));
+        }
+        Some(Err(_)) => Vec::new(),
+        None => {
+            // No direct read for this listener's sockets: the first read goes through
+            // `AsyncRead`, here with the listener's waker.
+            let mut buf = Vec::new();
+            if let Poll::Ready(outcome) =
+                poll_read_header::<L>(&mut io, &mut buf, policy, max_len, false, cx)
+            {
+                return Started::Done(finish(io, Buffered::Heap(buf), peer, local, outcome));
+            }
+            buf
+        }
+    };
+    let mut read = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
+    read.buf = buf;
+    // Tried above: the pending set's polls wait for the runtime's readiness.
+    read.direct = false;
+    Started::Pending(Handshake::new(read))
+}
+
+/// Whether a read error only says that nothing has arrived yet.
+fn is_not_ready(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 pin_project! {
@@ -139,6 +171,9 @@ pin_project! {
         policy: Policy,
         #[pin]
         timer: Timer,
+        // Whether the first read may still go around the runtime's readiness
+        // ([`Accept::read_accepted`]); `start` has already tried it.
+        direct: bool,
         // Counted as pending while alive (zero-sized).
         pending: PendingGuard,
     }
@@ -205,6 +240,7 @@ impl<L: Accept> ReadHandshake<L> {
                 Some(deadline) => Timer::At { deadline },
                 None => Timer::Never,
             },
+            direct: true,
             pending: PendingGuard::new(),
         }
     }
@@ -218,7 +254,9 @@ impl<L: Accept> Future for ReadHandshake<L> {
         let Some(io) = this.io.as_mut() else {
             panic!("handshake polled after completion");
         };
-        let outcome = match poll_read_header::<L>(io, this.buf, *this.policy, *this.max_len, cx) {
+        let polled =
+            poll_read_header::<L>(io, this.buf, *this.policy, *this.max_len, *this.direct, cx);
+        let outcome = match polled {
             Poll::Ready(outcome) => outcome,
             Poll::Pending => {
                 // As `tokio::time::timeout`: the read first, then the deadline.
@@ -242,40 +280,44 @@ impl<L: Accept> Future for ReadHandshake<L> {
         let io = this.io.take().expect("checked above");
         let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
         let buf = std::mem::take(this.buf);
-        Poll::Ready(finish(io, buf, peer, *this.local, outcome))
+        Poll::Ready(finish(io, Buffered::Heap(buf), peer, *this.local, outcome))
     }
 }
 
-/// The connection (or the error) a finished header read makes; `buf` holds what was read.
+/// The bytes a finished handshake read.
+enum Buffered<'a> {
+    /// Its first read, still on the stack.
+    Stack(&'a [u8]),
+    /// Its buffer, after reads that had to wait.
+    Heap(Vec<u8>),
+}
+
+/// The connection (or the error) a finished header read makes from what was read.
 fn finish<IO>(
     io: IO,
-    mut buf: Vec<u8>,
+    buf: Buffered<'_>,
     peer: PeerAddr,
     local: Option<SocketAddr>,
     outcome: Result<Outcome, Failure>,
 ) -> Result<Connection<IO>, HandshakeError> {
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
+    let (info, header_len) = match outcome {
+        Ok(Outcome::Header(info, len)) => (info, len),
+        Ok(Outcome::NoHeader) => (None, 0),
         Err(failure) => return Err(failure.into_error(peer)),
     };
-    // What follows the header is replayed from `buf` itself when the header is short
-    // (no second allocation, no copy); after a long one it is copied out so that the
-    // header's bytes are not kept.
-    let (info, start) = match outcome {
-        Outcome::Header(info, len) if len == buf.len() => {
-            buf = Vec::new();
-            (info, 0)
-        }
-        Outcome::Header(info, len) if len <= KEEP_HEADER_BYTES => (info, len),
-        Outcome::Header(info, len) => {
-            buf = buf[len..].to_vec();
-            (info, 0)
-        }
-        Outcome::NoHeader => (None, 0),
+    // What follows the header is copied out of a stack read (an allocation only when
+    // there is something to replay). From a buffer it is replayed in place after a short
+    // header (no second allocation, no copy); after a long one it is copied out so that
+    // the header's bytes are not kept.
+    let (rest, start) = match buf {
+        Buffered::Stack(bytes) => (bytes[header_len..].to_vec(), 0),
+        Buffered::Heap(buf) if header_len == buf.len() => (Vec::new(), 0),
+        Buffered::Heap(buf) if header_len <= KEEP_HEADER_BYTES => (buf, header_len),
+        Buffered::Heap(buf) => (buf[header_len..].to_vec(), 0),
     };
     let addr = ProxiedAddr::from_connection(peer, local, info);
     Ok((
-        ProxiedStream::with_buffer(io, buf, start, addr.clone()),
+        ProxiedStream::with_buffer(io, rest, start, addr.clone()),
         addr,
     ))
 }
@@ -291,6 +333,17 @@ enum Failure {
 }
 
 impl Failure {
+    /// A read failed after `received` bytes. A probe that resets the connection without
+    /// sending a byte (HAProxy's checks close with RST) is as routine as one that closes
+    /// cleanly.
+    fn from_read_error(err: io::Error, received: usize) -> Self {
+        if received == 0 && is_connection_error(&err) {
+            Self::Closed
+        } else {
+            Self::Io(err)
+        }
+    }
+
     fn into_error(self, peer: PeerAddr) -> HandshakeError {
         match self {
             Self::Closed => HandshakeError::Closed { peer },
@@ -303,35 +356,63 @@ impl Failure {
     }
 }
 
+/// What the bytes read so far make of the header: `None` while more are needed.
+fn examine(buf: &[u8], policy: Policy, max_len: usize) -> Option<Result<Outcome, Failure>> {
+    match detect(buf) {
+        Detected::Incomplete => None,
+        Detected::None => Some(match policy {
+            Policy::Require => Err(Failure::Missing),
+            _ => Ok(Outcome::NoHeader),
+        }),
+        Detected::V1 | Detected::V2 if policy == Policy::Reject => {
+            Some(Err(Failure::Forbidden(policy)))
+        }
+        Detected::V1 | Detected::V2 => match parse_header(buf, max_len) {
+            Ok(Some((info, len))) => {
+                let info = (policy != Policy::Ignore).then_some(info);
+                Some(Ok(Outcome::Header(info, len)))
+            }
+            Ok(None) => None,
+            Err(err) => Some(Err(Failure::Header(err))),
+        },
+    }
+}
+
+/// [`examine`] after a read of `n` bytes, the last of `buf`: a read of none is the end
+/// of the stream.
+fn examine_read(
+    buf: &[u8],
+    n: usize,
+    policy: Policy,
+    max_len: usize,
+) -> Option<Result<Outcome, Failure>> {
+    if n > 0 {
+        return examine(buf, policy, max_len);
+    }
+    Some(match (policy, buf.len()) {
+        (Policy::Require, 0) => Err(Failure::Closed),
+        (Policy::Require, received) => Err(Failure::Truncated(received)),
+        // An incomplete signature prefix at EOF is application data for the
+        // policies that accept connections without a header.
+        (_, _) if detect(buf) == Detected::Incomplete => Ok(Outcome::NoHeader),
+        (_, received) => Err(Failure::Truncated(received)),
+    })
+}
+
 /// Reads until the header is complete (or known to be absent); `buf` keeps what was read.
+/// `direct`: whether a first read may go around the runtime's readiness.
 fn poll_read_header<L: Accept>(
     io: &mut L::Io,
     buf: &mut Vec<u8>,
     policy: Policy,
     max_len: usize,
+    direct: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Outcome, Failure>> {
+    if let Some(outcome) = examine(buf, policy, max_len) {
+        return Poll::Ready(outcome);
+    }
     loop {
-        match detect(buf) {
-            Detected::Incomplete => {}
-            Detected::None => {
-                return Poll::Ready(match policy {
-                    Policy::Require => Err(Failure::Missing),
-                    _ => Ok(Outcome::NoHeader),
-                });
-            }
-            Detected::V1 | Detected::V2 if policy == Policy::Reject => {
-                return Poll::Ready(Err(Failure::Forbidden(policy)));
-            }
-            Detected::V1 | Detected::V2 => match parse_header(buf, max_len) {
-                Ok(Some((info, len))) => {
-                    let info = (policy != Policy::Ignore).then_some(info);
-                    return Poll::Ready(Ok(Outcome::Header(info, len)));
-                }
-                Ok(None) => {}
-                Err(err) => return Poll::Ready(Err(Failure::Header(err))),
-            },
-        }
         // A v2 header longer than a stack read is read to its announced length (already
         // checked against `max_len` by `parse_header`).
         let need = if buf.starts_with(&V2_SIGNATURE) {
@@ -340,37 +421,26 @@ fn poll_read_header<L: Accept>(
             0
         };
         let old = buf.len();
-        let n = match ready!(poll_read_some::<L>(io, buf, need, cx)) {
+        let n = match ready!(poll_read_some::<L>(io, buf, need, direct, cx)) {
             Ok(n) => n,
-            // A probe that resets the connection without sending a byte (HAProxy's
-            // checks close with RST) is as routine as one that closes cleanly.
-            Err(err) if old == 0 && is_connection_error(&err) => {
-                return Poll::Ready(Err(Failure::Closed));
-            }
-            Err(err) => return Poll::Ready(Err(Failure::Io(err))),
+            Err(err) => return Poll::Ready(Err(Failure::from_read_error(err, old))),
         };
-        if n == 0 {
-            return Poll::Ready(match (policy, old) {
-                (Policy::Require, 0) => Err(Failure::Closed),
-                (Policy::Require, received) => Err(Failure::Truncated(received)),
-                // An incomplete signature prefix at EOF is application data for the
-                // policies that accept connections without a header.
-                (_, _) if detect(buf) == Detected::Incomplete => Ok(Outcome::NoHeader),
-                (_, received) => Err(Failure::Truncated(received)),
-            });
+        if let Some(outcome) = examine_read(buf, n, policy, max_len) {
+            return Poll::Ready(outcome);
         }
     }
 }
 
 /// Reads once, appending to `buf`, which grows only by what arrived: the bytes go through
 /// a buffer on the stack, and a socket that is not readable yet costs no allocation. A
-/// socket with nothing read yet is first read directly when its listener can
+/// socket with nothing read yet is first read directly when `direct` and its listener can
 /// ([`Accept::read_accepted`]). When more than a stack read is `need`ed, exactly that is
 /// reserved and read into `buf`'s spare capacity.
 fn poll_read_some<L: Accept>(
     io: &mut L::Io,
     buf: &mut Vec<u8>,
     need: usize,
+    direct: bool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     if need > STACK_READ {
@@ -379,7 +449,7 @@ fn poll_read_some<L: Accept>(
         return std::pin::pin!(io.read_buf(buf)).poll(cx);
     }
     let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
-    if buf.is_empty() {
+    if direct && buf.is_empty() {
         // Nothing read yet: tokio knows a socket is readable only once its driver has
         // polled it, which for a socket accepted just now is after a turn of the runtime
         // (and a header timer started meanwhile). The header is usually there already.
@@ -389,14 +459,7 @@ fn poll_read_some<L: Accept>(
                 buf.extend_from_slice(&first[..n]);
                 return Poll::Ready(Ok(n));
             }
-            Some(Err(err))
-                if !matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Poll::Ready(Err(err));
-            }
+            Some(Err(err)) if !is_not_ready(&err) => return Poll::Ready(Err(err)),
             Some(Err(_)) | None => {}
         }
     }
@@ -477,6 +540,19 @@ mod tests {
         poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
     }
 
+    /// Asserts that a handshake finished at this poll with the client 203.0.113.9:40000
+    /// and `ping\n` to replay.
+    fn assert_client_then_ping<IO>(polled: Poll<Result<Connection<IO>, HandshakeError>>) {
+        let Poll::Ready(Ok((stream, addr))) = polled else {
+            panic!("handshake not finished at this poll");
+        };
+        assert_eq!(stream.buffered(), b"ping\n");
+        assert_eq!(
+            addr.client_socket_addr(),
+            Some("203.0.113.9:40000".parse().unwrap())
+        );
+    }
+
     #[tokio::test]
     async fn stalled_handshake_holds_only_what_arrived() {
         use tokio::io::AsyncWriteExt;
@@ -502,14 +578,7 @@ mod tests {
 
         client.write_all(&header[14..]).await.unwrap();
         client.write_all(b"ping\n").await.unwrap();
-        let Poll::Ready(Ok((stream, addr))) = poll_once(&mut hs).await else {
-            panic!("handshake not finished");
-        };
-        assert_eq!(stream.buffered(), b"ping\n");
-        assert_eq!(
-            addr.client_socket_addr(),
-            Some("203.0.113.9:40000".parse().unwrap())
-        );
+        assert_client_then_ping(poll_once(&mut hs).await);
     }
 
     #[tokio::test]
@@ -577,15 +646,67 @@ mod tests {
             DEFAULT_MAX_HEADER_LEN,
         ));
         // Before tokio's driver has seen the socket: read directly, no timer started.
-        let Poll::Ready(Ok((stream, proxied))) = poll_once(&mut hs).await else {
-            panic!("handshake not finished at the first poll");
-        };
+        assert_client_then_ping(poll_once(&mut hs).await);
         assert!(matches!(hs.timer, Timer::At { .. }));
-        assert_eq!(stream.buffered(), b"ping\n");
-        assert_eq!(
-            proxied.client_socket_addr(),
-            Some("203.0.113.9:40000".parse().unwrap())
-        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn start_finishes_a_header_already_there_and_waits_for_one_that_is_not() {
+        use tokio::io::AsyncWriteExt;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = || {
+            let (io, peer) = listener.accept().unwrap();
+            io.set_nonblocking(true).unwrap();
+            (
+                tokio::net::TcpStream::from_std(io).unwrap(),
+                PeerAddr::Inet(peer),
+            )
+        };
+        let start_now = |io, peer| {
+            let mut socket = Some((io, peer));
+            poll_fn(move |cx| {
+                let (io, peer) = socket.take().expect("polled once");
+                let started = start::<TcpListener>(
+                    io,
+                    peer,
+                    Some(addr),
+                    Policy::Require,
+                    DEFAULT_HEADER_TIMEOUT,
+                    DEFAULT_MAX_HEADER_LEN,
+                    cx,
+                );
+                Poll::Ready(started)
+            })
+        };
+
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut bytes = ProxyHeader::v2("203.0.113.9:40000".parse().unwrap(), addr).to_bytes();
+        bytes.extend_from_slice(b"ping\n");
+        client.write_all(&bytes).await.unwrap();
+        let (io, peer) = accept();
+        // Loopback: the bytes are in the accepted socket's queue once the write returns.
+        let mut peek = [0; 64];
+        assert_eq!(io.peek(&mut peek).await.unwrap(), bytes.len());
+        let Started::Done(done) = start_now(io, peer).await else {
+            panic!("a header already there must finish at accept");
+        };
+        assert_client_then_ping(Poll::Ready(done));
+
+        // Nothing sent yet: the handshake waits, holding no buffer, and finishes once the
+        // header arrives.
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (io, peer) = accept();
+        let Started::Pending(hs) = start_now(io, peer).await else {
+            panic!("a handshake without bytes must wait");
+        };
+        let mut hs = Box::pin(hs);
+        assert!(poll_once(&mut hs).await.is_pending());
+        client.write_all(&bytes).await.unwrap();
+        let done = poll_fn(|cx| hs.as_mut().poll(cx)).await;
+        assert_client_then_ping(Poll::Ready(done));
     }
 
     #[tokio::test]

@@ -405,6 +405,7 @@ impl<L: Accept> ProxyListener<L> {
     ) -> Poll<Result<Connection<L::Io>, HandshakeError>> {
         let mut accepted = 0;
         let mut more_to_accept = false;
+        let mut first = None;
         'accept: while self.pending() < self.max_pending {
             if let Some(sleep) = self.backoff.as_mut() {
                 if sleep.as_mut().poll(cx).is_pending() {
@@ -431,15 +432,10 @@ impl<L: Accept> ProxyListener<L> {
                         self.accept_failures = 0;
                     }
                     let policy = self.policy.policy_for(&peer);
-                    // A connection finished here (skipped, or its header already there) is
-                    // queued, not returned: returning it from here would leave the
-                    // handshakes behind it unpolled for as long as more such peers keep
-                    // connecting. The pending set is polled before the queue.
-                    if policy == Policy::Skip {
+                    let done = if policy == Policy::Skip {
                         metrics::skipped();
                         let addr = ProxiedAddr::from_connection(peer, local, None);
-                        self.ready
-                            .push_back(Ok((ProxiedStream::new(io, addr.clone()), addr)));
+                        Ok((ProxiedStream::new(io, addr.clone()), addr))
                     } else {
                         let started = start::<L>(
                             io,
@@ -453,11 +449,25 @@ impl<L: Accept> ProxyListener<L> {
                         match started {
                             Started::Done(result) => {
                                 metrics::finished(&result);
-                                self.ready.push_back(result);
+                                result
                             }
-                            // The pending set polls it again at once, with its own waker.
-                            Started::Pending(handshake) => self.pending.push(handshake),
+                            // The pending set polls it at once, with its own waker.
+                            Started::Pending(handshake) => {
+                                self.pending.push(handshake);
+                                continue 'accept;
+                            }
                         }
+                    };
+                    // A connection finished here (skipped, or its header already there) is
+                    // returned by this poll, after the batch is accepted, when nothing else
+                    // waited before it. Otherwise it is queued: returning it before the
+                    // handshakes already waiting would leave them unpolled for as long as
+                    // more such peers keep connecting. The pending set is polled before the
+                    // queue.
+                    if first.is_none() && self.pending.is_empty() && self.ready.is_empty() {
+                        first = Some(done);
+                    } else {
+                        self.ready.push_back(done);
                     }
                 }
                 Poll::Ready(Err(err)) => {
@@ -482,6 +492,12 @@ impl<L: Accept> ProxyListener<L> {
             }
         }
 
+        if let Some(done) = first {
+            if more_to_accept {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Ready(handed_out(done));
+        }
         let result = match self.pending.poll_next_unpin(cx) {
             Poll::Ready(Some(result)) => {
                 metrics::finished(&result);
@@ -503,32 +519,39 @@ impl<L: Accept> ProxyListener<L> {
                 }
             },
         };
-        match &result {
-            Ok((_, addr)) => {
-                let info = addr.proxy_info();
-                tracing::debug!(
-                    peer = %addr.socket_peer(),
-                    client = %DisplayOpt(addr.client()),
-                    version = info.map_or("none", |i| i.version().as_str()),
-                    command = info.map_or("none", |i| i.command().as_str()),
-                    "accepted",
-                );
-            }
-            Err(err) if err.is_quiet() => {
-                tracing::debug!(peer = %err.peer(), reason = err.reason(), "connection closed before a header");
-            }
-            Err(err @ HandshakeError::Timeout { .. }) => {
-                tracing::info!(peer = %err.peer(), reason = err.reason(), error = %err, "connection rejected");
-            }
-            Err(err) => {
-                tracing::warn!(peer = %err.peer(), reason = err.reason(), error = %err, "connection rejected");
-            }
-        }
         if more_to_accept {
             cx.waker().wake_by_ref();
         }
-        Poll::Ready(result)
+        Poll::Ready(handed_out(result))
     }
+}
+
+/// Logs a connection or handshake failure as it is handed out.
+fn handed_out<IO>(
+    result: Result<Connection<IO>, HandshakeError>,
+) -> Result<Connection<IO>, HandshakeError> {
+    match &result {
+        Ok((_, addr)) => {
+            let info = addr.proxy_info();
+            tracing::debug!(
+                peer = %addr.socket_peer(),
+                client = %DisplayOpt(addr.client()),
+                version = info.map_or("none", |i| i.version().as_str()),
+                command = info.map_or("none", |i| i.command().as_str()),
+                "accepted",
+            );
+        }
+        Err(err) if err.is_quiet() => {
+            tracing::debug!(peer = %err.peer(), reason = err.reason(), "connection closed before a header");
+        }
+        Err(err @ HandshakeError::Timeout { .. }) => {
+            tracing::info!(peer = %err.peer(), reason = err.reason(), error = %err, "connection rejected");
+        }
+        Err(err) => {
+            tracing::warn!(peer = %err.peer(), reason = err.reason(), error = %err, "connection rejected");
+        }
+    }
+    result
 }
 
 impl<L: Accept + Unpin> Stream for ProxyListener<L> {

@@ -52,13 +52,32 @@ pub(crate) fn resolved(resolution: &Resolution) {
     #[cfg(feature = "metrics")]
     {
         use realip_core::AddrSource;
-        let source: metrics::SharedString = match resolution.client().map(|c| c.source()) {
-            None => "none".into(),
-            Some(AddrSource::Socket) => "socket".into(),
-            Some(AddrSource::ProxyProtocol) => "proxy_protocol".into(),
-            Some(other) => other.as_str().replace('-', "_").into(),
-        };
-        metrics::counter!(REQUESTS_TOTAL, "source" => source).increment(1);
+        // The name (`REQUESTS_TOTAL`) and the usual sources are written out as literals, so
+        // that their keys are statics, hashed at compile time: no allocation and no hashing
+        // per request with the feature on and no recorder installed. Any other header name
+        // is converted per request.
+        macro_rules! requests {
+            ($source:literal) => {
+                metrics::counter!("realip_tower_requests_total", "source" => $source).increment(1)
+            };
+        }
+        match resolution.client().map(|c| c.source()) {
+            None => requests!("none"),
+            Some(AddrSource::Socket) => requests!("socket"),
+            Some(AddrSource::ProxyProtocol) => requests!("proxy_protocol"),
+            Some(other) => match other.as_str() {
+                "x-forwarded-for" => requests!("x_forwarded_for"),
+                "forwarded" => requests!("forwarded"),
+                "x-real-ip" => requests!("x_real_ip"),
+                "cf-connecting-ip" => requests!("cf_connecting_ip"),
+                "true-client-ip" => requests!("true_client_ip"),
+                "fly-client-ip" => requests!("fly_client_ip"),
+                name => {
+                    let source = name.replace('-', "_");
+                    metrics::counter!(REQUESTS_TOTAL, "source" => source).increment(1);
+                }
+            },
+        }
         if let Outcome::Fallback(fallback) = resolution.outcome() {
             metrics::counter!(FALLBACKS_TOTAL, "reason" => reason(*fallback)).increment(1);
         }

@@ -18,7 +18,13 @@ use realip_bench::procfs;
 use realip_bench::server::{self, ServeOptions, ServerKind};
 use realip_bench::stats::{median, percentile};
 use realip_bench::udp::{self as udp_bench, UdpKind};
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tokio::time::sleep;
+
+/// Counts allocations, so that a server can report what it allocates per connection and
+/// the heap it holds (`stats` on its stdin).
+#[global_allocator]
+static ALLOC: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 /// Listen backlog of every server.
 const BACKLOG: u32 = 1024;
@@ -49,6 +55,16 @@ enum Cmd {
         /// realip-listener's cap on handshakes in progress (default: the crate's).
         #[arg(long)]
         max_pending: Option<usize>,
+    },
+    /// Run requests through the forwarded-header middleware (`RealIp::call`), for counting
+    /// instructions per request under callgrind (`callgrind.sh`); prints nothing.
+    LayerCalls {
+        /// Requests to run.
+        #[arg(long, default_value_t = 10_000)]
+        requests: u64,
+        /// Which layer case (0: XFF 1 entry, 1: XFF 4 entries, 2: 10,000 CIDRs, 3: Forwarded).
+        #[arg(long, default_value_t = 1)]
+        case: usize,
     },
     /// Run one UDP echo server (used by `udp`; prints `LISTENING <addr>`, exits on stdin EOF).
     ServeUdp {
@@ -216,7 +232,10 @@ struct MemoryArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Cmd::Serve { .. } | Cmd::ServeUdp { .. });
+    let serving = matches!(
+        cli.command,
+        Cmd::Serve { .. } | Cmd::ServeUdp { .. } | Cmd::LayerCalls { .. }
+    );
     if !serving && !cli.no_pin && std::env::var_os(PINNED_ENV).is_none() && can_pin() {
         return reexec_pinned();
     }
@@ -240,6 +259,13 @@ fn main() -> ExitCode {
                 run_server(kind, opts).await
             }
             Cmd::ServeUdp { kind } => run_udp_server(kind).await,
+            Cmd::LayerCalls { requests, case } => {
+                let mut case = realip_bench::cases::layer_cases().swap_remove(case);
+                for _ in 0..requests {
+                    std::hint::black_box(case.realip_service());
+                }
+                Ok(())
+            }
             Cmd::Udp(a) => {
                 preface(pin);
                 udp(&a, pin).await
@@ -365,26 +391,44 @@ async fn run_udp_server(kind: UdpKind) -> io::Result<()> {
     serve.await
 }
 
-/// Ends the process when the parent, which holds our stdin, closes it.
+/// Ends the process when the parent, which holds our stdin, closes it. A `stats` line on
+/// stdin is answered on stdout with the allocator's counts since the start: `STATS
+/// allocations=<n> bytes=<bytes allocated> live=<bytes held now>`.
 fn exit_with_stdin() {
     tokio::spawn(async {
-        use tokio::io::AsyncReadExt;
-        let mut buf = [0u8; 64];
-        let mut stdin = tokio::io::stdin();
-        while let Ok(n) = stdin.read(&mut buf).await {
-            if n == 0 {
-                break;
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.trim() == "stats" {
+                let s = ALLOC.stats();
+                let live = s.bytes_allocated as i64 - s.bytes_deallocated as i64
+                    + s.bytes_reallocated as i64;
+                println!(
+                    "STATS allocations={} bytes={} live={live}",
+                    s.allocations, s.bytes_allocated
+                );
+                let _ = io::stdout().flush();
             }
         }
         std::process::exit(0);
     });
 }
 
+/// The allocator's counts reported by a server process.
+#[derive(Clone, Copy, Debug)]
+struct AllocStats {
+    /// Allocations since the start.
+    allocations: u64,
+    /// Bytes held now.
+    live: i64,
+}
+
 /// A server in its own process; killed on drop.
 #[derive(Debug)]
 struct ServerProc {
     child: Child,
-    _stdin: ChildStdin,
+    stdin: ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
     addr: SocketAddr,
     pid: u32,
 }
@@ -426,7 +470,8 @@ impl ServerProc {
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take().expect("piped stdin");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line)?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        stdout.read_line(&mut line)?;
         let addr = line
             .trim()
             .strip_prefix("LISTENING ")
@@ -438,10 +483,36 @@ impl ServerProc {
         let pid = child.id();
         Ok(Self {
             child,
-            _stdin: stdin,
+            stdin,
+            stdout,
             addr,
             pid,
         })
+    }
+}
+
+impl ServerProc {
+    /// Asks the server for its allocator's counts.
+    fn alloc_stats(&mut self) -> io::Result<AllocStats> {
+        self.stdin.write_all(b"stats\n")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let field = |name: &str| {
+            line.split_whitespace().find_map(|kv| {
+                kv.strip_prefix(name)?
+                    .strip_prefix('=')?
+                    .parse::<i64>()
+                    .ok()
+            })
+        };
+        match (field("allocations"), field("live")) {
+            (Some(allocations), Some(live)) => Ok(AllocStats {
+                allocations: allocations.unsigned_abs(),
+                live,
+            }),
+            _ => Err(io::Error::other(format!("bad stats line: {line:?}"))),
+        }
     }
 }
 
@@ -1048,8 +1119,10 @@ enum Mode {
 async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
     let kinds = [ServerKind::Plain, ServerKind::Ours, ServerKind::Peer];
     let modes = [Mode::Pending, Mode::Accepted];
-    // results[kind][mode] = (bytes per server-side connection, server-side connections, client-side open)
-    let mut results = vec![vec![Vec::<(f64, usize, usize)>::new(); modes.len()]; kinds.len()];
+    // results[kind][mode] = (bytes per server-side connection, server-side connections,
+    // client-side open, heap bytes held per server-side connection, allocations per connection)
+    let mut results =
+        vec![vec![Vec::<(f64, usize, usize, f64, f64)>::new(); modes.len()]; kinds.len()];
     // Long enough that no pending handshake times out during the measurement.
     let header_timeout = Duration::from_secs(60);
     for round in 0..args.mem_rounds {
@@ -1060,7 +1133,7 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
                     // Room for every connection to be pending inside the listener.
                     max_pending: Some(args.conns + 1024),
                 };
-                let server = ServerProc::spawn(kind, opts, pin)?;
+                let mut server = ServerProc::spawn(kind, opts, pin)?;
                 let header = if kind == ServerKind::Plain {
                     Vec::new()
                 } else {
@@ -1072,6 +1145,7 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
                 sleep(Duration::from_millis(300)).await;
                 let rss0 = procfs::vm_rss_kib(server.pid)?;
                 let fd0 = procfs::fd_count(server.pid)?;
+                let heap0 = server.alloc_stats()?;
                 let (preamble, expect_reply): (Arc<[u8]>, bool) = match mode {
                     // Plain has no handshake: its "pending" connection is an accepted, idle one.
                     Mode::Pending => (header[..header.len() / 2].into(), false),
@@ -1089,18 +1163,22 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
                 settle(server.pid).await;
                 let rss1 = procfs::vm_rss_kib(server.pid)?;
                 let fd1 = procfs::fd_count(server.pid)?;
+                let heap1 = server.alloc_stats()?;
                 let server_conns = fd1.saturating_sub(fd0);
                 let per = (rss1 as f64 - rss0 as f64) * 1024.0 / server_conns.max(1) as f64;
+                let heap_per = (heap1.live - heap0.live) as f64 / server_conns.max(1) as f64;
+                let allocs_per =
+                    (heap1.allocations - heap0.allocations) as f64 / server_conns.max(1) as f64;
                 eprintln!(
                     "memory round {}/{} {} {}: client open {} (failed {failed}), server fds +{server_conns}, \
-                     VmRSS {rss0} → {rss1} KiB, {per:.0} B/conn",
+                     VmRSS {rss0} → {rss1} KiB, {per:.0} B/conn, heap {heap_per:.0} B/conn",
                     round + 1,
                     args.mem_rounds,
                     kind.name(),
                     mode_name(mode),
                     open.len(),
                 );
-                results[ki][mi].push((per, server_conns, open.len()));
+                results[ki][mi].push((per, server_conns, open.len(), heap_per, allocs_per));
                 drop(open);
                 drop(server);
             }
@@ -1119,7 +1197,10 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
          out. Accepted = v2 header + `ping\\n` (plain: `ping\\n` only), `pong\\n` read, \
          connection left open; the per-connection task is the same in every server and holds \
          the accepted stream (ours: `ProxiedStream<TcpStream>`, whose leftover is the 5-byte \
-         `ping\\n`).\n",
+         `ping\\n`). Heap = the bytes the server's allocator holds (a counting global \
+         allocator: bytes requested, not malloc's rounding) after minus before, per server-side \
+         connection; allocations = the allocations made meanwhile (setup of the connections \
+         included), per connection.\n",
         args.mem_rounds,
         args.conns,
         args.conns + 1024
@@ -1137,11 +1218,12 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
         std::mem::size_of::<proxy_protocol_rs::ProxyInfo>(),
     );
     println!(
-        "| server | mode | client conns open (median) | server-side conns (median) | bytes/conn (median) | min–max | vs plain (bytes) |"
+        "| server | mode | client conns open (median) | server-side conns (median) | bytes/conn (median) | min–max | vs plain (bytes) | heap bytes/conn (median) | heap vs plain | allocations/conn |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (mi, &mode) in modes.iter().enumerate() {
         let plain = median(&results[0][mi].iter().map(|r| r.0).collect::<Vec<_>>());
+        let plain_heap = median(&results[0][mi].iter().map(|r| r.3).collect::<Vec<_>>());
         for (ki, &kind) in kinds.iter().enumerate() {
             let r = &results[ki][mi];
             let per: Vec<f64> = r.iter().map(|x| x.0).collect();
@@ -1150,7 +1232,7 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
             if median(&conns) < 100.0 {
                 // Nothing to divide by: the connections are not in this process.
                 println!(
-                    "| {} | {} | {:.0} | {:.0} | n/a (not held by the process) | | |",
+                    "| {} | {} | {:.0} | {:.0} | n/a (not held by the process) | | | | | |",
                     name_of(kind),
                     mode_name(mode),
                     median(&open),
@@ -1158,10 +1240,12 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
                 );
                 continue;
             }
+            let heap = median(&r.iter().map(|x| x.3).collect::<Vec<_>>());
+            let allocs = median(&r.iter().map(|x| x.4).collect::<Vec<_>>());
             let min = per.iter().copied().fold(f64::INFINITY, f64::min);
             let max = per.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             println!(
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0}–{:.0} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0}–{:.0} | {} | {heap:.0} | {} | {allocs:.1} |",
                 name_of(kind),
                 mode_name(mode),
                 median(&open),
@@ -1173,7 +1257,12 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
                     "—".to_owned()
                 } else {
                     format!("{:+.0}", median(&per) - plain)
-                }
+                },
+                if kind == ServerKind::Plain {
+                    "—".to_owned()
+                } else {
+                    format!("{:+.0}", heap - plain_heap)
+                },
             );
         }
     }
