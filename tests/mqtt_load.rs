@@ -465,12 +465,13 @@ fn sessions_through_haproxy() {
     let rt = runtime();
 
     // The stated margin over the RSS after start-up, once every session has left: 4 MiB
-    // plus 2 KiB per session of the wave, against about 20 KiB per session at the peak.
+    // plus 2 KiB per session of the wave, against 13 to 20 KiB per session at the peak.
     // What stays is not per-session state (each wave checks the broker's tables are empty)
     // but capacity the next wave reuses: the broker's hash tables and tokio's I/O
     // registrations keep the slots the peak needed, and jemalloc its metadata, per-thread
-    // caches and the pages that a few live allocations keep in use. Measured: 3.2 to 4.5 MiB
-    // above start-up after 1,000 sessions, 14.8 MiB after 10,000.
+    // caches and the pages that a few live allocations keep in use. Measured with a release
+    // broker: 14.4 MiB above start-up 30 s after 10,000 sessions left; within 6 MiB 7 to 20 s
+    // after 1,000 left (HARDENING.md).
     let rss_margin = 4096 + 2 * sessions as u64;
     let waves: Vec<Wave> = (0..waves)
         .map(|_| {
