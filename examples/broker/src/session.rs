@@ -18,6 +18,24 @@ use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 use crate::metrics::{Counters, Metered};
 use crate::prom::{OpenConnection, Reject};
 
+/// One `realip_broker::audit` line about a client, at `$level`: the event, the client id, its
+/// address (`peername`), the socket peer, the listener and the reason. (tracing's level is part
+/// of the macro, so a line whose level depends on the outcome names it here.)
+macro_rules! audit_line {
+    ($level:ident, $event:literal, $clientid:expr, $meta:expr, $reason:expr, $message:literal) => {
+        tracing::$level!(
+            target: "realip_broker::audit",
+            event = $event,
+            client = %$clientid,
+            peername = %$meta.client,
+            socket_peer = %$meta.socket_peer,
+            listener = $meta.listener,
+            reason = %$reason,
+            $message
+        )
+    };
+}
+
 /// Time a new connection has to send CONNECT.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that does not read what it is sent for this long is disconnected.
@@ -429,25 +447,21 @@ where
             | End::KeepaliveTimeout(_)
     );
     if level_info {
-        tracing::info!(
-            target: "realip_broker::audit",
-            event = "disconnected",
-            client = %clientid,
-            peername = %meta.client,
-            socket_peer = %meta.socket_peer,
-            listener = meta.listener,
-            reason = %end,
+        audit_line!(
+            info,
+            "disconnected",
+            clientid,
+            meta,
+            end,
             "client disconnected"
         );
     } else {
-        tracing::warn!(
-            target: "realip_broker::audit",
-            event = "disconnected",
-            client = %clientid,
-            peername = %meta.client,
-            socket_peer = %meta.socket_peer,
-            listener = meta.listener,
-            reason = %end,
+        audit_line!(
+            warn,
+            "disconnected",
+            clientid,
+            meta,
+            end,
             "client disconnected"
         );
     }
@@ -471,16 +485,7 @@ async fn deny<IO: AsyncWrite + Unpin>(
     reject: Reject,
     reason: &str,
 ) {
-    tracing::warn!(
-        target: "realip_broker::audit",
-        event = "denied",
-        client = %clientid,
-        peername = %meta.client,
-        socket_peer = %meta.socket_peer,
-        listener = meta.listener,
-        reason = %reason,
-        "client denied"
-    );
+    audit_line!(warn, "denied", clientid, meta, reason, "client denied");
     reject.count();
     let code = match reject {
         Reject::NoVerifiedCertificate => ConnackCode::BadUserNameOrPassword,
