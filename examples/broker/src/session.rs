@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future as _;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -264,20 +264,39 @@ struct Admitted {
 ///
 /// `received` are bytes of the connection already read from `io` (what followed a PROXY
 /// header in the same read): they are read first.
-pub(crate) async fn run<IO>(io: IO, received: Vec<u8>, meta: ConnMeta, broker: Arc<Broker>)
+pub(crate) fn run<IO>(
+    io: IO,
+    received: Vec<u8>,
+    meta: ConnMeta,
+    broker: Arc<Broker>,
+) -> impl Future<Output = ()>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let _open = OpenConnection::new(meta.listener);
+    let open = OpenConnection::new(meta.listener);
     let counters = Arc::new(Counters::default());
-    let mut io = Metered::new(io, Arc::clone(&counters));
-    let _guard = broker.track();
     let mut reader = Reader::new();
     if !received.is_empty() {
         reader.buf = BytesMut::from(&received[..]);
         counters.add_received_bytes(received.len() as u64);
     }
-    drop(received);
+    let io = Metered::new(io, Arc::clone(&counters));
+    // An async fn's future keeps its arguments for as long as it runs: the connection
+    // record is passed boxed, and the CONNECT phase takes it out.
+    serve(io, reader, Box::new(meta), counters, open, broker)
+}
+
+async fn serve<IO>(
+    mut io: Metered<IO>,
+    mut reader: Reader,
+    meta: Box<ConnMeta>,
+    counters: Arc<Counters>,
+    _open: OpenConnection,
+    broker: Arc<Broker>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let _guard = broker.track();
     // Boxed: the CONNECT phase (the packet, the metadata, its timer) is held only while it
     // runs, so it does not size the task that every idle session keeps.
     let admitted = Box::pin(admit(&mut io, &mut reader, meta, &counters, &broker)).await;
@@ -421,7 +440,7 @@ where
 async fn admit<IO>(
     io: &mut IO,
     reader: &mut Reader,
-    meta: ConnMeta,
+    meta: Box<ConnMeta>,
     counters: &Arc<Counters>,
     broker: &Broker,
 ) -> Option<Admitted>
@@ -549,7 +568,7 @@ where
         clientid,
         username,
         counters: Arc::clone(counters),
-        meta,
+        meta: *meta,
         proto_ver: version.level(),
         keepalive: keep_alive,
         clean_start,
