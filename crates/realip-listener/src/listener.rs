@@ -495,7 +495,7 @@ impl<L: Accept> ProxyListener<L> {
     fn poll_accept_batch(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> (Option<Result<Connection<L::Io>, HandshakeError>>, bool) {
+    ) -> (Option<Finished<L::Io>>, bool) {
         let mut accepted = 0;
         let mut more_to_accept = false;
         let mut first = None;
@@ -587,6 +587,9 @@ impl<L: Accept> ProxyListener<L> {
         (first, more_to_accept)
     }
 }
+
+/// A handshake's end: the connection, or why it was refused.
+type Finished<IO> = Result<Connection<IO>, HandshakeError>;
 
 /// What [`ProxyListener::poll_finished`] does with a failed handshake.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -283,7 +283,9 @@ async fn a_finished_handshake_is_handed_out_while_a_wave_of_timeouts_is_due() {
     // Every stalled peer sees its connection closed.
     for client in &mut clients {
         let mut byte = [0; 1];
-        let n = tokio::io::AsyncReadExt::read(client, &mut byte).await.unwrap();
+        let n = tokio::io::AsyncReadExt::read(client, &mut byte)
+            .await
+            .unwrap();
         assert_eq!(n, 0);
     }
 }
