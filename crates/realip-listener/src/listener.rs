@@ -492,10 +492,7 @@ impl<L: Accept> ProxyListener<L> {
     /// Accepts up to [`accept_batch`](Builder::accept_batch) sockets and starts their
     /// handshakes. Returns a connection that finished at accept when nothing else waits
     /// (to be handed out at once), and whether more sockets may be waiting.
-    fn poll_accept_batch(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> (Option<Finished<L::Io>>, bool) {
+    fn poll_accept_batch(&mut self, cx: &mut Context<'_>) -> (Option<Finished<L::Io>>, bool) {
         let mut accepted = 0;
         let mut more_to_accept = false;
         let mut first = None;

@@ -866,25 +866,25 @@ async fn drain(args: &DrainArgs, pin: bool) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Slow-client isolation
 
-/// Both isolation passes: static (no header timeout fires during the window) and churn.
+/// The isolation passes `args` asks for: static (no header timeout fires during the window),
+/// then churn.
 async fn isolation(args: &IsolationArgs, pin: bool) -> io::Result<()> {
-    if args.iso_pass != IsoPass::Churn {
-        isolation_pass(
-            args,
-            pin,
-            Duration::from_millis(args.static_header_timeout_ms),
+    let passes = [
+        (
+            IsoPass::Static,
+            args.static_header_timeout_ms,
             "Slow-client isolation, static: the stalled connections stay for the whole window",
-        )
-        .await?;
-    }
-    if args.iso_pass != IsoPass::Static {
-        isolation_pass(
-            args,
-            pin,
-            Duration::from_millis(args.iso_header_timeout_ms),
+        ),
+        (
+            IsoPass::Churn,
+            args.iso_header_timeout_ms,
             "Slow-client isolation, churn: header timeouts fire and the attackers reconnect",
-        )
-        .await?;
+        ),
+    ];
+    for (pass, timeout_ms, title) in passes {
+        if args.iso_pass == IsoPass::Both || args.iso_pass == pass {
+            isolation_pass(args, pin, Duration::from_millis(timeout_ms), title).await?;
+        }
     }
     Ok(())
 }
