@@ -397,6 +397,9 @@ struct State {
     /// Boxed: the table holds a pointer per client, not a whole session per slot (and
     /// growing it moves pointers).
     sessions: HashMap<String, Box<Session>>,
+    /// The client ids of the sessions without a connection (persistent ones, and those
+    /// with a will waiting), which the sweep looks at; connected sessions cost it nothing.
+    disconnected: HashSet<String>,
     retained: BTreeMap<String, Delivery>,
     index: Index,
 }
@@ -407,6 +410,7 @@ impl State {
         if let Some(session) = self.sessions.remove(clientid) {
             self.index.leave_all(clientid, &session.subs);
         }
+        self.disconnected.remove(clientid);
     }
 }
 
@@ -697,6 +701,9 @@ impl Broker {
         let mut wills = Vec::new();
         let mut guard = self.lock();
         let state = &mut *guard;
+        if !state.disconnected.is_empty() {
+            state.disconnected.remove(&clientid);
+        }
         let session = state.sessions.entry(clientid).or_default();
         if session.expired(now) {
             // Expired before the periodic sweep saw it: gone, and its will is due.
@@ -799,6 +806,8 @@ impl Broker {
                 }
                 if ends.is_some_and(|end| end <= now) {
                     state.remove_session(clientid);
+                } else {
+                    state.disconnected.insert(clientid.to_owned());
                 }
             }
         }
@@ -816,12 +825,16 @@ impl Broker {
             let mut state = self.lock();
             let State {
                 sessions,
+                disconnected,
                 retained,
                 index,
             } = &mut *state;
-            sessions.retain(|clientid, session| {
+            disconnected.retain(|clientid| {
+                let Some(session) = sessions.get_mut(clientid) else {
+                    return false;
+                };
                 if session.conn.is_some() {
-                    return true;
+                    return false;
                 }
                 let expired = session.expired(now);
                 if session
@@ -837,6 +850,7 @@ impl Broker {
                 if expired {
                     tracing::info!(client = %clientid, "session expired");
                     index.leave_all(clientid, &session.subs);
+                    sessions.remove(clientid);
                 }
                 !expired
             });
@@ -1160,6 +1174,7 @@ impl Broker {
         let state = self.lock();
         Entries {
             sessions: state.sessions.len(),
+            disconnected: state.disconnected.len(),
             subscriptions: state.sessions.values().map(|s| s.subs.len()).sum(),
             exact_filters: state.index.exact.len(),
             scanned_sessions: state.index.scanned.len(),
@@ -1184,6 +1199,8 @@ impl Broker {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Entries {
     sessions: usize,
+    /// Sessions without a connection.
+    disconnected: usize,
     subscriptions: usize,
     exact_filters: usize,
     scanned_sessions: usize,
@@ -1537,6 +1554,7 @@ mod tests {
             broker.entries(),
             Entries {
                 sessions: N,
+                disconnected: 0,
                 subscriptions: 3 * N,
                 exact_filters: N,
                 scanned_sessions: N,
@@ -1577,6 +1595,9 @@ mod tests {
                 }
             }
         }
+        // Left: the sessions that expire (i % 6 == 1), which only the sweep ends.
+        let expiring = (0..N).filter(|i| i % 6 == 1).count();
+        assert_eq!(broker.entries().disconnected, expiring);
         broker.sweep(now + Duration::from_secs(2));
         assert!(broker.clients().is_empty());
         assert_eq!(broker.entries(), Entries::default());
