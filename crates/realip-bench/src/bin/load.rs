@@ -1503,19 +1503,26 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
          mosquitto without persistence and with `set_tcp_nodelay true` (realip-broker sets `TCP_NODELAY`). Idle: {} sessions (clean session, keep alive 0, {} CONNECTs in flight); \
          RSS = VmRSS growth ÷ sessions, rate = sessions ÷ time from the first CONNECT to the last CONNACK, \
          broker CPU = the broker process's CPU time (all threads, /proc schedstat) over that time ÷ sessions. \
-         Fan: 1 → {w} ({} messages, each to {w} subscribers) and {w} → 1 ({} messages), 64-byte payloads carrying \
-         the send time, at most {} messages published and not yet delivered everywhere; latency = publish → delivery. \
-         Per broker: median of the rounds, min–max in brackets. Ratio = realip-broker ÷ mosquitto: the median of \
+         {fan}Per broker: median of the rounds, min–max in brackets. Ratio = realip-broker ÷ mosquitto: the median of \
          the rounds' ratios (each round's two measurements side by side), their min–max in brackets. \
          Load average before: {load_before}; after: {}.\n",
         args.broker_rounds,
         args.idle_sessions,
         args.connect_in_flight,
-        args.fanout_messages,
-        args.fanin_messages,
-        args.fan_window,
         procfs::load_average(),
-        w = args.fan_width,
+        fan = if args.broker_idle_only {
+            String::new()
+        } else {
+            format!(
+                "Fan: 1 → {w} ({} messages, each to {w} subscribers) and {w} → 1 ({} messages), 64-byte \
+                 payloads carrying the send time, at most {} messages published and not yet delivered \
+                 everywhere; latency = publish → delivery. ",
+                args.fanout_messages,
+                args.fanin_messages,
+                args.fan_window,
+                w = args.fan_width,
+            )
+        },
     );
     println!("| measure | realip-broker | mosquitto | ratio | goal | verdict |");
     println!("|---|---:|---:|---:|---|---|");
