@@ -87,6 +87,7 @@ pub struct ClientAddr {
 
 impl ClientAddr {
     /// Creates a client address; `ip` is canonicalized.
+    #[inline]
     pub const fn new(ip: IpAddr, port: Option<u16>, source: AddrSource) -> Self {
         Self {
             ip: canonical_ip(ip),
@@ -96,6 +97,7 @@ impl ClientAddr {
     }
 
     /// Creates a client address from a socket address.
+    #[inline]
     pub const fn from_socket_addr(addr: SocketAddr, source: AddrSource) -> Self {
         Self::new(addr.ip(), Some(addr.port()), source)
     }
@@ -152,6 +154,7 @@ pub enum PeerAddr {
 
 impl PeerAddr {
     /// The socket address, for internet peers.
+    #[inline]
     pub const fn inet(&self) -> Option<SocketAddr> {
         match self {
             Self::Inet(addr) => Some(*addr),
@@ -160,6 +163,7 @@ impl PeerAddr {
     }
 
     /// The IP of an internet peer, canonicalized.
+    #[inline]
     pub const fn ip(&self) -> Option<IpAddr> {
         match self {
             Self::Inet(addr) => Some(canonical_ip(addr.ip())),

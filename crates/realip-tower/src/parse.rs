@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use http::header::{GetAll, HeaderValue, ValueIter};
+use http::header::{HeaderValue, ValueIter};
 
 /// One parsed address entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,9 +97,10 @@ pub(crate) struct RevItems<'a> {
 }
 
 impl<'a> RevItems<'a> {
-    pub(crate) fn new(all: GetAll<'a, HeaderValue>, split: Split) -> Self {
+    /// The items of `lines` (a header's lines, from [`GetAll::iter`](http::header::GetAll::iter)).
+    pub(crate) fn new(lines: ValueIter<'a, HeaderValue>, split: Split) -> Self {
         Self {
-            lines: all.iter(),
+            lines,
             rest: None,
             split,
         }
@@ -401,7 +402,7 @@ mod tests {
 
     fn items(lines: &[&str], split: Split) -> Vec<String> {
         let headers = map(lines);
-        RevItems::new(headers.get_all("x-forwarded-for"), split)
+        RevItems::new(headers.get_all("x-forwarded-for").iter(), split)
             .map(|e| String::from_utf8(e.to_vec()).unwrap())
             .collect()
     }
@@ -415,7 +416,7 @@ mod tests {
         // NGINX's `"$http_x_forwarded_port, $remote_port"` with no incoming port.
         assert_eq!(items(&[", 42342"], Split::Commas), ["42342", ""]);
         let empty = HeaderMap::new();
-        let none = || RevItems::new(empty.get_all("x-forwarded-for"), Split::Commas);
+        let none = || RevItems::new(empty.get_all("x-forwarded-for").iter(), Split::Commas);
         assert_eq!(none().next(), None);
         assert_eq!(none().count(), 0);
     }
@@ -450,6 +451,19 @@ mod tests {
             proptest::prop_assert_eq!(parse_addr(entry.as_bytes()), parse_addr_slow(entry.as_bytes()));
         }
 
+        /// The dotted-quad parser of the fast path accepts exactly what the standard
+        /// library's `Ipv4Addr` parser accepts, with the same result, on any bytes.
+        #[test]
+        fn ipv4_prefix_parser_agrees_with_std(
+            entry in "[0-9.]{0,20}|([0-9]{1,4}\\.){3}[0-9]{1,4}|\\PC{0,16}",
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..20),
+        ) {
+            let whole = |s: &[u8]| parse_v4_prefix(s).filter(|(_, rest)| rest.is_empty()).map(|(ip, _)| ip);
+            let std = |s: &[u8]| std::str::from_utf8(s).ok().and_then(|s| s.parse::<Ipv4Addr>().ok());
+            proptest::prop_assert_eq!(whole(entry.as_bytes()), std(entry.as_bytes()));
+            proptest::prop_assert_eq!(whole(&raw), std(&raw));
+        }
+
         #[test]
         fn counting_agrees_with_iterating(
             lines in proptest::collection::vec("[a ,\t\"\\\\]{0,12}", 0..5),
@@ -457,7 +471,7 @@ mod tests {
         ) {
             let headers = map(&lines.iter().map(String::as_str).collect::<Vec<_>>());
             for split in [Split::Commas, Split::CommasOutsideQuotes] {
-                let items = || RevItems::new(headers.get_all("x-forwarded-for"), split);
+                let items = || RevItems::new(headers.get_all("x-forwarded-for").iter(), split);
                 let mut counted = items();
                 let mut iterated = items();
                 for _ in 0..skip {
