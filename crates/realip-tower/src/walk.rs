@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName};
 use realip_core::{AddrSource, ClientAddr, Live, TrustedProxies};
 
 use crate::forwarded::parse_element;
+use crate::lines::{LineIter, Lines, PortHeader, may_contain};
 use crate::parse::{Node, RevItems, Split, StopReason, parse_entry, parse_port_bytes, trim_ows};
 use crate::peer::Peer;
 use crate::resolution::{Fallback, HeaderChoice, PortSource, Resolution};
@@ -57,12 +58,12 @@ impl Config {
 /// Resolves the client of one request (the WebSocket-only setting is applied by the
 /// caller, which knows the method).
 ///
-/// The header is looked up once (a hash of its name); the walk counts the items it passes
-/// and then only counts (without parsing) the ones to the left of where it stopped, for
+/// The header is found once ([`Lines::find`]); the walk counts the items it passes and then
+/// only counts (without parsing) the ones to the left of where it stopped, for
 /// [`HeaderChoice::entries`]. The port header is looked up only when the chosen entry has no
-/// port and the map may hold it ([`may_contain`]).
+/// port and the map may hold it.
 pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer<'_>>) -> Resolution {
-    let all = headers.get_all(&config.header);
+    let (all, port_header) = Lines::find(headers, &config.header, config.port_header.as_ref());
     let mut lines = all.iter();
     let Some(first_line) = lines.next() else {
         return Resolution::fallback(peer, Fallback::NoHeader);
@@ -119,7 +120,7 @@ pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer<'
             let single = config.strategy == Strategy::SingleValue;
             let (port, port_source) = match port {
                 Some(port) => (Some(port), PortSource::Entry),
-                None => match header_port(config, headers, single, position) {
+                None => match header_port(config, headers, port_header, single, position) {
                     Some(port) => (Some(port), PortSource::PortHeader),
                     None => (None, PortSource::None),
                 },
@@ -308,12 +309,23 @@ fn walk_single(line: &[u8]) -> Walk {
 /// A single-value header is set, not appended, by the proxy in front of this server; its
 /// port is believed only when the port header holds a single value too (a list there was
 /// appended hop by hop, and its items describe the hops, not the client).
-fn header_port(config: &Config, headers: &HeaderMap, single: bool, position: usize) -> Option<u16> {
+fn header_port(
+    config: &Config,
+    headers: &HeaderMap,
+    present: PortHeader,
+    single: bool,
+    position: usize,
+) -> Option<u16> {
     let name = config.port_header.as_ref()?;
-    if !may_contain(headers, name) {
+    let present = match present {
+        PortHeader::Absent => false,
+        PortHeader::Present => true,
+        PortHeader::Unknown => may_contain(headers, name),
+    };
+    if !present {
         return None;
     }
-    let mut items = RevItems::new(headers.get_all(name).iter(), Split::Commas);
+    let mut items = RevItems::new(LineIter::Map(headers.get_all(name).iter()), Split::Commas);
     let item = if single {
         let only = items.next()?;
         if items.next().is_some() {
@@ -324,17 +336,6 @@ fn header_port(config: &Config, headers: &HeaderMap, single: bool, position: usi
         items.nth(position)?
     };
     parse_port_bytes(item)?
-}
-
-/// Header maps with at most this many names are searched by comparing names rather than by
-/// hashing: a lookup hashes the name byte by byte (FNV), which costs more than comparing a
-/// few names, most of which are standard headers that differ from a custom name at once.
-const SCAN_MAX_NAMES: usize = 16;
-
-/// Whether `headers` may hold `name`: `false` only when it certainly does not. Small maps
-/// are scanned (see [`SCAN_MAX_NAMES`]); for larger ones the lookup decides.
-fn may_contain(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers.keys_len() > SCAN_MAX_NAMES || headers.keys().any(|key| key == name)
 }
 
 #[cfg(test)]
@@ -355,7 +356,7 @@ mod tests {
         );
         let addr = PeerAddr::Inet("10.0.0.1:4000".parse().unwrap());
         let peer = Peer::socket(std::borrow::Cow::Borrowed(&addr));
-        for others in 0..2 * SCAN_MAX_NAMES {
+        for others in 0..24 {
             for with_port in [false, true] {
                 let mut headers = HeaderMap::new();
                 for i in 0..others {
