@@ -137,6 +137,17 @@ pub fn parse_table(rounds: usize, batch: Duration) -> String {
     out
 }
 
+/// One Markdown table row: `name`, the median ns of each implementation in `group`, then
+/// `ratios`.
+fn row(out: &mut String, name: &str, group: &[Timed<'_>], ratios: &[String]) {
+    let medians = group.iter().map(|t| format!("{:.1}", median(&t.ns)));
+    let cells: Vec<String> = std::iter::once(name.to_owned())
+        .chain(medians)
+        .chain(ratios.iter().cloned())
+        .collect();
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+}
+
 /// `N` independent sets of `cases()`, each case checked ([`LayerCase::check`]), regrouped
 /// per case (`[case][copy]`): one copy per implementation, so that each timed closure owns
 /// its state.
@@ -198,19 +209,8 @@ pub fn layer_table(rounds: usize, batch: Duration) -> String {
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, g) in names.iter().zip(&groups) {
-        let _ = writeln!(
-            out,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
-            name,
-            median(&g[0].ns),
-            median(&g[1].ns),
-            median(&g[2].ns),
-            median(&g[3].ns),
-            median(&g[4].ns),
-            ratio(&g[0], &g[2]),
-            ratio(&g[0], &g[3]),
-            ratio(&g[0], &g[4]),
-        );
+        let ratios = [2, 3, 4].map(|peer| format!("{:.2}", ratio(&g[0], &g[peer])));
+        row(&mut out, name, g, &ratios);
     }
     // Cases 1 and 2: the same 4-entry chain with 16 and 10,000 CIDRs.
     let _ = writeln!(
@@ -270,20 +270,9 @@ pub fn same_work_table(rounds: usize, batch: Duration) -> String {
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, g) in names.iter().zip(&groups) {
-        let _ = writeln!(
-            out,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
-            name,
-            median(&g[0].ns),
-            median(&g[1].ns),
-            median(&g[2].ns),
-            median(&g[3].ns),
-            median(&g[4].ns),
-            ratio_spread(&g[0], &g[3]),
-            ratio_spread(&g[0], &g[4]),
-            ratio_spread(&g[1], &g[3]),
-            ratio_spread(&g[1], &g[4]),
-        );
+        let ratios =
+            [(0, 3), (0, 4), (1, 3), (1, 4)].map(|(ours, peer)| ratio_spread(&g[ours], &g[peer]));
+        row(&mut out, name, g, &ratios);
     }
     // The goal's rows: the worst median ratio of the default settings.
     let worst = groups[..2]
