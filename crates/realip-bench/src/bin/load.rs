@@ -56,15 +56,24 @@ enum Cmd {
         #[arg(long)]
         max_pending: Option<usize>,
     },
-    /// Run requests through the forwarded-header middleware (`RealIp::call`), for counting
-    /// instructions per request under callgrind (`callgrind.sh`); prints nothing.
+    /// Run requests through the forwarded-header middleware (`RealIp::call`) or another
+    /// step of a layer case, for counting instructions per request under callgrind
+    /// (`callgrind.sh`); prints nothing.
     LayerCalls {
         /// Requests to run.
         #[arg(long, default_value_t = 10_000)]
         requests: u64,
-        /// Which layer case (0: XFF 1 entry, 1: XFF 4 entries, 2: 10,000 CIDRs, 3: Forwarded).
+        /// Which case: of the recursive set, 0: XFF 1 entry, 1: XFF 4 entries, 2: 10,000
+        /// CIDRs, 3: Forwarded; of the same-work set, 0: XFF 1 entry, 1: XFF 4 entries, 2: +12
+        /// typical headers, 3: + X-Forwarded-Port.
         #[arg(long, default_value_t = 1)]
         case: usize,
+        /// Take the case from the same-work set (non-recursive, the rightmost-only crates' work).
+        #[arg(long)]
+        same_work: bool,
+        /// What to run per request.
+        #[arg(long, value_enum, default_value_t = LayerStep::Call)]
+        step: LayerStep,
     },
     /// Run one UDP echo server (used by `udp`; prints `LISTENING <addr>`, exits on stdin EOF).
     ServeUdp {
@@ -103,6 +112,23 @@ enum Cmd {
         #[command(flatten)]
         broker: BrokerArgs,
     },
+}
+
+/// One step of a layer case (see `realip_bench::cases::LayerCase`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LayerStep {
+    /// `RealIp::call`, the whole middleware.
+    Call,
+    /// `RealIpLayer::resolve`.
+    Resolve,
+    /// `RealIpLayer::resolve` without the port header.
+    ResolveWithoutPort,
+    /// `client_ip::rightmost_x_forwarded_for` (or `rightmost_forwarded`).
+    ClientIp,
+    /// `axum-client-ip`'s rightmost extractor.
+    AxumClientIp,
+    /// `real_ip::real_ip`.
+    RealIp,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -281,10 +307,27 @@ fn main() -> ExitCode {
                 run_server(kind, opts).await
             }
             Cmd::ServeUdp { kind } => run_udp_server(kind).await,
-            Cmd::LayerCalls { requests, case } => {
-                let mut case = realip_bench::cases::layer_cases().swap_remove(case);
+            Cmd::LayerCalls {
+                requests,
+                case,
+                same_work,
+                step,
+            } => {
+                let mut case = if same_work {
+                    realip_bench::cases::same_work_cases().swap_remove(case)
+                } else {
+                    realip_bench::cases::layer_cases().swap_remove(case)
+                };
+                case.check();
                 for _ in 0..requests {
-                    std::hint::black_box(case.realip_service());
+                    std::hint::black_box(match step {
+                        LayerStep::Call => case.realip_service(),
+                        LayerStep::Resolve => case.realip_resolve(),
+                        LayerStep::ResolveWithoutPort => case.realip_resolve_without_port(),
+                        LayerStep::ClientIp => case.client_ip(),
+                        LayerStep::AxumClientIp => case.axum_client_ip(),
+                        LayerStep::RealIp => case.real_ip(),
+                    });
                 }
                 Ok(())
             }
@@ -1131,6 +1174,11 @@ fn micro(args: &MicroArgs) {
     print!(
         "{}",
         realip_bench::micro::layer_table(args.micro_rounds, batch)
+    );
+    eprintln!("micro: layer, same work as the rightmost-only crates");
+    print!(
+        "{}",
+        realip_bench::micro::same_work_table(args.micro_rounds, batch)
     );
 }
 
