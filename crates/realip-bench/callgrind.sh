@@ -142,6 +142,8 @@ layer_per_request() {
 echo
 echo "Forwarded-header middleware (\`RealIp::call\`, X-Forwarded-For with 4 entries, 16 trusted CIDRs): $(layer_per_request --case 1) Ir per request."
 echo
+echo "Recursive resolve (\`RealIpLayer::resolve\`, X-Forwarded-For with 4 entries), Ir per request: $(layer_per_request --case 1 --step resolve) with 16 trusted CIDRs, $(layer_per_request --case 2 --step resolve) with 10,000."
+echo
 echo "Same work as the rightmost-only crates (non-recursive, one X-Forwarded-For line, trusted peer), Ir per request:"
 echo
 echo "| input | resolve (default) | resolve (\`without_port_header\`) | client-ip | axum-client-ip |"
