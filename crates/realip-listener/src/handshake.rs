@@ -29,7 +29,7 @@ use crate::header::info::ProxyInfo;
 use crate::header::parse::{Detected, V2_SIGNATURE, detect, parse_header, v2_total_len};
 use crate::metrics::{self, PendingGuard};
 use crate::policy::Policy;
-use crate::stream::ProxiedStream;
+use crate::stream::{ProxiedStream, Replay};
 
 /// One accepted connection, ready for the application.
 pub type Connection<IO> = (ProxiedStream<IO>, ProxiedAddr);
@@ -38,11 +38,7 @@ pub type Connection<IO> = (ProxiedStream<IO>, ProxiedAddr);
 /// v2 header with a Unix address block (232 bytes) fits, with the data that followed it; a
 /// longer v2 header is read to its announced length. Only what arrived is kept, so a silent
 /// client costs no buffer at all.
-const STACK_READ: usize = 256;
-/// A header up to this long stays in front of the bytes that followed it until they are
-/// replayed (a v2 IPv4 or IPv6 header, a v1 TCP4 one): replaying from the read buffer saves
-/// an allocation and a copy per connection.
-const KEEP_HEADER_BYTES: usize = 64;
+pub(crate) const STACK_READ: usize = 256;
 
 /// How a handshake ended without an error.
 enum Outcome {
@@ -80,7 +76,7 @@ pub(crate) fn start<L: Accept>(
         Some(Ok(n)) => {
             let got = &first[..n];
             if let Some(outcome) = examine_read(got, n, policy, max_len) {
-                return Started::Done(finish(io, Buffered::Stack(got), peer, local, outcome));
+                return Started::Done(finish(io, got, peer, local, outcome));
             }
             got.to_vec()
         }
@@ -96,7 +92,7 @@ pub(crate) fn start<L: Accept>(
             if let Poll::Ready(outcome) =
                 poll_read_header::<L>(&mut io, &mut buf, policy, max_len, false, cx)
             {
-                return Started::Done(finish(io, Buffered::Heap(buf), peer, local, outcome));
+                return Started::Done(finish(io, &buf, peer, local, outcome));
             }
             buf
         }
@@ -280,22 +276,14 @@ impl<L: Accept> Future for ReadHandshake<L> {
         let io = this.io.take().expect("checked above");
         let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
         let buf = std::mem::take(this.buf);
-        Poll::Ready(finish(io, Buffered::Heap(buf), peer, *this.local, outcome))
+        Poll::Ready(finish(io, &buf, peer, *this.local, outcome))
     }
-}
-
-/// The bytes a finished handshake read.
-enum Buffered<'a> {
-    /// Its first read, still on the stack.
-    Stack(&'a [u8]),
-    /// Its buffer, after reads that had to wait.
-    Heap(Vec<u8>),
 }
 
 /// The connection (or the error) a finished header read makes from what was read.
 fn finish<IO>(
     io: IO,
-    buf: Buffered<'_>,
+    read: &[u8],
     peer: PeerAddr,
     local: Option<SocketAddr>,
     outcome: Result<Outcome, Failure>,
@@ -305,21 +293,12 @@ fn finish<IO>(
         Ok(Outcome::NoHeader) => (None, 0),
         Err(failure) => return Err(failure.into_error(peer)),
     };
-    // What follows the header is copied out of a stack read (an allocation only when
-    // there is something to replay). From a buffer it is replayed in place after a short
-    // header (no second allocation, no copy); after a long one it is copied out so that
-    // the header's bytes are not kept.
-    let (rest, start) = match buf {
-        Buffered::Stack(bytes) => (bytes[header_len..].to_vec(), 0),
-        Buffered::Heap(buf) if header_len == buf.len() => (Vec::new(), 0),
-        Buffered::Heap(buf) if header_len <= KEEP_HEADER_BYTES => (buf, header_len),
-        Buffered::Heap(buf) => (buf[header_len..].to_vec(), 0),
-    };
+    // What follows the header is copied out (an allocation only when there is something
+    // to replay), so that neither the header's bytes nor the read buffer's spare room are
+    // kept.
+    let replay = Replay::copy_of(&read[header_len..]);
     let addr = ProxiedAddr::from_connection(peer, local, info);
-    Ok((
-        ProxiedStream::with_buffer(io, rest, start, addr.clone()),
-        addr,
-    ))
+    Ok((ProxiedStream::with_replay(io, replay, addr.clone()), addr))
 }
 
 /// A handshake failure before the peer is attached.
