@@ -154,17 +154,23 @@ enum ReplayBytes {
 impl Replay {
     /// A copy of `bytes`.
     pub(crate) fn copy_of(bytes: &[u8]) -> Self {
-        if bytes.is_empty() {
+        let end = bytes.len();
+        if end == 0 {
             return Self::default();
         }
-        let stored = if bytes.len() <= STACK_READ {
-            let mut short = [0; STACK_READ];
-            short[..bytes.len()].copy_from_slice(bytes);
-            ReplayBytes::Short(short)
-        } else {
-            ReplayBytes::Long(bytes.into())
-        };
-        Self::stored(stored, bytes.len())
+        if end > STACK_READ {
+            return Self::stored(ReplayBytes::Long(bytes.into()), end);
+        }
+        // Zeroed in its allocation, then only `bytes` copied in.
+        let mut replay = Self::stored(ReplayBytes::Short([0; STACK_READ]), end);
+        if let Some(ReplayBuf {
+            bytes: ReplayBytes::Short(short),
+            ..
+        }) = replay.0.as_deref_mut()
+        {
+            short[..end].copy_from_slice(bytes);
+        }
+        replay
     }
 
     /// `bytes`, in the allocation they are in.
