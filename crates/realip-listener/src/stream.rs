@@ -191,6 +191,7 @@ impl Replay {
     }
 
     /// The bytes not replayed yet.
+    #[inline]
     fn remaining(&self) -> &[u8] {
         match &self.0 {
             Some(buf) => {
@@ -205,6 +206,7 @@ impl Replay {
     }
 
     /// Marks `n` more bytes as replayed; releases the buffer after the last one.
+    #[inline]
     fn consume(&mut self, n: usize) {
         if let Some(buf) = &mut self.0 {
             buf.start += n;

@@ -1197,10 +1197,10 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
          out. Accepted = v2 header + `ping\\n` (plain: `ping\\n` only), `pong\\n` read, \
          connection left open; the per-connection task is the same in every server and holds \
          the accepted stream (ours: `ProxiedStream<TcpStream>`, whose leftover is the 5-byte \
-         `ping\\n`). Heap = the bytes the server's allocator holds (a counting global \
-         allocator: bytes requested, not malloc's rounding) after minus before, per server-side \
-         connection; allocations = the allocations made meanwhile (setup of the connections \
-         included), per connection.\n",
+         `ping\\n`, replayed to the handler and then freed). Heap = the bytes the server's \
+         allocator holds (a counting global allocator: bytes requested, not malloc's rounding) \
+         after minus before, per server-side connection; allocations = the allocations made \
+         meanwhile (setup of the connections included), per connection.\n",
         args.mem_rounds,
         args.conns,
         args.conns + 1024
@@ -1209,13 +1209,17 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
         "Type sizes (bytes, inline): `TcpStream` {}, `realip_listener::ProxiedStream<TcpStream>` \
          {}, `ProxiedAddr` {}, `realip_listener::ProxyInfo` {} (behind an `Arc` in \
          `ProxiedAddr`), `proxy_protocol_rs::ProxiedStream` {}, `proxy_protocol_rs::ProxyInfo` \
-         {}.\n",
+         {}. The handler's future (what each connection's task holds besides tokio's own \
+         fields): plain {}, realip-listener {}, proxy-protocol-rs {}.\n",
         std::mem::size_of::<tokio::net::TcpStream>(),
         std::mem::size_of::<realip_listener::ProxiedStream<tokio::net::TcpStream>>(),
         std::mem::size_of::<realip_listener::ProxiedAddr>(),
         std::mem::size_of::<realip_listener::ProxyInfo>(),
         std::mem::size_of::<proxy_protocol_rs::ProxiedStream>(),
         std::mem::size_of::<proxy_protocol_rs::ProxyInfo>(),
+        server::handler_future_size::<tokio::net::TcpStream>(),
+        server::handler_future_size::<realip_listener::ProxiedStream<tokio::net::TcpStream>>(),
+        server::handler_future_size::<proxy_protocol_rs::ProxiedStream>(),
     );
     println!(
         "| server | mode | client conns open (median) | server-side conns (median) | bytes/conn (median) | min–max | vs plain (bytes) | heap bytes/conn (median) | heap vs plain | allocations/conn |"
