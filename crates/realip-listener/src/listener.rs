@@ -75,7 +75,8 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 /// hosts; raise it, or shorten the [header timeout](DEFAULT_HEADER_TIMEOUT), where more
 /// stalled peers are expected.
 pub const DEFAULT_MAX_PENDING: usize = 16384;
-/// Default number of sockets accepted per poll before finished handshakes are looked at.
+/// Default number of sockets accepted per poll before finished handshakes are looked at,
+/// and of failed handshakes ended per turn of the runtime: 64.
 pub const DEFAULT_ACCEPT_BATCH: usize = 64;
 /// Default maximum length of a v2 header, its 16-byte fixed part included.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
@@ -144,6 +145,12 @@ impl Builder {
     /// How long a peer has to send its complete header, counted from the moment its
     /// socket is accepted; the connection is closed after. A duration too long to be a
     /// deadline (such as `Duration::MAX`) means no timeout.
+    ///
+    /// The connection is never closed earlier. It is closed later by the time the listener
+    /// takes to get to it: at the next poll of the listener (tokio's timer rounds up to the
+    /// millisecond); and when many timeouts fall due at once, the listener ends
+    /// [`accept_batch`](Self::accept_batch) of them per turn of the runtime, so each waits
+    /// for the turns the ones before it take, in which the other tasks run too.
     #[must_use]
     pub const fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
@@ -167,7 +174,11 @@ impl Builder {
     }
 
     /// How many sockets are accepted (or per-connection accept errors skipped) in one poll
-    /// before finished handshakes are handed out. At least 1.
+    /// before finished handshakes are handed out, and how many failed handshakes (timed out,
+    /// refused, closed by the peer) are ended between two returns of the listener to the
+    /// runtime; past that, a connection that finished is still handed out, and the
+    /// listener then yields until the runtime has polled its I/O and run its other tasks.
+    /// At least 1; [`DEFAULT_ACCEPT_BATCH`] by default.
     #[must_use]
     pub const fn accept_batch(mut self, batch: usize) -> Self {
         self.accept_batch = if batch == 0 { 1 } else { batch };
@@ -213,6 +224,7 @@ impl Builder {
             max_header_len: self.max_header_len,
             pending: FuturesUnordered::new(),
             ready: VecDeque::new(),
+            failures_this_turn: 0,
             backoff: None,
             backoff_delay: BACKOFF_MIN,
             accept_failures: 0,
@@ -283,6 +295,10 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     /// Handshakes that finished at accept (their header had arrived with the connection,
     /// or [`Policy::Skip`]), not handed out yet: no pending-set node for them.
     ready: VecDeque<Result<Connection<L::Io>, HandshakeError>>,
+    /// Failed handshakes ended (closed, or returned by `try_accept`) since the listener last
+    /// returned `Pending`: at most [`accept_batch`](Builder::accept_batch) per turn of the
+    /// runtime.
+    failures_this_turn: usize,
     backoff: Option<Pin<Box<Sleep>>>,
     backoff_delay: Duration,
     /// Accept errors (`EMFILE`, ...) since the last socket accepted: a burst is logged at its
@@ -390,8 +406,9 @@ impl<L: Accept> ProxyListener<L> {
     /// Polls for the next accepted connection, skipping failed ones.
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Connection<L::Io>> {
         loop {
-            match self.poll_try_accept(cx) {
+            match self.poll_finished(cx, Failures::Close) {
                 Poll::Ready(Ok(conn)) => return Poll::Ready(conn),
+                // A failure at accept (closed, refused at its first read): already logged.
                 Poll::Ready(Err(_)) => continue,
                 Poll::Pending => return Poll::Pending,
             }
@@ -403,6 +420,79 @@ impl<L: Accept> ProxyListener<L> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Connection<L::Io>, HandshakeError>> {
+        self.poll_finished(cx, Failures::Return)
+    }
+
+    /// Accepts a batch of sockets, then hands out the next finished handshake.
+    ///
+    /// Failed handshakes (header timeouts above all, which come in waves when many peers
+    /// stalled at once) are ended at most [`accept_batch`](Builder::accept_batch) per turn
+    /// of the runtime: past that, connections that finished are still handed out, and the
+    /// listener then yields until the runtime has polled its I/O driver and run its other
+    /// tasks, so the handlers of connections already handed out, and the sockets waiting
+    /// in the accept queue, are not held up behind a whole wave of closes.
+    fn poll_finished(
+        &mut self,
+        cx: &mut Context<'_>,
+        failures: Failures,
+    ) -> Poll<Result<Connection<L::Io>, HandshakeError>> {
+        let (first, more_to_accept) = self.poll_accept_batch(cx);
+        if let Some(done) = first {
+            if more_to_accept {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Ready(handed_out(done));
+        }
+        while self.failures_this_turn < self.accept_batch {
+            match self.pending.poll_next_unpin(cx) {
+                Poll::Ready(Some(result)) => {
+                    metrics::finished(&result);
+                    if result.is_err() {
+                        self.failures_this_turn += 1;
+                        if failures == Failures::Close {
+                            // Logged; its socket was closed when the handshake ended.
+                            let _ = handed_out(result);
+                            continue;
+                        }
+                    }
+                    if self.ready.is_empty() {
+                        if more_to_accept {
+                            cx.waker().wake_by_ref();
+                        }
+                        return Poll::Ready(handed_out(result));
+                    }
+                    // Behind the connections that finished at accept.
+                    self.ready.push_back(result);
+                    break;
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        if let Some(result) = self.ready.pop_front() {
+            if self.ready.is_empty() && self.ready.capacity() > self.accept_batch {
+                // A burst's queue is not kept.
+                self.ready.shrink_to(self.accept_batch);
+            }
+            if more_to_accept {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Ready(handed_out(result));
+        }
+        if self.failures_this_turn >= self.accept_batch {
+            // More failures may be due: back after the runtime's other work, as tokio's
+            // own cooperative yield does.
+            yield_to_runtime(cx);
+        } else if more_to_accept {
+            cx.waker().wake_by_ref();
+        }
+        self.failures_this_turn = 0;
+        Poll::Pending
+    }
+
+    /// Accepts up to [`accept_batch`](Builder::accept_batch) sockets and starts their
+    /// handshakes. Returns a connection that finished at accept when nothing else waits
+    /// (to be handed out at once), and whether more sockets may be waiting.
+    fn poll_accept_batch(&mut self, cx: &mut Context<'_>) -> (Option<Finished<L::Io>>, bool) {
         let mut accepted = 0;
         let mut more_to_accept = false;
         let mut first = None;
@@ -491,39 +581,29 @@ impl<L: Accept> ProxyListener<L> {
                 Poll::Pending => break,
             }
         }
-
-        if let Some(done) = first {
-            if more_to_accept {
-                cx.waker().wake_by_ref();
-            }
-            return Poll::Ready(handed_out(done));
-        }
-        let result = match self.pending.poll_next_unpin(cx) {
-            Poll::Ready(Some(result)) => {
-                metrics::finished(&result);
-                result
-            }
-            Poll::Ready(None) | Poll::Pending => match self.ready.pop_front() {
-                Some(result) => {
-                    if self.ready.is_empty() && self.ready.capacity() > self.accept_batch {
-                        // A burst's queue is not kept.
-                        self.ready.shrink_to(self.accept_batch);
-                    }
-                    result
-                }
-                None => {
-                    if more_to_accept {
-                        cx.waker().wake_by_ref();
-                    }
-                    return Poll::Pending;
-                }
-            },
-        };
-        if more_to_accept {
-            cx.waker().wake_by_ref();
-        }
-        Poll::Ready(handed_out(result))
+        (first, more_to_accept)
     }
+}
+
+/// A handshake's end: the connection, or why it was refused.
+type Finished<IO> = Result<Connection<IO>, HandshakeError>;
+
+/// What [`ProxyListener::poll_finished`] does with a failed handshake.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failures {
+    /// Logs it and goes on (`accept`).
+    Close,
+    /// Returns it (`try_accept`).
+    Return,
+}
+
+/// Schedules the current task to be polled again once the runtime has polled its I/O
+/// driver and run the tasks already waiting (tokio's `yield_now`; outside a tokio runtime,
+/// at once).
+fn yield_to_runtime(cx: &mut Context<'_>) {
+    let mut yielding = std::pin::pin!(tokio::task::yield_now());
+    // Its first poll schedules the wake-up and returns `Pending`.
+    let _ = yielding.as_mut().poll(cx);
 }
 
 /// Logs a connection or handshake failure as it is handed out.

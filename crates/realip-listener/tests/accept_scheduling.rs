@@ -204,6 +204,135 @@ async fn pending_handshakes_never_exceed_the_cap() {
     }
 }
 
+/// `n` sockets whose peers sent half a v2 header (its signature) and stalled, from
+/// 192.0.2.1:1000 upwards, with their client ends.
+async fn stalled(n: u16) -> (Vec<DuplexStream>, Vec<(DuplexStream, SocketAddr)>) {
+    let half = &ProxyHeader::v2(sa("198.51.100.1:1"), sa("127.0.0.1:1883")).to_bytes()[..14];
+    let mut clients = Vec::new();
+    let mut sockets = Vec::new();
+    for port in 1000..1000 + n {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(half).await.unwrap();
+        clients.push(client);
+        sockets.push((server, SocketAddr::from(([192, 0, 2, 1], port))));
+    }
+    (clients, sockets)
+}
+
+/// A listener (header timeout 3 s, accept batch 4) holding `n` stalled handshakes whose
+/// timeouts are all due, with the stalled peers' client ends.
+async fn wave_of_due_timeouts(n: u16) -> (ProxyListener<Scripted>, Vec<DuplexStream>) {
+    let timeout = Duration::from_secs(3);
+    let (clients, sockets) = stalled(n).await;
+    let mut listener = ProxyListener::builder()
+        .header_timeout(timeout)
+        .accept_batch(WAVE_BATCH)
+        .listen(Scripted::new(sockets, false));
+    // Accepted a batch per poll; each waits for the rest of its header.
+    while !listener.get_ref().queue.is_empty() {
+        assert!(poll_accept_once(&mut listener).await.is_pending());
+    }
+    assert_eq!(listener.pending(), usize::from(n));
+    // Every header timeout falls due at once.
+    tokio::time::advance(timeout + Duration::from_millis(1)).await;
+    (listener, clients)
+}
+
+const WAVE_BATCH: usize = 4;
+
+async fn poll_accept_once<L: Accept>(
+    listener: &mut ProxyListener<L>,
+) -> Poll<realip_listener::Connection<L::Io>> {
+    std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_handshake_is_handed_out_while_a_wave_of_timeouts_is_due() {
+    const STALLED: u16 = 40;
+    let (mut listener, mut clients) = wave_of_due_timeouts(STALLED).await;
+    let (_lb, good, peer) = with_header("10.0.0.1:1", "198.51.100.7:4000").await;
+    listener.get_mut().queue.push_back((good, peer));
+
+    // The first poll hands out the connection that is ready, after ending at most one
+    // batch of the due timeouts.
+    let Poll::Ready((_stream, addr)) = poll_accept_once(&mut listener).await else {
+        panic!("the finished handshake was not handed out at the first poll");
+    };
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    let left = listener.pending();
+    assert!(
+        left >= usize::from(STALLED) - WAVE_BATCH,
+        "{} timeouts ended before the connection was handed out",
+        usize::from(STALLED) - left
+    );
+
+    // The others end in the following polls, at most a batch per poll (the poll after the
+    // connection was handed out only yields to the runtime: its batch was spent).
+    let mut polls = 0;
+    while listener.pending() > 0 {
+        let before = listener.pending();
+        assert!(poll_accept_once(&mut listener).await.is_pending());
+        let ended = before - listener.pending();
+        assert!(ended <= WAVE_BATCH, "{ended} timeouts ended in one poll");
+        polls += 1;
+        assert!(
+            polls <= usize::from(STALLED) / WAVE_BATCH + 1,
+            "timeouts left behind after {polls} polls"
+        );
+    }
+    // Every stalled peer sees its connection closed.
+    for client in &mut clients {
+        let mut byte = [0; 1];
+        let n = tokio::io::AsyncReadExt::read(client, &mut byte)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_accept_returns_a_finished_connection_before_the_due_timeouts() {
+    const STALLED: u16 = 12;
+    let (mut listener, _clients) = wave_of_due_timeouts(STALLED).await;
+    let (_lb, good, peer) = with_header("10.0.0.1:1", "198.51.100.7:4000").await;
+    listener.get_mut().queue.push_back((good, peer));
+
+    let (_stream, addr) = listener.try_accept().await.unwrap();
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    // Then every timeout, each with its peer.
+    let mut peers = Vec::new();
+    for _ in 0..STALLED {
+        match listener.try_accept().await {
+            Err(HandshakeError::Timeout { peer, timeout }) => {
+                assert_eq!(timeout, Duration::from_secs(3));
+                peers.push(peer.inet().unwrap().port());
+            }
+            Err(err) => panic!("expected a timeout, got {err}"),
+            Ok((_, addr)) => panic!("unexpected connection from {addr:?}"),
+        }
+    }
+    peers.sort_unstable();
+    assert_eq!(peers, (1000..1000 + STALLED).collect::<Vec<_>>());
+    assert_eq!(listener.pending(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_header_timeout_never_ends_a_handshake_early() {
+    let timeout = Duration::from_millis(250);
+    let (_clients, sockets) = stalled(1).await;
+    let mut listener = ProxyListener::builder()
+        .header_timeout(timeout)
+        .listen(Scripted::new(sockets, false));
+    let accepted = tokio::time::Instant::now();
+    assert!(poll_accept_once(&mut listener).await.is_pending());
+    tokio::time::advance(timeout - Duration::from_millis(1)).await;
+    assert!(poll_accept_once(&mut listener).await.is_pending());
+    assert_eq!(listener.pending(), 1, "ended before its timeout");
+    let err = listener.try_accept().await.err().unwrap();
+    assert!(matches!(err, HandshakeError::Timeout { .. }), "{err}");
+    assert!(accepted.elapsed() >= timeout, "{:?}", accepted.elapsed());
+}
+
 /// An `Accept` whose every poll fails with a per-connection error.
 #[derive(Debug)]
 struct Aborting;

@@ -249,6 +249,23 @@ struct IsolationArgs {
     /// crate's default).
     #[arg(long, default_value_t = 1024)]
     iso_max_pending: usize,
+    /// Which passes to run: both (static, then churn), or only one of them.
+    #[arg(long, value_enum, default_value_t = IsoPass::Both)]
+    iso_pass: IsoPass,
+    /// Leaves `proxy-protocol-rs` out of the isolation passes (to compare builds of ours).
+    #[arg(long)]
+    iso_no_peer: bool,
+}
+
+/// The isolation passes to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum IsoPass {
+    /// Static, then churn.
+    Both,
+    /// Header timeout longer than the window: no stalled connection is dropped.
+    Static,
+    /// Header timeouts fire inside the window and the attackers reconnect.
+    Churn,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -908,22 +925,27 @@ async fn drain(args: &DrainArgs, pin: bool) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Slow-client isolation
 
-/// Both isolation passes: static (no header timeout fires during the window) and churn.
+/// The isolation passes `args` asks for: static (no header timeout fires during the window),
+/// then churn.
 async fn isolation(args: &IsolationArgs, pin: bool) -> io::Result<()> {
-    isolation_pass(
-        args,
-        pin,
-        Duration::from_millis(args.static_header_timeout_ms),
-        "Slow-client isolation, static: the stalled connections stay for the whole window",
-    )
-    .await?;
-    isolation_pass(
-        args,
-        pin,
-        Duration::from_millis(args.iso_header_timeout_ms),
-        "Slow-client isolation, churn: header timeouts fire and the attackers reconnect",
-    )
-    .await
+    let passes = [
+        (
+            IsoPass::Static,
+            args.static_header_timeout_ms,
+            "Slow-client isolation, static: the stalled connections stay for the whole window",
+        ),
+        (
+            IsoPass::Churn,
+            args.iso_header_timeout_ms,
+            "Slow-client isolation, churn: header timeouts fire and the attackers reconnect",
+        ),
+    ];
+    for (pass, timeout_ms, title) in passes {
+        if args.iso_pass == IsoPass::Both || args.iso_pass == pass {
+            isolation_pass(args, pin, Duration::from_millis(timeout_ms), title).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn isolation_pass(
@@ -956,7 +978,9 @@ async fn isolation_pass(
             Some(args.iso_max_pending),
         ));
     }
-    kinds.push(("proxy-protocol-rs".to_owned(), ServerKind::Peer, None));
+    if !args.iso_no_peer {
+        kinds.push(("proxy-protocol-rs".to_owned(), ServerKind::Peer, None));
+    }
     // samples[kind][level]
     let mut samples = vec![vec![Vec::<Option<Duration>>::new(); levels.len()]; kinds.len()];
     let mut stalled_seen = vec![vec![Vec::<usize>::new(); levels.len()]; kinds.len()];
