@@ -30,7 +30,8 @@
 //! ```
 
 pub use realip_core::{
-    AddrSource, ClientAddr, Live, ParseTrustedProxiesError, PeerAddr, TrustedProxies, canonical_ip,
+    AddrSource, ClientAddr, HeaderSource, Live, ParseTrustedProxiesError, PeerAddr, TrustedProxies,
+    canonical_ip,
 };
 
 #[cfg(feature = "presets")]

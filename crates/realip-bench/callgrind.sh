@@ -121,17 +121,41 @@ for case in "plain none" "ours v1" "ours v2" "peer v2"; do
         "${allocs[$1-$2]}" "${bytes[$1-$2]}" "$total" "$epoll"
 done
 
-# The forwarded-header middleware: `RealIp::call` per request (XFF, 4 entries, 16 CIDRs).
+# The forwarded-header middleware: `RealIp::call` per request (XFF, 4 entries, 16 CIDRs),
+# and, on the rightmost-only crates' work, each implementation's instructions per request.
+# Arguments: requests, then `load layer-calls` flags.
 layer_ir() {
-    local file="$out/layer-$1.callgrind"
+    local n=$1
+    shift
+    local file="$out/layer-$n-$(echo "$*" | tr -c 'a-z0-9\n' '_').callgrind"
     valgrind --tool=callgrind --callgrind-out-file="$file" \
-        "$load" layer-calls --requests "$1" 2>/dev/null
+        "$load" layer-calls --requests "$n" "$@" 2>/dev/null
     grep '^summary:' "$file" | awk '{print $2}'
 }
-layer_small=$(layer_ir $((10 * n)))
-layer_large=$(layer_ir $((30 * n)))
+# Instructions per request of one `layer-calls` configuration (difference of 10N and 30N).
+layer_per_request() {
+    local small large
+    small=$(layer_ir $((10 * n)) "$@")
+    large=$(layer_ir $((30 * n)) "$@")
+    echo $(( (large - small) / (20 * n) ))
+}
 echo
-echo "Forwarded-header middleware (\`RealIp::call\`, X-Forwarded-For with 4 entries, 16 trusted CIDRs): $(( (layer_large - layer_small) / (20 * n) )) Ir per request."
+echo "Forwarded-header middleware (\`RealIp::call\`, X-Forwarded-For with 4 entries, 16 trusted CIDRs): $(layer_per_request --case 1) Ir per request."
+echo
+echo "Same work as the rightmost-only crates (non-recursive, one X-Forwarded-For line, trusted peer), Ir per request:"
+echo
+echo "| input | resolve (default) | resolve (\`without_port_header\`) | client-ip | axum-client-ip |"
+echo "|---|---:|---:|---:|---:|"
+for case in "0 XFF 1 entry" "1 XFF 4 entries" "2 XFF 1 entry + 12 typical headers"; do
+    set -- $case
+    index=$1
+    shift
+    printf '| %s | %d | %d | %d | %d |\n' "$*" \
+        "$(layer_per_request --same-work --case "$index" --step resolve)" \
+        "$(layer_per_request --same-work --case "$index" --step resolve-without-port)" \
+        "$(layer_per_request --same-work --case "$index" --step client-ip)" \
+        "$(layer_per_request --same-work --case "$index" --step axum-client-ip)"
+done
 echo
 echo "System calls per connection, by name:"
 echo

@@ -163,11 +163,15 @@ impl Service<Request<()>> for Echo {
 pub struct LayerCase {
     /// Display name.
     pub name: &'static str,
+    /// Our answer (and `real-ip`'s, for the recursive cases).
+    pub client: IpAddr,
     /// The rightmost entry (what `client-ip`/`axum-client-ip` return).
     pub rightmost: IpAddr,
     forwarded: bool,
     headers: HeaderMap,
     layer: RealIpLayer,
+    /// `layer` without the port header (`RealIpLayer::without_port_header`).
+    without_port: RealIpLayer,
     peer: PeerAddr,
     service: RealIp<Echo>,
     request: Option<Request<()>>,
@@ -175,66 +179,175 @@ pub struct LayerCase {
     nets: Vec<real_ip::IpNet>,
 }
 
+/// The 4-entry chain of the cases: the client, then three trusted proxies.
+const CHAIN4: &str = "203.0.113.7, 10.1.0.1, 10.2.0.1, 10.3.0.1";
+/// The last proxy of [`CHAIN4`], its rightmost entry.
+const LAST_PROXY: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 3, 0, 1));
+
 /// XFF 1 and 4 entries with 16 trusted CIDRs, XFF 4 entries with 10,000, `Forwarded` with 4
 /// elements and 16. Our layer is recursive (NGINX `real_ip_recursive on`), like `real-ip`.
 pub fn layer_cases() -> Vec<LayerCase> {
-    let chain4 = "203.0.113.7, 10.1.0.1, 10.2.0.1, 10.3.0.1";
-    let last = IpAddr::V4(Ipv4Addr::new(10, 3, 0, 1));
     [
         ("XFF 1 entry, 16 CIDRs", "x-forwarded-for", "203.0.113.7", 16, CLIENT),
-        ("XFF 4 entries, 16 CIDRs", "x-forwarded-for", chain4, 16, last),
-        ("XFF 4 entries, 10000 CIDRs", "x-forwarded-for", chain4, 10_000, last),
+        ("XFF 4 entries, 16 CIDRs", "x-forwarded-for", CHAIN4, 16, LAST_PROXY),
+        ("XFF 4 entries, 10000 CIDRs", "x-forwarded-for", CHAIN4, 10_000, LAST_PROXY),
         (
             "Forwarded 4 elements, 16 CIDRs",
             "forwarded",
             "for=203.0.113.7;proto=https, for=10.1.0.1, for=\"10.2.0.1:8080\", for=10.3.0.1;by=10.9.0.1",
             16,
-            last,
+            LAST_PROXY,
         ),
     ]
     .into_iter()
     .map(|(name, header, value, cidrs, rightmost)| {
-        let cidrs = trusted_cidrs(cidrs);
-        let trusted = TrustedProxies::parse_list(&cidrs).expect("valid CIDRs");
-        let nets = cidrs.iter().map(|c| c.parse().expect("valid CIDR")).collect();
         let forwarded = header == "forwarded";
-        let layer = if forwarded {
-            RealIpLayer::forwarded_recursive(trusted)
+        let recursive = if forwarded {
+            RealIpLayer::forwarded_recursive
         } else {
-            RealIpLayer::x_forwarded_for_recursive(trusted)
+            RealIpLayer::x_forwarded_for_recursive
         };
         let mut headers = HeaderMap::new();
         headers.insert(header, HeaderValue::from_static(value));
+        LayerCase::new(name, headers, recursive, cidrs, CLIENT, rightmost)
+    })
+    .collect()
+}
+
+/// Request headers besides `X-Forwarded-For` of a browser's request behind a proxy, for the
+/// row that shows our lookups in a header map of realistic size.
+pub const TYPICAL_HEADERS: [(&str, &str); 12] = [
+    ("host", "app.example.com"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    ),
+    (
+        "accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ),
+    ("accept-language", "en-US,en;q=0.5"),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("referer", "https://app.example.com/"),
+    ("cookie", "session=8f14e45fceea167a5a36dedd4bea2543"),
+    ("upgrade-insecure-requests", "1"),
+    ("sec-fetch-dest", "document"),
+    ("sec-fetch-mode", "navigate"),
+    ("x-real-ip", "203.0.113.7"),
+    ("x-forwarded-proto", "https"),
+];
+
+/// The work of the rightmost-only crates (`client-ip`, `axum-client-ip`): one
+/// `X-Forwarded-For` line, trusted peer, 16 trusted CIDRs, and our layer non-recursive
+/// (NGINX `real_ip_recursive off`: the rightmost entry), so that every implementation
+/// returns the rightmost entry. The first two rows (1 and 4 entries, no other header) are
+/// the goal's; the others show a realistic header map and a request that carries
+/// `X-Forwarded-Port`, which our default settings read and the peers never do.
+pub fn same_work_cases() -> Vec<LayerCase> {
+    let with = |extra: &[(&'static str, &'static str)], value: &'static str| {
+        let mut headers = HeaderMap::new();
+        for &(name, v) in extra {
+            headers.insert(name, HeaderValue::from_static(v));
+        }
+        headers.insert("x-forwarded-for", HeaderValue::from_static(value));
+        headers
+    };
+    [
+        ("XFF 1 entry", with(&[], "203.0.113.7"), CLIENT),
+        ("XFF 4 entries", with(&[], CHAIN4), LAST_PROXY),
+        (
+            "XFF 1 entry + 12 typical headers",
+            with(&TYPICAL_HEADERS, "203.0.113.7"),
+            CLIENT,
+        ),
+        (
+            "XFF 1 entry + X-Forwarded-Port",
+            with(&[("x-forwarded-port", "41000")], "203.0.113.7"),
+            CLIENT,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, headers, ip)| {
+        LayerCase::new(name, headers, RealIpLayer::x_forwarded_for, 16, ip, ip)
+    })
+    .collect()
+}
+
+impl LayerCase {
+    /// A case resolving `headers` from [`PEER`] with `layer` over `cidrs` trusted CIDRs
+    /// ([`trusted_cidrs`]); `client` is our answer, `rightmost` the peers'.
+    fn new(
+        name: &'static str,
+        headers: HeaderMap,
+        layer: fn(TrustedProxies) -> RealIpLayer,
+        cidrs: usize,
+        client: IpAddr,
+        rightmost: IpAddr,
+    ) -> Self {
+        let cidrs = trusted_cidrs(cidrs);
+        let trusted = TrustedProxies::parse_list(&cidrs).expect("valid CIDRs");
+        let nets = cidrs
+            .iter()
+            .map(|c| c.parse().expect("valid CIDR"))
+            .collect();
+        let layer = layer(trusted);
         let peer = PeerAddr::Inet(PEER);
         let mut request = Request::new(());
         *request.headers_mut() = headers.clone();
         request.extensions_mut().insert(peer.clone());
-        let (parts, ()) = Request::new(()).into_parts();
-        let mut parts = parts;
+        let (mut parts, ()) = Request::new(()).into_parts();
         parts.headers = headers.clone();
-        LayerCase {
+        Self {
             name,
+            client,
             rightmost,
-            forwarded,
+            forwarded: headers.contains_key(http::header::FORWARDED),
             headers,
             service: RealIp::new(Echo, layer.clone()),
+            without_port: layer.clone().without_port_header(),
             layer,
             peer,
             request: Some(request),
             parts,
             nets,
         }
-    })
-    .collect()
-}
+    }
 
-impl LayerCase {
     /// Ours: `RealIpLayer::resolve`, the pure step the middleware runs per request.
     pub fn realip_resolve(&self) -> Option<IpAddr> {
         self.layer
             .resolve(black_box(&self.headers), Some(&self.peer))
             .client()
             .map(ClientAddr::ip)
+    }
+
+    /// Ours as [`realip_resolve`](Self::realip_resolve), without the port header
+    /// (`RealIpLayer::without_port_header`): no `X-Forwarded-Port` lookup.
+    pub fn realip_resolve_without_port(&self) -> Option<IpAddr> {
+        self.without_port
+            .resolve(black_box(&self.headers), Some(&self.peer))
+            .client()
+            .map(ClientAddr::ip)
+    }
+
+    /// Asserts every implementation's answer: ours (resolve, without the port header, the
+    /// middleware) is [`client`](Self::client), `client-ip`'s and `axum-client-ip`'s
+    /// [`rightmost`](Self::rightmost); `real-ip`, which only walks recursively, is checked on
+    /// the recursive cases.
+    ///
+    /// # Panics
+    ///
+    /// If one differs.
+    pub fn check(&mut self) {
+        let (name, client) = (self.name, Some(self.client));
+        assert_eq!(self.realip_resolve(), client, "{name}");
+        assert_eq!(self.realip_resolve_without_port(), client, "{name}");
+        assert_eq!(self.realip_service(), client, "{name}");
+        if self.layer.strategy().is_recursive() {
+            assert_eq!(self.real_ip(), client, "{name}");
+        }
+        assert_eq!(self.client_ip(), Some(self.rightmost), "{name}");
+        assert_eq!(self.axum_client_ip(), Some(self.rightmost), "{name}");
     }
 
     /// Ours, the whole middleware: `RealIp::call` on a request carrying the transport peer
@@ -301,19 +414,31 @@ mod tests {
 
     #[test]
     fn resolvers_agree() {
-        for mut case in layer_cases() {
-            assert_eq!(case.realip_resolve(), Some(CLIENT), "{}", case.name);
-            assert_eq!(case.realip_service(), Some(CLIENT), "{}", case.name);
-            assert_eq!(
-                case.realip_service(),
-                Some(CLIENT),
-                "{} (reused)",
-                case.name
-            );
-            assert_eq!(case.real_ip(), Some(CLIENT), "{}", case.name);
-            assert_eq!(case.client_ip(), Some(case.rightmost), "{}", case.name);
-            assert_eq!(case.axum_client_ip(), Some(case.rightmost), "{}", case.name);
+        for mut case in layer_cases().into_iter().chain(same_work_cases()) {
+            case.check();
+            // The middleware's request is reused: the second call gives the same answer.
+            assert_eq!(case.realip_service(), Some(case.client), "{}", case.name);
         }
+    }
+
+    #[test]
+    fn same_work_cases_return_the_rightmost_entry_everywhere() {
+        let cases = same_work_cases();
+        assert_eq!(cases.len(), 4);
+        for case in &cases {
+            assert!(!case.layer.strategy().is_recursive(), "{}", case.name);
+            assert_eq!(case.client, case.rightmost, "{}", case.name);
+        }
+        // The default settings read the port header when it is there; the other layer never.
+        let with_port = &cases[3];
+        let resolved = with_port
+            .layer
+            .resolve(&with_port.headers, Some(&with_port.peer));
+        assert_eq!(resolved.client().and_then(ClientAddr::port), Some(41000));
+        let resolved = with_port
+            .without_port
+            .resolve(&with_port.headers, Some(&with_port.peer));
+        assert_eq!(resolved.client().and_then(ClientAddr::port), None);
     }
 
     #[test]

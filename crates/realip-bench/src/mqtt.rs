@@ -267,6 +267,9 @@ pub struct IdleResult {
     pub latencies: Vec<Duration>,
     /// RSS growth of the broker per session, bytes.
     pub rss_per_session: f64,
+    /// The broker's CPU time (all its threads) from the first CONNECT to the last CONNACK,
+    /// per session, microseconds.
+    pub cpu_us_per_session: f64,
     /// The sessions, still open.
     pub held: Vec<Session>,
 }
@@ -280,6 +283,7 @@ pub async fn idle_sessions(
     tag: &str,
 ) -> io::Result<IdleResult> {
     let before = crate::procfs::vm_rss_kib(broker.pid())?;
+    let cpu_before = crate::procfs::cpu_ns(broker.pid())?;
     let sem = Arc::new(Semaphore::new(in_flight));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -310,6 +314,7 @@ pub async fn idle_sessions(
         }
     }
     let elapsed = start.elapsed();
+    let cpu = crate::procfs::cpu_ns(broker.pid())?.saturating_sub(cpu_before);
     if errors > 0 {
         eprintln!("  {errors} of {n} CONNECTs failed");
     }
@@ -323,6 +328,7 @@ pub async fn idle_sessions(
         rate: sessions as f64 / elapsed.as_secs_f64(),
         latencies,
         rss_per_session: (after.saturating_sub(before) * 1024) as f64 / sessions.max(1) as f64,
+        cpu_us_per_session: cpu as f64 / 1e3 / sessions.max(1) as f64,
         held,
     })
 }

@@ -1,7 +1,9 @@
 //! The resolved client address and where it came from.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,15 +37,15 @@ pub enum AddrSource {
     /// The source address of a PROXY protocol header (v1 or v2), or of the Simple Proxy
     /// Protocol header of a UDP datagram.
     ProxyProtocol,
-    /// A forwarded-request header; the value is the header name in lowercase
-    /// (for example `x-forwarded-for`, `x-real-ip`, `forwarded`).
-    Header(Arc<str>),
+    /// A forwarded-request header, by its name in lowercase (for example `x-forwarded-for`,
+    /// `x-real-ip`, `forwarded`).
+    Header(HeaderSource),
 }
 
 impl AddrSource {
     /// Creates [`AddrSource::Header`] from a header name (stored in lowercase).
     pub fn header(name: &str) -> Self {
-        Self::Header(Arc::from(name.to_ascii_lowercase()))
+        Self::Header(HeaderSource::new(name))
     }
 
     /// A short label for logs and JSON: `socket`, `proxy-protocol`, or the header name.
@@ -51,12 +53,124 @@ impl AddrSource {
         match self {
             Self::Socket => "socket",
             Self::ProxyProtocol => "proxy-protocol",
-            Self::Header(name) => name,
+            Self::Header(name) => name.as_str(),
         }
     }
 }
 
 impl fmt::Display for AddrSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The header a [`ClientAddr`] was read from ([`AddrSource::Header`]): its name in
+/// lowercase. It dereferences to `str` and compares with strings.
+///
+/// The names of the headers `realip` reads out of the box (`x-forwarded-for`, `forwarded`,
+/// `x-real-ip`, `cf-connecting-ip`, `true-client-ip`, `fly-client-ip`) are kept as static
+/// strings, so that the address resolved for every request is cloned and dropped without
+/// allocating or counting references; other names are allocated once, when the
+/// configuration is built, and shared (`Arc<str>`).
+///
+/// ```
+/// use realip_core::{AddrSource, HeaderSource};
+///
+/// let name = HeaderSource::new("X-Forwarded-For");
+/// assert_eq!(name, "x-forwarded-for");
+/// assert_eq!(HeaderSource::new("X-Client-IP").as_str(), "x-client-ip");
+/// assert_eq!(AddrSource::header("X-Real-IP"), AddrSource::Header(HeaderSource::new("x-real-ip")));
+/// assert!(name.starts_with("x-")); // any `str` method
+/// ```
+#[derive(Clone)]
+pub struct HeaderSource(Name);
+
+#[derive(Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+/// Lowercase header names stored without allocation (see [`HeaderSource`]).
+const STATIC_NAMES: [&str; 6] = [
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "cf-connecting-ip",
+    "true-client-ip",
+    "fly-client-ip",
+];
+
+impl HeaderSource {
+    /// The source named `name`, stored in lowercase.
+    pub fn new(name: &str) -> Self {
+        match STATIC_NAMES
+            .iter()
+            .find(|known| known.eq_ignore_ascii_case(name))
+        {
+            Some(known) => Self(Name::Static(known)),
+            None => Self(Name::Shared(Arc::from(name.to_ascii_lowercase()))),
+        }
+    }
+
+    /// The header's name, in lowercase.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Name::Static(name) => name,
+            Name::Shared(name) => name,
+        }
+    }
+}
+
+impl Deref for HeaderSource {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for HeaderSource {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for HeaderSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for HeaderSource {}
+
+impl PartialEq<str> for HeaderSource {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for HeaderSource {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Hash for HeaderSource {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for HeaderSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for HeaderSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -87,6 +201,7 @@ pub struct ClientAddr {
 
 impl ClientAddr {
     /// Creates a client address; `ip` is canonicalized.
+    #[inline]
     pub const fn new(ip: IpAddr, port: Option<u16>, source: AddrSource) -> Self {
         Self {
             ip: canonical_ip(ip),
@@ -96,6 +211,7 @@ impl ClientAddr {
     }
 
     /// Creates a client address from a socket address.
+    #[inline]
     pub const fn from_socket_addr(addr: SocketAddr, source: AddrSource) -> Self {
         Self::new(addr.ip(), Some(addr.port()), source)
     }
@@ -152,6 +268,7 @@ pub enum PeerAddr {
 
 impl PeerAddr {
     /// The socket address, for internet peers.
+    #[inline]
     pub const fn inet(&self) -> Option<SocketAddr> {
         match self {
             Self::Inet(addr) => Some(*addr),
@@ -160,6 +277,7 @@ impl PeerAddr {
     }
 
     /// The IP of an internet peer, canonicalized.
+    #[inline]
     pub const fn ip(&self) -> Option<IpAddr> {
         match self {
             Self::Inet(addr) => Some(canonical_ip(addr.ip())),

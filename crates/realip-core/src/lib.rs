@@ -28,7 +28,7 @@ mod live;
 pub mod presets;
 mod trusted;
 
-pub use addr::{AddrSource, ClientAddr, PeerAddr, canonical_ip};
+pub use addr::{AddrSource, ClientAddr, HeaderSource, PeerAddr, canonical_ip};
 pub use live::Live;
 pub use trusted::{ParseTrustedProxiesError, TrustedProxies};
 

@@ -205,6 +205,7 @@ impl TrustedProxies {
 
     /// Whether a transport peer is trusted: its IP is in the set, or it is a Unix socket
     /// peer and Unix peers are trusted.
+    #[inline]
     pub fn contains_peer(&self, peer: &PeerAddr) -> bool {
         match peer.ip() {
             Some(ip) => self.contains(ip),

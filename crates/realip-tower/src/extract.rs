@@ -189,7 +189,7 @@ mod tests {
         );
 
         let mut p = parts();
-        let unix = crate::peer::Peer::socket(PeerAddr::Unix(None));
+        let unix = crate::peer::Peer::socket(std::borrow::Cow::Owned(PeerAddr::Unix(None)));
         p.extensions
             .insert(Resolution::fallback(Some(&unix), Fallback::NoHeader));
         let err = from_parts(&p).unwrap_err();

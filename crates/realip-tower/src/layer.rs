@@ -1,5 +1,6 @@
 //! [`RealIpLayer`] and the [`RealIp`] middleware.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -254,7 +255,7 @@ impl RealIpLayer {
     /// WebSocket-only setting. This is what the middleware does per request once it has
     /// found the peer (for a tokio-tungstenite server: the accepted stream's peer address).
     pub fn resolve(&self, headers: &HeaderMap, peer: Option<&PeerAddr>) -> Resolution {
-        let peer = peer.cloned().map(Peer::socket);
+        let peer = peer.map(|peer| Peer::socket(Cow::Borrowed(peer)));
         resolve(&self.config, headers, peer.as_ref())
     }
 

@@ -272,6 +272,7 @@
 mod extract;
 mod forwarded;
 mod layer;
+mod lines;
 pub mod metrics;
 mod parse;
 mod peer;
@@ -284,7 +285,7 @@ mod websocket;
 pub use extract::{RealClient, RealClientRejection};
 pub use layer::{RealIp, RealIpLayer};
 pub use parse::StopReason;
-pub use realip_core::{AddrSource, ClientAddr, Live, PeerAddr, TrustedProxies};
+pub use realip_core::{AddrSource, ClientAddr, HeaderSource, Live, PeerAddr, TrustedProxies};
 pub use resolution::{Fallback, HeaderChoice, Outcome, PortSource, Resolution};
 pub use strategy::{ParseStrategyError, Strategy};
 pub use websocket::is_websocket_upgrade;

@@ -1,46 +1,58 @@
 //! The transport peer of a request: whom the headers' trust is checked against, found in
 //! the request extensions.
 
+use std::borrow::Cow;
+
 use realip_core::{AddrSource, ClientAddr, PeerAddr, TrustedProxies};
 #[cfg(feature = "listener")]
 use realip_listener::ProxiedAddr;
 
 /// The peer of one request as the layer sees it: the address whose trust decides whether
-/// headers are believed, and the client it stands for when no header applies.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct Peer {
-    addr: PeerAddr,
-    /// The client when no header applies: the socket peer, or a PROXY header's source;
-    /// `None` for a Unix socket peer.
-    client: Option<ClientAddr>,
+/// headers are believed, and the client it stands for when no header applies. It borrows
+/// what it can from the request: resolving copies only what the [`Resolution`] keeps.
+///
+/// [`Resolution`]: crate::Resolution
+#[derive(Clone, Debug)]
+pub(crate) struct Peer<'a> {
+    addr: Cow<'a, PeerAddr>,
+    /// The client a PROXY header named; `None` when the socket peer itself is the client.
+    proxied: Option<&'a ClientAddr>,
 }
 
-impl Peer {
+impl PartialEq for Peer<'_> {
+    /// The same address, standing for the same client.
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr && self.client() == other.client()
+    }
+}
+
+impl<'a> Peer<'a> {
     /// A transport socket's peer ([`AddrSource::Socket`]).
-    pub(crate) fn socket(addr: PeerAddr) -> Self {
-        let client = addr
-            .inet()
-            .map(|inet| ClientAddr::from_socket_addr(inet, AddrSource::Socket));
-        Self { addr, client }
+    #[inline]
+    pub(crate) fn socket(addr: Cow<'a, PeerAddr>) -> Self {
+        Self {
+            addr,
+            proxied: None,
+        }
     }
 
     /// The peer of a connection accepted by `realip-listener`: its real client (the PROXY
     /// header's source, else the socket peer), so that PROXY protocol and forwarded headers
     /// compose: a PROXY-derived peer is the one whose headers are judged.
     #[cfg(feature = "listener")]
-    pub(crate) fn proxied(proxied: &ProxiedAddr) -> Self {
+    pub(crate) fn proxied(proxied: &'a ProxiedAddr) -> Self {
         match proxied.client() {
             Some(client) => Self {
                 // A PROXY source always has a port; without one the IP alone still decides
                 // trust, and the client keeps "port unknown".
-                addr: PeerAddr::Inet(
+                addr: Cow::Owned(PeerAddr::Inet(
                     client
                         .socket_addr()
                         .unwrap_or_else(|| std::net::SocketAddr::new(client.ip(), 0)),
-                ),
-                client: Some(client.clone()),
+                )),
+                proxied: Some(client),
             },
-            None => Self::socket(proxied.socket_peer().clone()),
+            None => Self::socket(Cow::Borrowed(proxied.socket_peer())),
         }
     }
 
@@ -54,7 +66,7 @@ impl Peer {
     ///    (feature `axum`; as in axum, a real `ConnectInfo` takes precedence),
     /// 5. a [`PeerAddr`] inserted by the application (for servers such as tonic that expose
     ///    the peer in their own type).
-    pub(crate) fn from_extensions(extensions: &http::Extensions) -> Option<Self> {
+    pub(crate) fn from_extensions(extensions: &'a http::Extensions) -> Option<Self> {
         #[cfg(feature = "listener")]
         if let Some(addr) = extensions.get::<ProxiedAddr>() {
             return Some(Self::proxied(addr));
@@ -68,7 +80,7 @@ impl Peer {
                 return Some(Self::proxied(addr));
             }
             if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
-                return Some(Self::socket(PeerAddr::Inet(*addr)));
+                return Some(Self::socket(Cow::Owned(PeerAddr::Inet(*addr))));
             }
             #[cfg(feature = "listener")]
             if let Some(MockConnectInfo(addr)) = extensions.get::<MockConnectInfo<ProxiedAddr>>() {
@@ -77,23 +89,33 @@ impl Peer {
             if let Some(MockConnectInfo(addr)) =
                 extensions.get::<MockConnectInfo<std::net::SocketAddr>>()
             {
-                return Some(Self::socket(PeerAddr::Inet(*addr)));
+                return Some(Self::socket(Cow::Owned(PeerAddr::Inet(*addr))));
             }
         }
-        extensions.get::<PeerAddr>().cloned().map(Self::socket)
+        extensions
+            .get::<PeerAddr>()
+            .map(|addr| Self::socket(Cow::Borrowed(addr)))
     }
 
     /// The peer's address (for a PROXY-derived peer, the header's source).
-    pub(crate) const fn addr(&self) -> &PeerAddr {
+    pub(crate) fn addr(&self) -> &PeerAddr {
         &self.addr
     }
 
-    /// The client this peer stands for when no header applies.
-    pub(crate) const fn client(&self) -> Option<&ClientAddr> {
-        self.client.as_ref()
+    /// The client this peer stands for when no header applies: the socket peer, or a PROXY
+    /// header's source; `None` for a Unix socket peer.
+    pub(crate) fn client(&self) -> Option<ClientAddr> {
+        match self.proxied {
+            Some(client) => Some(client.clone()),
+            None => self
+                .addr
+                .inet()
+                .map(|inet| ClientAddr::from_socket_addr(inet, AddrSource::Socket)),
+        }
     }
 
     /// Whether headers from this peer are believed.
+    #[inline]
     pub(crate) fn is_trusted(&self, trusted: &TrustedProxies) -> bool {
         trusted.contains_peer(&self.addr)
     }
@@ -106,8 +128,8 @@ mod tests {
 
     use super::*;
 
-    fn socket(s: &str) -> Peer {
-        Peer::socket(PeerAddr::Inet(s.parse().unwrap()))
+    fn socket(s: &str) -> Peer<'static> {
+        Peer::socket(Cow::Owned(PeerAddr::Inet(s.parse().unwrap())))
     }
 
     #[test]
@@ -119,7 +141,7 @@ mod tests {
         assert_eq!(peer, socket("192.0.2.9:9"));
         assert_eq!(peer.client().unwrap().source(), &AddrSource::Socket);
 
-        let unix = Peer::socket(PeerAddr::Unix(None));
+        let unix = Peer::socket(Cow::Owned(PeerAddr::Unix(None)));
         assert_eq!(unix.client(), None);
         assert!(unix.is_trusted(&TrustedProxies::loopback()));
         assert!(!unix.is_trusted(&"127.0.0.1".parse().unwrap()));
@@ -155,12 +177,10 @@ mod tests {
             None,
             None,
         );
+        let client_addr = ClientAddr::from_socket_addr(client, AddrSource::ProxyProtocol);
         let want = Peer {
-            addr: PeerAddr::Inet(client),
-            client: Some(ClientAddr::from_socket_addr(
-                client,
-                AddrSource::ProxyProtocol,
-            )),
+            addr: Cow::Owned(PeerAddr::Inet(client)),
+            proxied: Some(&client_addr),
         };
         #[cfg(feature = "axum")]
         {
@@ -182,7 +202,10 @@ mod tests {
 
         // A Unix socket connection without a PROXY header.
         let unix = ProxiedAddr::new(None, PeerAddr::Unix(None), None, None);
-        assert_eq!(Peer::proxied(&unix), Peer::socket(PeerAddr::Unix(None)));
+        assert_eq!(
+            Peer::proxied(&unix),
+            Peer::socket(Cow::Owned(PeerAddr::Unix(None)))
+        );
         // A TCP connection without a header: the socket peer.
         let no_header = ProxiedAddr::new(
             Some(ClientAddr::from_socket_addr(

@@ -179,16 +179,21 @@ impl Resolution {
     }
 
     /// The transport peer is the client: no header decided.
-    pub(crate) fn fallback(peer: Option<&Peer>, fallback: Fallback) -> Self {
+    pub(crate) fn fallback(peer: Option<&Peer<'_>>, fallback: Fallback) -> Self {
         Self {
-            client: peer.and_then(Peer::client).cloned(),
+            client: peer.and_then(Peer::client),
             peer: peer.map(|peer| peer.addr().clone()),
             outcome: Outcome::Fallback(fallback),
         }
     }
 
     /// A header entry decided.
-    pub(crate) fn header(client: ClientAddr, peer: Option<&Peer>, choice: HeaderChoice) -> Self {
+    #[inline]
+    pub(crate) fn header(
+        client: ClientAddr,
+        peer: Option<&Peer<'_>>,
+        choice: HeaderChoice,
+    ) -> Self {
         Self {
             client: Some(client),
             peer: peer.map(|peer| peer.addr().clone()),

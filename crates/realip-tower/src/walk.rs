@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName};
 use realip_core::{AddrSource, ClientAddr, Live, TrustedProxies};
 
 use crate::forwarded::parse_element;
+use crate::lines::{LineIter, Lines, PortHeader, may_contain};
 use crate::parse::{Node, RevItems, Split, StopReason, parse_entry, parse_port_bytes, trim_ows};
 use crate::peer::Peer;
 use crate::resolution::{Fallback, HeaderChoice, PortSource, Resolution};
@@ -57,12 +58,13 @@ impl Config {
 /// Resolves the client of one request (the WebSocket-only setting is applied by the
 /// caller, which knows the method).
 ///
-/// The header is looked up once per pass; the walk counts the items it passes and then only
-/// counts (without parsing) the ones to the left of where it stopped, for
-/// [`HeaderChoice::entries`].
-pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer>) -> Resolution {
-    let all = || headers.get_all(&config.header);
-    let mut lines = all().into_iter();
+/// The header is found once ([`Lines::find`]); the walk counts the items it passes and then
+/// only counts (without parsing) the ones to the left of where it stopped, for
+/// [`HeaderChoice::entries`]. The port header is looked up only when the chosen entry has no
+/// port and the map may hold it.
+pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer<'_>>) -> Resolution {
+    let (all, port_header) = Lines::find(headers, &config.header, config.port_header.as_ref());
+    let mut lines = all.iter();
     let Some(first_line) = lines.next() else {
         return Resolution::fallback(peer, Fallback::NoHeader);
     };
@@ -85,13 +87,13 @@ pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer>)
         };
         return Resolution::fallback(peer, fallback);
     }
-    let entries = || RevItems::new(all(), Split::Commas);
+    let entries = || RevItems::new(all.iter(), Split::Commas);
     let walk = match config.strategy {
         Strategy::TrustedProxies { recursive } => {
             walk_trusted(entries(), parse_entry, recursive, trusted)
         }
         Strategy::Forwarded { recursive } => walk_trusted(
-            RevItems::new(all(), Split::CommasOutsideQuotes),
+            RevItems::new(all.iter(), Split::CommasOutsideQuotes),
             parse_element,
             recursive,
             trusted,
@@ -118,7 +120,7 @@ pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer>)
             let single = config.strategy == Strategy::SingleValue;
             let (port, port_source) = match port {
                 Some(port) => (Some(port), PortSource::Entry),
-                None => match header_port(config, headers, single, position) {
+                None => match header_port(config, headers, port_header, single, position) {
                     Some(port) => (Some(port), PortSource::PortHeader),
                     None => (None, PortSource::None),
                 },
@@ -307,9 +309,23 @@ fn walk_single(line: &[u8]) -> Walk {
 /// A single-value header is set, not appended, by the proxy in front of this server; its
 /// port is believed only when the port header holds a single value too (a list there was
 /// appended hop by hop, and its items describe the hops, not the client).
-fn header_port(config: &Config, headers: &HeaderMap, single: bool, position: usize) -> Option<u16> {
+fn header_port(
+    config: &Config,
+    headers: &HeaderMap,
+    present: PortHeader,
+    single: bool,
+    position: usize,
+) -> Option<u16> {
     let name = config.port_header.as_ref()?;
-    let mut items = RevItems::new(headers.get_all(name), Split::Commas);
+    let present = match present {
+        PortHeader::Absent => false,
+        PortHeader::Present => true,
+        PortHeader::Unknown => may_contain(headers, name),
+    };
+    if !present {
+        return None;
+    }
+    let mut items = RevItems::new(LineIter::Map(headers.get_all(name).iter()), Split::Commas);
     let item = if single {
         let only = items.next()?;
         if items.next().is_some() {
@@ -320,4 +336,51 @@ fn header_port(config: &Config, headers: &HeaderMap, single: bool, position: usi
         items.nth(position)?
     };
     parse_port_bytes(item)?
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+    use realip_core::PeerAddr;
+
+    use super::*;
+    use crate::resolution::Outcome;
+
+    /// The port header is found (or not) whatever the number of other headers, on both
+    /// sides of the size up to which the map is scanned instead of hashed.
+    #[test]
+    fn the_port_header_is_found_in_maps_of_every_size() {
+        let config = Config::new(
+            Strategy::TrustedProxies { recursive: false },
+            "10.0.0.0/8".parse().unwrap(),
+        );
+        let addr = PeerAddr::Inet("10.0.0.1:4000".parse().unwrap());
+        let peer = Peer::socket(std::borrow::Cow::Borrowed(&addr));
+        for others in 0..24 {
+            for with_port in [false, true] {
+                let mut headers = HeaderMap::new();
+                for i in 0..others {
+                    let name = HeaderName::from_bytes(format!("x-other-{i}").as_bytes()).unwrap();
+                    headers.insert(name, HeaderValue::from_static("1"));
+                }
+                headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+                if with_port {
+                    headers.insert("x-forwarded-port", HeaderValue::from_static("41000"));
+                }
+                let resolution = resolve(&config, &headers, Some(&peer));
+                let client = resolution.client().unwrap();
+                assert_eq!(client.ip().to_string(), "203.0.113.7");
+                assert_eq!(client.port(), with_port.then_some(41000), "{others} others");
+                let Outcome::Header(choice) = resolution.outcome() else {
+                    panic!("header outcome expected");
+                };
+                let source = if with_port {
+                    PortSource::PortHeader
+                } else {
+                    PortSource::None
+                };
+                assert_eq!(choice.port_source(), source, "{others} others");
+            }
+        }
+    }
 }

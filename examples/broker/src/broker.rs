@@ -1,15 +1,16 @@
 //! Shared broker state: sessions by client id, subscriptions, retained messages.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use realip_core::{ClientAddr, Live, PeerAddr};
 use rumqttc::mqttbytes::QoS;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::acl::Acl;
 
@@ -36,7 +37,7 @@ pub(crate) struct ConnMeta {
     pub(crate) tls: Option<serde_json::Value>,
     /// The client-certificate CN that the proxy verified (PROXY v2 SSL TLV), or why there is
     /// none; what `--tls-identity cn-as-username` makes the username.
-    pub(crate) verified_cn: Result<String, String>,
+    pub(crate) verified_cn: Result<String, Cow<'static, str>>,
 }
 
 /// A connected client, as the admin API shows it.
@@ -224,6 +225,8 @@ pub(crate) enum CloseReason {
     TakenOver,
     /// The admin API kicked the client out.
     Kicked,
+    /// The broker is shutting down.
+    Shutdown,
 }
 
 impl CloseReason {
@@ -231,7 +234,53 @@ impl CloseReason {
         match self {
             Self::TakenOver => "takenover",
             Self::Kicked => "kicked",
+            Self::Shutdown => "shutdown",
         }
+    }
+}
+
+/// What the broker tells a connection's task: messages are waiting, or the connection must
+/// close and why. One allocation per connection, shared by its session and its task.
+#[derive(Debug, Default)]
+pub(crate) struct ConnSignal {
+    wake: Notify,
+    /// 0 while the connection may stay, else 1 + the [`CloseReason`] (the first one stays).
+    close: AtomicU8,
+}
+
+impl ConnSignal {
+    /// Wakes the task: the session's queue has messages.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Asks the task to close the connection, and wakes it.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let code = match reason {
+            CloseReason::TakenOver => 1,
+            CloseReason::Kicked => 2,
+            CloseReason::Shutdown => 3,
+        };
+        let _ = self
+            .close
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.wake.notify_one();
+    }
+
+    /// Why the connection must close, once it must.
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        match self.close.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(CloseReason::TakenOver),
+            2 => Some(CloseReason::Kicked),
+            _ => Some(CloseReason::Shutdown),
+        }
+    }
+
+    /// Completes at the next [`wake`](Self::wake) or [`close`](Self::close), or at once if
+    /// one came since the last time this completed.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
     }
 }
 
@@ -240,9 +289,8 @@ impl CloseReason {
 pub(crate) struct Registration {
     pub(crate) conn_id: u64,
     pub(crate) session_present: bool,
-    /// Woken when the session's queue has messages.
-    pub(crate) ready: Arc<Notify>,
-    pub(crate) close: oneshot::Receiver<CloseReason>,
+    /// Woken when the session's queue has messages or the connection must close.
+    pub(crate) signal: Arc<ConnSignal>,
     /// A resumed session's incomplete outgoing messages, to re-send first and in order
     /// [MQTT-4.4.0-1], [MQTT-4.6.0-1].
     pub(crate) resend: Vec<InFlight>,
@@ -251,8 +299,7 @@ pub(crate) struct Registration {
 #[derive(Debug)]
 struct Conn {
     id: u64,
-    ready: Arc<Notify>,
-    close: Option<oneshot::Sender<CloseReason>>,
+    signal: Arc<ConnSignal>,
     info: Arc<ClientInfo>,
 }
 
@@ -277,7 +324,7 @@ struct Session {
     /// The last connection's record, kept while the session outlives it.
     last_info: Option<Arc<ClientInfo>>,
     /// A will message waiting to be published, and when.
-    will: Option<(PendingWill, Instant)>,
+    will: Option<Box<(PendingWill, Instant)>>,
     /// Messages the full queue dropped.
     drops: crate::metrics::DropLog,
 }
@@ -293,7 +340,7 @@ impl Session {
         }
         self.queue.push_back(delivery);
         if let Some(conn) = &self.conn {
-            conn.ready.notify_one();
+            conn.signal.wake();
         }
     }
 
@@ -347,7 +394,12 @@ impl Session {
 
 #[derive(Debug, Default)]
 struct State {
-    sessions: HashMap<String, Session>,
+    /// Boxed: the table holds a pointer per client, not a whole session per slot (and
+    /// growing it moves pointers).
+    sessions: HashMap<String, Box<Session>>,
+    /// The client ids of the sessions without a connection (persistent ones, and those
+    /// with a will waiting), which the sweep looks at; connected sessions cost it nothing.
+    disconnected: HashSet<String>,
     retained: BTreeMap<String, Delivery>,
     index: Index,
 }
@@ -358,6 +410,7 @@ impl State {
         if let Some(session) = self.sessions.remove(clientid) {
             self.index.leave_all(clientid, &session.subs);
         }
+        self.disconnected.remove(clientid);
     }
 }
 
@@ -614,6 +667,13 @@ impl Broker {
     /// Asks every connection to close and waits (up to `grace`) until they have.
     pub(crate) async fn shutdown(&self, grace: Duration) {
         self.shutdown.send_replace(true);
+        // Connections that have not CONNECTed yet watch `shutdown`; the others are told
+        // here (and `register` tells those it registers from now on).
+        for session in self.lock().sessions.values() {
+            if let Some(conn) = &session.conn {
+                conn.signal.close(CloseReason::Shutdown);
+            }
+        }
         let wait = async {
             loop {
                 let idle = self.idle.notified();
@@ -632,21 +692,23 @@ impl Broker {
     }
 
     /// Registers a CONNECTed client; an existing connection with the same id is closed.
-    pub(crate) fn register(&self, info: ClientInfo) -> Registration {
+    pub(crate) fn register(&self, info: Arc<ClientInfo>) -> Registration {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (close_tx, close) = oneshot::channel();
-        let ready = Arc::new(Notify::new());
+        let signal = Arc::new(ConnSignal::default());
         let clientid = info.clientid.clone();
         let (clean_start, persistent, expiry) = (info.clean_start, info.persistent, info.expiry);
         let now = Instant::now();
         let mut wills = Vec::new();
         let mut guard = self.lock();
         let state = &mut *guard;
+        if !state.disconnected.is_empty() {
+            state.disconnected.remove(&clientid);
+        }
         let session = state.sessions.entry(clientid).or_default();
         if session.expired(now) {
             // Expired before the periodic sweep saw it: gone, and its will is due.
-            if let Some((will, _)) = session.will.take() {
-                wills.push(will.release());
+            if let Some(will) = session.will.take() {
+                wills.push(will.0.release());
             }
             reset_session(&info.clientid, session, &mut state.index);
         }
@@ -655,9 +717,7 @@ impl Broker {
             tracing::debug!(client = %info.clientid, "delayed will message cancelled: the client is back");
         }
         if let Some(old) = session.conn.take() {
-            if let Some(close) = old.close {
-                let _ = close.send(CloseReason::TakenOver);
-            }
+            old.signal.close(CloseReason::TakenOver);
         }
         let session_present = if clean_start {
             reset_session(&info.clientid, session, &mut state.index);
@@ -677,13 +737,16 @@ impl Broker {
         session.disconnected_at = None;
         session.disconnected_at_wall = None;
         if !session.queue.is_empty() {
-            ready.notify_one();
+            signal.wake();
+        }
+        if *self.shutdown.borrow() {
+            // `shutdown` closed every connection it found under this lock; not this one.
+            signal.close(CloseReason::Shutdown);
         }
         session.conn = Some(Conn {
             id: conn_id,
-            ready: Arc::clone(&ready),
-            close: Some(close_tx),
-            info: Arc::new(info),
+            signal: Arc::clone(&signal),
+            info,
         });
         let resend = session.inflight.clone();
         drop(guard);
@@ -693,8 +756,7 @@ impl Broker {
         Registration {
             conn_id,
             session_present,
-            ready,
-            close,
+            signal,
             resend,
         }
     }
@@ -739,11 +801,13 @@ impl Broker {
                     if due <= now {
                         publish_now = Some(w.release());
                     } else {
-                        session.will = Some((w, due));
+                        session.will = Some(Box::new((w, due)));
                     }
                 }
                 if ends.is_some_and(|end| end <= now) {
                     state.remove_session(clientid);
+                } else {
+                    state.disconnected.insert(clientid.to_owned());
                 }
             }
         }
@@ -761,27 +825,32 @@ impl Broker {
             let mut state = self.lock();
             let State {
                 sessions,
+                disconnected,
                 retained,
                 index,
             } = &mut *state;
-            sessions.retain(|clientid, session| {
+            disconnected.retain(|clientid| {
+                let Some(session) = sessions.get_mut(clientid) else {
+                    return false;
+                };
                 if session.conn.is_some() {
-                    return true;
+                    return false;
                 }
                 let expired = session.expired(now);
                 if session
                     .will
                     .as_ref()
-                    .is_some_and(|(_, at)| *at <= now || expired)
+                    .is_some_and(|will| will.1 <= now || expired)
                 {
-                    if let Some((will, _)) = session.will.take() {
+                    if let Some(will) = session.will.take() {
                         tracing::debug!(client = %clientid, "publishing delayed will message");
-                        due.push(will.release());
+                        due.push(will.0.release());
                     }
                 }
                 if expired {
                     tracing::info!(client = %clientid, "session expired");
                     index.leave_all(clientid, &session.subs);
+                    sessions.remove(clientid);
                 }
                 !expired
             });
@@ -886,7 +955,7 @@ impl Broker {
                 Some(i) => {
                     session.inflight.remove(i);
                     if let Some(conn) = &session.conn {
-                        conn.ready.notify_one();
+                        conn.signal.wake();
                     }
                     Acked::Known
                 }
@@ -943,11 +1012,7 @@ impl Broker {
             return false;
         };
         match session.conn.as_mut() {
-            Some(conn) => {
-                if let Some(close) = conn.close.take() {
-                    let _ = close.send(CloseReason::Kicked);
-                }
-            }
+            Some(conn) => conn.signal.close(CloseReason::Kicked),
             None => {
                 state.remove_session(clientid);
             }
@@ -1109,6 +1174,7 @@ impl Broker {
         let state = self.lock();
         Entries {
             sessions: state.sessions.len(),
+            disconnected: state.disconnected.len(),
             subscriptions: state.sessions.values().map(|s| s.subs.len()).sum(),
             exact_filters: state.index.exact.len(),
             scanned_sessions: state.index.scanned.len(),
@@ -1133,6 +1199,8 @@ impl Broker {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Entries {
     sessions: usize,
+    /// Sessions without a connection.
+    disconnected: usize,
     subscriptions: usize,
     exact_filters: usize,
     scanned_sessions: usize,
@@ -1260,9 +1328,9 @@ mod tests {
         );
     }
 
-    fn info(id: &str, clean: bool) -> ClientInfo {
+    fn info(id: &str, clean: bool) -> Arc<ClientInfo> {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        ClientInfo {
+        Arc::new(ClientInfo {
             clientid: id.to_owned(),
             username: None,
             counters: Arc::default(),
@@ -1274,7 +1342,7 @@ mod tests {
                 proxy: None,
                 forwarded: None,
                 tls: None,
-                verified_cn: Err("no PROXY header".to_owned()),
+                verified_cn: Err(Cow::Borrowed("no PROXY header")),
             },
             proto_ver: 4,
             keepalive: 60,
@@ -1282,7 +1350,7 @@ mod tests {
             persistent: !clean,
             expiry: if clean { Expiry::Now } else { Expiry::Never },
             connected_at: SystemTime::now(),
-        }
+        })
     }
 
     fn msg(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> Delivery {
@@ -1294,11 +1362,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shutdown_closes_connections_registered_before_and_after_it() {
+        let broker = Broker::new(Acl::default(), Limits::default());
+        let before = broker.register(info("a", true));
+        assert_eq!(before.signal.close_reason(), None);
+        broker.shutdown(Duration::from_millis(10)).await;
+        assert_eq!(before.signal.close_reason(), Some(CloseReason::Shutdown));
+        // Woken: the permit is stored for a task that was not waiting.
+        tokio::time::timeout(Duration::from_secs(1), before.signal.notified())
+            .await
+            .unwrap();
+        let after = broker.register(info("b", true));
+        assert_eq!(after.signal.close_reason(), Some(CloseReason::Shutdown));
+    }
+
+    #[test]
+    fn kick_closes_the_connection_once_with_the_first_reason() {
+        let broker = Broker::new(Acl::default(), Limits::default());
+        let reg = broker.register(info("k", true));
+        assert!(broker.kick("k"));
+        assert!(broker.kick("k"));
+        assert_eq!(reg.signal.close_reason(), Some(CloseReason::Kicked));
+        // A later takeover does not change why this connection was closed.
+        let _second = broker.register(info("k", true));
+        assert_eq!(reg.signal.close_reason(), Some(CloseReason::Kicked));
+    }
+
+    #[tokio::test]
     async fn takeover_closes_the_first_connection_and_fanout_picks_the_best_qos() {
         let broker = Broker::new(Acl::default(), Limits::default());
         let first = broker.register(info("c", true));
         let second = broker.register(info("c", true));
-        assert_eq!(first.close.await.unwrap(), CloseReason::TakenOver);
+        assert_eq!(first.signal.close_reason(), Some(CloseReason::TakenOver));
         // The first connection's cleanup must not remove the second one.
         broker.unregister("c", first.conn_id, None, None);
         assert_eq!(broker.clients().len(), 1);
@@ -1459,6 +1554,7 @@ mod tests {
             broker.entries(),
             Entries {
                 sessions: N,
+                disconnected: 0,
                 subscriptions: 3 * N,
                 exact_filters: N,
                 scanned_sessions: N,
@@ -1499,6 +1595,9 @@ mod tests {
                 }
             }
         }
+        // Left: the sessions that expire (i % 6 == 1), which only the sweep ends.
+        let expiring = (0..N).filter(|i| i % 6 == 1).count();
+        assert_eq!(broker.entries().disconnected, expiring);
         broker.sweep(now + Duration::from_secs(2));
         assert!(broker.clients().is_empty());
         assert_eq!(broker.entries(), Entries::default());

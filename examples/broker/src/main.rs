@@ -45,7 +45,8 @@ use crate::config::{Cli, Command};
 /// thread, so an idle broker shrinks too), where glibc's malloc keeps it mapped and, with its
 /// per-thread arenas, spreads the same live data over more memory from one wave of clients to
 /// the next. Tunable at run time with `_RJEM_MALLOC_CONF` (jemalloc's `MALLOC_CONF` options).
-#[cfg(not(target_env = "msvc"))]
+/// The `jemalloc` feature (on by default) turns it on.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

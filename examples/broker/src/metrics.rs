@@ -67,6 +67,14 @@ impl Counters {
         self.total.recv_msg.increment(1);
     }
 
+    /// Counts `n` bytes received on the connection.
+    pub(crate) fn add_received_bytes(&self, n: u64) {
+        self.recv_oct.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            self.total.recv_oct.increment(n);
+        }
+    }
+
     pub(crate) fn sent_message(&self) {
         self.send_msg.fetch_add(1, Ordering::Relaxed);
         self.total.send_msg.increment(1);
@@ -149,10 +157,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
         let n = (buf.filled().len() - before) as u64;
-        self.counters.recv_oct.fetch_add(n, Ordering::Relaxed);
-        if n > 0 {
-            self.counters.total.recv_oct.increment(n);
-        }
+        self.counters.add_received_bytes(n);
         Poll::Ready(Ok(()))
     }
 }

@@ -212,8 +212,8 @@ pub(crate) fn conn_meta(listener: &'static str, addr: &ProxiedAddr) -> ConnMeta 
                 .tlvs()
                 .verified_client_cn()
                 .map(str::to_owned)
-                .map_err(|e| e.to_string()),
-            None => Err("the connection has no PROXY protocol header".to_owned()),
+                .map_err(|e| e.to_string().into()),
+            None => Err("the connection has no PROXY protocol header".into()),
         },
     }
 }

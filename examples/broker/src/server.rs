@@ -340,7 +340,10 @@ async fn tcp_loop(
         };
         let _ = stream.get_ref().set_nodelay(true);
         let meta = conn_meta(TCP_LISTENER, &addr);
-        tokio::spawn(session::run(stream, meta, Arc::clone(&broker)));
+        // The session keeps the socket alone: the addresses are in `meta`, and the bytes
+        // that came with the PROXY header go to its reader.
+        let (socket, received, _) = stream.into_parts();
+        tokio::spawn(session::run(socket, received, meta, Arc::clone(&broker)));
     }
 }
 
@@ -352,7 +355,7 @@ async fn tls_loop(mut listener: TlsListener, broker: Arc<Broker>, mut stop: watc
         };
         let mut meta = conn_meta(TLS_LISTENER, &addr);
         meta.tls = tls.as_ref().map(TlsFacts::json);
-        tokio::spawn(session::run(stream, meta, Arc::clone(&broker)));
+        tokio::spawn(session::run(stream, Vec::new(), meta, Arc::clone(&broker)));
     }
 }
 
@@ -429,6 +432,6 @@ async fn ws_upgrade(
     upgrade
         .protocols(WS_PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            session::run(WsIo::new(socket), meta, broker).await;
+            session::run(WsIo::new(socket), Vec::new(), meta, broker).await;
         })
 }

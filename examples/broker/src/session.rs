@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
@@ -11,8 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::broker::{
-    Broker, ClientInfo, CloseReason, ConnMeta, Delivery, Expiry, Limits, PendingWill, Registration,
-    min_qos, shared_filter, valid_filter, valid_topic,
+    Broker, ClientInfo, CloseReason, ConnMeta, ConnSignal, Delivery, Expiry, Limits, PendingWill,
+    Registration, min_qos, shared_filter, valid_filter, valid_topic,
 };
 use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 use crate::metrics::{Counters, Metered};
@@ -125,8 +128,7 @@ impl fmt::Display for End {
     }
 }
 
-/// Smallest read, and the buffer an idle connection holds while it waits: most packets
-/// (PINGREQ, PUBACK, a small PUBLISH) fit, and an idle session costs no 4 KiB.
+/// Smallest read: most packets (PINGREQ, PUBACK, a small PUBLISH) fit.
 const MIN_READ: usize = 256;
 /// Largest read: a read that fills its buffer doubles the next one, up to this.
 const MAX_READ: usize = 64 * 1024;
@@ -135,8 +137,7 @@ const MAX_READ: usize = 64 * 1024;
 ///
 /// The buffer follows the traffic: it starts at [`MIN_READ`] bytes, doubles while reads fill
 /// it, drops to twice the last read when that used less than a quarter of it, and is given
-/// back whenever it is empty and larger than the next read needs, so an idle connection
-/// keeps [`MIN_READ`] bytes.
+/// back whenever it is empty and a read has to wait, so an idle connection holds no buffer.
 #[derive(Debug)]
 struct Reader {
     buf: BytesMut,
@@ -159,29 +160,64 @@ impl Reader {
 
     /// Reads more bytes; `Ok(false)` at end of stream. Cancel safe.
     async fn fill<IO: AsyncRead + Unpin>(&mut self, io: &mut IO) -> Result<bool, End> {
+        std::future::poll_fn(|cx| self.poll_fill(io, cx)).await
+    }
+
+    fn poll_fill<IO: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut IO,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<bool, End>> {
         if self.buf.is_empty() && self.buf.capacity() > self.chunk {
             // A burst is over: give its buffer back rather than hold it while idle.
             self.buf = BytesMut::new();
         }
         self.buf.reserve(self.chunk);
         let room = self.buf.capacity() - self.buf.len();
-        match io.read_buf(&mut self.buf).await {
-            Ok(0) => Ok(false),
-            Ok(n) => {
+        let read = std::pin::pin!(io.read_buf(&mut self.buf)).poll(cx);
+        match read {
+            Poll::Pending => {
+                // Nothing to read: an empty buffer is not kept while the connection waits
+                // (a pending read has not written into it).
+                if self.buf.is_empty() {
+                    self.buf = BytesMut::new();
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Ok(0)) => Poll::Ready(Ok(false)),
+            Poll::Ready(Ok(n)) => {
                 if n == room {
                     self.chunk = (self.chunk * 2).min(MAX_READ);
                 } else if n < self.chunk / 4 {
                     // Traffic slowed down: size the next read for what came, so an idle
-                    // connection soon holds MIN_READ bytes again.
+                    // connection soon reads MIN_READ bytes again.
                     self.chunk = (n * 2).next_power_of_two().max(MIN_READ);
                 }
-                Ok(true)
+                Poll::Ready(Ok(true))
             }
-            Err(e) => Err(End::Io(e)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(End::Io(e))),
         }
     }
 }
 
+/// How the connection ends if the broker closed it.
+fn closed(signal: &ConnSignal) -> Option<End> {
+    signal.close_reason().map(|reason| match reason {
+        CloseReason::Shutdown => End::Shutdown,
+        reason => End::Broker(reason),
+    })
+}
+
+/// Completes when the keep-alive timer fires; never without one.
+async fn expiry(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes and flushes `out`, within [`WRITE_TIMEOUT`], then gives its buffer back (an idle
+/// connection holds none).
 async fn send<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut BytesMut) -> Result<(), End> {
     if out.is_empty() {
         return Ok(());
@@ -192,7 +228,7 @@ async fn send<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut BytesMut) -> Result
     };
     match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => {
-            out.clear();
+            *out = BytesMut::new();
             Ok(())
         }
         Ok(Err(e)) => Err(End::Io(e)),
@@ -204,151 +240,88 @@ fn encode_err(e: codec::EncodeError) -> End {
     End::Malformed(format!("cannot encode: {}", e.0))
 }
 
+/// What an accepted CONNECT leaves for the rest of the connection. The packet itself and the
+/// connection's metadata are not kept by the task: the record the admin API shows is `info`,
+/// shared with the broker.
+struct Admitted {
+    info: Arc<ClientInfo>,
+    version: Version,
+    /// The client id the broker assigned, for CONNACK (MQTT 5).
+    assigned: Option<String>,
+    keep_alive: u16,
+    /// The client's Receive Maximum [MQTT-3.3.4-9].
+    receive_maximum: u16,
+    /// The Session Expiry Interval of CONNECT (MQTT 5).
+    session_expiry: Option<u32>,
+    /// The client's Maximum Packet Size [MQTT-3.1.2-24].
+    max_packet_size: Option<u32>,
+    /// The client's Topic Alias Maximum.
+    topic_alias_max: u16,
+    will: Option<Box<codec::Will>>,
+}
+
 /// Serves one connection until it ends. Never returns an error: the end is logged.
-pub(crate) async fn run<IO>(io: IO, meta: ConnMeta, broker: Arc<Broker>)
+///
+/// `received` are bytes of the connection already read from `io` (what followed a PROXY
+/// header in the same read): they are read first.
+pub(crate) fn run<IO>(
+    io: IO,
+    received: Vec<u8>,
+    meta: ConnMeta,
+    broker: Arc<Broker>,
+) -> impl Future<Output = ()>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let _open = OpenConnection::new(meta.listener);
+    let open = OpenConnection::new(meta.listener);
     let counters = Arc::new(Counters::default());
-    let mut io = Metered::new(io, Arc::clone(&counters));
-    let _guard = broker.track();
-    let mut shutdown = broker.shutdown_signal();
-    if *shutdown.borrow_and_update() {
-        return;
-    }
     let mut reader = Reader::new();
-
-    // CONNECT first, within CONNECT_TIMEOUT.
-    let first = tokio::select! {
-        first = tokio::time::timeout(CONNECT_TIMEOUT, read_first(&mut io, &mut reader, max_packet(&broker))) => first,
-        _ = shutdown.changed() => return,
-    };
-    let (version, connect) = match first {
-        Err(_) => {
-            tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, "no CONNECT in time, closing");
-            Reject::ConnectTimeout.count();
-            return;
-        }
-        Ok(Err(end @ (End::Closed | End::Io(_)))) => {
-            // A load balancer's probe: connect and close (or reset).
-            tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %end, "closed before CONNECT");
-            return;
-        }
-        Ok(Err(End::UnsupportedProtocol(level))) => {
-            tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, protocol_level = level, "unsupported protocol version, only MQTT 3.1.1 (level 4) and 5 are served");
-            Reject::ProtocolVersion.count();
-            // MQTT 3.1.1 §3.1.2.2: CONNACK return code 1 (unacceptable protocol level).
-            let mut out = BytesMut::from(&[0x20, 0x02, 0x00, 0x01][..]);
-            let _ = send(&mut io, &mut out).await;
-            return;
-        }
-        Ok(Err(end)) => {
-            tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %end, "bad first packet, closing");
-            Reject::MalformedConnect.count();
-            return;
-        }
-        Ok(Ok(first)) => first,
-    };
-
-    let mut clientid = connect.client_id.clone();
-    let mut assigned = None;
-    if clientid.is_empty() {
-        // 3.1.1 needs clean session for an assigned id; MQTT 5 allows it either way.
-        if version == Version::V4 && !connect.clean_start {
-            tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = "empty client id with clean session = 0", "client refused");
-            Reject::ClientId.count();
-            let _ = connack(
-                &mut io,
-                version,
-                ConnackCode::BadClientId,
-                false,
-                None,
-                broker.limits(),
-            )
-            .await;
-            return;
-        }
-        clientid = format!("realip-{:016x}", rand_id());
-        assigned = Some(clientid.clone());
+    if !received.is_empty() {
+        reader.buf = BytesMut::from(&received[..]);
+        counters.add_received_bytes(received.len() as u64);
     }
+    let io = Metered::new(io, Arc::clone(&counters));
+    // An async fn's future keeps its arguments for as long as it runs: the connection
+    // record is passed boxed, and the CONNECT phase takes it out.
+    serve(io, reader, Box::new(meta), counters, open, broker)
+}
 
-    if let Some(method) = &connect.auth_method {
-        // [MQTT-4.12.0-1]: enhanced authentication is not supported; 0x8C and close.
-        tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, client = %clientid, method = %method, "client refused: unsupported authentication method");
-        Reject::AuthenticationMethod.count();
-        refuse(
-            &mut io,
-            version,
-            ConnackCode::BadAuthenticationMethod,
-            &broker,
-        )
-        .await;
+async fn serve<IO>(
+    mut io: Metered<IO>,
+    mut reader: Reader,
+    meta: Box<ConnMeta>,
+    counters: Arc<Counters>,
+    _open: OpenConnection,
+    broker: Arc<Broker>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let _guard = broker.track();
+    // Boxed: the CONNECT phase (the packet, the metadata, its timer) is held only while it
+    // runs, so it does not size the task that every idle session keeps.
+    let admitted = Box::pin(admit(&mut io, &mut reader, meta, &counters, &broker)).await;
+    let Some(Admitted {
+        info,
+        version,
+        assigned,
+        keep_alive,
+        receive_maximum,
+        session_expiry,
+        max_packet_size,
+        topic_alias_max,
+        will,
+    }) = admitted
+    else {
         return;
-    }
-
-    if let Err(reason) = broker.acl().check(meta.client.ip()) {
-        deny(
-            &mut io,
-            version,
-            &broker,
-            &meta,
-            &clientid,
-            Reject::Denied,
-            &reason,
-        )
-        .await;
-        return;
-    }
-
-    // `--tls-identity cn-as-username`: the username is the verified certificate's CN, never
-    // what the client sent; without one the client is refused.
-    let username = if broker.cn_as_username() {
-        match &meta.verified_cn {
-            Ok(cn) => Some(cn.clone()),
-            Err(reason) => {
-                let reason = format!(
-                    "--tls-identity cn-as-username and no verified client certificate: {reason}"
-                );
-                deny(
-                    &mut io,
-                    version,
-                    &broker,
-                    &meta,
-                    &clientid,
-                    Reject::NoVerifiedCertificate,
-                    &reason,
-                )
-                .await;
-                return;
-            }
-        }
-    } else {
-        connect.username.clone()
     };
-
-    let info = ClientInfo {
-        clientid: clientid.clone(),
-        username,
-        counters: Arc::clone(&counters),
-        meta: meta.clone(),
-        proto_ver: version.level(),
-        keepalive: connect.keep_alive,
-        clean_start: connect.clean_start,
-        persistent: connect.persistent,
-        expiry: match version {
-            Version::V4 if connect.persistent => Expiry::Never,
-            Version::V4 => Expiry::Now,
-            Version::V5 => Expiry::from_interval(connect.session_expiry),
-        },
-        connected_at: SystemTime::now(),
-    };
-    let registration = broker.register(info);
+    let clientid = info.clientid.as_str();
+    let meta = &info.meta;
+    let registration = broker.register(Arc::clone(&info));
     let conn_id = registration.conn_id;
     // Unregisters even if this task panics (the explicit call below runs first normally).
     let _registered = Registered {
         broker: &broker,
-        clientid: &clientid,
+        clientid,
         conn_id,
     };
     tracing::info!(
@@ -360,8 +333,8 @@ where
         listener = meta.listener,
         source = %meta.client.source(),
         proto_ver = version.level(),
-        keepalive = connect.keep_alive,
-        clean_start = connect.clean_start,
+        keepalive = keep_alive,
+        clean_start = info.clean_start,
         "client connected"
     );
 
@@ -381,27 +354,19 @@ where
                 version,
                 counters: &counters,
                 broker: &broker,
-                clientid: &clientid,
+                clientid,
                 conn_id,
-                receive_max: connect.receive_maximum,
-                session_expiry: connect.session_expiry,
-                client_max_packet: connect
-                    .max_packet_size
+                receive_max: receive_maximum,
+                session_expiry,
+                client_max_packet: max_packet_size
                     .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
                 out: BytesMut::new(),
                 disconnect_expiry: None,
-                client_alias_max: connect.topic_alias_max,
-                aliases_in: HashMap::new(),
-                aliases_out: HashMap::new(),
+                client_alias_max: topic_alias_max,
+                aliases: None,
             };
             let end = conn
-                .run(
-                    &mut io,
-                    &mut reader,
-                    connect.keep_alive,
-                    registration,
-                    &mut shutdown,
-                )
+                .run(&mut io, &mut reader, keep_alive, registration)
                 .await;
             if let Some(reason) = end.disconnect_reason() {
                 let mut out = BytesMut::new();
@@ -416,22 +381,25 @@ where
 
     let will = match end {
         End::Normal => None,
-        _ => connect.will.filter(|w| valid_topic(&w.topic)),
+        _ => will.filter(|w| valid_topic(&w.topic)),
     };
-    let will = will.map(|will| PendingWill {
-        msg: Delivery {
-            topic: Arc::from(will.topic.as_str()),
-            payload: will.payload,
-            qos: will.qos,
-            retain: will.retain,
-            props: Arc::new(will.props),
-            sub_ids: Vec::new(),
-        },
-        delay: Duration::from_secs(u64::from(will.delay)),
-        message_expiry: will.message_expiry,
+    let will = will.map(|will| {
+        let will = *will;
+        PendingWill {
+            msg: Delivery {
+                topic: Arc::from(will.topic.as_str()),
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+                props: Arc::new(will.props),
+                sub_ids: Vec::new(),
+            },
+            delay: Duration::from_secs(u64::from(will.delay)),
+            message_expiry: will.message_expiry,
+        }
     });
     broker.unregister(
-        &clientid,
+        clientid,
         conn_id,
         disconnect_expiry.map(|secs| Expiry::from_interval(Some(secs))),
         will,
@@ -465,6 +433,164 @@ where
             "client disconnected"
         );
     }
+}
+
+/// Reads CONNECT (within [`CONNECT_TIMEOUT`]) and decides whether the client may connect:
+/// `None` when it may not, after the refusing CONNACK (if any) and the log line.
+async fn admit<IO>(
+    io: &mut IO,
+    reader: &mut Reader,
+    meta: Box<ConnMeta>,
+    counters: &Arc<Counters>,
+    broker: &Broker,
+) -> Option<Admitted>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut shutdown = broker.shutdown_signal();
+    if *shutdown.borrow_and_update() {
+        return None;
+    }
+    let first = tokio::select! {
+        first = tokio::time::timeout(CONNECT_TIMEOUT, read_first(io, reader, max_packet(broker))) => first,
+        _ = shutdown.changed() => return None,
+    };
+    let (version, connect) = match first {
+        Err(_) => {
+            tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, "no CONNECT in time, closing");
+            Reject::ConnectTimeout.count();
+            return None;
+        }
+        Ok(Err(end @ (End::Closed | End::Io(_)))) => {
+            // A load balancer's probe: connect and close (or reset).
+            tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %end, "closed before CONNECT");
+            return None;
+        }
+        Ok(Err(End::UnsupportedProtocol(level))) => {
+            tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, protocol_level = level, "unsupported protocol version, only MQTT 3.1.1 (level 4) and 5 are served");
+            Reject::ProtocolVersion.count();
+            // MQTT 3.1.1 §3.1.2.2: CONNACK return code 1 (unacceptable protocol level).
+            let mut out = BytesMut::from(&[0x20, 0x02, 0x00, 0x01][..]);
+            let _ = send(io, &mut out).await;
+            return None;
+        }
+        Ok(Err(end)) => {
+            tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %end, "bad first packet, closing");
+            Reject::MalformedConnect.count();
+            return None;
+        }
+        Ok(Ok(first)) => first,
+    };
+    let codec::Connect {
+        client_id: mut clientid,
+        username,
+        clean_start,
+        keep_alive,
+        persistent,
+        will,
+        session_expiry,
+        receive_maximum,
+        max_packet_size,
+        topic_alias_max,
+        auth_method,
+    } = connect;
+
+    let mut assigned = None;
+    if clientid.is_empty() {
+        // 3.1.1 needs clean session for an assigned id; MQTT 5 allows it either way.
+        if version == Version::V4 && !clean_start {
+            tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = "empty client id with clean session = 0", "client refused");
+            Reject::ClientId.count();
+            let _ = connack(
+                io,
+                version,
+                ConnackCode::BadClientId,
+                false,
+                None,
+                broker.limits(),
+            )
+            .await;
+            return None;
+        }
+        clientid = format!("realip-{:016x}", rand_id());
+        assigned = Some(clientid.clone());
+    }
+
+    if let Some(method) = &auth_method {
+        // [MQTT-4.12.0-1]: enhanced authentication is not supported; 0x8C and close.
+        tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, client = %clientid, method = %method, "client refused: unsupported authentication method");
+        Reject::AuthenticationMethod.count();
+        refuse(io, version, ConnackCode::BadAuthenticationMethod, broker).await;
+        return None;
+    }
+
+    if let Err(reason) = broker.acl().check(meta.client.ip()) {
+        deny(
+            io,
+            version,
+            broker,
+            &meta,
+            &clientid,
+            Reject::Denied,
+            &reason,
+        )
+        .await;
+        return None;
+    }
+
+    // `--tls-identity cn-as-username`: the username is the verified certificate's CN, never
+    // what the client sent; without one the client is refused.
+    let username = if broker.cn_as_username() {
+        match &meta.verified_cn {
+            Ok(cn) => Some(cn.clone()),
+            Err(reason) => {
+                let reason = format!(
+                    "--tls-identity cn-as-username and no verified client certificate: {reason}"
+                );
+                deny(
+                    io,
+                    version,
+                    broker,
+                    &meta,
+                    &clientid,
+                    Reject::NoVerifiedCertificate,
+                    &reason,
+                )
+                .await;
+                return None;
+            }
+        }
+    } else {
+        username
+    };
+
+    let info = ClientInfo {
+        clientid,
+        username,
+        counters: Arc::clone(counters),
+        meta: *meta,
+        proto_ver: version.level(),
+        keepalive: keep_alive,
+        clean_start,
+        persistent,
+        expiry: match version {
+            Version::V4 if persistent => Expiry::Never,
+            Version::V4 => Expiry::Now,
+            Version::V5 => Expiry::from_interval(session_expiry),
+        },
+        connected_at: SystemTime::now(),
+    };
+    Some(Admitted {
+        info: Arc::new(info),
+        version,
+        assigned,
+        keep_alive,
+        receive_maximum,
+        session_expiry,
+        max_packet_size,
+        topic_alias_max,
+        will: will.map(Box::new),
+    })
 }
 
 /// Shuts the stream down (TCP FIN, WebSocket close frame) without waiting on a peer that
@@ -606,11 +732,18 @@ struct Connection<'a> {
     client_max_packet: usize,
     /// The client's Topic Alias Maximum: aliases the broker may set.
     client_alias_max: u16,
-    /// Topic aliases the client set on this connection.
-    aliases_in: HashMap<u16, String>,
-    /// Topic aliases the broker set on this connection.
-    aliases_out: HashMap<Arc<str>, u16>,
+    /// Topic aliases, once either side sets one (most connections never do).
+    aliases: Option<Box<Aliases>>,
     out: BytesMut,
+}
+
+/// The topic aliases of one connection (MQTT 5 §3.3.2.3.4).
+#[derive(Debug, Default)]
+struct Aliases {
+    /// Set by the client.
+    inbound: HashMap<u16, String>,
+    /// Set by the broker.
+    outbound: HashMap<Arc<str>, u16>,
 }
 
 impl Connection<'_> {
@@ -621,16 +754,14 @@ impl Connection<'_> {
         reader: &mut Reader,
         keepalive: u16,
         registration: Registration,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) -> End
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let ready = registration.ready;
-        let mut close = registration.close;
+        let signal = registration.signal;
         // A resumed session re-sends what was in flight, in order, with DUP set (PUBREL for
         // QoS 2 messages already received) [MQTT-4.4.0-1], [MQTT-4.6.0-1].
-        for f in &registration.resend {
+        for f in registration.resend {
             let written = if f.released {
                 self.version.pubrel(&mut self.out, f.pkid)
             } else {
@@ -641,13 +772,20 @@ impl Connection<'_> {
             }
         }
         // MQTT 3.1.1 §3.1.2.10, MQTT 5 §3.1.2.10: the server disconnects after one and a
-        // half keep-alive periods without a packet.
+        // half keep-alive periods without a packet. The timer is set once and, when it
+        // fires, moved to the last read's deadline if there was one since: no timer work
+        // per packet, and none at all for a client without keep-alive.
         let idle_limit =
             (keepalive > 0).then(|| Duration::from_millis(u64::from(keepalive) * 1500));
-        let far_future = Duration::from_secs(86400 * 365);
-        let mut deadline = Instant::now() + idle_limit.unwrap_or(far_future);
+        let mut last_read = Instant::now();
+        let mut timer =
+            idle_limit.map(|limit| Box::pin(tokio::time::sleep_until(last_read + limit)));
 
         loop {
+            // The broker's close (takeover, kick, shutdown) comes before anything else.
+            if let Some(end) = closed(&signal) {
+                return end;
+            }
             // Packets already buffered (pipelined after CONNECT, or several in one read).
             loop {
                 match reader.next(self.version, max_packet(self.broker)) {
@@ -665,31 +803,35 @@ impl Connection<'_> {
                 return end;
             }
 
+            // Reads before deliveries: a subscriber's acknowledgements make room for more.
             tokio::select! {
                 biased;
-                reason = &mut close => {
-                    return match reason {
-                        Ok(reason) => End::Broker(reason),
-                        Err(_) => End::Shutdown,
-                    };
-                }
-                _ = shutdown.changed() => return End::Shutdown,
                 filled = reader.fill(io) => match filled {
                     Ok(true) => {
-                        if let Some(limit) = idle_limit {
-                            deadline = Instant::now() + limit;
+                        if timer.is_some() {
+                            last_read = Instant::now();
                         }
                     }
                     Ok(false) => return End::Closed,
                     Err(end) => return end,
                 },
-                () = ready.notified() => {
-                    if let Err(end) = self.pull(&ready) {
+                () = signal.notified() => {
+                    if let Some(end) = closed(&signal) {
+                        return end;
+                    }
+                    if let Err(end) = self.pull(&signal) {
                         return end;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
-                    return End::KeepaliveTimeout(idle_limit.unwrap_or(far_future));
+                () = expiry(&mut timer) => {
+                    let limit = idle_limit.unwrap_or_default();
+                    let due = last_read + limit;
+                    if due <= Instant::now() {
+                        return End::KeepaliveTimeout(limit);
+                    }
+                    if let Some(timer) = timer.as_mut() {
+                        timer.as_mut().reset(due);
+                    }
                 }
             }
         }
@@ -705,11 +847,11 @@ impl Connection<'_> {
     ) -> Result<(), codec::EncodeError> {
         // Topic aliases towards the client, up to its Topic Alias Maximum: the first message
         // on a topic sets one, the next ones send it with an empty topic (MQTT 5 §3.3.2.3.4).
-        let known = self.aliases_out.get(&msg.topic).copied();
+        let outbound = self.aliases.as_ref().map(|a| &a.outbound);
+        let known = outbound.and_then(|o| o.get(&msg.topic).copied());
+        let set = outbound.map_or(0, HashMap::len);
         let new_alias = match known {
-            None if self.aliases_out.len() < usize::from(self.client_alias_max) => {
-                u16::try_from(self.aliases_out.len() + 1).ok()
-            }
+            None if set < usize::from(self.client_alias_max) => u16::try_from(set + 1).ok(),
             _ => None,
         };
         let alias = known.map(|a| (a, false)).or(new_alias.map(|a| (a, true)));
@@ -731,20 +873,23 @@ impl Connection<'_> {
         } else {
             self.counters.sent_message();
             if let Some(alias) = new_alias {
-                self.aliases_out.insert(Arc::clone(&msg.topic), alias);
+                self.aliases
+                    .get_or_insert_with(Box::default)
+                    .outbound
+                    .insert(Arc::clone(&msg.topic), alias);
             }
         }
         Ok(())
     }
 
     /// Sends what the session's queue holds, within the client's Receive Maximum.
-    fn pull(&mut self, ready: &tokio::sync::Notify) -> Result<(), End> {
+    fn pull(&mut self, signal: &ConnSignal) -> Result<(), End> {
         let batch = self
             .broker
             .take(self.clientid, self.conn_id, self.receive_max, BATCH);
         if batch.len() == BATCH {
             // More may be waiting: come back after this batch is written.
-            ready.notify_one();
+            signal.wake();
         }
         for outgoing in batch {
             self.write_publish(&outgoing.msg, outgoing.pkid, false)
@@ -784,7 +929,7 @@ impl Connection<'_> {
                         return Some(End::TopicAlias("0 or above the Topic Alias Maximum"));
                     }
                     if topic.is_empty() {
-                        match self.aliases_in.get(&alias) {
+                        match self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
                             Some(known) => topic.clone_from(known),
                             None => {
                                 return Some(End::Protocol(String::from(
@@ -793,7 +938,10 @@ impl Connection<'_> {
                             }
                         }
                     } else {
-                        self.aliases_in.insert(alias, topic.clone());
+                        self.aliases
+                            .get_or_insert_with(Box::default)
+                            .inbound
+                            .insert(alias, topic.clone());
                     }
                 }
                 if !valid_topic(&topic) {
@@ -1022,6 +1170,34 @@ mod tests {
             reader.buf.capacity()
         );
         assert!(reader.next(Version::V4, 1 << 20).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_read_holds_no_buffer() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let mut reader = Reader::new();
+        client.write_all(&[0xc0, 0x00]).await.unwrap();
+        assert!(reader.fill(&mut server).await.unwrap());
+        assert!(matches!(
+            reader.next(Version::V4, 1 << 20),
+            Ok(Some(Inbound::PingReq))
+        ));
+        // Nothing more arrives: the read waits without a buffer...
+        let waited = tokio::time::timeout(Duration::from_millis(20), reader.fill(&mut server));
+        assert!(waited.await.is_err());
+        assert_eq!(reader.buf.capacity(), 0);
+        // ...and reads what comes next, whole.
+        client.write_all(&[0xc0, 0x00, 0xe0, 0x00]).await.unwrap();
+        assert!(reader.fill(&mut server).await.unwrap());
+        assert!(matches!(
+            reader.next(Version::V4, 1 << 20),
+            Ok(Some(Inbound::PingReq))
+        ));
+        assert!(matches!(
+            reader.next(Version::V4, 1 << 20),
+            Ok(Some(Inbound::Disconnect { .. }))
+        ));
     }
 
     #[test]

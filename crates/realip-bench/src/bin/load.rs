@@ -56,15 +56,24 @@ enum Cmd {
         #[arg(long)]
         max_pending: Option<usize>,
     },
-    /// Run requests through the forwarded-header middleware (`RealIp::call`), for counting
-    /// instructions per request under callgrind (`callgrind.sh`); prints nothing.
+    /// Run requests through the forwarded-header middleware (`RealIp::call`) or another
+    /// step of a layer case, for counting instructions per request under callgrind
+    /// (`callgrind.sh`); prints nothing.
     LayerCalls {
         /// Requests to run.
         #[arg(long, default_value_t = 10_000)]
         requests: u64,
-        /// Which layer case (0: XFF 1 entry, 1: XFF 4 entries, 2: 10,000 CIDRs, 3: Forwarded).
+        /// Which case: of the recursive set, 0: XFF 1 entry, 1: XFF 4 entries, 2: 10,000
+        /// CIDRs, 3: Forwarded; of the same-work set, 0: XFF 1 entry, 1: XFF 4 entries, 2: +12
+        /// typical headers, 3: + X-Forwarded-Port.
         #[arg(long, default_value_t = 1)]
         case: usize,
+        /// Take the case from the same-work set (non-recursive, the rightmost-only crates' work).
+        #[arg(long)]
+        same_work: bool,
+        /// What to run per request.
+        #[arg(long, value_enum, default_value_t = LayerStep::Call)]
+        step: LayerStep,
     },
     /// Run one UDP echo server (used by `udp`; prints `LISTENING <addr>`, exits on stdin EOF).
     ServeUdp {
@@ -109,11 +118,33 @@ enum Cmd {
     },
 }
 
+/// One step of a layer case (see `realip_bench::cases::LayerCase`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LayerStep {
+    /// `RealIp::call`, the whole middleware.
+    Call,
+    /// `RealIpLayer::resolve`.
+    Resolve,
+    /// `RealIpLayer::resolve` without the port header.
+    ResolveWithoutPort,
+    /// `client_ip::rightmost_x_forwarded_for` (or `rightmost_forwarded`).
+    ClientIp,
+    /// `axum-client-ip`'s rightmost extractor.
+    AxumClientIp,
+    /// `real_ip::real_ip`.
+    RealIp,
+}
+
 #[derive(Clone, Debug, Args)]
 struct BrokerArgs {
-    /// Rounds (each runs both brokers once, fresh processes, interleaved).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds (each runs both brokers once, fresh processes, interleaved; the order of the
+    /// two alternates from round to round).
+    #[arg(long, default_value_t = 5)]
     broker_rounds: usize,
+    /// Only the idle-session measures (RSS per session, CONNECT rate and p99), no fan-out
+    /// or fan-in.
+    #[arg(long)]
+    broker_idle_only: bool,
     /// Idle MQTT 3.1.1 sessions opened per measurement of RSS and CONNECT rate.
     #[arg(long, default_value_t = 3000)]
     idle_sessions: usize,
@@ -307,10 +338,27 @@ fn main() -> ExitCode {
                 run_server(kind, opts).await
             }
             Cmd::ServeUdp { kind } => run_udp_server(kind).await,
-            Cmd::LayerCalls { requests, case } => {
-                let mut case = realip_bench::cases::layer_cases().swap_remove(case);
+            Cmd::LayerCalls {
+                requests,
+                case,
+                same_work,
+                step,
+            } => {
+                let mut case = if same_work {
+                    realip_bench::cases::same_work_cases().swap_remove(case)
+                } else {
+                    realip_bench::cases::layer_cases().swap_remove(case)
+                };
+                case.check();
                 for _ in 0..requests {
-                    std::hint::black_box(case.realip_service());
+                    std::hint::black_box(match step {
+                        LayerStep::Call => case.realip_service(),
+                        LayerStep::Resolve => case.realip_resolve(),
+                        LayerStep::ResolveWithoutPort => case.realip_resolve_without_port(),
+                        LayerStep::ClientIp => case.client_ip(),
+                        LayerStep::AxumClientIp => case.axum_client_ip(),
+                        LayerStep::RealIp => case.real_ip(),
+                    });
                 }
                 Ok(())
             }
@@ -1186,6 +1234,11 @@ fn micro(args: &MicroArgs) {
         "{}",
         realip_bench::micro::layer_table(args.micro_rounds, batch)
     );
+    eprintln!("micro: layer, same work as the rightmost-only crates");
+    print!(
+        "{}",
+        realip_bench::micro::same_work_table(args.micro_rounds, batch)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1497,31 +1550,42 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
         ),
     ];
     // Per kind: RSS bytes/session, sessions/s, CONNACK p99 µs; per fan: deliveries/s, p99 µs.
+    // Each vector has one value per round, in round order, so that [0][i] and [1][i] pair up.
     let mut rss = [Vec::new(), Vec::new()];
     let mut rate = [Vec::new(), Vec::new()];
     let mut conn_p99 = [Vec::new(), Vec::new()];
+    let mut conn_cpu = [Vec::new(), Vec::new()];
     let mut fan_rate = vec![[Vec::new(), Vec::new()]; fans.len()];
     let mut fan_p99 = vec![[Vec::new(), Vec::new()]; fans.len()];
     let mut lost = vec![[0u64, 0u64]; fans.len()];
+    let load_before = procfs::load_average();
     for round in 0..args.broker_rounds {
-        for (ki, &kind) in kinds.iter().enumerate() {
+        // A B, then B A: drift over the run hits both brokers alike.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for ki in order {
+            let kind = kinds[ki];
             let b = BrokerProc::start(kind, &args.realip_broker, &args.mosquitto, pin).await?;
             let idle =
                 mqtt::idle_sessions(&b, args.idle_sessions, args.connect_in_flight, "idle").await?;
             eprintln!(
-                "broker round {}/{}: {}: {} sessions, {:.0} B/session, {:.0} CONNECT/s",
+                "broker round {}/{}: {}: {} sessions, {:.0} B/session, {:.0} CONNECT/s, {:.1} µs CPU/CONNECT",
                 round + 1,
                 args.broker_rounds,
                 kind.name(),
                 idle.sessions,
                 idle.rss_per_session,
-                idle.rate
+                idle.rate,
+                idle.cpu_us_per_session,
             );
             rss[ki].push(idle.rss_per_session);
             rate[ki].push(idle.rate);
             conn_p99[ki].push(us(percentile(&idle.latencies, 99.0)));
+            conn_cpu[ki].push(idle.cpu_us_per_session);
             drop(idle);
             drop(b);
+            if args.broker_idle_only {
+                continue;
+            }
             let b = BrokerProc::start(kind, &args.realip_broker, &args.mosquitto, pin).await?;
             for (fi, &(name, pubs, subs, msgs, qos)) in fans.iter().enumerate() {
                 let tag = format!("f{fi}");
@@ -1540,40 +1604,69 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
     }
     println!("\n### realip-broker against mosquitto\n");
     println!(
-        "{} rounds, realip-broker and mosquitto (Debian 2.x) in turn, each measurement on a fresh broker process \
+        "{} rounds, realip-broker and mosquitto (Debian 2.x) in turn (A B, then B A in the next round), each measurement on a fresh broker process \
          (pinned to core 1 when pinning), the same MQTT 3.1.1 client (this harness, one core). \
          Both brokers log nothing per connection (realip-broker `RUST_LOG=warn`, mosquitto `log_dest none`), \
          mosquitto without persistence and with `set_tcp_nodelay true` (realip-broker sets `TCP_NODELAY`). Idle: {} sessions (clean session, keep alive 0, {} CONNECTs in flight); \
-         RSS = VmRSS growth ÷ sessions, rate = sessions ÷ time from the first CONNECT to the last CONNACK. \
-         Fan: 1 → {w} ({} messages, each to {w} subscribers) and {w} → 1 ({} messages), 64-byte payloads carrying \
-         the send time, at most {} messages published and not yet delivered everywhere; latency = publish → delivery. \
-         Medians of the rounds, min–max in brackets; ratio = realip-broker ÷ mosquitto.\n",
+         RSS = VmRSS growth ÷ sessions, rate = sessions ÷ time from the first CONNECT to the last CONNACK, \
+         broker CPU = the broker process's CPU time (all threads, /proc schedstat) over that time ÷ sessions. \
+         {fan}Per broker: median of the rounds, min–max in brackets. Ratio = realip-broker ÷ mosquitto: the median of \
+         the rounds' ratios (each round's two measurements side by side), their min–max in brackets. \
+         Load average before: {load_before}; after: {}.\n",
         args.broker_rounds,
         args.idle_sessions,
         args.connect_in_flight,
-        args.fanout_messages,
-        args.fanin_messages,
-        args.fan_window,
-        w = args.fan_width,
+        procfs::load_average(),
+        fan = if args.broker_idle_only {
+            String::new()
+        } else {
+            format!(
+                "Fan: 1 → {w} ({} messages, each to {w} subscribers) and {w} → 1 ({} messages), 64-byte \
+                 payloads carrying the send time, at most {} messages published and not yet delivered \
+                 everywhere; latency = publish → delivery. ",
+                args.fanout_messages,
+                args.fanin_messages,
+                args.fan_window,
+                w = args.fan_width,
+            )
+        },
     );
-    println!("| measure | realip-broker | mosquitto | ratio |");
-    println!("|---|---:|---:|---:|");
-    let row = |name: &str, v: &[Vec<f64>; 2], unit: &str| {
+    println!("| measure | realip-broker | mosquitto | ratio | goal | verdict |");
+    println!("|---|---:|---:|---:|---|---|");
+    // `higher`: the goal is ratio ≥ 1 (rates), else ratio ≤ 1 (memory, latency).
+    let row = |name: &str, v: &[Vec<f64>; 2], unit: &str, higher: bool| {
+        if v[0].is_empty() {
+            return;
+        }
         let (a0, a1) = min_max(&v[0]);
         let (b0, b1) = min_max(&v[1]);
+        let ratios: Vec<f64> = v[0].iter().zip(&v[1]).map(|(a, b)| a / b).collect();
+        let ratio = median(&ratios);
+        let (r0, r1) = min_max(&ratios);
+        let (goal, met) = if higher {
+            ("≥ 1.0", ratio >= 1.0)
+        } else {
+            ("≤ 1.0", ratio <= 1.0)
+        };
         println!(
-            "| {name} | {:.0} {unit} [{a0:.0}–{a1:.0}] | {:.0} {unit} [{b0:.0}–{b1:.0}] | {:.2} |",
+            "| {name} | {:.0} {unit} [{a0:.0}–{a1:.0}] | {:.0} {unit} [{b0:.0}–{b1:.0}] | {ratio:.2} [{r0:.2}–{r1:.2}] | {goal} | {} |",
             median(&v[0]),
             median(&v[1]),
-            median(&v[0]) / median(&v[1]),
+            if met { "met" } else { "missed" },
         );
     };
-    row("RSS per idle session", &rss, "B");
-    row("CONNECT → CONNACK rate", &rate, "/s");
-    row("CONNECT → CONNACK p99", &conn_p99, "µs");
+    row("RSS per idle session", &rss, "B", false);
+    row("CONNECT → CONNACK rate", &rate, "/s", true);
+    row("CONNECT → CONNACK p99", &conn_p99, "µs", false);
+    row(
+        "CONNECT → CONNACK: broker CPU per session",
+        &conn_cpu,
+        "µs",
+        false,
+    );
     for (fi, &(name, ..)) in fans.iter().enumerate() {
-        row(&format!("{name}: deliveries"), &fan_rate[fi], "/s");
-        row(&format!("{name}: p99 latency"), &fan_p99[fi], "µs");
+        row(&format!("{name}: deliveries"), &fan_rate[fi], "/s", true);
+        row(&format!("{name}: p99 latency"), &fan_p99[fi], "µs", false);
     }
     for (fi, &(name, ..)) in fans.iter().enumerate() {
         if lost[fi] != [0, 0] {
