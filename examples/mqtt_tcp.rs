@@ -64,9 +64,10 @@ async fn serve(
         match packet {
             Packet::Connect(connect) => {
                 // The header's source; a LOCAL header (a health check) has none: the socket peer.
-                let client = addr
-                    .client()
-                    .map_or_else(|| addr.socket_peer().to_string(), ToString::to_string);
+                let client = addr.client().map_or_else(
+                    || addr.socket_peer().to_string(),
+                    |client| client.to_string(),
+                );
                 let peer = addr.socket_peer();
                 println!(
                     "client_id={} client={client} peer={peer}",

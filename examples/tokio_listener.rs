@@ -50,9 +50,10 @@ struct Args {
 
 fn banner(addr: &ProxiedAddr) -> String {
     let info = addr.proxy_info();
-    let peer = addr
-        .client()
-        .map_or_else(|| addr.socket_peer().to_string(), ToString::to_string);
+    let peer = addr.client().map_or_else(
+        || addr.socket_peer().to_string(),
+        |client| client.to_string(),
+    );
     format!(
         "peer={peer} socket={} version={} command={}\n",
         addr.socket_peer(),
@@ -86,7 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let (mut stream, addr) = listener.accept().await;
         tracing::info!(
-            peer = %addr.client().map_or_else(|| "-".to_owned(), ToString::to_string),
+            peer = %addr.client().map_or_else(|| "-".to_owned(), |client| client.to_string()),
             socket = %addr.socket_peer(),
             "connection"
         );

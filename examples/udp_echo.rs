@@ -78,9 +78,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 continue;
             }
         };
-        let peer = from
-            .client()
-            .map_or_else(|| from.socket_peer().to_string(), ToString::to_string);
+        let peer = from.client().map_or_else(
+            || from.socket_peer().to_string(),
+            |client| client.to_string(),
+        );
         let mut reply = format!("peer={peer}\n").into_bytes();
         reply.extend_from_slice(&buf[..len]);
         if let Err(err) = socket.send_to(&reply, &from).await {

@@ -15,7 +15,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
 //! async fn whoami(ConnectInfo(addr): ConnectInfo<ProxiedAddr>) -> String {
-//!     addr.client().map(ToString::to_string).unwrap_or_default()
+//!     addr.client().map(|client| client.to_string()).unwrap_or_default()
 //! }
 //!
 //! let listener = ProxyListener::bind("127.0.0.1:0").await?;

@@ -274,7 +274,7 @@ impl Builder {
 ///     let (stream, proxied) = listener.accept().await;
 ///     tokio::spawn(async move {
 ///         let service = hyper::service::service_fn(move |_req| {
-///             let client = proxied.client().map(ToString::to_string).unwrap_or_default();
+///             let client = proxied.client().map(|client| client.to_string()).unwrap_or_default();
 ///             async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(client)) }
 ///         });
 ///         let _ = hyper::server::conn::http1::Builder::new()
@@ -615,7 +615,7 @@ fn handed_out<IO>(
             let info = addr.proxy_info();
             tracing::debug!(
                 peer = %addr.socket_peer(),
-                client = %DisplayOpt(addr.client()),
+                client = %DisplayOpt(addr.client().as_ref()),
                 version = info.map_or("none", |i| i.version().as_str()),
                 command = info.map_or("none", |i| i.command().as_str()),
                 "accepted",

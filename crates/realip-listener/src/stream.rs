@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -37,17 +38,19 @@ use realip_core::{ClientAddr, PeerAddr};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connect_info::ProxiedAddr;
+use crate::handshake::STACK_READ;
 use crate::header::info::ProxyInfo;
 
 pin_project! {
     /// A connection accepted by [`ProxyListener`](crate::listener::ProxyListener): the socket, the
     /// bytes that followed the header in the same reads, and the connection's addresses.
+    ///
+    /// Two pointers besides the socket: the bytes to replay and the addresses.
     #[derive(Debug)]
     pub struct ProxiedStream<IO> {
         #[pin]
         inner: IO,
-        leftover: Box<[u8]>,
-        pos: usize,
+        replay: Replay,
         addr: ProxiedAddr,
     }
 }
@@ -55,26 +58,19 @@ pin_project! {
 impl<IO> ProxiedStream<IO> {
     /// Wraps `inner` with no bytes to replay.
     pub fn new(inner: IO, addr: ProxiedAddr) -> Self {
-        Self::with_leftover(inner, Vec::new(), addr)
+        Self::with_replay(inner, Replay::default(), addr)
     }
 
     /// Wraps `inner`; `leftover` is returned by the first reads, before `inner` is read.
     pub fn with_leftover(inner: IO, leftover: Vec<u8>, addr: ProxiedAddr) -> Self {
-        Self::with_buffer(inner, leftover, 0, addr)
+        Self::with_replay(inner, Replay::from_vec(leftover), addr)
     }
 
-    /// Wraps `inner`; `buf[start..]` is returned by the first reads.
-    pub(crate) fn with_buffer(inner: IO, buf: Vec<u8>, start: usize, addr: ProxiedAddr) -> Self {
-        debug_assert!(start <= buf.len());
-        let (leftover, pos) = if start == buf.len() {
-            (Box::default(), 0)
-        } else {
-            (buf.into_boxed_slice(), start)
-        };
+    /// Wraps `inner`; `replay` is returned by the first reads.
+    pub(crate) fn with_replay(inner: IO, replay: Replay, addr: ProxiedAddr) -> Self {
         Self {
             inner,
-            leftover,
-            pos,
+            replay,
             addr,
         }
     }
@@ -85,7 +81,7 @@ impl<IO> ProxiedStream<IO> {
     }
 
     /// The real client (see [`ProxiedAddr::client`]).
-    pub fn client(&self) -> Option<&ClientAddr> {
+    pub fn client(&self) -> Option<ClientAddr> {
         self.addr.client()
     }
 
@@ -106,7 +102,7 @@ impl<IO> ProxiedStream<IO> {
 
     /// Bytes still waiting to be replayed before the socket is read.
     pub fn buffered(&self) -> &[u8] {
-        &self.leftover[self.pos..]
+        self.replay.remaining()
     }
 
     /// The wrapped socket.
@@ -122,14 +118,108 @@ impl<IO> ProxiedStream<IO> {
 
     /// The wrapped socket, the bytes not yet replayed, and the addresses.
     pub fn into_parts(self) -> (IO, Vec<u8>, ProxiedAddr) {
-        let rest = self.leftover[self.pos..].to_vec();
-        (self.inner, rest, self.addr)
+        (self.inner, self.replay.remaining().to_vec(), self.addr)
     }
 
     /// The wrapped socket. Bytes not yet replayed are lost; use
     /// [`into_parts`](Self::into_parts) to keep them.
     pub fn into_inner(self) -> IO {
         self.inner
+    }
+}
+
+/// The bytes that arrived past the PROXY header, replayed before the socket is read again:
+/// one pointer, and one allocation while there is something to replay (freed as soon as
+/// the last byte is read).
+#[derive(Default)]
+pub(crate) struct Replay(Option<Box<ReplayBuf>>);
+
+/// Bytes to replay and how far the replay is.
+struct ReplayBuf {
+    start: usize,
+    end: usize,
+    bytes: ReplayBytes,
+}
+
+// Always behind the replay's box: the short variant's size is its allocation's.
+#[allow(clippy::large_enum_variant)]
+enum ReplayBytes {
+    /// At most what one handshake read brings (the usual case): copied whole into the
+    /// replay's own allocation, so a connection with bytes to replay costs one allocation.
+    Short([u8; STACK_READ]),
+    /// More, in their own allocation.
+    Long(Box<[u8]>),
+}
+
+impl Replay {
+    /// A copy of `bytes`.
+    pub(crate) fn copy_of(bytes: &[u8]) -> Self {
+        let end = bytes.len();
+        if end == 0 {
+            return Self::default();
+        }
+        if end > STACK_READ {
+            return Self::stored(ReplayBytes::Long(bytes.into()), end);
+        }
+        // Zeroed in its allocation, then only `bytes` copied in.
+        let mut replay = Self::stored(ReplayBytes::Short([0; STACK_READ]), end);
+        if let Some(ReplayBuf {
+            bytes: ReplayBytes::Short(short),
+            ..
+        }) = replay.0.as_deref_mut()
+        {
+            short[..end].copy_from_slice(bytes);
+        }
+        replay
+    }
+
+    /// `bytes`, in the allocation they are in.
+    fn from_vec(bytes: Vec<u8>) -> Self {
+        if bytes.is_empty() {
+            return Self::default();
+        }
+        let end = bytes.len();
+        Self::stored(ReplayBytes::Long(bytes.into_boxed_slice()), end)
+    }
+
+    fn stored(bytes: ReplayBytes, end: usize) -> Self {
+        Self(Some(Box::new(ReplayBuf {
+            start: 0,
+            end,
+            bytes,
+        })))
+    }
+
+    /// The bytes not replayed yet.
+    #[inline]
+    fn remaining(&self) -> &[u8] {
+        match &self.0 {
+            Some(buf) => {
+                let bytes = match &buf.bytes {
+                    ReplayBytes::Short(bytes) => &bytes[..],
+                    ReplayBytes::Long(bytes) => bytes,
+                };
+                &bytes[buf.start..buf.end]
+            }
+            None => &[],
+        }
+    }
+
+    /// Marks `n` more bytes as replayed; releases the buffer after the last one.
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        if let Some(buf) = &mut self.0 {
+            buf.start += n;
+            if buf.start >= buf.end {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Replay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Replay").field(&self.remaining()).finish()
     }
 }
 
@@ -140,16 +230,11 @@ impl<IO: AsyncRead> AsyncRead for ProxiedStream<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        if *this.pos < this.leftover.len() {
-            let rest = &this.leftover[*this.pos..];
+        let rest = this.replay.remaining();
+        if !rest.is_empty() {
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
-            *this.pos += n;
-            if *this.pos == this.leftover.len() {
-                // Replay finished: release the buffer.
-                *this.leftover = Box::default();
-                *this.pos = 0;
-            }
+            this.replay.consume(n);
             return Poll::Ready(Ok(()));
         }
         this.inner.poll_read(cx, buf)
@@ -202,11 +287,11 @@ mod tests {
 
     #[test]
     fn per_connection_overhead_is_small() {
-        // The replay buffer and its position, and the addresses (one pointer to their
-        // shared allocation): what moving an accepted stream copies besides the socket.
+        // The replay buffer and the addresses, one pointer each: what moving an accepted
+        // stream copies besides the socket, and what a task holding one stores besides it.
         let overhead = std::mem::size_of::<ProxiedStream<tokio::net::TcpStream>>()
             - std::mem::size_of::<tokio::net::TcpStream>();
-        assert!(overhead <= 32, "{overhead} bytes");
+        assert!(overhead <= 16, "{overhead} bytes");
         assert_eq!(
             std::mem::size_of::<ProxiedAddr>(),
             std::mem::size_of::<usize>()
@@ -230,24 +315,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn replay_starts_at_the_given_offset() {
+    async fn replay_longer_than_a_handshake_read_is_kept_whole() {
         let (client, server) = tokio::io::duplex(64);
         drop(client);
-        let mut stream = ProxiedStream::with_buffer(server, b"HEADERabc".to_vec(), 6, addr());
-        assert_eq!(stream.buffered(), b"abc");
-        let mut one = [0u8; 1];
-        stream.read_exact(&mut one).await.unwrap();
-        assert_eq!(&one, b"a");
-        let (io, rest, _) = stream.into_parts();
-        assert_eq!(rest, b"bc");
-        let mut stream = ProxiedStream::with_buffer(io, b"HEADERabc".to_vec(), 6, addr());
+        let long: Vec<u8> = (0..=255u8).cycle().take(3 * STACK_READ + 7).collect();
+        for replay in [Replay::copy_of(&long), Replay::from_vec(long.clone())] {
+            let (_client, server) = tokio::io::duplex(64);
+            let mut stream = ProxiedStream::with_replay(server, replay, addr());
+            let mut first = vec![0; STACK_READ + 1];
+            stream.read_exact(&mut first).await.unwrap();
+            assert_eq!(first, long[..=STACK_READ]);
+            assert_eq!(stream.buffered(), &long[STACK_READ + 1..]);
+        }
+        let mut stream = ProxiedStream::with_replay(server, Replay::copy_of(&long), addr());
         let mut all = Vec::new();
         stream.read_to_end(&mut all).await.unwrap();
-        assert_eq!(all, b"abc");
-        assert!(stream.buffered().is_empty());
-
-        let (_client, server) = tokio::io::duplex(64);
-        let stream = ProxiedStream::with_buffer(server, b"HEADER".to_vec(), 6, addr());
+        assert_eq!(all, long);
         assert!(stream.buffered().is_empty());
     }
 

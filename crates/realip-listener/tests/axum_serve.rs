@@ -21,7 +21,7 @@ async fn whoami(ConnectInfo(addr): ConnectInfo<ProxiedAddr>) -> String {
     format!(
         "client={} socket={} version={} command={} authority={}",
         addr.client()
-            .map(ToString::to_string)
+            .map(|client| client.to_string())
             .unwrap_or_else(|| "-".into()),
         addr.socket_peer(),
         info.map_or("none", |i| i.version().as_str()),

@@ -25,7 +25,10 @@ fn spawn_hyper(mut listener: ProxyListener) -> tokio::task::JoinHandle<()> {
                         req.extensions_mut().insert(proxied.clone());
                         async move {
                             let addr = req.extensions().get::<ProxiedAddr>().unwrap();
-                            let body = addr.client().map(ToString::to_string).unwrap_or_default();
+                            let body = addr
+                                .client()
+                                .map(|client| client.to_string())
+                                .unwrap_or_default();
                             Ok::<_, Infallible>(hyper::Response::new(body))
                         }
                     },

@@ -325,7 +325,7 @@ proptest! {
             let mut app = Vec::new();
             stream.read_to_end(&mut app).await.unwrap();
             writer.await.unwrap();
-            (addr.proxy_info().cloned(), addr.client().cloned(), app)
+            (addr.proxy_info().cloned(), addr.client(), app)
         });
         prop_assert_eq!(got_info.as_ref(), Some(&info));
         prop_assert_eq!(app, spec.data.clone());

@@ -16,7 +16,7 @@ use realip_listener::ProxiedAddr;
 pub(crate) struct Peer<'a> {
     addr: Cow<'a, PeerAddr>,
     /// The client a PROXY header named; `None` when the socket peer itself is the client.
-    proxied: Option<&'a ClientAddr>,
+    proxied: Option<ClientAddr>,
 }
 
 impl PartialEq for Peer<'_> {
@@ -105,7 +105,7 @@ impl<'a> Peer<'a> {
     /// The client this peer stands for when no header applies: the socket peer, or a PROXY
     /// header's source; `None` for a Unix socket peer.
     pub(crate) fn client(&self) -> Option<ClientAddr> {
-        match self.proxied {
+        match &self.proxied {
             Some(client) => Some(client.clone()),
             None => self
                 .addr
@@ -180,7 +180,7 @@ mod tests {
         let client_addr = ClientAddr::from_socket_addr(client, AddrSource::ProxyProtocol);
         let want = Peer {
             addr: Cow::Owned(PeerAddr::Inet(client)),
-            proxied: Some(&client_addr),
+            proxied: Some(client_addr),
         };
         #[cfg(feature = "axum")]
         {

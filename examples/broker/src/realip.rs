@@ -186,7 +186,7 @@ pub(crate) fn conn_meta(listener: &'static str, addr: &ProxiedAddr) -> ConnMeta 
         PeerAddr::Inet(peer) => PeerAddr::Inet(canonical(*peer)),
         other => other.clone(),
     };
-    let client = addr.client().cloned().unwrap_or_else(|| {
+    let client = addr.client().unwrap_or_else(|| {
         // A Unix socket peer without a header: no IP to show. (The broker listens on TCP
         // only, so this does not happen; keep a well-formed record anyway.)
         ClientAddr::new(

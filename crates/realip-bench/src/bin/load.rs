@@ -85,6 +85,10 @@ enum Cmd {
     Udp(UdpArgs),
     /// Accept throughput: plain, ours v1, ours v2, peer v2, interleaved rounds.
     Accept(AcceptArgs),
+    /// The accept-throughput client alone, against a server started elsewhere (for instance
+    /// `load serve` under `perf stat` or `strace -c`, to count its work per connection):
+    /// prints the connections completed.
+    Client(ClientArgs),
     /// Accept capacity: a stopped server gets a burst of queued connections, then drains them.
     Drain(DrainArgs),
     /// Slow-client isolation: a good client's latency while connections stall mid-header.
@@ -207,6 +211,33 @@ struct AcceptArgs {
     /// Concurrent client tasks.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+}
+
+#[derive(Clone, Debug, Args)]
+struct ClientArgs {
+    /// The server's address (the `LISTENING` line of `load serve`).
+    #[arg(long)]
+    addr: SocketAddr,
+    /// What each connection sends before `ping\n`.
+    #[arg(long, value_enum, default_value_t = HeaderKind::V2)]
+    header: HeaderKind,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10.0)]
+    secs: f64,
+    /// Concurrent client tasks.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+/// The header a client sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum HeaderKind {
+    /// No header (for the plain server).
+    None,
+    /// A v1 TCP4 line.
+    V1,
+    /// A v2 PROXY TCP over IPv4 header.
+    V2,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -339,6 +370,7 @@ fn main() -> ExitCode {
                 preface(pin);
                 accept(&a, pin).await
             }
+            Cmd::Client(a) => client_only(&a).await,
             Cmd::Drain(a) => {
                 preface(pin);
                 drain(&a, pin).await
@@ -722,6 +754,33 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
         if let Some(e) = &acc.first_error {
             println!("\nFirst error for {}: {e}", s.name);
         }
+    }
+    Ok(())
+}
+
+/// `load client`: the accept-throughput loop against `args.addr`, once.
+async fn client_only(args: &ClientArgs) -> io::Result<()> {
+    let header = match args.header {
+        HeaderKind::None => Vec::new(),
+        HeaderKind::V1 => header::v1(header::src4(), header::dst4()),
+        HeaderKind::V2 => v2_header(),
+    };
+    let r = client::load(
+        args.addr,
+        client::preamble(&header),
+        args.concurrency,
+        Duration::from_secs_f64(args.secs),
+    )
+    .await;
+    println!(
+        "connections={} errors={} secs={:.3} per_sec={:.0}",
+        r.ok,
+        r.errors,
+        r.elapsed.as_secs_f64(),
+        r.per_sec()
+    );
+    if let Some(e) = r.first_error {
+        eprintln!("first error: {e}");
     }
     Ok(())
 }
@@ -1274,10 +1333,10 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
          out. Accepted = v2 header + `ping\\n` (plain: `ping\\n` only), `pong\\n` read, \
          connection left open; the per-connection task is the same in every server and holds \
          the accepted stream (ours: `ProxiedStream<TcpStream>`, whose leftover is the 5-byte \
-         `ping\\n`). Heap = the bytes the server's allocator holds (a counting global \
-         allocator: bytes requested, not malloc's rounding) after minus before, per server-side \
-         connection; allocations = the allocations made meanwhile (setup of the connections \
-         included), per connection.\n",
+         `ping\\n`, replayed to the handler and then freed). Heap = the bytes the server's \
+         allocator holds (a counting global allocator: bytes requested, not malloc's rounding) \
+         after minus before, per server-side connection; allocations = the allocations made \
+         meanwhile (setup of the connections included), per connection.\n",
         args.mem_rounds,
         args.conns,
         args.conns + 1024
@@ -1286,13 +1345,17 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
         "Type sizes (bytes, inline): `TcpStream` {}, `realip_listener::ProxiedStream<TcpStream>` \
          {}, `ProxiedAddr` {}, `realip_listener::ProxyInfo` {} (behind an `Arc` in \
          `ProxiedAddr`), `proxy_protocol_rs::ProxiedStream` {}, `proxy_protocol_rs::ProxyInfo` \
-         {}.\n",
+         {}. The handler's future (what each connection's task holds besides tokio's own \
+         fields): plain {}, realip-listener {}, proxy-protocol-rs {}.\n",
         std::mem::size_of::<tokio::net::TcpStream>(),
         std::mem::size_of::<realip_listener::ProxiedStream<tokio::net::TcpStream>>(),
         std::mem::size_of::<realip_listener::ProxiedAddr>(),
         std::mem::size_of::<realip_listener::ProxyInfo>(),
         std::mem::size_of::<proxy_protocol_rs::ProxiedStream>(),
         std::mem::size_of::<proxy_protocol_rs::ProxyInfo>(),
+        server::handler_future_size::<tokio::net::TcpStream>(),
+        server::handler_future_size::<realip_listener::ProxiedStream<tokio::net::TcpStream>>(),
+        server::handler_future_size::<proxy_protocol_rs::ProxiedStream>(),
     );
     println!(
         "| server | mode | client conns open (median) | server-side conns (median) | bytes/conn (median) | min–max | vs plain (bytes) | heap bytes/conn (median) | heap vs plain | allocations/conn |"

@@ -21,7 +21,7 @@
 //! assert_eq!(info.source_inet(), Some("192.0.2.1:5000".parse().unwrap()));
 //! ```
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::error::HeaderError;
 use crate::header::info::{Command, Family, ProxyAddr, ProxyInfo, ProxyVersion, Transport};
@@ -179,8 +179,13 @@ fn parse_v1_line(
 
 /// A v1 address: dotted-quad IPv4 or IPv6 text (RFC 4291 section 2.2, IPv4-mapped and
 /// embedded forms included), an IPv6 one optionally followed by a zone (`%` and at least one
-/// byte, up to the end of the field), which is dropped.
+/// byte, up to the end of the field), which is dropped. The forms accepted are those of
+/// `Ipv4Addr` and `Ipv6Addr`'s `FromStr`.
 fn v1_ip(field: &[u8]) -> Option<IpAddr> {
+    // Most lines carry dotted quads: read without the general parser.
+    if let Some(v4) = dotted_quad(field) {
+        return Some(IpAddr::V4(v4));
+    }
     let (addr, zone) = match field.iter().position(|&b| b == b'%') {
         Some(i) => (&field[..i], Some(&field[i + 1..])),
         None => (field, None),
@@ -193,17 +198,38 @@ fn v1_ip(field: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// A dotted-quad IPv4 address in the form `Ipv4Addr`'s `FromStr` accepts: four decimal
+/// numbers of at most 255, without a sign or a leading zero, separated by dots. `None` for
+/// anything else.
+fn dotted_quad(field: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0; 4];
+    let mut parts = field.split(|&b| b == b'.');
+    for octet in &mut octets {
+        *octet = u8::try_from(decimal(parts.next()?, 3)?).ok()?;
+    }
+    match parts.next() {
+        None => Some(Ipv4Addr::from(octets)),
+        Some(_) => None,
+    }
+}
+
 /// A v1 port: 1 to 5 decimal digits without a sign or a leading zero, at most 65535.
 fn v1_port(field: &[u8]) -> Option<u16> {
-    let plain = match field {
-        [b'0'] => true,
-        [b'1'..=b'9', rest @ ..] => rest.len() < 5 && rest.iter().all(u8::is_ascii_digit),
-        _ => false,
-    };
-    if !plain {
-        return None;
+    u16::try_from(decimal(field, 5)?).ok()
+}
+
+/// One to `max_digits` decimal digits without a sign or a leading zero (`0` itself
+/// excepted), as a number.
+fn decimal(digits: &[u8], max_digits: usize) -> Option<u32> {
+    match digits {
+        [b'0'] => Some(0),
+        [b'1'..=b'9', ..] if digits.len() <= max_digits => {
+            digits.iter().try_fold(0, |n: u32, &d| {
+                d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+            })
+        }
+        _ => None,
     }
-    std::str::from_utf8(field).ok()?.parse().ok()
 }
 
 fn v1_info(family: Family, source: Option<ProxyAddr>, destination: Option<ProxyAddr>) -> ProxyInfo {
@@ -433,6 +459,22 @@ mod tests {
                 matches!(parse_header(line.as_bytes(), 4096), Err(HeaderError::V1(_))),
                 "{line}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dotted_quads_are_read_as_the_standard_parser_reads_them(
+            field in "[0-9.]{0,18}|([0-9]{0,4}\\.){3}[0-9]{0,4}(\\.[0-9]{1,3})?",
+        ) {
+            proptest::prop_assert_eq!(dotted_quad(field.as_bytes()), field.parse::<Ipv4Addr>().ok());
+        }
+
+        #[test]
+        fn v1_ports_are_read_as_plain_decimal_numbers(field in "[+-]?[0-9]{0,7}") {
+            let plain = field == "0" || (!field.starts_with(['0', '+', '-']) && !field.is_empty());
+            let expected = field.parse::<u16>().ok().filter(|_| plain);
+            proptest::prop_assert_eq!(v1_port(field.as_bytes()), expected);
         }
     }
 
