@@ -72,6 +72,19 @@ pub trait Accept: Send {
         let _ = shared_local;
         self.poll_accept_io(cx)
     }
+
+    /// Reads from a socket this listener accepted just now directly, bypassing the
+    /// runtime's readiness: the number of bytes read, `WouldBlock` when nothing has arrived
+    /// yet, or `None`, the default, when the socket can only be read through `AsyncRead`.
+    ///
+    /// The handshake's first read uses it: tokio knows a socket is readable only once its
+    /// driver has polled it, which for a socket accepted just now is after a turn of the
+    /// runtime (and a header timer started meanwhile), while the header is usually there
+    /// already. Tokio's `TcpListener` sockets are read this way on Linux.
+    fn read_accepted(io: &Self::Io, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let _ = (io, buf);
+        None
+    }
 }
 
 impl Accept for TcpListener {
@@ -111,6 +124,16 @@ impl Accept for TcpListener {
                 .map_ok(|(io, peer)| (io, PeerAddr::Inet(peer), Some(local))),
             None => self.poll_accept_io(cx),
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read_accepted(io: &Self::Io, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        use std::io::Read;
+
+        // The socket is non-blocking: this never waits.
+        let sock = socket2::SockRef::from(io);
+        let mut sock: &socket2::Socket = &sock;
+        Some(sock.read(buf))
     }
 }
 

@@ -62,12 +62,6 @@ pub(crate) enum Started<L: Accept> {
 /// was read, on the stack (only the bytes after it are copied out, to be replayed);
 /// otherwise the handshake is returned to be polled, with what was read, its header
 /// timeout counted from here.
-///
-/// The read goes through `AsyncRead`, with the listener's waker. Tokio (since 1.54) starts
-/// an accepted socket as readable, so this read tries the socket at once instead of
-/// waiting for a turn of the runtime; and a read that does not fill the buffer tells tokio
-/// that the socket is drained, so that the application's next read waits for new bytes
-/// instead of trying the socket again.
 pub(crate) fn start<L: Accept>(
     mut io: L::Io,
     peer: PeerAddr,
@@ -77,25 +71,45 @@ pub(crate) fn start<L: Accept>(
     max_len: usize,
     cx: &mut Context<'_>,
 ) -> Started<L> {
-    let mut first = [MaybeUninit::<u8>::uninit(); STACK_READ];
-    let mut read = ReadBuf::uninit(&mut first);
-    let buf = match Pin::new(&mut io).poll_read(cx, &mut read) {
-        Poll::Ready(Ok(())) => {
-            let got = read.filled();
-            if let Some(outcome) = examine_read(got, got.len(), policy, max_len) {
+    let mut first = [0; STACK_READ];
+    let buf = match L::read_accepted(&io, &mut first) {
+        Some(Ok(n)) => {
+            let got = &first[..n];
+            if let Some(outcome) = examine_read(got, n, policy, max_len) {
                 return Started::Done(finish(io, got, peer, local, outcome));
             }
             got.to_vec()
         }
-        Poll::Ready(Err(err)) => {
+        Some(Err(err)) if !is_not_ready(&err) => {
             let failure = Failure::from_read_error(err, 0);
             return Started::Done(Err(failure.into_error(peer)));
         }
-        Poll::Pending => Vec::new(),
+        Some(Err(_)) => Vec::new(),
+        None => {
+            // No direct read for this listener's sockets: the first read goes through
+            // `AsyncRead`, here with the listener's waker.
+            let mut buf = Vec::new();
+            if let Poll::Ready(outcome) =
+                poll_read_header::<L>(&mut io, &mut buf, policy, max_len, false, cx)
+            {
+                return Started::Done(finish(io, &buf, peer, local, outcome));
+            }
+            buf
+        }
     };
     let mut read = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
     read.buf = buf;
+    // Tried above: the pending set's polls wait for the runtime's readiness.
+    read.direct = false;
     Started::Pending(Handshake::new(read))
+}
+
+/// Whether a read error only says that nothing has arrived yet.
+fn is_not_ready(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 pin_project! {
@@ -153,6 +167,9 @@ pin_project! {
         policy: Policy,
         #[pin]
         timer: Timer,
+        // Whether the first read may still go around the runtime's readiness
+        // ([`Accept::read_accepted`]); `start` has already tried it.
+        direct: bool,
         // Counted as pending while alive (zero-sized).
         pending: PendingGuard,
     }
@@ -219,6 +236,7 @@ impl<L: Accept> ReadHandshake<L> {
                 Some(deadline) => Timer::At { deadline },
                 None => Timer::Never,
             },
+            direct: true,
             pending: PendingGuard::new(),
         }
     }
@@ -232,7 +250,8 @@ impl<L: Accept> Future for ReadHandshake<L> {
         let Some(io) = this.io.as_mut() else {
             panic!("handshake polled after completion");
         };
-        let polled = poll_read_header::<L>(io, this.buf, *this.policy, *this.max_len, cx);
+        let polled =
+            poll_read_header::<L>(io, this.buf, *this.policy, *this.max_len, *this.direct, cx);
         let outcome = match polled {
             Poll::Ready(outcome) => outcome,
             Poll::Pending => {
@@ -360,11 +379,13 @@ fn examine_read(
 }
 
 /// Reads until the header is complete (or known to be absent); `buf` keeps what was read.
+/// `direct`: whether a first read may go around the runtime's readiness.
 fn poll_read_header<L: Accept>(
     io: &mut L::Io,
     buf: &mut Vec<u8>,
     policy: Policy,
     max_len: usize,
+    direct: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Outcome, Failure>> {
     if let Some(outcome) = examine(buf, policy, max_len) {
@@ -379,7 +400,7 @@ fn poll_read_header<L: Accept>(
             0
         };
         let old = buf.len();
-        let n = match ready!(poll_read_some::<L>(io, buf, need, cx)) {
+        let n = match ready!(poll_read_some::<L>(io, buf, need, direct, cx)) {
             Ok(n) => n,
             Err(err) => return Poll::Ready(Err(Failure::from_read_error(err, old))),
         };
@@ -390,13 +411,15 @@ fn poll_read_header<L: Accept>(
 }
 
 /// Reads once, appending to `buf`, which grows only by what arrived: the bytes go through
-/// a buffer on the stack, and a socket that is not readable yet costs no allocation. When
-/// more than a stack read is `need`ed, exactly that is reserved and read into `buf`'s spare
-/// capacity.
+/// a buffer on the stack, and a socket that is not readable yet costs no allocation. A
+/// socket with nothing read yet is first read directly when `direct` and its listener can
+/// ([`Accept::read_accepted`]). When more than a stack read is `need`ed, exactly that is
+/// reserved and read into `buf`'s spare capacity.
 fn poll_read_some<L: Accept>(
     io: &mut L::Io,
     buf: &mut Vec<u8>,
     need: usize,
+    direct: bool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     if need > STACK_READ {
@@ -405,6 +428,20 @@ fn poll_read_some<L: Accept>(
         return std::pin::pin!(io.read_buf(buf)).poll(cx);
     }
     let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
+    if direct && buf.is_empty() {
+        // Nothing read yet: tokio knows a socket is readable only once its driver has
+        // polled it, which for a socket accepted just now is after a turn of the runtime
+        // (and a header timer started meanwhile). The header is usually there already.
+        let mut first = [0; STACK_READ];
+        match L::read_accepted(io, &mut first) {
+            Some(Ok(n)) => {
+                buf.extend_from_slice(&first[..n]);
+                return Poll::Ready(Ok(n));
+            }
+            Some(Err(err)) if !is_not_ready(&err) => return Poll::Ready(Err(err)),
+            Some(Err(_)) | None => {}
+        }
+    }
     let mut read = ReadBuf::uninit(&mut stack);
     ready!(Pin::new(io).poll_read(cx, &mut read))?;
     buf.extend_from_slice(read.filled());
@@ -565,14 +602,20 @@ mod tests {
     async fn header_there_at_accept_is_read_at_the_first_poll() {
         use tokio::io::AsyncWriteExt;
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Accepted outside tokio and registered just before the first poll: tokio's driver
+        // has not seen it yet.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut bytes = ProxyHeader::v2("203.0.113.9:40000".parse().unwrap(), addr).to_bytes();
         bytes.extend_from_slice(b"ping\n");
         client.write_all(&bytes).await.unwrap();
+        let (io, peer) = listener.accept().unwrap();
         // Loopback: the bytes are in the accepted socket's queue once the write returns.
-        let (io, peer) = listener.accept().await.unwrap();
+        let mut peek = [0; 64];
+        assert_eq!(io.peek(&mut peek).unwrap(), bytes.len());
+        io.set_nonblocking(true).unwrap();
+        let io = tokio::net::TcpStream::from_std(io).unwrap();
         let mut hs = Box::pin(ReadHandshake::<TcpListener>::new(
             io,
             PeerAddr::Inet(peer),
@@ -581,7 +624,7 @@ mod tests {
             DEFAULT_HEADER_TIMEOUT,
             DEFAULT_MAX_HEADER_LEN,
         ));
-        // Before tokio's driver has reported the socket readable: no timer started.
+        // Before tokio's driver has seen the socket: read directly, no timer started.
         assert_client_then_ping(poll_once(&mut hs).await);
         assert!(matches!(hs.timer, Timer::At { .. }));
     }
@@ -591,10 +634,18 @@ mod tests {
     async fn start_finishes_a_header_already_there_and_waits_for_one_that_is_not() {
         use tokio::io::AsyncWriteExt;
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let accept = || {
+            let (io, peer) = listener.accept().unwrap();
+            io.set_nonblocking(true).unwrap();
+            (
+                tokio::net::TcpStream::from_std(io).unwrap(),
+                PeerAddr::Inet(peer),
+            )
+        };
         let start_now = |io, peer| {
-            let mut socket = Some((io, PeerAddr::Inet(peer)));
+            let mut socket = Some((io, peer));
             poll_fn(move |cx| {
                 let (io, peer) = socket.take().expect("polled once");
                 let started = start::<TcpListener>(
@@ -614,8 +665,10 @@ mod tests {
         let mut bytes = ProxyHeader::v2("203.0.113.9:40000".parse().unwrap(), addr).to_bytes();
         bytes.extend_from_slice(b"ping\n");
         client.write_all(&bytes).await.unwrap();
+        let (io, peer) = accept();
         // Loopback: the bytes are in the accepted socket's queue once the write returns.
-        let (io, peer) = listener.accept().await.unwrap();
+        let mut peek = [0; 64];
+        assert_eq!(io.peek(&mut peek).await.unwrap(), bytes.len());
         let Started::Done(done) = start_now(io, peer).await else {
             panic!("a header already there must finish at accept");
         };
@@ -624,7 +677,7 @@ mod tests {
         // Nothing sent yet: the handshake waits, holding no buffer, and finishes once the
         // header arrives.
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (io, peer) = listener.accept().await.unwrap();
+        let (io, peer) = accept();
         let Started::Pending(hs) = start_now(io, peer).await else {
             panic!("a handshake without bytes must wait");
         };
