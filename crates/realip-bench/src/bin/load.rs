@@ -662,20 +662,15 @@ struct Samples {
 
 async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
     let timeout = Duration::from_secs(5);
-    let servers = [ServerKind::Plain, ServerKind::Ours, ServerKind::Peer].map(|k| {
-        let opts = ServeOptions {
-            header_timeout: timeout,
-            max_pending: None,
-        };
-        ServerProc::spawn(k, opts, pin).map(|p| (k, p))
-    });
-    let servers = servers.into_iter().collect::<io::Result<Vec<_>>>()?;
-    let server = |k: ServerKind| &servers.iter().find(|(kind, _)| *kind == k).unwrap().1;
+    let opts = ServeOptions {
+        header_timeout: timeout,
+        max_pending: None,
+    };
     let scenarios = accept_scenarios();
+    let servers = scenario_servers(&scenarios, opts, pin)?;
     let duration = Duration::from_secs_f64(args.secs);
     eprintln!("accept: warm-up");
-    for s in &scenarios {
-        let p = server(s.kind);
+    for (s, p) in scenarios.iter().zip(&servers) {
         client::load(
             p.addr,
             s.preamble.clone(),
@@ -693,8 +688,7 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
     for round in 0..args.rounds {
         let mut this_round = Vec::new();
         let mut this_cpu = Vec::new();
-        for (s, acc) in scenarios.iter().zip(&mut samples) {
-            let p = server(s.kind);
+        for ((s, acc), p) in scenarios.iter().zip(&mut samples).zip(&servers) {
             let cpu0 = procfs::cpu_ns(p.pid)?;
             let r: LoadResult =
                 client::load(p.addr, s.preamble.clone(), args.concurrency, duration).await;
@@ -801,6 +795,20 @@ fn signal(pid: u32, signal: &str) -> io::Result<()> {
     }
 }
 
+/// One server process per scenario, so that every scenario's server has been idle for the
+/// same time when its turn comes: v1 and v2 on a shared process would run one after the other,
+/// the second with the first's caches and warmed-up allocator.
+fn scenario_servers(
+    scenarios: &[Scenario],
+    opts: ServeOptions,
+    pin: bool,
+) -> io::Result<Vec<ServerProc>> {
+    scenarios
+        .iter()
+        .map(|s| ServerProc::spawn(s.kind, opts, pin))
+        .collect()
+}
+
 fn accept_scenarios() -> [Scenario; 4] {
     [
         Scenario {
@@ -896,15 +904,11 @@ async fn drain(args: &DrainArgs, pin: bool) -> io::Result<()> {
         header_timeout: Duration::from_secs(5),
         max_pending: None,
     };
-    let servers = [ServerKind::Plain, ServerKind::Ours, ServerKind::Peer]
-        .map(|k| ServerProc::spawn(k, opts, pin).map(|p| (k, p)))
-        .into_iter()
-        .collect::<io::Result<Vec<_>>>()?;
-    let server = |k: ServerKind| &servers.iter().find(|(kind, _)| *kind == k).unwrap().1;
     let scenarios = accept_scenarios();
+    let servers = scenario_servers(&scenarios, opts, pin)?;
     eprintln!("drain: warm-up");
-    for s in &scenarios {
-        drain_once(server(s.kind), s, args.burst).await?;
+    for (s, p) in scenarios.iter().zip(&servers) {
+        drain_once(p, s, args.burst).await?;
     }
     let n = scenarios.len();
     let (mut rate, mut cpu, mut busy) = (vec![vec![]; n], vec![vec![]; n], vec![vec![]; n]);
@@ -913,8 +917,8 @@ async fn drain(args: &DrainArgs, pin: bool) -> io::Result<()> {
     for round in 0..args.drain_rounds {
         let mut this = Vec::new();
         let mut this_cpu = Vec::new();
-        for (i, s) in scenarios.iter().enumerate() {
-            let (r, c, b) = drain_once(server(s.kind), s, args.burst).await?;
+        for (i, (s, p)) in scenarios.iter().zip(&servers).enumerate() {
+            let (r, c, b) = drain_once(p, s, args.burst).await?;
             rate[i].push(r);
             cpu[i].push(c);
             busy[i].push(b);
