@@ -8,6 +8,14 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::addr::{PeerAddr, canonical_ip};
 
+mod v4_table;
+
+use v4_table::V4Table;
+
+/// The fewest merged IPv4 ranges indexed by a [`V4Table`]: below, the binary search takes
+/// at most six steps and the ranges' 8 bytes each are all it needs.
+const MIN_TABLE_RANGES: usize = 65;
+
 /// The error of parsing a trusted-proxy entry ([`TrustedProxies::parse_list`],
 /// [`TrustedProxies::add`], `str::parse`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,10 +42,22 @@ pub enum ParseTrustedProxiesError {
 /// [`add`](Self::add), [`Extend`], [`FromIterator`]), so `::ffff:10.0.0.0/104` is
 /// `10.0.0.0/8` and the same networks always make the same set. As in NGINX, an IPv4-mapped
 /// address is an IPv4 host: it is matched by IPv4 networks and by IPv6 networks inside
-/// `::ffff:0:0/96`, not by wider IPv6 networks such as `::/0`. Ranges are merged into sorted,
-/// non-overlapping intervals and looked up by binary search, so the cost of [`contains`]
-/// grows with the logarithm of the set size: a set of thousands of cloud ranges costs a few
-/// more comparisons than a set of ten.
+/// `::ffff:0:0/96`, not by wider IPv6 networks such as `::/0`.
+///
+/// # Cost
+///
+/// Ranges are merged into sorted, non-overlapping intervals (8 bytes each for IPv4, 32 for
+/// IPv6). IPv6 addresses, and IPv4 addresses in a set of up to 64 merged IPv4 intervals, are
+/// looked up by binary search: about log2(intervals) dependent comparisons. A set of more
+/// than 64 IPv4 intervals also gets a three-level table indexed by the address's top 16 bits,
+/// third octet and last octet (a multibit trie, as in router forwarding tables), so that an
+/// IPv4 lookup takes at most three dependent memory reads however large the set: it costs
+/// 128 KiB, plus 512 bytes per /16 the set covers in part and 32 bytes per /24 it covers in
+/// part, and is built only while that stays within 4 MiB (for example, not for several
+/// thousand single addresses each in its own /16); a larger set keeps the binary search.
+/// The set is built once, when networks are added, so a set meant to be large should be
+/// made in one go ([`parse_list`](Self::parse_list), [`Extend`], [`FromIterator`]) rather
+/// than one [`insert`](Self::insert) at a time.
 ///
 /// An empty set (the [`Default`]) trusts nobody.
 ///
@@ -61,6 +81,9 @@ pub enum ParseTrustedProxiesError {
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
     v4: Vec<(u32, u32)>,
+    /// Built from `v4` when it has at least [`MIN_TABLE_RANGES`] intervals and the table
+    /// fits its memory cap; `contains` then reads it instead of searching `v4`.
+    v4_table: Option<V4Table>,
     v6: Vec<(u128, u128)>,
     unix: bool,
 }
@@ -71,6 +94,7 @@ impl TrustedProxies {
         Self {
             nets: Vec::new(),
             v4: Vec::new(),
+            v4_table: None,
             v6: Vec::new(),
             unix: false,
         }
@@ -193,7 +217,10 @@ impl TrustedProxies {
     #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
         match canonical_ip(ip) {
-            IpAddr::V4(v4) => lookup(&self.v4, u32::from(v4)),
+            IpAddr::V4(v4) => match &self.v4_table {
+                Some(table) => table.contains(u32::from(v4)),
+                None => lookup(&self.v4, u32::from(v4)),
+            },
             IpAddr::V6(v6) => lookup(&self.v6, u128::from(v6)),
         }
     }
@@ -234,6 +261,11 @@ impl TrustedProxies {
             }
         }
         self.v4 = merge(v4);
+        self.v4_table = if self.v4.len() >= MIN_TABLE_RANGES {
+            V4Table::build(&self.v4)
+        } else {
+            None
+        };
         self.v6 = merge(v6);
     }
 }
@@ -486,6 +518,54 @@ mod tests {
         assert!(one.contains(ip("255.255.255.255")) && !one.contains(ip("255.255.255.254")));
     }
 
+    /// A large set: 0.0.0.0, 255.255.255.255 and 100 /24s, looked up through the table.
+    #[test]
+    fn edges_of_the_address_space_in_a_large_set() {
+        let mut entries = vec!["0.0.0.0".to_owned(), "255.255.255.255".to_owned()];
+        entries.extend((0..100).map(|i| format!("100.64.{}.0/24", 2 * i)));
+        let set = TrustedProxies::parse_list(&entries).unwrap();
+        assert!(set.v4_table.is_some());
+        for (addr, expected) in [
+            ("0.0.0.0", true),
+            ("0.0.0.1", false),
+            ("255.255.255.255", true),
+            ("255.255.255.254", false),
+            ("::ffff:0.0.0.0", true),
+            ("::ffff:255.255.255.255", true),
+            ("100.64.0.0", true),
+            ("100.64.0.255", true),
+            ("100.64.1.0", false),
+            ("100.64.198.255", true),
+            ("100.64.199.0", false),
+            ("100.63.255.255", false),
+        ] {
+            assert_eq!(set.contains(ip(addr)), expected, "{addr}");
+        }
+        // `::` is IPv6, not the IPv4-mapped 0.0.0.0.
+        assert!(!set.contains(ip("::")));
+    }
+
+    /// Past the table's memory cap (thousands of hosts, each alone in its /16), the set
+    /// keeps its binary search and the same answers.
+    #[test]
+    fn sets_past_the_table_cap_answer_the_same() {
+        let hosts: Vec<IpNet> = (0..8_000u32)
+            .map(|i| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::from((i << 16) | 7), 32)))
+            .collect();
+        let set: TrustedProxies = hosts.iter().copied().collect();
+        assert!(set.v4_table.is_none());
+        for i in [0u32, 1, 4_321, 7_999] {
+            assert!(set.contains(IpAddr::V4(Ipv4Addr::from((i << 16) | 7))));
+            assert!(!set.contains(IpAddr::V4(Ipv4Addr::from((i << 16) | 8))));
+        }
+        assert!(!set.contains(ip("255.255.255.255")));
+        // Below the cap, the same networks are looked up through the table.
+        let set: TrustedProxies = hosts[..7_000].iter().copied().collect();
+        assert!(set.v4_table.is_some());
+        assert!(set.contains(IpAddr::V4(Ipv4Addr::from((6_999 << 16) | 7))));
+        assert!(!set.contains(IpAddr::V4(Ipv4Addr::from((7_000 << 16) | 7))));
+    }
+
     fn naive(nets: &[IpNet], ip: IpAddr) -> bool {
         model(nets, ip)
     }
@@ -568,6 +648,45 @@ mod tests {
             }
             for p in probes {
                 prop_assert_eq!(collected.contains(p), model(&nets, p), "{}", p);
+            }
+        }
+    }
+
+    proptest! {
+        // Each case checks thousands of probes against a linear scan.
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Sets large enough for the IPv4 table, as IPv4 and IPv4-mapped probes see them.
+        #[test]
+        fn large_sets_agree_with_a_linear_scan(
+            nets in prop::collection::vec(
+                (0u32..1 << 22, prop_oneof![Just(24u8), Just(25), Just(32), 16u8..=32]),
+                65..300,
+            ),
+            probes in prop::collection::vec(any::<u32>(), 1..64),
+        ) {
+            // Within 100.64.0.0/10, so that networks overlap and touch.
+            let nets: Vec<IpNet> = nets
+                .into_iter()
+                .map(|(off, len)| {
+                    let addr = Ipv4Addr::from(0x6440_0000 + off);
+                    IpNet::V4(Ipv4Net::new_assert(addr, len).trunc())
+                })
+                .collect();
+            let set: TrustedProxies = nets.iter().copied().collect();
+            let mut addrs = probes;
+            for n in &nets {
+                if let IpNet::V4(n) = n {
+                    for edge in [u32::from(n.network()), u32::from(n.broadcast())] {
+                        addrs.extend([edge.wrapping_sub(1), edge, edge.wrapping_add(1)]);
+                    }
+                }
+            }
+            for a in addrs {
+                let v4 = Ipv4Addr::from(a);
+                for ip in [IpAddr::V4(v4), IpAddr::V6(v4.to_ipv6_mapped())] {
+                    prop_assert_eq!(set.contains(ip), naive(&nets, ip), "{}", ip);
+                }
             }
         }
     }
