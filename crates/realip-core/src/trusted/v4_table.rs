@@ -142,11 +142,18 @@ impl V4Table {
         if entry < FIRST_BLOCK {
             return entry == FULL;
         }
-        let entry = self.l2[usize::from(entry - FIRST_BLOCK)][usize::from(c)];
+        // `build` makes every entry point at a block that exists: `get` only spares the
+        // caller a panic path.
+        let Some(block) = self.l2.get(usize::from(entry - FIRST_BLOCK)) else {
+            return false;
+        };
+        let entry = block[usize::from(c)];
         if entry < FIRST_BLOCK {
             return entry == FULL;
         }
-        let map = &self.l3[usize::from(entry - FIRST_BLOCK)];
+        let Some(map) = self.l3.get(usize::from(entry - FIRST_BLOCK)) else {
+            return false;
+        };
         map[usize::from(d >> 6)] >> (d & 63) & 1 == 1
     }
 
