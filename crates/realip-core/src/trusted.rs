@@ -55,9 +55,9 @@ pub enum ParseTrustedProxiesError {
 /// 128 KiB, plus 512 bytes per /16 the set covers in part and 32 bytes per /24 it covers in
 /// part, and is built only while that stays within 4 MiB (for example, not for several
 /// thousand single addresses each in its own /16); a larger set keeps the binary search.
-/// The set is built once, when networks are added, so a set meant to be large should be
-/// made in one go ([`parse_list`](Self::parse_list), [`Extend`], [`FromIterator`]) rather
-/// than one [`insert`](Self::insert) at a time.
+/// Each addition rebuilds the intervals and the table, so a large set should be made in one
+/// go ([`parse_list`](Self::parse_list), [`Extend`], [`FromIterator`]) rather than one
+/// [`insert`](Self::insert) at a time.
 ///
 /// An empty set (the [`Default`]) trusts nobody.
 ///
