@@ -216,12 +216,19 @@ impl TrustedProxies {
     /// Whether `ip` is in the set. IPv4-mapped IPv6 addresses match IPv4 ranges.
     #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
+        // Inlined up to here, so that the searches below get the address in a register
+        // rather than an `IpAddr` written to memory for them.
         match canonical_ip(ip) {
-            IpAddr::V4(v4) => match &self.v4_table {
-                Some(table) => table.contains(u32::from(v4)),
-                None => lookup(&self.v4, u32::from(v4)),
-            },
+            IpAddr::V4(v4) => self.contains_v4(u32::from(v4)),
             IpAddr::V6(v6) => lookup(&self.v6, u128::from(v6)),
+        }
+    }
+
+    #[inline(never)]
+    fn contains_v4(&self, addr: u32) -> bool {
+        match &self.v4_table {
+            Some(table) => table.contains(addr),
+            None => lookup(&self.v4, addr),
         }
     }
 
