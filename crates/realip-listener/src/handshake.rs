@@ -749,6 +749,15 @@ mod tests {
         assert_eq!(stream.buffered(), b"GET / HTTP/1.1\r\n");
     }
 
+    /// A v1 header from 203.0.113.9:40000.
+    fn v1_header() -> Vec<u8> {
+        ProxyHeader::v1(
+            "203.0.113.9:40000".parse().unwrap(),
+            "10.0.0.1:443".parse().unwrap(),
+        )
+        .to_bytes()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_deadline_counts_from_accept_and_only_the_expiry_walk_ends_it() {
         use tokio::io::AsyncWriteExt;
@@ -756,12 +765,7 @@ mod tests {
         // The header is there at the first read: done, nothing kept to wake.
         let (mut client, hs) = pipe_handshake(Policy::Require);
         let mut hs = Box::pin(hs);
-        let header = ProxyHeader::v1(
-            "203.0.113.9:40000".parse().unwrap(),
-            "10.0.0.1:443".parse().unwrap(),
-        )
-        .to_bytes();
-        client.write_all(&header).await.unwrap();
+        client.write_all(&v1_header()).await.unwrap();
         assert!(matches!(poll_once(&mut hs).await, Poll::Ready(Ok(_))));
 
         // First polled just before the deadline: the deadline runs from accept, not from
@@ -801,12 +805,7 @@ mod tests {
         assert!(poll_once(&mut hs).await.is_pending());
         tokio::time::advance(DEFAULT_HEADER_TIMEOUT).await;
         assert_eq!(hs.as_mut().expire_if_due(Instant::now()), None);
-        let header = ProxyHeader::v1(
-            "203.0.113.9:40000".parse().unwrap(),
-            "10.0.0.1:443".parse().unwrap(),
-        )
-        .to_bytes();
-        client.write_all(&header).await.unwrap();
+        client.write_all(&v1_header()).await.unwrap();
         // As `tokio::time::timeout`: the read first, then the deadline.
         assert!(matches!(poll_once(&mut hs).await, Poll::Ready(Ok(_))));
     }
