@@ -226,6 +226,7 @@ impl TrustedProxies {
         }
     }
 
+    /// IPv4 membership: through the table when the set has one, else by binary search.
     #[inline(never)]
     fn contains_v4(&self, addr: u32) -> bool {
         match &self.v4_table {
