@@ -364,7 +364,7 @@ mod tests {
             recursive in proptest::bool::ANY,
         ) {
             let trusted =
-                TrustedProxies::parse_list(&["10.0.0.0/8", "2001:db8::/32", "192.0.2.0/28"]).unwrap();
+                TrustedProxies::parse_list(["10.0.0.0/8", "2001:db8::/32", "192.0.2.0/28"]).unwrap();
             let mut headers = HeaderMap::new();
             for elements in &lines {
                 let line = elements
