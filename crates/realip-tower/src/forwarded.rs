@@ -19,8 +19,7 @@
 //! characters); `for=2001:db8::1`, `for="2001:db8::1"` and `for="2001:db8::1:8080"` are
 //! malformed. A zone inside the brackets (`"[fe80::1%eth0]"`) is dropped.
 
-use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::parse::{Node, StopReason, parse_port_bytes, parse_v4_prefix, split_bracketed};
 
@@ -81,7 +80,8 @@ fn has_class(b: u8, class: u8) -> bool {
 /// tokens. The pairs are checked left to right in one pass over the bytes, and the first
 /// fault decides: a pair that is not `token=value` makes the element
 /// [`StopReason::MalformedElement`], a second `for` [`StopReason::MissingFor`]. The `for`
-/// node is parsed once the element is known to be well formed. Parsing allocates only to
+/// node is parsed once the element is known to be well formed (a plain IPv4 address as it
+/// is read). Parsing allocates only to
 /// unescape a quoted `for` value that holds a quoted-pair.
 pub(crate) fn parse_element(element: &[u8]) -> Node {
     const MALFORMED_ELEMENT: Node = Node::Stop(StopReason::MalformedElement);
@@ -115,7 +115,18 @@ pub(crate) fn parse_element(element: &[u8]) -> Node {
         }
         let is_for = element[name..i].eq_ignore_ascii_case(b"for");
         i += 1;
-        let value = if element.get(i) == Some(&b'"') {
+        // The common `for=a.b.c.d`, read as an address at once: it is the whole token when no
+        // token byte follows it.
+        let v4 = if is_for {
+            parse_v4_prefix(&element[i..])
+                .filter(|(_, after)| !after.first().is_some_and(|&b| has_class(b, TCHAR)))
+        } else {
+            None
+        };
+        let value = if let Some((ip, after)) = v4 {
+            i = element.len() - after.len();
+            Value::Ipv4(ip)
+        } else if element.get(i) == Some(&b'"') {
             // quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE
             i += 1;
             let inner = i;
@@ -164,7 +175,7 @@ pub(crate) fn parse_element(element: &[u8]) -> Node {
         }
     }
     match node {
-        Some(value) => parse_node(&value.unescape()),
+        Some(value) => value.node(),
         None => Node::Stop(StopReason::MissingFor),
     }
 }
@@ -174,6 +185,8 @@ pub(crate) fn parse_element(element: &[u8]) -> Node {
 enum Value<'a> {
     /// A token: the bytes as they are.
     Token(&'a [u8]),
+    /// A token that is a dotted-quad IPv4 address, parsed while it was read.
+    Ipv4(Ipv4Addr),
     /// The inside of a quoted-string, quoted-pairs still escaped.
     Quoted {
         inner: &'a [u8],
@@ -182,16 +195,18 @@ enum Value<'a> {
     },
 }
 
-impl<'a> Value<'a> {
-    /// The value's content: a token as it is, a quoted-string without its quotes and with
-    /// each quoted-pair replaced by the byte it escapes.
-    fn unescape(self) -> Cow<'a, [u8]> {
+impl Value<'_> {
+    /// The node the value names: its content (a token as it is, a quoted-string without
+    /// its quotes and with each quoted-pair replaced by the byte it escapes) parsed by
+    /// [`parse_node`].
+    fn node(self) -> Node {
         match self {
+            Self::Ipv4(ip) => Node::Ip(IpAddr::V4(ip), None),
             Self::Token(inner)
             | Self::Quoted {
                 inner,
                 escaped: false,
-            } => Cow::Borrowed(inner),
+            } => parse_node(inner),
             Self::Quoted {
                 inner,
                 escaped: true,
@@ -206,7 +221,7 @@ impl<'a> Value<'a> {
                         escaped = false;
                     }
                 }
-                Cow::Owned(out)
+                parse_node(&out)
             }
         }
     }
@@ -467,6 +482,8 @@ pub(crate) mod reference {
         let value = prop_oneof![
             4 => "(10\\.[0-3]\\.0\\.1|203\\.0\\.113\\.7|192\\.0\\.2\\.[0-9]{1,3}|unknown|_[a-zA-Z0-9._-]{1,4})",
             1 => node,
+            // An address followed by more token bytes: one token, not an address.
+            1 => "(10\\.0\\.0\\.1|192\\.0\\.2\\.[0-9]{1,4})([.a-z0-9_!-]|\\.[0-9]{1,3})",
             6 => quoted_node,
             1 => "[a-zA-Z0-9_.-]{0,6}",
             1 => "\"([a-z0-9 ,;=:\\[\\]\t\u{1}\u{7f}\u{e9}]|\\\\[ -~\u{1}]|\\\\\"){0,6}\"?[a-z\" ]{0,1}",
