@@ -210,21 +210,24 @@ impl Value<'_> {
             Self::Quoted {
                 inner,
                 escaped: true,
-            } => {
-                let mut out = Vec::with_capacity(inner.len());
-                let mut escaped = false;
-                for &b in inner {
-                    if b == b'\\' && !escaped {
-                        escaped = true;
-                    } else {
-                        out.push(b);
-                        escaped = false;
-                    }
-                }
-                parse_node(&out)
-            }
+            } => parse_node(&unescape(inner)),
         }
     }
+}
+
+/// The inside of a quoted-string with each quoted-pair replaced by the byte it escapes.
+fn unescape(inner: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(inner.len());
+    let mut escaped = false;
+    for &b in inner {
+        if b == b'\\' && !escaped {
+            escaped = true;
+        } else {
+            out.push(b);
+            escaped = false;
+        }
+    }
+    out
 }
 
 /// Parses a node (RFC 7239 §6, see the module docs): an address with an optional port,
@@ -297,7 +300,7 @@ fn is_obfuscated(s: &[u8]) -> bool {
 pub(crate) mod reference {
     use std::borrow::Cow;
 
-    use super::{is_tchar, parse_node};
+    use super::{is_tchar, parse_node, unescape};
     use crate::parse::{Node, StopReason, trim_ows};
 
     /// The first `sep` outside a quoted string, scanning from the left; `Err` on an unclosed quote.
@@ -391,19 +394,7 @@ pub(crate) mod reference {
             match self {
                 Self::Token(token) => Cow::Borrowed(token),
                 Self::Quoted(inner) if !inner.contains(&b'\\') => Cow::Borrowed(inner),
-                Self::Quoted(inner) => {
-                    let mut out = Vec::with_capacity(inner.len());
-                    let mut escaped = false;
-                    for &b in inner {
-                        if b == b'\\' && !escaped {
-                            escaped = true;
-                        } else {
-                            out.push(b);
-                            escaped = false;
-                        }
-                    }
-                    Cow::Owned(out)
-                }
+                Self::Quoted(inner) => Cow::Owned(unescape(inner)),
             }
         }
     }
