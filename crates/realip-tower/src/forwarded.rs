@@ -23,11 +23,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::parse::{Node, StopReason, parse_port_bytes, parse_v4_prefix, split_bracketed};
 
-/// Byte classes of RFC 7230 §3.2.6, one lookup per byte.
+/// `tchar` (RFC 7230 §3.2.6): a byte of a token.
 const TCHAR: u8 = 1;
 /// `qdtext` or the byte of a `quoted-pair`: HTAB, SP, VCHAR, obs-text (`"` and `\` are
 /// told apart before this class is looked at).
 const TEXT: u8 = 2;
+/// The classes of each byte, so that a class check is one lookup.
 const CLASSES: [u8; 256] = {
     let mut classes = [0; 256];
     let mut b = 0;
@@ -81,8 +82,8 @@ fn has_class(b: u8, class: u8) -> bool {
 /// fault decides: a pair that is not `token=value` makes the element
 /// [`StopReason::MalformedElement`], a second `for` [`StopReason::MissingFor`]. The `for`
 /// node is parsed once the element is known to be well formed (a plain IPv4 address as it
-/// is read). Parsing allocates only to
-/// unescape a quoted `for` value that holds a quoted-pair.
+/// is read). Parsing allocates only to unescape a quoted `for` value that holds a
+/// quoted-pair.
 pub(crate) fn parse_element(element: &[u8]) -> Node {
     const MALFORMED_ELEMENT: Node = Node::Stop(StopReason::MalformedElement);
     let ows = |i: &mut usize| {
