@@ -274,6 +274,68 @@ pub struct IdleResult {
     pub held: Vec<Session>,
 }
 
+/// Sessions opened by [`connect_many`].
+#[derive(Debug)]
+pub struct Opened {
+    /// The sessions that got their CONNACK, still open.
+    pub held: Vec<Session>,
+    /// Their CONNECT → CONNACK latencies (TCP connect included), sorted.
+    pub latencies: Vec<Duration>,
+    /// CONNECTs that failed.
+    pub errors: usize,
+    /// From the first CONNECT to the last CONNACK.
+    pub elapsed: Duration,
+}
+
+/// Opens `n` MQTT 3.1.1 sessions (client ids `{tag}-{i}`) to `addr`, `in_flight` handshakes
+/// at a time (each: TCP connect, CONNECT, CONNACK), and keeps them open.
+pub async fn connect_many(addr: SocketAddr, n: usize, in_flight: usize, tag: &str) -> Opened {
+    let sem = Arc::new(Semaphore::new(in_flight));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let permit = Arc::clone(&sem)
+            .acquire_owned()
+            .await
+            .expect("open semaphore");
+        let id = format!("{tag}-{i}");
+        tasks.spawn(async move {
+            let t = Instant::now();
+            let s = Session::connect(addr, &id).await;
+            drop(permit);
+            s.map(|s| (s, (t - start, t.elapsed())))
+        });
+    }
+    let mut held = Vec::with_capacity(n);
+    let mut latencies = Vec::with_capacity(n);
+    let mut errors = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok((s, l))) => {
+                held.push(s);
+                latencies.push(l);
+            }
+            Ok(Err(_)) | Err(_) => errors += 1,
+        }
+    }
+    let elapsed = start.elapsed();
+    if std::env::var_os("TAILDBG").is_some() {
+        let mut l = latencies.clone();
+        l.sort_by_key(|x: &(Duration, Duration)| std::cmp::Reverse(x.1));
+        for (at, lat) in l.iter().take(n / 100) {
+            eprintln!("slow: started {:.1} ms, took {:.1} ms", at.as_secs_f64() * 1e3, lat.as_secs_f64() * 1e3);
+        }
+    }
+    let mut latencies: Vec<Duration> = latencies.into_iter().map(|x| x.1).collect();
+    latencies.sort();
+    Opened {
+        held,
+        latencies,
+        errors,
+        elapsed,
+    }
+}
+
 /// Opens `n` sessions (`in_flight` handshakes at a time) and measures the broker's RSS per
 /// session once they are idle.
 pub async fn idle_sessions(
@@ -284,41 +346,16 @@ pub async fn idle_sessions(
 ) -> io::Result<IdleResult> {
     let before = crate::procfs::vm_rss_kib(broker.pid())?;
     let cpu_before = crate::procfs::cpu_ns(broker.pid())?;
-    let sem = Arc::new(Semaphore::new(in_flight));
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..n {
-        let permit = Arc::clone(&sem)
-            .acquire_owned()
-            .await
-            .expect("open semaphore");
-        let addr = broker.addr;
-        let id = format!("{tag}-{i}");
-        tasks.spawn(async move {
-            let t = Instant::now();
-            let s = Session::connect(addr, &id).await;
-            drop(permit);
-            s.map(|s| (s, t.elapsed()))
-        });
-    }
-    let mut held = Vec::with_capacity(n);
-    let mut latencies = Vec::with_capacity(n);
-    let mut errors = 0;
-    while let Some(r) = tasks.join_next().await {
-        match r.map_err(io::Error::other)? {
-            Ok((s, l)) => {
-                held.push(s);
-                latencies.push(l);
-            }
-            Err(_) => errors += 1,
-        }
-    }
-    let elapsed = start.elapsed();
+    let Opened {
+        held,
+        latencies,
+        errors,
+        elapsed,
+    } = connect_many(broker.addr, n, in_flight, tag).await;
     let cpu = crate::procfs::cpu_ns(broker.pid())?.saturating_sub(cpu_before);
     if errors > 0 {
         eprintln!("  {errors} of {n} CONNECTs failed");
     }
-    latencies.sort();
     // Let the broker finish what it does after CONNACK (registration, logging).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = crate::procfs::vm_rss_kib(broker.pid())?;
