@@ -121,7 +121,7 @@ counts() {
 echo "Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg); N = $n, $in_flight CONNECTs in flight."
 echo
 echo "| broker | instructions per CONNECT | system calls | epoll_wait | context switches | page faults | CPU µs (load-dependent) |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for kind in $kinds; do
     small=$(instructions "$kind" "$n")
     large=$(instructions "$kind" $((3 * n)))

@@ -303,7 +303,7 @@ pub async fn connect_many(addr: SocketAddr, n: usize, in_flight: usize, tag: &st
             let t = Instant::now();
             let s = Session::connect(addr, &id).await;
             drop(permit);
-            s.map(|s| (s, (t - start, t.elapsed())))
+            s.map(|s| (s, t.elapsed()))
         });
     }
     let mut held = Vec::with_capacity(n);
@@ -319,14 +319,6 @@ pub async fn connect_many(addr: SocketAddr, n: usize, in_flight: usize, tag: &st
         }
     }
     let elapsed = start.elapsed();
-    if std::env::var_os("TAILDBG").is_some() {
-        let mut l = latencies.clone();
-        l.sort_by_key(|x: &(Duration, Duration)| std::cmp::Reverse(x.1));
-        for (at, lat) in l.iter().take(n / 100) {
-            eprintln!("slow: started {:.1} ms, took {:.1} ms", at.as_secs_f64() * 1e3, lat.as_secs_f64() * 1e3);
-        }
-    }
-    let mut latencies: Vec<Duration> = latencies.into_iter().map(|x| x.1).collect();
     latencies.sort();
     Opened {
         held,
