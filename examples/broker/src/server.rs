@@ -337,7 +337,10 @@ async fn shutdown_signal() -> &'static str {
 /// copies the listener's options into each accepted socket), which then need no
 /// `setsockopt` of their own.
 fn nodelay_on_listener(listener: &TcpListener) -> bool {
-    cfg!(target_os = "linux") && socket2::SockRef::from(listener).set_tcp_nodelay(true).is_ok()
+    cfg!(target_os = "linux")
+        && socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
 }
 
 /// MQTT over TCP. `nodelay_inherited`: accepted sockets have `TCP_NODELAY` already (see
