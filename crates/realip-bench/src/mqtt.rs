@@ -274,16 +274,22 @@ pub struct IdleResult {
     pub held: Vec<Session>,
 }
 
-/// Opens `n` sessions (`in_flight` handshakes at a time) and measures the broker's RSS per
-/// session once they are idle.
-pub async fn idle_sessions(
-    broker: &BrokerProc,
-    n: usize,
-    in_flight: usize,
-    tag: &str,
-) -> io::Result<IdleResult> {
-    let before = crate::procfs::vm_rss_kib(broker.pid())?;
-    let cpu_before = crate::procfs::cpu_ns(broker.pid())?;
+/// Sessions opened by [`connect_many`].
+#[derive(Debug)]
+pub struct Opened {
+    /// The sessions that got their CONNACK, still open.
+    pub held: Vec<Session>,
+    /// Their CONNECT → CONNACK latencies (TCP connect included), sorted.
+    pub latencies: Vec<Duration>,
+    /// CONNECTs that failed.
+    pub errors: usize,
+    /// From the first CONNECT to the last CONNACK.
+    pub elapsed: Duration,
+}
+
+/// Opens `n` MQTT 3.1.1 sessions (client ids `{tag}-{i}`) to `addr`, `in_flight` handshakes
+/// at a time (each: TCP connect, CONNECT, CONNACK), and keeps them open.
+pub async fn connect_many(addr: SocketAddr, n: usize, in_flight: usize, tag: &str) -> Opened {
     let sem = Arc::new(Semaphore::new(in_flight));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -292,7 +298,6 @@ pub async fn idle_sessions(
             .acquire_owned()
             .await
             .expect("open semaphore");
-        let addr = broker.addr;
         let id = format!("{tag}-{i}");
         tasks.spawn(async move {
             let t = Instant::now();
@@ -305,20 +310,44 @@ pub async fn idle_sessions(
     let mut latencies = Vec::with_capacity(n);
     let mut errors = 0;
     while let Some(r) = tasks.join_next().await {
-        match r.map_err(io::Error::other)? {
-            Ok((s, l)) => {
+        match r {
+            Ok(Ok((s, l))) => {
                 held.push(s);
                 latencies.push(l);
             }
-            Err(_) => errors += 1,
+            Ok(Err(_)) | Err(_) => errors += 1,
         }
     }
     let elapsed = start.elapsed();
+    latencies.sort();
+    Opened {
+        held,
+        latencies,
+        errors,
+        elapsed,
+    }
+}
+
+/// Opens `n` sessions (`in_flight` handshakes at a time) and measures the broker's RSS per
+/// session once they are idle.
+pub async fn idle_sessions(
+    broker: &BrokerProc,
+    n: usize,
+    in_flight: usize,
+    tag: &str,
+) -> io::Result<IdleResult> {
+    let before = crate::procfs::vm_rss_kib(broker.pid())?;
+    let cpu_before = crate::procfs::cpu_ns(broker.pid())?;
+    let Opened {
+        held,
+        latencies,
+        errors,
+        elapsed,
+    } = connect_many(broker.addr, n, in_flight, tag).await;
     let cpu = crate::procfs::cpu_ns(broker.pid())?.saturating_sub(cpu_before);
     if errors > 0 {
         eprintln!("  {errors} of {n} CONNECTs failed");
     }
-    latencies.sort();
     // Let the broker finish what it does after CONNACK (registration, logging).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = crate::procfs::vm_rss_kib(broker.pid())?;

@@ -14,6 +14,7 @@
 //! | `realip_broker_rejections_total` | counter | `reason` | connections the broker refused or closed before a session, by [`Reject`] |
 //! | `realip_broker_reloads_total` | counter | `result`: `ok`, `error` | configuration reloads (SIGHUP or the admin API) |
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,7 +22,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Counter of connections handed to the MQTT session, by `listener`.
@@ -143,10 +144,21 @@ pub(crate) fn install(listeners: &[&'static str]) -> Result<PrometheusHandle, St
         Unit::Count,
         "Configuration reloads, by result."
     );
-    for listener in listeners {
-        counter!(CONNECTIONS_TOTAL, "listener" => *listener).absolute(0);
-        gauge!(CONNECTIONS, "listener" => *listener).set(0.0);
-    }
+    let series = listeners
+        .iter()
+        .map(|&listener| {
+            let series = ListenerSeries {
+                listener,
+                total: counter!(CONNECTIONS_TOTAL, "listener" => listener),
+                open: gauge!(CONNECTIONS, "listener" => listener),
+            };
+            series.total.absolute(0);
+            series.open.set(0.0);
+            series
+        })
+        .collect();
+    // Installed once per process: a second call fails at `install_recorder` above.
+    let _ = LISTENER_SERIES.set(series);
     for reject in Reject::ALL {
         counter!(REJECTIONS_TOTAL, "reason" => reject.as_str()).absolute(0);
     }
@@ -193,22 +205,42 @@ async fn render(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
     )
 }
 
+/// The connection series of one listener, looked up once when the recorder is installed:
+/// `counter!` with a label builds the key (and allocates its label list) on every call, which
+/// the connection path then did twice per connection.
+#[derive(Debug)]
+struct ListenerSeries {
+    listener: &'static str,
+    total: Counter,
+    open: Gauge,
+}
+
+/// Set by [`install`]; without a recorder (no admin listener) nothing is counted.
+static LISTENER_SERIES: OnceLock<Vec<ListenerSeries>> = OnceLock::new();
+
 /// One open connection on `listener`: counted at once, and in the gauge until dropped.
 #[derive(Debug)]
 pub(crate) struct OpenConnection {
-    listener: &'static str,
+    series: Option<&'static ListenerSeries>,
 }
 
 impl OpenConnection {
     pub(crate) fn new(listener: &'static str) -> Self {
-        counter!(CONNECTIONS_TOTAL, "listener" => listener).increment(1);
-        gauge!(CONNECTIONS, "listener" => listener).increment(1.0);
-        Self { listener }
+        let series = LISTENER_SERIES
+            .get()
+            .and_then(|all| all.iter().find(|s| s.listener == listener));
+        if let Some(series) = series {
+            series.total.increment(1);
+            series.open.increment(1.0);
+        }
+        Self { series }
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        gauge!(CONNECTIONS, "listener" => self.listener).decrement(1.0);
+        if let Some(series) = self.series {
+            series.open.decrement(1.0);
+        }
     }
 }

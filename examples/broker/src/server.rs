@@ -199,6 +199,7 @@ async fn serve(config: Config, args: RunArgs) -> Result<(), String> {
     }
     tasks.spawn(sweep_loop(Arc::clone(&broker), stop.clone()));
     if let Some(listener) = tcp {
+        let nodelay_inherited = nodelay_on_listener(&listener);
         let listener = MqttListener::new(
             listener,
             "--tcp-proxy-protocol",
@@ -206,7 +207,12 @@ async fn serve(config: Config, args: RunArgs) -> Result<(), String> {
             &proxy_rules,
             config.proxy_protocol_timeout,
         );
-        tasks.spawn(tcp_loop(listener, Arc::clone(&broker), stop.clone()));
+        tasks.spawn(tcp_loop(
+            listener,
+            nodelay_inherited,
+            Arc::clone(&broker),
+            stop.clone(),
+        ));
     }
     let listener = |listener, flag, proxy_protocol| {
         MqttListener::new(
@@ -327,8 +333,21 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// Sets `TCP_NODELAY` on a listening socket; true where accepted sockets inherit it (Linux
+/// copies the listener's options into each accepted socket), which then need no
+/// `setsockopt` of their own.
+fn nodelay_on_listener(listener: &TcpListener) -> bool {
+    cfg!(target_os = "linux")
+        && socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
+}
+
+/// MQTT over TCP. `nodelay_inherited`: accepted sockets have `TCP_NODELAY` already (see
+/// [`nodelay_on_listener`]); otherwise it is set on each.
 async fn tcp_loop(
     mut listener: MqttListener,
+    nodelay_inherited: bool,
     broker: Arc<Broker>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -338,7 +357,9 @@ async fn tcp_loop(
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
-        let _ = stream.get_ref().set_nodelay(true);
+        if !nodelay_inherited {
+            let _ = stream.get_ref().set_nodelay(true);
+        }
         let meta = conn_meta(TCP_LISTENER, &addr);
         // The session keeps the socket alone: the addresses are in `meta`, and the bytes
         // that came with the PROXY header go to its reader.
@@ -434,4 +455,27 @@ async fn ws_upgrade(
         .on_upgrade(move |socket| async move {
             session::run(WsIo::new(socket), Vec::new(), meta, broker).await;
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// MQTT traffic is small packets answered at once: Nagle's algorithm must be off on every
+    /// accepted connection, whether the listener passes it on or each socket gets its own.
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay() {
+        let listener = realip_listener::bind_tcp("127.0.0.1:0", 16)
+            .await
+            .expect("bind");
+        let inherited = nodelay_on_listener(&listener);
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        let addr = listener.local_addr().expect("address");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        if !inherited {
+            accepted.set_nodelay(true).expect("nodelay");
+        }
+        assert!(accepted.nodelay().expect("nodelay"));
+    }
 }

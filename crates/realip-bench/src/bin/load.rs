@@ -89,6 +89,23 @@ enum Cmd {
     /// `load serve` under `perf stat` or `strace -c`, to count its work per connection):
     /// prints the connections completed.
     Client(ClientArgs),
+    /// MQTT sessions against a broker started elsewhere (for instance under `perf stat` or
+    /// callgrind, to count its work per CONNECT, `broker_connect.sh`): opens them (CONNECT →
+    /// CONNACK), prints `sessions=N errors=E secs=S`, holds them until stdin ends, then exits.
+    MqttConnect {
+        /// The broker's address.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Sessions to open.
+        #[arg(long, default_value_t = 3000)]
+        sessions: usize,
+        /// CONNECTs in flight.
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        /// Client id prefix.
+        #[arg(long, default_value = "c")]
+        tag: String,
+    },
     /// Accept capacity: a stopped server gets a burst of queued connections, then drains them.
     Drain(DrainArgs),
     /// Slow-client isolation: a good client's latency while connections stall mid-header.
@@ -371,6 +388,12 @@ fn main() -> ExitCode {
                 accept(&a, pin).await
             }
             Cmd::Client(a) => client_only(&a).await,
+            Cmd::MqttConnect {
+                addr,
+                sessions,
+                in_flight,
+                tag,
+            } => mqtt_connect(addr, sessions, in_flight, &tag).await,
             Cmd::Drain(a) => {
                 preface(pin);
                 drain(&a, pin).await
@@ -776,6 +799,30 @@ async fn client_only(args: &ClientArgs) -> io::Result<()> {
     if let Some(e) = r.first_error {
         eprintln!("first error: {e}");
     }
+    Ok(())
+}
+
+async fn mqtt_connect(
+    addr: SocketAddr,
+    sessions: usize,
+    in_flight: usize,
+    tag: &str,
+) -> io::Result<()> {
+    let opened = realip_bench::mqtt::connect_many(addr, sessions, in_flight, tag).await;
+    println!(
+        "sessions={} errors={} secs={:.3} p50_us={:.0} p99_us={:.0}",
+        opened.held.len(),
+        opened.errors,
+        opened.elapsed.as_secs_f64(),
+        us(percentile(&opened.latencies, 50.0)),
+        us(percentile(&opened.latencies, 99.0)),
+    );
+    io::stdout().flush()?;
+    // Held until stdin ends, so that the broker can be measured with every session open.
+    tokio::task::spawn_blocking(|| io::copy(&mut io::stdin().lock(), &mut io::sink()))
+        .await
+        .map_err(io::Error::other)??;
+    drop(opened);
     Ok(())
 }
 
