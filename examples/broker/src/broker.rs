@@ -40,6 +40,76 @@ pub(crate) struct ConnMeta {
     pub(crate) verified_cn: Result<String, Cow<'static, str>>,
 }
 
+/// What the admin API and the audit log show of a connection's [`ConnMeta`], kept for as
+/// long as the client is connected: the addresses inline, the JSON records (PROXY header,
+/// forwarded headers, TLS), which many connections do not have, in one box.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientMeta {
+    /// `tcp:default` or `ws:default`.
+    pub(crate) listener: &'static str,
+    /// The real client (PROXY header, forwarded header, or the socket peer).
+    pub(crate) client: ClientAddr,
+    /// The TCP peer of the socket (the proxy, when there is one).
+    pub(crate) socket_peer: PeerAddr,
+    /// The address the client connected to.
+    pub(crate) sockname: Option<SocketAddr>,
+    records: Option<Box<MetaRecords>>,
+}
+
+/// The JSON records of [`ConnMeta`] (at least one of them set).
+#[derive(Clone, Debug)]
+struct MetaRecords {
+    proxy: Option<serde_json::Value>,
+    forwarded: Option<serde_json::Value>,
+    tls: Option<serde_json::Value>,
+}
+
+impl ClientMeta {
+    /// The PROXY header, as JSON, when one was used.
+    pub(crate) fn proxy(&self) -> Option<&serde_json::Value> {
+        self.records.as_ref()?.proxy.as_ref()
+    }
+
+    /// The forwarded header lines that decided `client`, when they did, as JSON.
+    pub(crate) fn forwarded(&self) -> Option<&serde_json::Value> {
+        self.records.as_ref()?.forwarded.as_ref()
+    }
+
+    /// What the TLS handshake established (TLS listeners only), as JSON.
+    pub(crate) fn tls(&self) -> Option<&serde_json::Value> {
+        self.records.as_ref()?.tls.as_ref()
+    }
+}
+
+impl From<ConnMeta> for ClientMeta {
+    fn from(meta: ConnMeta) -> Self {
+        let ConnMeta {
+            listener,
+            client,
+            socket_peer,
+            sockname,
+            proxy,
+            forwarded,
+            tls,
+            verified_cn: _,
+        } = meta;
+        let records = (proxy.is_some() || forwarded.is_some() || tls.is_some()).then(|| {
+            Box::new(MetaRecords {
+                proxy,
+                forwarded,
+                tls,
+            })
+        });
+        Self {
+            listener,
+            client,
+            socket_peer,
+            sockname,
+            records,
+        }
+    }
+}
+
 /// A connected client, as the admin API shows it.
 #[derive(Clone, Debug)]
 pub(crate) struct ClientInfo {
@@ -48,7 +118,7 @@ pub(crate) struct ClientInfo {
     pub(crate) username: Option<String>,
     /// Messages and bytes of this connection.
     pub(crate) counters: Arc<crate::metrics::Counters>,
-    pub(crate) meta: ConnMeta,
+    pub(crate) meta: ClientMeta,
     pub(crate) proto_ver: u8,
     pub(crate) keepalive: u16,
     /// 3.1.1 clean session / MQTT 5 clean start: discard any previous session.
@@ -325,8 +395,8 @@ struct Session {
     last_info: Option<Arc<ClientInfo>>,
     /// A will message waiting to be published, and when.
     will: Option<Box<(PendingWill, Instant)>>,
-    /// Messages the full queue dropped.
-    drops: crate::metrics::DropLog,
+    /// Messages the full queue dropped, once it has dropped one (most sessions never do).
+    drops: Option<Box<crate::metrics::DropLog>>,
 }
 
 impl Session {
@@ -334,8 +404,12 @@ impl Session {
     fn enqueue(&mut self, clientid: &str, delivery: Delivery) {
         if self.queue.len() >= SESSION_QUEUE {
             if let Some(dropped) = self.queue.pop_front() {
-                self.drops
-                    .record(clientid, &dropped.topic, SESSION_QUEUE, Instant::now());
+                self.drops.get_or_insert_with(Box::default).record(
+                    clientid,
+                    &dropped.topic,
+                    SESSION_QUEUE,
+                    Instant::now(),
+                );
             }
         }
         self.queue.push_back(delivery);
@@ -358,7 +432,7 @@ impl Session {
                 .map(|(filter, opts)| (filter.clone(), opts.qos))
                 .collect(),
             queued: self.queue.len(),
-            dropped: self.drops.total(),
+            dropped: self.drops.as_ref().map_or(0, |d| d.total()),
             inflight: self.inflight.len(),
             expiry: self.expiry.unwrap_or(Expiry::Now),
             disconnected_at: self.disconnected_at_wall,
@@ -1343,7 +1417,8 @@ mod tests {
                 forwarded: None,
                 tls: None,
                 verified_cn: Err(Cow::Borrowed("no PROXY header")),
-            },
+            }
+            .into(),
             proto_ver: 4,
             keepalive: 60,
             clean_start: clean,

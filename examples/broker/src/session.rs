@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::broker::{
-    Broker, ClientInfo, CloseReason, ConnMeta, ConnSignal, Delivery, Expiry, Limits, PendingWill,
-    Registration, min_qos, shared_filter, valid_filter, valid_topic,
+    Broker, ClientInfo, ClientMeta, CloseReason, ConnMeta, ConnSignal, Delivery, Expiry, Limits,
+    PendingWill, Registration, min_qos, shared_filter, valid_filter, valid_topic,
 };
 use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 use crate::metrics::{Counters, Metered};
@@ -218,21 +218,52 @@ async fn expiry(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
 
 /// Writes and flushes `out`, within [`WRITE_TIMEOUT`], then gives its buffer back (an idle
 /// connection holds none).
+///
+/// What the stream takes at once is written without a timer; only a write that has to wait
+/// sets one, in a boxed future of its own: held inline, the timer and the write would be part
+/// of every connection's task for as long as it lives, idle or not.
 async fn send<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut BytesMut) -> Result<(), End> {
     if out.is_empty() {
         return Ok(());
     }
-    let write = async {
-        io.write_all(out).await?;
-        io.flush().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => {
-            *out = BytesMut::new();
-            Ok(())
+    let done = std::future::poll_fn(|cx| Poll::Ready(write_now(io, out, cx)))
+        .await
+        .map_err(End::Io)?;
+    if !done {
+        let write = async {
+            io.write_all(out).await?;
+            io.flush().await
+        };
+        match Box::pin(tokio::time::timeout(WRITE_TIMEOUT, write)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(End::Io(e)),
+            Err(_) => return Err(End::WriteTimeout),
         }
-        Ok(Err(e)) => Err(End::Io(e)),
-        Err(_) => Err(End::WriteTimeout),
+    }
+    *out = BytesMut::new();
+    Ok(())
+}
+
+/// Writes what `io` takes without waiting and removes it from `out`, then flushes:
+/// `Ok(true)` once all of `out` is written and flushed, `Ok(false)` when the stream has to
+/// wait (the rest is left in `out`).
+fn write_now<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> std::io::Result<bool> {
+    while !out.is_empty() {
+        match Pin::new(&mut *io).poll_write(cx, out) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => out.advance(n),
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(false),
+        }
+    }
+    match Pin::new(&mut *io).poll_flush(cx) {
+        Poll::Ready(result) => result.map(|()| true),
+        Poll::Pending => Ok(false),
     }
 }
 
@@ -568,7 +599,7 @@ where
         clientid,
         username,
         counters: Arc::clone(counters),
-        meta: *meta,
+        meta: ClientMeta::from(*meta),
         proto_ver: version.level(),
         keepalive: keep_alive,
         clean_start,
@@ -594,9 +625,9 @@ where
 }
 
 /// Shuts the stream down (TCP FIN, WebSocket close frame) without waiting on a peer that
-/// does not read.
+/// does not read. (Boxed: its timer is not held by the task of every connection.)
 async fn close<IO: AsyncWrite + Unpin>(io: &mut IO) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), io.shutdown())).await;
 }
 
 /// A client refused after its CONNECT for who it is: an audit `warn` line with the reason,
@@ -1198,6 +1229,26 @@ mod tests {
             reader.next(Version::V4, 1 << 20),
             Ok(Some(Inbound::Disconnect { .. }))
         ));
+    }
+
+    /// Bytes of a session's future over TCP (tokio adds its task header and trailer).
+    const SESSION_FUTURE_MAX: usize = 1200;
+
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<F, A, B, C, D, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every connected session keeps its task, and the task its future, for as long as it
+    /// lives: the future must not carry the state of the CONNECT phase, of writes that wait
+    /// or of closing, which are boxed while they run.
+    #[test]
+    fn a_session_future_stays_small() {
+        let tcp = returned_size(run::<tokio::net::TcpStream>);
+        assert!(tcp <= SESSION_FUTURE_MAX, "{tcp} bytes");
     }
 
     #[test]
