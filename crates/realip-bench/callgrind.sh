@@ -13,6 +13,10 @@
 # Usage: crates/realip-bench/callgrind.sh [N]   (default 1000; needs valgrind, strace, python3)
 # LOAD=<path> runs that `load` binary instead of building one (to compare two builds);
 # OUT=<dir> keeps the callgrind files there instead of target/realip-bench/callgrind/.
+# DELAY_MS=<ms> makes the client wait that long between connect and its write, so that the
+# header is never there when the server accepts: the handshake waits in the pending set with
+# its timer (the closed loop's usual case), and plain's handler waits for its first read.
+# ACCEPT_ONLY=1 skips the forwarded-header middleware's figures.
 # Prints a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,10 +42,10 @@ run() {
     local line addr
     read -r line <&"${SERVER[0]}"
     addr=${line#LISTENING }
-    python3 - "$addr" "$header" "$conns" <<'EOF'
-import socket, struct, sys
+    python3 - "$addr" "$header" "$conns" "${DELAY_MS:-0}" <<'EOF'
+import socket, struct, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
-kind, n = sys.argv[2], int(sys.argv[3])
+kind, n, delay = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) / 1000
 if kind == "v1":
     head = b"PROXY TCP4 192.0.2.1 198.51.100.1 40000 443\r\n"
 elif kind == "v2":
@@ -51,6 +55,8 @@ else:
     head = b""
 for _ in range(n):
     s = socket.create_connection((host, int(port)))
+    if delay:
+        time.sleep(delay)
     s.sendall(head + b"ping\n")
     # The end of the request goes with it, so that the server reads the same events on
     # every connection, however fast this client runs.
@@ -121,6 +127,21 @@ for case in "plain none" "ours v1" "ours v2" "peer v2"; do
         "${allocs[$1-$2]}" "${bytes[$1-$2]}" "$total" "$epoll"
 done
 
+# The system calls of each server, by name.
+print_syscalls() {
+    echo
+    echo "System calls per connection, by name:"
+    echo
+    for case in "plain none" "ours v1" "ours v2" "peer v2"; do
+        set -- $case
+        echo "* $1 $2: ${sys[$1-$2]%%|*}"
+    done
+}
+if [ -n "${ACCEPT_ONLY:-}" ]; then
+    print_syscalls
+    exit 0
+fi
+
 # The forwarded-header middleware: `RealIp::call` per request (XFF, 4 entries, 16 CIDRs),
 # and, on the rightmost-only crates' work, each implementation's instructions per request.
 # Arguments: requests, then `load layer-calls` flags.
@@ -158,10 +179,4 @@ for case in "0 XFF 1 entry" "1 XFF 4 entries" "2 XFF 1 entry + 12 typical header
         "$(layer_per_request --same-work --case "$index" --step client-ip)" \
         "$(layer_per_request --same-work --case "$index" --step axum-client-ip)"
 done
-echo
-echo "System calls per connection, by name:"
-echo
-for case in "plain none" "ours v1" "ours v2" "peer v2"; do
-    set -- $case
-    echo "* $1 $2: ${sys[$1-$2]%%|*}"
-done
+print_syscalls

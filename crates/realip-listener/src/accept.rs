@@ -130,10 +130,26 @@ impl Accept for TcpListener {
     fn read_accepted(io: &Self::Io, buf: &mut [u8]) -> Option<io::Result<usize>> {
         use std::io::Read;
 
-        // The socket is non-blocking: this never waits.
+        // The socket is non-blocking: this never waits. It goes through `try_io` when tokio
+        // believes the socket readable (since tokio 1.54, an accepted socket is, before its
+        // driver has polled it), so that a read that finds nothing (`WouldBlock`) also
+        // clears that belief: the handshake's next read then waits for the driver's event
+        // instead of trying the socket again in vain. A read that found bytes leaves tokio's
+        // readiness as it was: the application's next read tries the socket, which pays
+        // when the peer's next bytes or its close have arrived meanwhile.
         let sock = socket2::SockRef::from(io);
         let mut sock: &socket2::Socket = &sock;
-        Some(sock.read(buf))
+        let mut tried = false;
+        let read = io.try_io(tokio::io::Interest::READABLE, || {
+            tried = true;
+            sock.read(buf)
+        });
+        if tried {
+            Some(read)
+        } else {
+            // Tokio does not know yet (before 1.54): read around it.
+            Some(sock.read(buf))
+        }
     }
 }
 

@@ -227,6 +227,7 @@ impl Builder {
             failures_this_turn: 0,
             backoff: None,
             backoff_delay: BACKOFF_MIN,
+            timer_anchor: None,
             accept_failures: 0,
             shared_local: None,
         }
@@ -301,6 +302,9 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     failures_this_turn: usize,
     backoff: Option<Pin<Box<Sleep>>>,
     backoff_delay: Duration,
+    /// While handshakes wait: a timer due before any of their deadlines (see
+    /// [`ProxyListener::keep_timer_anchor`]).
+    timer_anchor: Option<Pin<Box<Sleep>>>,
     /// Accept errors (`EMFILE`, ...) since the last socket accepted: a burst is logged at its
     /// first failure and when it ends, not at every retry.
     accept_failures: u64,
@@ -486,6 +490,11 @@ impl<L: Accept> ProxyListener<L> {
             cx.waker().wake_by_ref();
         }
         self.failures_this_turn = 0;
+        if self.timer_anchor.is_some() {
+            // Polled only on the way to `Pending`: when it fires it wakes this task, which
+            // gets here again once nothing is ready.
+            self.keep_timer_anchor(cx);
+        }
         Poll::Pending
     }
 
@@ -543,6 +552,9 @@ impl<L: Accept> ProxyListener<L> {
                             }
                             // The pending set polls it at once, with its own waker.
                             Started::Pending(handshake) => {
+                                if self.timer_anchor.is_none() {
+                                    self.keep_timer_anchor(cx);
+                                }
                                 self.pending.push(handshake);
                                 continue 'accept;
                             }
@@ -582,6 +594,46 @@ impl<L: Accept> ProxyListener<L> {
             }
         }
         (first, more_to_accept)
+    }
+}
+
+impl<L: Accept> ProxyListener<L> {
+    /// Keeps a timer due half a header timeout from now, earlier than the deadline of
+    /// every handshake started meanwhile, for as long as handshakes wait: arms it when the
+    /// first handshake waits, re-arms it when it fires and handshakes still wait, drops it
+    /// when none do.
+    ///
+    /// Why: tokio's timer driver wakes itself (a system call, and a turn of the runtime)
+    /// whenever a timer is set earlier than every timer it already has. Header timeouts
+    /// are set in the order handshakes start, so each is later than those before it; but
+    /// when handshakes finish quickly (a header arriving just after the connection), each
+    /// new handshake's timer is often the only one, and every one of them woke the driver.
+    /// With the anchor due first, only the anchor does, once per half timeout.
+    fn keep_timer_anchor(&mut self, cx: &mut Context<'_>) {
+        let half = self.header_timeout / 2;
+        if half < Duration::from_millis(1) {
+            return;
+        }
+        let Some(due) = tokio::time::Instant::now().checked_add(half) else {
+            return;
+        };
+        match self.timer_anchor.as_mut() {
+            None => self.timer_anchor = Some(Box::pin(tokio::time::sleep_until(due))),
+            Some(anchor) => {
+                if anchor.as_mut().poll(cx).is_pending() {
+                    return;
+                }
+                if self.pending.is_empty() {
+                    self.timer_anchor = None;
+                    return;
+                }
+                anchor.as_mut().reset(due);
+            }
+        }
+        if let Some(anchor) = self.timer_anchor.as_mut() {
+            // A timer is set when first polled; it wakes this task when due.
+            let _ = anchor.as_mut().poll(cx);
+        }
     }
 }
 
@@ -655,7 +707,70 @@ impl<T: fmt::Display> fmt::Display for DisplayOpt<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::AsyncWriteExt;
+
     use super::*;
+
+    /// Polls `listener` until `done` holds of it (each poll may accept and start
+    /// handshakes; real sockets need a few turns of the runtime).
+    async fn poll_until(listener: &mut ProxyListener, done: impl Fn(&ProxyListener) -> bool) {
+        for _ in 0..1000 {
+            if done(listener) {
+                return;
+            }
+            let polled = poll_fn(|cx| Poll::Ready(listener.poll_try_accept(cx))).await;
+            assert!(polled.is_pending(), "nothing should finish here");
+            tokio::task::yield_now().await;
+        }
+        panic!("condition never held");
+    }
+
+    #[tokio::test]
+    async fn the_timer_anchor_is_due_first_and_kept_only_while_handshakes_wait() {
+        let timeout = Duration::from_millis(400);
+        let mut listener = Builder::new()
+            .header_timeout(timeout)
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(listener.timer_anchor.is_none());
+
+        // A client that has not written yet: its handshake waits, with the anchor armed
+        // before the handshake's own timer, half a timeout out.
+        let started = tokio::time::Instant::now();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        poll_until(&mut listener, |l| l.pending() == 1).await;
+        let anchor = listener.timer_anchor.as_ref().expect("armed").deadline();
+        assert!(
+            anchor < started + timeout,
+            "the anchor is due before the handshake's deadline"
+        );
+        assert!(anchor >= started + timeout / 2);
+
+        // The header arrives: the connection comes out, nothing waits any more, and the
+        // anchor is dropped when it fires.
+        let header = crate::ProxyHeader::v2("192.0.2.1:4000".parse().unwrap(), addr).to_bytes();
+        client.write_all(&header).await.unwrap();
+        let (_stream, got) = listener.try_accept().await.unwrap();
+        assert_eq!(got.client().unwrap().ip().to_string(), "192.0.2.1");
+        tokio::time::sleep_until(anchor).await;
+        let polled = poll_fn(|cx| Poll::Ready(listener.poll_try_accept(cx))).await;
+        assert!(polled.is_pending());
+        assert!(
+            listener.timer_anchor.is_none(),
+            "dropped once nothing waits"
+        );
+
+        // A silent client still times out on time: the anchor changes no deadline.
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = tokio::time::Instant::now();
+        let err = listener.try_accept().await.unwrap_err();
+        assert!(matches!(err, HandshakeError::Timeout { .. }), "{err:?}");
+        assert!(accepted.elapsed() >= timeout - Duration::from_millis(50));
+    }
 
     #[test]
     fn default_cap_bounds_handshake_memory() {
