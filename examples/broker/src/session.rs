@@ -295,6 +295,11 @@ struct Admitted {
 ///
 /// `received` are bytes of the connection already read from `io` (what followed a PROXY
 /// header in the same read): they are read first.
+///
+/// Every connected client keeps this future, in its task, for as long as it is connected:
+/// it holds the connection's state and what waiting on it takes, no more. The CONNECT phase
+/// and writes that have to wait run boxed (an async fn also keeps a copy of its arguments,
+/// so the block below uses what it captures in place).
 pub(crate) fn run<IO>(
     io: IO,
     received: Vec<u8>,
@@ -311,47 +316,43 @@ where
         reader.buf = BytesMut::from(&received[..]);
         counters.add_received_bytes(received.len() as u64);
     }
-    let io = Metered::new(io, Arc::clone(&counters));
-    // An async fn's future keeps its arguments for as long as it runs: the connection
-    // record is passed boxed, and the CONNECT phase takes it out.
-    serve(io, reader, Box::new(meta), counters, open, broker)
+    let mut io = Metered::new(io, Arc::clone(&counters));
+    // The connection record is passed boxed, and the CONNECT phase takes it out.
+    let meta = Box::new(meta);
+    async move {
+        let guard = broker.track();
+        // Boxed: the CONNECT phase (the packet, the metadata, its timer) is held only while
+        // it runs.
+        let admitted = Box::pin(admit(&mut io, &mut reader, meta, &counters, &broker)).await;
+        if let Some(mut admitted) = admitted {
+            serve(&mut io, &mut reader, &mut admitted, &broker).await;
+        }
+        drop(guard);
+        drop(open);
+    }
 }
 
-async fn serve<IO>(
-    mut io: Metered<IO>,
-    mut reader: Reader,
-    meta: Box<ConnMeta>,
-    counters: Arc<Counters>,
-    _open: OpenConnection,
-    broker: Arc<Broker>,
-) where
+/// Serves a client whose CONNECT was accepted: registration, CONNACK, packets and
+/// deliveries, then the will, unregistration and the audit line.
+///
+/// `admitted` is borrowed: passed by value, the future would hold it twice (an async fn
+/// keeps its arguments and moves them into locals).
+async fn serve<IO>(io: &mut IO, reader: &mut Reader, admitted: &mut Admitted, broker: &Broker)
+where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let _guard = broker.track();
-    // Boxed: the CONNECT phase (the packet, the metadata, its timer) is held only while it
-    // runs, so it does not size the task that every idle session keeps.
-    let admitted = Box::pin(admit(&mut io, &mut reader, meta, &counters, &broker)).await;
-    let Some(Admitted {
-        info,
-        version,
-        assigned,
-        keep_alive,
-        receive_maximum,
-        session_expiry,
-        max_packet_size,
-        topic_alias_max,
-        will,
-    }) = admitted
-    else {
-        return;
-    };
+    let version = admitted.version;
+    let info = &admitted.info;
     let clientid = info.clientid.as_str();
-    let meta = &info.meta;
-    let registration = broker.register(Arc::clone(&info));
-    let conn_id = registration.conn_id;
+    let Registration {
+        conn_id,
+        session_present,
+        signal,
+        resend,
+    } = broker.register(Arc::clone(info));
     // Unregisters even if this task panics (the explicit call below runs first normally).
     let _registered = Registered {
-        broker: &broker,
+        broker,
         clientid,
         conn_id,
     };
@@ -359,60 +360,62 @@ async fn serve<IO>(
         target: "realip_broker::audit",
         event = "connected",
         client = %clientid,
-        peername = %meta.client,
-        socket_peer = %meta.socket_peer,
-        listener = meta.listener,
-        source = %meta.client.source(),
+        peername = %info.meta.client,
+        socket_peer = %info.meta.socket_peer,
+        listener = info.meta.listener,
+        source = %info.meta.client.source(),
         proto_ver = version.level(),
-        keepalive = keep_alive,
+        keepalive = admitted.keep_alive,
         clean_start = info.clean_start,
         "client connected"
     );
 
-    let session_present = registration.session_present;
-    let (end, disconnect_expiry) = match connack(
-        &mut io,
+    let mut conn = Connection {
+        version,
+        counters: &info.counters,
+        broker,
+        clientid,
+        conn_id,
+        receive_max: admitted.receive_maximum,
+        session_expiry: admitted.session_expiry,
+        client_max_packet: admitted
+            .max_packet_size
+            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+        out: BytesMut::new(),
+        disconnect_expiry: None,
+        client_alias_max: admitted.topic_alias_max,
+        aliases: None,
+    };
+    // A resumed session re-sends what was in flight, in order, with DUP set (PUBREL for
+    // QoS 2 messages already received) [MQTT-4.4.0-1], [MQTT-4.6.0-1]: queued here, sent
+    // after CONNACK.
+    let resent = conn.resend(resend);
+    let connacked = connack(
+        io,
         version,
         ConnackCode::Accepted,
         session_present,
-        assigned.as_deref(),
+        admitted.assigned.as_deref(),
         broker.limits(),
     )
-    .await
-    {
+    .await;
+    let end = match connacked.and(resent) {
         Ok(()) => {
-            let mut conn = Connection {
-                version,
-                counters: &counters,
-                broker: &broker,
-                clientid,
-                conn_id,
-                receive_max: receive_maximum,
-                session_expiry,
-                client_max_packet: max_packet_size
-                    .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
-                out: BytesMut::new(),
-                disconnect_expiry: None,
-                client_alias_max: topic_alias_max,
-                aliases: None,
-            };
-            let end = conn
-                .run(&mut io, &mut reader, keep_alive, registration)
-                .await;
+            let end = conn.run(io, reader, admitted.keep_alive, &signal).await;
             if let Some(reason) = end.disconnect_reason() {
                 let mut out = BytesMut::new();
                 if version.disconnect(&mut out, reason).is_ok() {
-                    let _ = send(&mut io, &mut out).await;
+                    let _ = send(io, &mut out).await;
                 }
             }
-            (end, conn.disconnect_expiry)
+            end
         }
-        Err(end) => (end, None),
+        Err(end) => end,
     };
 
     let will = match end {
         End::Normal => None,
-        _ => will.filter(|w| valid_topic(&w.topic)),
+        _ => admitted.will.take().filter(|w| valid_topic(&w.topic)),
     };
     let will = will.map(|will| {
         let will = *will;
@@ -432,10 +435,12 @@ async fn serve<IO>(
     broker.unregister(
         clientid,
         conn_id,
-        disconnect_expiry.map(|secs| Expiry::from_interval(Some(secs))),
+        conn.disconnect_expiry
+            .map(|secs| Expiry::from_interval(Some(secs))),
         will,
     );
-    close(&mut io).await;
+    close(io).await;
+    let meta = &info.meta;
     let level_info = matches!(
         end,
         End::Normal
@@ -778,30 +783,30 @@ struct Aliases {
 }
 
 impl Connection<'_> {
+    /// Queues what a resumed session had in flight, to be sent first.
+    fn resend(&mut self, resend: Vec<crate::broker::InFlight>) -> Result<(), End> {
+        for f in resend {
+            let written = if f.released {
+                self.version.pubrel(&mut self.out, f.pkid)
+            } else {
+                self.write_publish(&f.msg, f.pkid, true)
+            };
+            written.map_err(encode_err)?;
+        }
+        Ok(())
+    }
+
     /// Packets in, deliveries out, keep-alive; returns why the connection ended.
     async fn run<IO>(
         &mut self,
         io: &mut IO,
         reader: &mut Reader,
         keepalive: u16,
-        registration: Registration,
+        signal: &ConnSignal,
     ) -> End
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let signal = registration.signal;
-        // A resumed session re-sends what was in flight, in order, with DUP set (PUBREL for
-        // QoS 2 messages already received) [MQTT-4.4.0-1], [MQTT-4.6.0-1].
-        for f in registration.resend {
-            let written = if f.released {
-                self.version.pubrel(&mut self.out, f.pkid)
-            } else {
-                self.write_publish(&f.msg, f.pkid, true)
-            };
-            if let Err(e) = written {
-                return encode_err(e);
-            }
-        }
         // MQTT 3.1.1 §3.1.2.10, MQTT 5 §3.1.2.10: the server disconnects after one and a
         // half keep-alive periods without a packet. The timer is set once and, when it
         // fires, moved to the last read's deadline if there was one since: no timer work
@@ -814,20 +819,19 @@ impl Connection<'_> {
 
         loop {
             // The broker's close (takeover, kick, shutdown) comes before anything else.
-            if let Some(end) = closed(&signal) {
+            if let Some(end) = closed(signal) {
                 return end;
             }
             // Packets already buffered (pipelined after CONNECT, or several in one read).
             loop {
-                match reader.next(self.version, max_packet(self.broker)) {
-                    Ok(Some(packet)) => {
-                        if let Some(end) = self.handle(packet) {
-                            let _ = send(io, &mut self.out).await;
-                            return end;
-                        }
-                    }
+                let packet = match reader.next(self.version, max_packet(self.broker)) {
+                    Ok(Some(packet)) => packet,
                     Ok(None) => break,
                     Err(end) => return end,
+                };
+                if let Some(end) = self.handle(packet) {
+                    let _ = send(io, &mut self.out).await;
+                    return end;
                 }
             }
             if let Err(end) = send(io, &mut self.out).await {
@@ -847,10 +851,10 @@ impl Connection<'_> {
                     Err(end) => return end,
                 },
                 () = signal.notified() => {
-                    if let Some(end) = closed(&signal) {
+                    if let Some(end) = closed(signal) {
                         return end;
                     }
-                    if let Err(end) = self.pull(&signal) {
+                    if let Err(end) = self.pull(signal) {
                         return end;
                     }
                 }
@@ -1232,7 +1236,7 @@ mod tests {
     }
 
     /// Bytes of a session's future over TCP (tokio adds its task header and trailer).
-    const SESSION_FUTURE_MAX: usize = 1200;
+    const SESSION_FUTURE_MAX: usize = 900;
 
     /// The size of what `f` returns, without calling it.
     fn returned_size<F, A, B, C, D, R>(_: F) -> usize
