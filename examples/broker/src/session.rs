@@ -277,8 +277,8 @@ fn encode_err(e: codec::EncodeError) -> End {
 struct Admitted {
     info: Arc<ClientInfo>,
     version: Version,
-    /// The client id the broker assigned, for CONNACK (MQTT 5).
-    assigned: Option<String>,
+    /// Whether the broker assigned the client id, which CONNACK then carries (MQTT 5).
+    assigned: bool,
     keep_alive: u16,
     /// The client's Receive Maximum [MQTT-3.3.4-9].
     receive_maximum: u16,
@@ -324,83 +324,87 @@ where
         // Boxed: the CONNECT phase (the packet, the metadata, its timer) is held only while
         // it runs.
         let admitted = Box::pin(admit(&mut io, &mut reader, meta, &counters, &broker)).await;
-        if let Some(mut admitted) = admitted {
-            serve(&mut io, &mut reader, &mut admitted, &broker).await;
-        }
+        serve(admitted, &mut io, &mut reader, &broker).await;
         drop(guard);
         drop(open);
     }
 }
 
-/// Serves a client whose CONNECT was accepted: registration, CONNACK, packets and
-/// deliveries, then the will, unregistration and the audit line.
+/// Serves a client whose CONNECT was accepted (`None`: it was not): registration, CONNACK,
+/// packets and deliveries, then the will, unregistration and the audit line.
 ///
-/// `admitted` is borrowed: passed by value, the future would hold it twice (an async fn
-/// keeps its arguments and moves them into locals).
-async fn serve<IO>(io: &mut IO, reader: &mut Reader, admitted: &mut Admitted, broker: &Broker)
+/// Not an async fn, whose future would hold its arguments twice (it moves them into
+/// locals): the block uses what it captures in place, and keeps across its waits only what
+/// an idle connection needs.
+fn serve<'a, IO>(
+    mut admitted: Option<Admitted>,
+    io: &'a mut IO,
+    reader: &'a mut Reader,
+    broker: &'a Broker,
+) -> impl Future<Output = ()> + 'a
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let version = admitted.version;
-    let info = &admitted.info;
-    let clientid = info.clientid.as_str();
-    let Registration {
-        conn_id,
-        session_present,
-        signal,
-        resend,
-    } = broker.register(Arc::clone(info));
-    // Unregisters even if this task panics (the explicit call below runs first normally).
-    let _registered = Registered {
-        broker,
-        clientid,
-        conn_id,
-    };
-    tracing::info!(
-        target: "realip_broker::audit",
-        event = "connected",
-        client = %clientid,
-        peername = %info.meta.client,
-        socket_peer = %info.meta.socket_peer,
-        listener = info.meta.listener,
-        source = %info.meta.client.source(),
-        proto_ver = version.level(),
-        keepalive = admitted.keep_alive,
-        clean_start = info.clean_start,
-        "client connected"
-    );
+    async move {
+        let Some(admitted) = admitted.as_mut() else {
+            return;
+        };
+        let version = admitted.version;
+        let Registration {
+            conn_id,
+            session_present,
+            signal,
+            resend,
+        } = broker.register(Arc::clone(&admitted.info));
+        let info = &*admitted.info;
+        tracing::info!(
+            target: "realip_broker::audit",
+            event = "connected",
+            client = %info.clientid,
+            peername = %info.meta.client,
+            socket_peer = %info.meta.socket_peer,
+            listener = info.meta.listener,
+            source = %info.meta.client.source(),
+            proto_ver = version.level(),
+            keepalive = admitted.keep_alive,
+            clean_start = info.clean_start,
+            "client connected"
+        );
 
-    let mut conn = Connection {
-        version,
-        counters: &info.counters,
-        broker,
-        clientid,
-        conn_id,
-        receive_max: admitted.receive_maximum,
-        session_expiry: admitted.session_expiry,
-        client_max_packet: admitted
-            .max_packet_size
-            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
-        out: BytesMut::new(),
-        disconnect_expiry: None,
-        client_alias_max: admitted.topic_alias_max,
-        aliases: None,
-    };
-    // A resumed session re-sends what was in flight, in order, with DUP set (PUBREL for
-    // QoS 2 messages already received) [MQTT-4.4.0-1], [MQTT-4.6.0-1]: queued here, sent
-    // after CONNACK.
-    let resent = conn.resend(resend);
-    let connacked = connack(
-        io,
-        version,
-        ConnackCode::Accepted,
-        session_present,
-        admitted.assigned.as_deref(),
-        broker.limits(),
-    )
-    .await;
-    let end = match connacked.and(resent) {
-        Ok(()) => {
+        // Unregisters when dropped, also if this task panics (the explicit call below runs
+        // first normally).
+        let mut conn = Connection {
+            version,
+            info: &admitted.info,
+            broker,
+            conn_id,
+            receive_max: admitted.receive_maximum,
+            session_expiry: admitted.session_expiry,
+            client_max_packet: admitted
+                .max_packet_size
+                .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+            out: BytesMut::new(),
+            disconnect_expiry: None,
+            client_alias_max: admitted.topic_alias_max,
+            aliases: None,
+        };
+        // A resumed session re-sends what was in flight, in order, with DUP set (PUBREL for
+        // QoS 2 messages already received) [MQTT-4.4.0-1], [MQTT-4.6.0-1]: queued here, sent
+        // after CONNACK.
+        let resent = conn.resend(resend);
+        let connacked = connack(
+            io,
+            version,
+            ConnackCode::Accepted,
+            session_present,
+            admitted.assigned.then_some(conn.info.clientid.as_str()),
+            broker.limits(),
+        )
+        .await;
+        // (`if let`: the failed result is not held while the connection runs.)
+        let end = if let Err(end) = connacked.and(resent) {
+            end
+        } else {
             let end = conn.run(io, reader, admitted.keep_alive, &signal).await;
             if let Some(reason) = end.disconnect_reason() {
                 let mut out = BytesMut::new();
@@ -409,65 +413,66 @@ where
                 }
             }
             end
-        }
-        Err(end) => end,
-    };
+        };
 
-    let will = match end {
-        End::Normal => None,
-        _ => admitted.will.take().filter(|w| valid_topic(&w.topic)),
-    };
-    let will = will.map(|will| {
-        let will = *will;
-        PendingWill {
-            msg: Delivery {
-                topic: Arc::from(will.topic.as_str()),
-                payload: will.payload,
-                qos: will.qos,
-                retain: will.retain,
-                props: Arc::new(will.props),
-                sub_ids: Vec::new(),
-            },
-            delay: Duration::from_secs(u64::from(will.delay)),
-            message_expiry: will.message_expiry,
+        let will = match end {
+            End::Normal => None,
+            _ => admitted.will.take().filter(|w| valid_topic(&w.topic)),
+        };
+        let will = will.map(|will| {
+            let will = *will;
+            PendingWill {
+                msg: Delivery {
+                    topic: Arc::from(will.topic.as_str()),
+                    payload: will.payload,
+                    qos: will.qos,
+                    retain: will.retain,
+                    props: Arc::new(will.props),
+                    sub_ids: Vec::new(),
+                },
+                delay: Duration::from_secs(u64::from(will.delay)),
+                message_expiry: will.message_expiry,
+            }
+        });
+        let clientid = conn.info.clientid.as_str();
+        broker.unregister(
+            clientid,
+            conn_id,
+            conn.disconnect_expiry
+                .map(|secs| Expiry::from_interval(Some(secs))),
+            will,
+        );
+        close(io).await;
+        let clientid = conn.info.clientid.as_str();
+        let meta = &conn.info.meta;
+        let level_info = matches!(
+            end,
+            End::Normal
+                | End::NormalWithWill
+                | End::Closed
+                | End::Broker(_)
+                | End::Shutdown
+                | End::KeepaliveTimeout(_)
+        );
+        if level_info {
+            audit_line!(
+                info,
+                "disconnected",
+                clientid,
+                meta,
+                end,
+                "client disconnected"
+            );
+        } else {
+            audit_line!(
+                warn,
+                "disconnected",
+                clientid,
+                meta,
+                end,
+                "client disconnected"
+            );
         }
-    });
-    broker.unregister(
-        clientid,
-        conn_id,
-        conn.disconnect_expiry
-            .map(|secs| Expiry::from_interval(Some(secs))),
-        will,
-    );
-    close(io).await;
-    let meta = &info.meta;
-    let level_info = matches!(
-        end,
-        End::Normal
-            | End::NormalWithWill
-            | End::Closed
-            | End::Broker(_)
-            | End::Shutdown
-            | End::KeepaliveTimeout(_)
-    );
-    if level_info {
-        audit_line!(
-            info,
-            "disconnected",
-            clientid,
-            meta,
-            end,
-            "client disconnected"
-        );
-    } else {
-        audit_line!(
-            warn,
-            "disconnected",
-            clientid,
-            meta,
-            end,
-            "client disconnected"
-        );
     }
 }
 
@@ -531,7 +536,7 @@ where
         auth_method,
     } = connect;
 
-    let mut assigned = None;
+    let mut assigned = false;
     if clientid.is_empty() {
         // 3.1.1 needs clean session for an assigned id; MQTT 5 allows it either way.
         if version == Version::V4 && !clean_start {
@@ -549,7 +554,7 @@ where
             return None;
         }
         clientid = format!("realip-{:016x}", rand_id());
-        assigned = Some(clientid.clone());
+        assigned = true;
     }
 
     if let Some(method) = &auth_method {
@@ -667,20 +672,6 @@ async fn refuse<IO: AsyncWrite + Unpin>(
     close(io).await;
 }
 
-/// Removes the connection from the broker when dropped.
-struct Registered<'a> {
-    broker: &'a Broker,
-    clientid: &'a str,
-    conn_id: u64,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.broker
-            .unregister(self.clientid, self.conn_id, None, None);
-    }
-}
-
 fn max_packet(broker: &Broker) -> usize {
     usize::try_from(broker.limits().max_packet_size).unwrap_or(usize::MAX)
 }
@@ -753,10 +744,10 @@ const BATCH: usize = 256;
 /// live in the broker's session, so that a resumed session continues where this one stopped.
 struct Connection<'a> {
     version: Version,
-    /// This connection's message and byte counters.
-    counters: &'a Counters,
+    /// The admin API's record: the client id, and this connection's message and byte
+    /// counters.
+    info: &'a ClientInfo,
     broker: &'a Broker,
-    clientid: &'a str,
     conn_id: u64,
     /// The client's Receive Maximum [MQTT-3.3.4-9].
     receive_max: u16,
@@ -771,6 +762,14 @@ struct Connection<'a> {
     /// Topic aliases, once either side sets one (most connections never do).
     aliases: Option<Box<Aliases>>,
     out: BytesMut,
+}
+
+/// Removes the connection from the broker.
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.broker
+            .unregister(self.info.clientid.as_str(), self.conn_id, None, None);
+    }
 }
 
 /// The topic aliases of one connection (MQTT 5 §3.3.2.3.4).
@@ -797,75 +796,78 @@ impl Connection<'_> {
     }
 
     /// Packets in, deliveries out, keep-alive; returns why the connection ended.
-    async fn run<IO>(
-        &mut self,
-        io: &mut IO,
-        reader: &mut Reader,
+    ///
+    /// Not an async fn, whose future would hold its arguments twice: this future is what an
+    /// idle connection waits in.
+    fn run<'s, IO>(
+        &'s mut self,
+        io: &'s mut IO,
+        reader: &'s mut Reader,
         keepalive: u16,
-        signal: &ConnSignal,
-    ) -> End
+        signal: &'s ConnSignal,
+    ) -> impl Future<Output = End> + 's
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        // MQTT 3.1.1 §3.1.2.10, MQTT 5 §3.1.2.10: the server disconnects after one and a
-        // half keep-alive periods without a packet. The timer is set once and, when it
-        // fires, moved to the last read's deadline if there was one since: no timer work
-        // per packet, and none at all for a client without keep-alive.
-        let idle_limit =
-            (keepalive > 0).then(|| Duration::from_millis(u64::from(keepalive) * 1500));
-        let mut last_read = Instant::now();
-        let mut timer =
-            idle_limit.map(|limit| Box::pin(tokio::time::sleep_until(last_read + limit)));
+        async move {
+            // MQTT 3.1.1 §3.1.2.10, MQTT 5 §3.1.2.10: the server disconnects after one and a
+            // half keep-alive periods without a packet. The timer is set once and, when it
+            // fires, moved to the last read's deadline if there was one since: no timer work
+            // per packet, and none at all for a client without keep-alive.
+            let idle_limit = Duration::from_millis(u64::from(keepalive) * 1500);
+            let mut last_read = Instant::now();
+            let mut timer =
+                (keepalive > 0).then(|| Box::pin(tokio::time::sleep_until(last_read + idle_limit)));
 
-        loop {
-            // The broker's close (takeover, kick, shutdown) comes before anything else.
-            if let Some(end) = closed(signal) {
-                return end;
-            }
-            // Packets already buffered (pipelined after CONNECT, or several in one read).
             loop {
-                let packet = match reader.next(self.version, max_packet(self.broker)) {
-                    Ok(Some(packet)) => packet,
-                    Ok(None) => break,
-                    Err(end) => return end,
-                };
-                if let Some(end) = self.handle(packet) {
-                    let _ = send(io, &mut self.out).await;
+                // The broker's close (takeover, kick, shutdown) comes before anything else.
+                if let Some(end) = closed(signal) {
                     return end;
                 }
-            }
-            if let Err(end) = send(io, &mut self.out).await {
-                return end;
-            }
-
-            // Reads before deliveries: a subscriber's acknowledgements make room for more.
-            tokio::select! {
-                biased;
-                filled = reader.fill(io) => match filled {
-                    Ok(true) => {
-                        if timer.is_some() {
-                            last_read = Instant::now();
-                        }
-                    }
-                    Ok(false) => return End::Closed,
-                    Err(end) => return end,
-                },
-                () = signal.notified() => {
-                    if let Some(end) = closed(signal) {
-                        return end;
-                    }
-                    if let Err(end) = self.pull(signal) {
+                // Packets already buffered (pipelined after CONNECT, or several in one read).
+                loop {
+                    let packet = match reader.next(self.version, max_packet(self.broker)) {
+                        Ok(Some(packet)) => packet,
+                        Ok(None) => break,
+                        Err(end) => return end,
+                    };
+                    if let Some(end) = self.handle(packet) {
+                        let _ = send(io, &mut self.out).await;
                         return end;
                     }
                 }
-                () = expiry(&mut timer) => {
-                    let limit = idle_limit.unwrap_or_default();
-                    let due = last_read + limit;
-                    if due <= Instant::now() {
-                        return End::KeepaliveTimeout(limit);
+                if let Err(end) = send(io, &mut self.out).await {
+                    return end;
+                }
+
+                // Reads before deliveries: a subscriber's acknowledgements make room for more.
+                tokio::select! {
+                    biased;
+                    filled = reader.fill(io) => match filled {
+                        Ok(true) => {
+                            if timer.is_some() {
+                                last_read = Instant::now();
+                            }
+                        }
+                        Ok(false) => return End::Closed,
+                        Err(end) => return end,
+                    },
+                    () = signal.notified() => {
+                        if let Some(end) = closed(signal) {
+                            return end;
+                        }
+                        if let Err(end) = self.pull(signal) {
+                            return end;
+                        }
                     }
-                    if let Some(timer) = timer.as_mut() {
-                        timer.as_mut().reset(due);
+                    () = expiry(&mut timer) => {
+                        let due = last_read + idle_limit;
+                        if due <= Instant::now() {
+                            return End::KeepaliveTimeout(idle_limit);
+                        }
+                        if let Some(timer) = timer.as_mut() {
+                            timer.as_mut().reset(due);
+                        }
                     }
                 }
             }
@@ -901,12 +903,13 @@ impl Connection<'_> {
         )?;
         if self.out.len() - start > self.client_max_packet {
             self.out.truncate(start);
-            tracing::debug!(client = %self.clientid, topic = %msg.topic, "message larger than the client's Maximum Packet Size: dropped");
+            tracing::debug!(client = %self.info.clientid.as_str(), topic = %msg.topic, "message larger than the client's Maximum Packet Size: dropped");
             if msg.qos != QoS::AtMostOnce {
-                self.broker.discard(self.clientid, self.conn_id, pkid);
+                self.broker
+                    .discard(self.info.clientid.as_str(), self.conn_id, pkid);
             }
         } else {
-            self.counters.sent_message();
+            self.info.counters.sent_message();
             if let Some(alias) = new_alias {
                 self.aliases
                     .get_or_insert_with(Box::default)
@@ -919,9 +922,12 @@ impl Connection<'_> {
 
     /// Sends what the session's queue holds, within the client's Receive Maximum.
     fn pull(&mut self, signal: &ConnSignal) -> Result<(), End> {
-        let batch = self
-            .broker
-            .take(self.clientid, self.conn_id, self.receive_max, BATCH);
+        let batch = self.broker.take(
+            self.info.clientid.as_str(),
+            self.conn_id,
+            self.receive_max,
+            BATCH,
+        );
         if batch.len() == BATCH {
             // More may be waiting: come back after this batch is written.
             signal.wake();
@@ -956,7 +962,7 @@ impl Connection<'_> {
                 topic_alias,
                 ..
             } => {
-                self.counters.received_message();
+                self.info.counters.received_message();
                 if let Some(alias) = topic_alias {
                     let max = self.broker.limits().topic_alias_maximum;
                     if alias == 0 || alias > max {
@@ -1000,18 +1006,21 @@ impl Connection<'_> {
                 };
                 match qos {
                     QoS::AtMostOnce => {
-                        self.broker.publish(Some(self.clientid), msg);
+                        self.broker.publish(Some(self.info.clientid.as_str()), msg);
                         Ok(())
                     }
                     QoS::AtLeastOnce => {
-                        self.broker.publish(Some(self.clientid), msg);
+                        self.broker.publish(Some(self.info.clientid.as_str()), msg);
                         version.puback(out, pkid)
                     }
                     QoS::ExactlyOnce => {
                         // Delivered on the first receipt only; a re-sent PUBLISH (same
                         // packet identifier, before PUBREL) is only acknowledged again.
-                        let (new, unreleased) =
-                            self.broker.inbound_qos2(self.clientid, self.conn_id, pkid);
+                        let (new, unreleased) = self.broker.inbound_qos2(
+                            self.info.clientid.as_str(),
+                            self.conn_id,
+                            pkid,
+                        );
                         if unreleased > usize::from(limits.receive_maximum)
                             && version == Version::V5
                         {
@@ -1023,7 +1032,7 @@ impl Connection<'_> {
                             ));
                         }
                         if new {
-                            self.broker.publish(Some(self.clientid), msg);
+                            self.broker.publish(Some(self.info.clientid.as_str()), msg);
                         }
                         version.pubrec(out, pkid)
                     }
@@ -1031,16 +1040,17 @@ impl Connection<'_> {
             }
             Inbound::PubRel(pkid) => {
                 self.broker
-                    .inbound_release(self.clientid, self.conn_id, pkid);
+                    .inbound_release(self.info.clientid.as_str(), self.conn_id, pkid);
                 version.pubcomp(out, pkid)
             }
             Inbound::PubAck(pkid) => {
-                self.broker.puback(self.clientid, self.conn_id, pkid);
+                self.broker
+                    .puback(self.info.clientid.as_str(), self.conn_id, pkid);
                 Ok(())
             }
             Inbound::PubRec { pkid, failed } => {
                 self.broker
-                    .pubrec(self.clientid, self.conn_id, pkid, failed);
+                    .pubrec(self.info.clientid.as_str(), self.conn_id, pkid, failed);
                 if failed {
                     Ok(())
                 } else {
@@ -1048,7 +1058,8 @@ impl Connection<'_> {
                 }
             }
             Inbound::PubComp(pkid) => {
-                self.broker.pubcomp(self.clientid, self.conn_id, pkid);
+                self.broker
+                    .pubcomp(self.info.clientid.as_str(), self.conn_id, pkid);
                 Ok(())
             }
             Inbound::Subscribe { pkid, filters } => {
@@ -1079,12 +1090,14 @@ impl Connection<'_> {
                 if let Err(e) = version.suback(out, pkid, &granted) {
                     return Some(encode_err(e));
                 }
-                self.broker.subscribe(self.clientid, &accepted);
-                tracing::debug!(client = %self.clientid, filters = ?accepted, "subscribed");
+                self.broker
+                    .subscribe(self.info.clientid.as_str(), &accepted);
+                tracing::debug!(client = %self.info.clientid.as_str(), filters = ?accepted, "subscribed");
                 Ok(())
             }
             Inbound::Unsubscribe { pkid, filters } => {
-                self.broker.unsubscribe(self.clientid, &filters);
+                self.broker
+                    .unsubscribe(self.info.clientid.as_str(), &filters);
                 version.unsuback(out, pkid, filters.len())
             }
             Inbound::PingReq => version.pingresp(out),
@@ -1236,7 +1249,7 @@ mod tests {
     }
 
     /// Bytes of a session's future over TCP (tokio adds its task header and trailer).
-    const SESSION_FUTURE_MAX: usize = 900;
+    const SESSION_FUTURE_MAX: usize = 640;
 
     /// The size of what `f` returns, without calling it.
     fn returned_size<F, A, B, C, D, R>(_: F) -> usize
