@@ -387,16 +387,23 @@ struct Session {
     /// Inbound QoS 2 packet identifiers whose PUBLISH was received and not yet released.
     inbound_qos2: BTreeSet<u16>,
     expiry: Option<Expiry>,
-    /// When the last connection ended (`None` while connected).
-    disconnected_at: Option<Instant>,
-    /// The same, as wall-clock time for the admin API.
-    disconnected_at_wall: Option<SystemTime>,
-    /// The last connection's record, kept while the session outlives it.
-    last_info: Option<Arc<ClientInfo>>,
+    /// The last connection, once it has ended (`None` while connected).
+    disconnected: Option<Box<Disconnected>>,
     /// A will message waiting to be published, and when.
     will: Option<Box<(PendingWill, Instant)>>,
     /// Messages the full queue dropped, once it has dropped one (most sessions never do).
     drops: Option<Box<crate::metrics::DropLog>>,
+}
+
+/// A session's last connection, kept while the session outlives it.
+#[derive(Debug)]
+struct Disconnected {
+    /// When it ended.
+    at: Instant,
+    /// The same, as wall-clock time for the admin API.
+    at_wall: SystemTime,
+    /// Its record.
+    info: Arc<ClientInfo>,
 }
 
 impl Session {
@@ -421,7 +428,7 @@ impl Session {
     fn view(&self, now: Instant) -> Option<SessionView> {
         let info = match &self.conn {
             Some(conn) => Arc::clone(&conn.info),
-            None => Arc::clone(self.last_info.as_ref()?),
+            None => Arc::clone(&self.disconnected.as_ref()?.info),
         };
         Some(SessionView {
             info,
@@ -435,17 +442,22 @@ impl Session {
             dropped: self.drops.as_ref().map_or(0, |d| d.total()),
             inflight: self.inflight.len(),
             expiry: self.expiry.unwrap_or(Expiry::Now),
-            disconnected_at: self.disconnected_at_wall,
-            expires_in: match (self.disconnected_at, self.expiry) {
+            disconnected_at: self.disconnected.as_ref().map(|d| d.at_wall),
+            expires_in: match (self.disconnected_at(), self.expiry) {
                 (Some(at), Some(Expiry::After(d))) => Some((at + d).saturating_duration_since(now)),
                 _ => None,
             },
         })
     }
 
+    /// When the last connection ended (`None` while connected).
+    fn disconnected_at(&self) -> Option<Instant> {
+        self.disconnected.as_ref().map(|d| d.at)
+    }
+
     /// Whether a disconnected session's expiry interval has passed.
     fn expired(&self, now: Instant) -> bool {
-        match (self.disconnected_at, self.expiry) {
+        match (self.disconnected_at(), self.expiry) {
             (Some(at), Some(Expiry::After(d))) => at + d <= now,
             (Some(_), Some(Expiry::Now)) => true,
             _ => false,
@@ -808,8 +820,7 @@ impl Broker {
         }
         session.persistent = persistent;
         session.expiry = Some(expiry);
-        session.disconnected_at = None;
-        session.disconnected_at_wall = None;
+        session.disconnected = None;
         if !session.queue.is_empty() {
             signal.wake();
         }
@@ -859,9 +870,13 @@ impl Broker {
                 // cancelled by it [MQTT-3.1.3-9].
                 publish_now = will.filter(|w| w.delay.is_zero()).map(PendingWill::release);
             } else {
-                session.last_info = session.conn.take().map(|c| c.info);
-                session.disconnected_at = Some(now);
-                session.disconnected_at_wall = Some(SystemTime::now());
+                session.disconnected = session.conn.take().map(|c| {
+                    Box::new(Disconnected {
+                        at: now,
+                        at_wall: SystemTime::now(),
+                        info: c.info,
+                    })
+                });
                 if let Some(expiry) = expiry {
                     session.expiry = Some(expiry);
                 }
