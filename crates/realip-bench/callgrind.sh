@@ -165,6 +165,12 @@ echo "Forwarded-header middleware (\`RealIp::call\`, X-Forwarded-For with 4 entr
 echo
 echo "Recursive resolve (\`RealIpLayer::resolve\`, X-Forwarded-For with 4 entries), Ir per request: $(layer_per_request --case 1 --step resolve) with 16 trusted CIDRs, $(layer_per_request --case 2 --step resolve) with 10,000."
 echo
+# The layer table's Forwarded row, and real-ip's, in instructions.
+fwd_resolve=$(layer_per_request --case 3 --step resolve)
+fwd_real_ip=$(layer_per_request --case 3 --step real-ip)
+printf 'Recursive resolve on `Forwarded` (4 elements, 16 trusted CIDRs), Ir per request: %d; real-ip on the same header: %d (%.2f x).\n' \
+    "$fwd_resolve" "$fwd_real_ip" "$(echo "$fwd_real_ip / $fwd_resolve" | bc -l)"
+echo
 echo "Same work as the rightmost-only crates (non-recursive, one X-Forwarded-For line, trusted peer), Ir per request:"
 echo
 echo "| input | resolve (default) | resolve (\`without_port_header\`) | client-ip | axum-client-ip |"

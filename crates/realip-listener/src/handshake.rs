@@ -12,13 +12,13 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use realip_core::PeerAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
@@ -58,10 +58,9 @@ pub(crate) enum Started<L: Accept> {
 }
 
 /// Starts the handshake of a socket accepted just now with a first read: a header that
-/// arrived with the connection finishes it here, without a timer, and is parsed where it
-/// was read, on the stack (only the bytes after it are copied out, to be replayed);
-/// otherwise the handshake is returned to be polled, with what was read, its header
-/// timeout counted from here.
+/// arrived with the connection finishes it here, and is parsed where it was read, on the
+/// stack (only the bytes after it are copied out, to be replayed); otherwise the handshake
+/// is returned to be polled, with what was read, its header timeout counted from here.
 pub(crate) fn start<L: Accept>(
     mut io: L::Io,
     peer: PeerAddr,
@@ -140,6 +139,24 @@ impl<L: Accept> Handshake<L> {
     }
 }
 
+impl<L: Accept> Handshake<L> {
+    /// When its header timeout falls due (`None`: never).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self {
+            Self::Read { read } => read.deadline,
+            Self::Traced { read } => read.inner().deadline,
+        }
+    }
+
+    /// [`ReadHandshake::expire_if_due`].
+    pub(crate) fn expire_if_due(self: Pin<&mut Self>, now: Instant) -> Option<Instant> {
+        match self.project() {
+            HandshakeProj::Read { read } => read.expire_if_due(now),
+            HandshakeProj::Traced { read } => read.as_mut().inner_pin_mut().expire_if_due(now),
+        }
+    }
+}
+
 impl<L: Accept> Future for Handshake<L> {
     type Output = Result<Connection<L::Io>, HandshakeError>;
 
@@ -165,53 +182,19 @@ pin_project! {
         max_len: usize,
         timeout: Duration,
         policy: Policy,
-        #[pin]
-        timer: Timer,
+        // When the header timeout falls due, fixed at accept (`None`: the timeout is too
+        // long to be a deadline). No timer of its own: the listener's expiry walk
+        // ([`Self::expire_if_due`]) marks it expired and wakes it.
+        deadline: Option<Instant>,
+        // Set by the expiry walk once the deadline has passed.
+        expired: bool,
+        // The waker of the last poll that waited, for the expiry walk.
+        waker: Option<Waker>,
         // Whether the first read may still go around the runtime's readiness
         // ([`Accept::read_accepted`]); `start` has already tried it.
         direct: bool,
         // Counted as pending while alive (zero-sized).
         pending: PendingGuard,
-    }
-}
-
-pin_project! {
-    /// A handshake's header timeout. The deadline is fixed at accept; the timer is only
-    /// started when a read has to wait, so a header that is there at the first read costs
-    /// no timer at all.
-    #[project = TimerProj]
-    enum Timer {
-        /// The timeout is too long to be a deadline.
-        Never,
-        /// Not started yet.
-        At { deadline: Instant },
-        /// Started.
-        Armed { #[pin] sleep: Sleep },
-    }
-}
-
-impl Timer {
-    /// Whether the deadline has passed; starts the timer (registering `cx`) on first use.
-    fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
-        if let TimerProj::At { deadline } = self.as_mut().project() {
-            let sleep = tokio::time::sleep_until(*deadline);
-            self.set(Self::Armed { sleep });
-        }
-        match self.project() {
-            TimerProj::Armed { sleep } => sleep.poll(cx).is_ready(),
-            TimerProj::Never | TimerProj::At { .. } => false,
-        }
-    }
-}
-
-impl Timer {
-    /// When the handshake was accepted: its deadline less the timeout.
-    fn accepted(&self, timeout: Duration) -> Option<Instant> {
-        match self {
-            Self::Never => None,
-            Self::At { deadline } => deadline.checked_sub(timeout),
-            Self::Armed { sleep } => sleep.deadline().checked_sub(timeout),
-        }
     }
 }
 
@@ -232,13 +215,33 @@ impl<L: Accept> ReadHandshake<L> {
             max_len,
             timeout,
             policy,
-            timer: match Instant::now().checked_add(timeout) {
-                Some(deadline) => Timer::At { deadline },
-                None => Timer::Never,
-            },
+            deadline: Instant::now().checked_add(timeout),
+            expired: false,
+            waker: None,
             direct: true,
             pending: PendingGuard::new(),
         }
+    }
+
+    /// The expiry walk's step: marks the handshake expired and wakes it when its deadline
+    /// is at or before `now` (its next poll then ends it with
+    /// [`HandshakeError::Timeout`] unless the header has arrived meanwhile); otherwise
+    /// returns the deadline still to come. `None` when there is none to come (no
+    /// deadline, or already expired).
+    pub(crate) fn expire_if_due(self: Pin<&mut Self>, now: Instant) -> Option<Instant> {
+        let this = self.project();
+        let deadline = (*this.deadline)?;
+        if *this.expired {
+            return None;
+        }
+        if deadline > now {
+            return Some(deadline);
+        }
+        *this.expired = true;
+        if let Some(waker) = this.waker.take() {
+            waker.wake();
+        }
+        None
     }
 }
 
@@ -246,31 +249,40 @@ impl<L: Accept> Future for ReadHandshake<L> {
     type Output = Result<Connection<L::Io>, HandshakeError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         let Some(io) = this.io.as_mut() else {
             panic!("handshake polled after completion");
         };
         let polled =
             poll_read_header::<L>(io, this.buf, *this.policy, *this.max_len, *this.direct, cx);
+        let accepted = this
+            .deadline
+            .and_then(|deadline| deadline.checked_sub(*this.timeout));
         let outcome = match polled {
             Poll::Ready(outcome) => outcome,
             Poll::Pending => {
                 // As `tokio::time::timeout`: the read first, then the deadline.
-                if this.timer.as_mut().poll_expired(cx) {
-                    if let Some(accepted) = this.timer.accepted(*this.timeout) {
+                if *this.expired {
+                    if let Some(accepted) = accepted {
                         metrics::header_wait(accepted);
                     }
                     *this.io = None;
+                    *this.waker = None;
                     let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
                     return Poll::Ready(Err(HandshakeError::Timeout {
                         peer,
                         timeout: *this.timeout,
                     }));
                 }
+                match this.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => *this.waker = Some(cx.waker().clone()),
+                }
                 return Poll::Pending;
             }
         };
-        if let Some(accepted) = this.timer.accepted(*this.timeout) {
+        *this.waker = None;
+        if let Some(accepted) = accepted {
             metrics::header_wait(accepted);
         }
         let io = this.io.take().expect("checked above");
@@ -431,7 +443,8 @@ fn poll_read_some<L: Accept>(
     if direct && buf.is_empty() {
         // Nothing read yet: tokio knows a socket is readable only once its driver has
         // polled it, which for a socket accepted just now is after a turn of the runtime
-        // (and a header timer started meanwhile). The header is usually there already.
+        // (and the handshake waits in the pending set meanwhile). The header is usually there
+        // already.
         let mut first = [0; STACK_READ];
         match L::read_accepted(io, &mut first) {
             Some(Ok(n)) => {
@@ -497,7 +510,7 @@ mod tests {
         // Stored inline in the pending set's node, the one allocation of a handshake. No
         // buffer until the first bytes arrive, then only what arrived.
         let size = std::mem::size_of_val(&fut);
-        assert!(size <= 288, "pending handshake state is {size} bytes");
+        assert!(size <= 192, "pending handshake state is {size} bytes");
     }
 
     /// A handshake on one end of an in-memory pipe, not boxed, so its buffer can be seen.
@@ -624,9 +637,9 @@ mod tests {
             DEFAULT_HEADER_TIMEOUT,
             DEFAULT_MAX_HEADER_LEN,
         ));
-        // Before tokio's driver has seen the socket: read directly, no timer started.
+        // Before tokio's driver has seen the socket: read directly, nothing to wake.
         assert_client_then_ping(poll_once(&mut hs).await);
-        assert!(matches!(hs.timer, Timer::At { .. }));
+        assert!(hs.waker.is_none());
     }
 
     #[cfg(target_os = "linux")]
@@ -736,34 +749,65 @@ mod tests {
         assert_eq!(stream.buffered(), b"GET / HTTP/1.1\r\n");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn timer_starts_only_when_a_read_waits_and_counts_from_accept() {
-        use tokio::io::AsyncWriteExt;
-
-        // The header is there at the first read: no timer.
-        let (mut client, hs) = pipe_handshake(Policy::Require);
-        let mut hs = Box::pin(hs);
-        let header = ProxyHeader::v1(
+    /// A v1 header from 203.0.113.9:40000.
+    fn v1_header() -> Vec<u8> {
+        ProxyHeader::v1(
             "203.0.113.9:40000".parse().unwrap(),
             "10.0.0.1:443".parse().unwrap(),
         )
-        .to_bytes();
-        client.write_all(&header).await.unwrap();
-        assert!(matches!(hs.timer, Timer::At { .. }));
+        .to_bytes()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_counts_from_accept_and_only_the_expiry_walk_ends_it() {
+        use tokio::io::AsyncWriteExt;
+
+        // The header is there at the first read: done, nothing kept to wake.
+        let (mut client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        client.write_all(&v1_header()).await.unwrap();
         assert!(matches!(poll_once(&mut hs).await, Poll::Ready(Ok(_))));
 
-        // First polled just before the deadline: the timer runs from accept, not from
+        // First polled just before the deadline: the deadline runs from accept, not from
         // that poll.
+        let accepted = Instant::now();
         let (_client, hs) = pipe_handshake(Policy::Require);
         let mut hs = Box::pin(hs);
+        assert_eq!(hs.deadline, Some(accepted + DEFAULT_HEADER_TIMEOUT));
         tokio::time::advance(DEFAULT_HEADER_TIMEOUT - Duration::from_millis(10)).await;
         assert!(poll_once(&mut hs).await.is_pending());
-        assert!(matches!(hs.timer, Timer::Armed { .. }));
+        assert!(
+            hs.waker.is_some(),
+            "a waiting poll leaves its waker for the walk"
+        );
+        // Not due yet: the walk gives the deadline back and leaves it alone.
+        assert_eq!(
+            hs.as_mut().expire_if_due(Instant::now()),
+            Some(accepted + DEFAULT_HEADER_TIMEOUT)
+        );
         tokio::time::advance(Duration::from_millis(10)).await;
+        // Due, but no walk has marked it: still waiting (the walk is the only clock).
+        assert!(poll_once(&mut hs).await.is_pending());
+        assert_eq!(hs.as_mut().expire_if_due(Instant::now()), None);
+        assert!(hs.waker.is_none(), "woken by the walk");
         assert!(matches!(
             poll_once(&mut hs).await,
             Poll::Ready(Err(HandshakeError::Timeout { .. }))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_that_arrived_beats_an_expiry_not_yet_polled() {
+        use tokio::io::AsyncWriteExt;
+
+        let (mut client, hs) = pipe_handshake(Policy::Require);
+        let mut hs = Box::pin(hs);
+        assert!(poll_once(&mut hs).await.is_pending());
+        tokio::time::advance(DEFAULT_HEADER_TIMEOUT).await;
+        assert_eq!(hs.as_mut().expire_if_due(Instant::now()), None);
+        client.write_all(&v1_header()).await.unwrap();
+        // As `tokio::time::timeout`: the read first, then the deadline.
+        assert!(matches!(poll_once(&mut hs).await, Poll::Ready(Ok(_))));
     }
 
     #[tokio::test]
@@ -773,9 +817,11 @@ mod tests {
         let hs =
             ReadHandshake::<Pipes>::new(server, peer, None, Policy::Require, Duration::MAX, 4096);
         let mut hs = Box::pin(hs);
-        assert!(matches!(hs.timer, Timer::Never));
+        assert_eq!(hs.deadline, None);
         assert!(poll_once(&mut hs).await.is_pending());
-        assert!(matches!(hs.timer, Timer::Never));
+        let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        assert_eq!(hs.as_mut().expire_if_due(far), None);
+        assert!(!hs.expired);
     }
 
     #[tokio::test(start_paused = true)]
@@ -784,6 +830,7 @@ mod tests {
         let mut hs = Box::pin(hs);
         assert!(poll_once(&mut hs).await.is_pending());
         tokio::time::sleep(DEFAULT_HEADER_TIMEOUT).await;
+        assert_eq!(hs.as_mut().expire_if_due(Instant::now()), None);
         match poll_once(&mut hs).await {
             Poll::Ready(Err(HandshakeError::Timeout { timeout, .. })) => {
                 assert_eq!(timeout, DEFAULT_HEADER_TIMEOUT);

@@ -147,8 +147,12 @@ impl Builder {
     /// deadline (such as `Duration::MAX`) means no timeout.
     ///
     /// The connection is never closed earlier. It is closed later by the time the listener
-    /// takes to get to it: at the next poll of the listener (tokio's timer rounds up to the
-    /// millisecond); and when many timeouts fall due at once, the listener ends
+    /// takes to get to it: the listener keeps one timer for all its waiting handshakes and,
+    /// when it fires, ends those whose deadline has passed and sets it for the next
+    /// deadline, or 1/64 of the timeout later if that is later (between 1 ms and 100 ms: at
+    /// 3 s, 47 ms), so a handshake may end up to that much after its deadline (tokio's
+    /// timer also rounds up to the millisecond); and when many timeouts fall due at once,
+    /// the listener ends
     /// [`accept_batch`](Self::accept_batch) of them per turn of the runtime, so each waits
     /// for the turns the ones before it take, in which the other tasks run too.
     #[must_use]
@@ -227,7 +231,8 @@ impl Builder {
             failures_this_turn: 0,
             backoff: None,
             backoff_delay: BACKOFF_MIN,
-            timer_anchor: None,
+            expiry: None,
+            since_expiry_poll: 0,
             accept_failures: 0,
             shared_local: None,
         }
@@ -302,9 +307,11 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     failures_this_turn: usize,
     backoff: Option<Pin<Box<Sleep>>>,
     backoff_delay: Duration,
-    /// While handshakes wait: a timer due before any of their deadlines (see
-    /// [`ProxyListener::keep_timer_anchor`]).
-    timer_anchor: Option<Pin<Box<Sleep>>>,
+    /// While handshakes wait: the one timer that ends them, due at the earliest deadline
+    /// of a waiting handshake, or a little later (see [`ProxyListener::poll_expiry`]).
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// Connections handed out since the expiry timer was last polled.
+    since_expiry_poll: usize,
     /// Accept errors (`EMFILE`, ...) since the last socket accepted: a burst is logged at its
     /// first failure and when it ends, not at every retry.
     accept_failures: u64,
@@ -440,6 +447,11 @@ impl<L: Accept> ProxyListener<L> {
         cx: &mut Context<'_>,
         failures: Failures,
     ) -> Poll<Result<Connection<L::Io>, HandshakeError>> {
+        if self.expiry.is_some() && self.since_expiry_poll >= self.accept_batch {
+            // Handed out a batch without waiting: timeouts may be due.
+            self.poll_expiry(cx);
+        }
+        self.since_expiry_poll += 1;
         let (first, more_to_accept) = self.poll_accept_batch(cx);
         if let Some(done) = first {
             if more_to_accept {
@@ -490,10 +502,10 @@ impl<L: Accept> ProxyListener<L> {
             cx.waker().wake_by_ref();
         }
         self.failures_this_turn = 0;
-        if self.timer_anchor.is_some() {
-            // Polled only on the way to `Pending`: when it fires it wakes this task, which
-            // gets here again once nothing is ready.
-            self.keep_timer_anchor(cx);
+        if self.expiry.is_some() {
+            // Polled on the way to `Pending` (and after every batch handed out without
+            // waiting): when it fires it wakes this task.
+            self.poll_expiry(cx);
         }
         Poll::Pending
     }
@@ -552,8 +564,15 @@ impl<L: Accept> ProxyListener<L> {
                             }
                             // The pending set polls it at once, with its own waker.
                             Started::Pending(handshake) => {
-                                if self.timer_anchor.is_none() {
-                                    self.keep_timer_anchor(cx);
+                                if self.expiry.is_none() {
+                                    if let Some(deadline) = handshake.deadline() {
+                                        let mut timer =
+                                            Box::pin(tokio::time::sleep_until(deadline));
+                                        // A timer is set when first polled.
+                                        let _ = timer.as_mut().poll(cx);
+                                        self.expiry = Some(timer);
+                                        self.since_expiry_poll = 0;
+                                    }
                                 }
                                 self.pending.push(handshake);
                                 continue 'accept;
@@ -598,43 +617,51 @@ impl<L: Accept> ProxyListener<L> {
 }
 
 impl<L: Accept> ProxyListener<L> {
-    /// Keeps a timer due half a header timeout from now, earlier than the deadline of
-    /// every handshake started meanwhile, for as long as handshakes wait: arms it when the
-    /// first handshake waits, re-arms it when it fires and handshakes still wait, drops it
-    /// when none do.
+    /// Polls the expiry timer; when it has fired, walks the waiting handshakes: those whose
+    /// deadline has passed are marked expired and woken (the pending set then ends them,
+    /// at most [`accept_batch`](Builder::accept_batch) per turn), and the timer is set again
+    /// for the earliest deadline still to come, or [`expiry_step`] from now if that is
+    /// later; with nothing left to wait for, it is dropped.
     ///
-    /// Why: tokio's timer driver wakes itself (a system call, and a turn of the runtime)
-    /// whenever a timer is set earlier than every timer it already has. Header timeouts
-    /// are set in the order handshakes start, so each is later than those before it; but
-    /// when handshakes finish quickly (a header arriving just after the connection), each
-    /// new handshake's timer is often the only one, and every one of them woke the driver.
-    /// With the anchor due first, only the anchor does, once per half timeout.
-    fn keep_timer_anchor(&mut self, cx: &mut Context<'_>) {
-        let half = self.header_timeout / 2;
-        if half < Duration::from_millis(1) {
-            return;
-        }
-        let Some(due) = tokio::time::Instant::now().checked_add(half) else {
+    /// One timer for the whole pending set instead of one per handshake: starting and
+    /// ending a handshake touches no timer (tokio's timer wheel takes a lock for each, and
+    /// wakes its driver, a system call, whenever a timer is set earlier than all the others,
+    /// as a lone handshake's is), a waiting handshake holds 16 bytes for its deadline instead
+    /// of a 112-byte timer, and a wave of timeouts due together is found by one walk.
+    fn poll_expiry(&mut self, cx: &mut Context<'_>) {
+        self.since_expiry_poll = 0;
+        let Some(timer) = self.expiry.as_mut() else {
             return;
         };
-        match self.timer_anchor.as_mut() {
-            None => self.timer_anchor = Some(Box::pin(tokio::time::sleep_until(due))),
-            Some(anchor) => {
-                if anchor.as_mut().poll(cx).is_pending() {
-                    return;
-                }
-                if self.pending.is_empty() {
-                    self.timer_anchor = None;
-                    return;
-                }
-                anchor.as_mut().reset(due);
+        if timer.as_mut().poll(cx).is_pending() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let mut next: Option<tokio::time::Instant> = None;
+        for handshake in Pin::new(&mut self.pending).iter_pin_mut() {
+            if let Some(deadline) = handshake.expire_if_due(now) {
+                next = Some(next.map_or(deadline, |next| next.min(deadline)));
             }
         }
-        if let Some(anchor) = self.timer_anchor.as_mut() {
-            // A timer is set when first polled; it wakes this task when due.
-            let _ = anchor.as_mut().poll(cx);
+        match next {
+            Some(deadline) => {
+                let step = now.checked_add(expiry_step(self.header_timeout));
+                timer
+                    .as_mut()
+                    .reset(step.map_or(deadline, |step| deadline.max(step)));
+                let _ = timer.as_mut().poll(cx);
+            }
+            None => self.expiry = None,
         }
     }
+}
+
+/// The least time between two walks of the pending set for expired handshakes: 1/64 of
+/// the header timeout, between 1 ms and 100 ms. A handshake ends at most that long after
+/// its deadline (at 3 s, 47 ms), and a stream of stalled peers costs at most one walk per
+/// step.
+fn expiry_step(header_timeout: Duration) -> Duration {
+    (header_timeout / 64).clamp(Duration::from_millis(1), Duration::from_millis(100))
 }
 
 /// A handshake's end: the connection, or why it was refused.
@@ -728,7 +755,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_timer_anchor_is_due_first_and_kept_only_while_handshakes_wait() {
+    async fn one_expiry_timer_is_kept_only_while_handshakes_wait() {
         let timeout = Duration::from_millis(400);
         let mut listener = Builder::new()
             .header_timeout(timeout)
@@ -736,40 +763,64 @@ mod tests {
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        assert!(listener.timer_anchor.is_none());
+        assert!(listener.expiry.is_none());
 
-        // A client that has not written yet: its handshake waits, with the anchor armed
-        // before the handshake's own timer, half a timeout out.
+        // A client that has not written yet: its handshake waits, and the expiry timer is
+        // set for its deadline.
         let started = tokio::time::Instant::now();
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         poll_until(&mut listener, |l| l.pending() == 1).await;
-        let anchor = listener.timer_anchor.as_ref().expect("armed").deadline();
-        assert!(
-            anchor < started + timeout,
-            "the anchor is due before the handshake's deadline"
-        );
-        assert!(anchor >= started + timeout / 2);
+        let due = listener.expiry.as_ref().expect("set").deadline();
+        assert!(due >= started + timeout && due <= tokio::time::Instant::now() + timeout);
 
-        // The header arrives: the connection comes out, nothing waits any more, and the
-        // anchor is dropped when it fires.
+        // The header arrives: the connection comes out; when the timer fires nothing
+        // waits any more, and it is dropped.
         let header = crate::ProxyHeader::v2("192.0.2.1:4000".parse().unwrap(), addr).to_bytes();
         client.write_all(&header).await.unwrap();
         let (_stream, got) = listener.try_accept().await.unwrap();
         assert_eq!(got.client().unwrap().ip().to_string(), "192.0.2.1");
-        tokio::time::sleep_until(anchor).await;
+        assert!(listener.expiry.is_some(), "kept until it fires");
+        tokio::time::sleep_until(due).await;
         let polled = poll_fn(|cx| Poll::Ready(listener.poll_try_accept(cx))).await;
         assert!(polled.is_pending());
-        assert!(
-            listener.timer_anchor.is_none(),
-            "dropped once nothing waits"
-        );
+        assert!(listener.expiry.is_none(), "dropped once nothing waits");
 
-        // A silent client still times out on time: the anchor changes no deadline.
-        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let accepted = tokio::time::Instant::now();
+        // Silent clients accepted at different times: each times out after its own
+        // deadline, never before, and at most one expiry step after.
+        let _first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let first_at = tokio::time::Instant::now();
+        poll_until(&mut listener, |l| l.pending() == 1).await;
+        tokio::time::sleep(timeout / 2).await;
+        let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let second_at = tokio::time::Instant::now();
         let err = listener.try_accept().await.unwrap_err();
         assert!(matches!(err, HandshakeError::Timeout { .. }), "{err:?}");
-        assert!(accepted.elapsed() >= timeout - Duration::from_millis(50));
+        let waited = first_at.elapsed();
+        assert!(waited >= timeout, "{waited:?}");
+        assert_eq!(listener.pending(), 1, "the second is not due yet");
+        assert!(listener.expiry.is_some(), "set again for the second");
+        let err = listener.try_accept().await.unwrap_err();
+        assert!(matches!(err, HandshakeError::Timeout { .. }), "{err:?}");
+        let waited = second_at.elapsed();
+        assert!(waited >= timeout, "{waited:?}");
+        assert_eq!(listener.pending(), 0);
+    }
+
+    #[test]
+    fn the_expiry_step_is_a_sixty_fourth_of_the_timeout_within_bounds() {
+        assert_eq!(
+            expiry_step(Duration::from_secs(3)),
+            Duration::from_micros(46_875)
+        );
+        assert_eq!(
+            expiry_step(Duration::from_millis(10)),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            expiry_step(Duration::from_secs(60)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(expiry_step(Duration::MAX), Duration::from_millis(100));
     }
 
     #[test]

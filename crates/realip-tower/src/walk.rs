@@ -145,6 +145,7 @@ pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer<'
 
 /// The entry that decided: its position from the right and the number of positions of the
 /// whole header, empty items included.
+#[derive(Debug, PartialEq, Eq)]
 struct Found {
     ip: IpAddr,
     port: Option<u16>,
@@ -153,6 +154,7 @@ struct Found {
     stopped: Option<StopReason>,
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Walk {
     Found(Found),
     /// No item holds anything.
@@ -345,6 +347,47 @@ mod tests {
 
     use super::*;
     use crate::resolution::Outcome;
+
+    proptest::proptest! {
+        /// The `Forwarded` walk with the one-pass element parser ends where the walk with
+        /// the split-then-check parser ended, with the same address, position, count and
+        /// reason, on headers of one or two lines of generated elements.
+        #[test]
+        fn forwarded_walk_agrees_with_the_reference_parser(
+            lines in proptest::collection::vec(
+                proptest::collection::vec((proptest::prop_oneof![
+                        9 => crate::forwarded::reference::element(),
+                        1 => proptest::strategy::Just(String::new()),
+                    ], "[ \t]{0,2}"), 0..5),
+                1..3,
+            ),
+            recursive in proptest::bool::ANY,
+        ) {
+            let trusted =
+                TrustedProxies::parse_list(["10.0.0.0/8", "2001:db8::/32", "192.0.2.0/28"]).unwrap();
+            let mut headers = HeaderMap::new();
+            for elements in &lines {
+                let line = elements
+                    .iter()
+                    .map(|(element, ows)| format!("{ows}{element}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    // Controls other than HTAB cannot be in a header value.
+                    .replace(['\u{1}', '\u{7f}'], "\t");
+                headers.append(http::header::FORWARDED, HeaderValue::from_str(&line).unwrap());
+            }
+            let walk = |parse: fn(&[u8]) -> Node| {
+                let lines = LineIter::Map(headers.get_all(http::header::FORWARDED).iter());
+                walk_trusted(RevItems::new(lines, Split::CommasOutsideQuotes), parse, recursive, &trusted)
+            };
+            proptest::prop_assert_eq!(
+                walk(parse_element),
+                walk(crate::forwarded::reference::parse_element),
+                "{:?}",
+                headers
+            );
+        }
+    }
 
     /// The port header is found (or not) whatever the number of other headers, on both
     /// sides of the size up to which the map is scanned instead of hashed.
