@@ -336,6 +336,10 @@ where
 /// Not an async fn, whose future would hold its arguments twice (it moves them into
 /// locals): the block uses what it captures in place, and keeps across its waits only what
 /// an idle connection needs.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn's future would keep a second copy of its arguments"
+)]
 fn serve<'a, IO>(
     mut admitted: Option<Admitted>,
     io: &'a mut IO,
@@ -799,6 +803,10 @@ impl Connection<'_> {
     ///
     /// Not an async fn, whose future would hold its arguments twice: this future is what an
     /// idle connection waits in.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future would keep a second copy of its arguments"
+    )]
     fn run<'s, IO>(
         &'s mut self,
         io: &'s mut IO,
