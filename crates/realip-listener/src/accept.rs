@@ -132,19 +132,28 @@ impl Accept for TcpListener {
 
         // The socket is non-blocking: this never waits. It goes through `try_io` when tokio
         // believes the socket readable (since tokio 1.54, an accepted socket is, before its
-        // driver has polled it), so that a read that finds nothing (`WouldBlock`) also
-        // clears that belief: the handshake's next read then waits for the driver's event
-        // instead of trying the socket again in vain. A read that found bytes leaves tokio's
-        // readiness as it was: the application's next read tries the socket, which pays
-        // when the peer's next bytes or its close have arrived meanwhile.
+        // driver has polled it), so that tokio learns what the read found, as its own reads
+        // tell it: a read that finds nothing (`WouldBlock`), or fewer bytes than asked for
+        // (the socket is drained: answered to `try_io` as `WouldBlock`, the bytes kept
+        // aside), clears that belief, and the next read (the handshake's, or the
+        // application's after its reply) waits for the driver's event instead of trying the
+        // socket in vain. `try_io` clears only if no event arrived since it was called.
         let sock = socket2::SockRef::from(io);
         let mut sock: &socket2::Socket = &sock;
         let mut tried = false;
+        let mut drained = None;
         let read = io.try_io(tokio::io::Interest::READABLE, || {
             tried = true;
-            sock.read(buf)
+            let n = sock.read(buf)?;
+            if n > 0 && n < buf.len() {
+                drained = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
         });
-        if tried {
+        if let Some(n) = drained {
+            Some(Ok(n))
+        } else if tried {
             Some(read)
         } else {
             // Tokio does not know yet (before 1.54): read around it.
