@@ -402,7 +402,7 @@ pub(crate) fn client_json(view: &SessionView) -> Value {
         "send_msg": send_msg,
         "recv_oct": recv_oct,
         "send_oct": send_oct,
-        "tls": meta.tls,
+        "tls": meta.tls(),
     });
     if let Some(at) = view.disconnected_at {
         value["disconnected_at"] = json!(rfc3339(at));
@@ -410,10 +410,10 @@ pub(crate) fn client_json(view: &SessionView) -> Value {
     if let Some(left) = view.expires_in {
         value["expires_in"] = json!(left.as_secs());
     }
-    if let Some(proxy) = &meta.proxy {
+    if let Some(proxy) = meta.proxy() {
         value["proxy"] = proxy.clone();
     }
-    if let Some(forwarded) = &meta.forwarded {
+    if let Some(forwarded) = meta.forwarded() {
         value["forwarded"] = forwarded.clone();
     }
     value

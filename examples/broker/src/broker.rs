@@ -40,6 +40,76 @@ pub(crate) struct ConnMeta {
     pub(crate) verified_cn: Result<String, Cow<'static, str>>,
 }
 
+/// What the admin API and the audit log show of a connection's [`ConnMeta`], kept for as
+/// long as the client is connected: the addresses inline, the JSON records (PROXY header,
+/// forwarded headers, TLS), which many connections do not have, in one box.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientMeta {
+    /// `tcp:default` or `ws:default`.
+    pub(crate) listener: &'static str,
+    /// The real client (PROXY header, forwarded header, or the socket peer).
+    pub(crate) client: ClientAddr,
+    /// The TCP peer of the socket (the proxy, when there is one).
+    pub(crate) socket_peer: PeerAddr,
+    /// The address the client connected to.
+    pub(crate) sockname: Option<SocketAddr>,
+    records: Option<Box<MetaRecords>>,
+}
+
+/// The JSON records of [`ConnMeta`] (at least one of them set).
+#[derive(Clone, Debug)]
+struct MetaRecords {
+    proxy: Option<serde_json::Value>,
+    forwarded: Option<serde_json::Value>,
+    tls: Option<serde_json::Value>,
+}
+
+impl ClientMeta {
+    /// The PROXY header, as JSON, when one was used.
+    pub(crate) fn proxy(&self) -> Option<&serde_json::Value> {
+        self.records.as_ref()?.proxy.as_ref()
+    }
+
+    /// The forwarded header lines that decided `client`, when they did, as JSON.
+    pub(crate) fn forwarded(&self) -> Option<&serde_json::Value> {
+        self.records.as_ref()?.forwarded.as_ref()
+    }
+
+    /// What the TLS handshake established (TLS listeners only), as JSON.
+    pub(crate) fn tls(&self) -> Option<&serde_json::Value> {
+        self.records.as_ref()?.tls.as_ref()
+    }
+}
+
+impl From<ConnMeta> for ClientMeta {
+    fn from(meta: ConnMeta) -> Self {
+        let ConnMeta {
+            listener,
+            client,
+            socket_peer,
+            sockname,
+            proxy,
+            forwarded,
+            tls,
+            verified_cn: _,
+        } = meta;
+        let records = (proxy.is_some() || forwarded.is_some() || tls.is_some()).then(|| {
+            Box::new(MetaRecords {
+                proxy,
+                forwarded,
+                tls,
+            })
+        });
+        Self {
+            listener,
+            client,
+            socket_peer,
+            sockname,
+            records,
+        }
+    }
+}
+
 /// A connected client, as the admin API shows it.
 #[derive(Clone, Debug)]
 pub(crate) struct ClientInfo {
@@ -48,7 +118,7 @@ pub(crate) struct ClientInfo {
     pub(crate) username: Option<String>,
     /// Messages and bytes of this connection.
     pub(crate) counters: Arc<crate::metrics::Counters>,
-    pub(crate) meta: ConnMeta,
+    pub(crate) meta: ClientMeta,
     pub(crate) proto_ver: u8,
     pub(crate) keepalive: u16,
     /// 3.1.1 clean session / MQTT 5 clean start: discard any previous session.
@@ -317,16 +387,23 @@ struct Session {
     /// Inbound QoS 2 packet identifiers whose PUBLISH was received and not yet released.
     inbound_qos2: BTreeSet<u16>,
     expiry: Option<Expiry>,
-    /// When the last connection ended (`None` while connected).
-    disconnected_at: Option<Instant>,
-    /// The same, as wall-clock time for the admin API.
-    disconnected_at_wall: Option<SystemTime>,
-    /// The last connection's record, kept while the session outlives it.
-    last_info: Option<Arc<ClientInfo>>,
+    /// The last connection, once it has ended (`None` while connected).
+    disconnected: Option<Box<Disconnected>>,
     /// A will message waiting to be published, and when.
     will: Option<Box<(PendingWill, Instant)>>,
-    /// Messages the full queue dropped.
-    drops: crate::metrics::DropLog,
+    /// Messages the full queue dropped, once it has dropped one (most sessions never do).
+    drops: Option<Box<crate::metrics::DropLog>>,
+}
+
+/// A session's last connection, kept while the session outlives it.
+#[derive(Debug)]
+struct Disconnected {
+    /// When it ended.
+    at: Instant,
+    /// The same, as wall-clock time for the admin API.
+    at_wall: SystemTime,
+    /// Its record.
+    info: Arc<ClientInfo>,
 }
 
 impl Session {
@@ -334,8 +411,12 @@ impl Session {
     fn enqueue(&mut self, clientid: &str, delivery: Delivery) {
         if self.queue.len() >= SESSION_QUEUE {
             if let Some(dropped) = self.queue.pop_front() {
-                self.drops
-                    .record(clientid, &dropped.topic, SESSION_QUEUE, Instant::now());
+                self.drops.get_or_insert_with(Box::default).record(
+                    clientid,
+                    &dropped.topic,
+                    SESSION_QUEUE,
+                    Instant::now(),
+                );
             }
         }
         self.queue.push_back(delivery);
@@ -347,7 +428,7 @@ impl Session {
     fn view(&self, now: Instant) -> Option<SessionView> {
         let info = match &self.conn {
             Some(conn) => Arc::clone(&conn.info),
-            None => Arc::clone(self.last_info.as_ref()?),
+            None => Arc::clone(&self.disconnected.as_ref()?.info),
         };
         Some(SessionView {
             info,
@@ -358,20 +439,25 @@ impl Session {
                 .map(|(filter, opts)| (filter.clone(), opts.qos))
                 .collect(),
             queued: self.queue.len(),
-            dropped: self.drops.total(),
+            dropped: self.drops.as_ref().map_or(0, |d| d.total()),
             inflight: self.inflight.len(),
             expiry: self.expiry.unwrap_or(Expiry::Now),
-            disconnected_at: self.disconnected_at_wall,
-            expires_in: match (self.disconnected_at, self.expiry) {
+            disconnected_at: self.disconnected.as_ref().map(|d| d.at_wall),
+            expires_in: match (self.disconnected_at(), self.expiry) {
                 (Some(at), Some(Expiry::After(d))) => Some((at + d).saturating_duration_since(now)),
                 _ => None,
             },
         })
     }
 
+    /// When the last connection ended (`None` while connected).
+    fn disconnected_at(&self) -> Option<Instant> {
+        self.disconnected.as_ref().map(|d| d.at)
+    }
+
     /// Whether a disconnected session's expiry interval has passed.
     fn expired(&self, now: Instant) -> bool {
-        match (self.disconnected_at, self.expiry) {
+        match (self.disconnected_at(), self.expiry) {
             (Some(at), Some(Expiry::After(d))) => at + d <= now,
             (Some(_), Some(Expiry::Now)) => true,
             _ => false,
@@ -734,8 +820,7 @@ impl Broker {
         }
         session.persistent = persistent;
         session.expiry = Some(expiry);
-        session.disconnected_at = None;
-        session.disconnected_at_wall = None;
+        session.disconnected = None;
         if !session.queue.is_empty() {
             signal.wake();
         }
@@ -785,9 +870,13 @@ impl Broker {
                 // cancelled by it [MQTT-3.1.3-9].
                 publish_now = will.filter(|w| w.delay.is_zero()).map(PendingWill::release);
             } else {
-                session.last_info = session.conn.take().map(|c| c.info);
-                session.disconnected_at = Some(now);
-                session.disconnected_at_wall = Some(SystemTime::now());
+                session.disconnected = session.conn.take().map(|c| {
+                    Box::new(Disconnected {
+                        at: now,
+                        at_wall: SystemTime::now(),
+                        info: c.info,
+                    })
+                });
                 if let Some(expiry) = expiry {
                     session.expiry = Some(expiry);
                 }
@@ -1343,7 +1432,8 @@ mod tests {
                 forwarded: None,
                 tls: None,
                 verified_cn: Err(Cow::Borrowed("no PROXY header")),
-            },
+            }
+            .into(),
             proto_ver: 4,
             keepalive: 60,
             clean_start: clean,

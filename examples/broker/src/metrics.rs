@@ -3,8 +3,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,8 @@ pub(crate) struct Counters {
     recv_oct: AtomicU64,
     /// Bytes sent on the connection.
     send_oct: AtomicU64,
-    /// The process-wide series, looked up once per connection.
-    total: Totals,
+    /// The process-wide series.
+    total: &'static Totals,
 }
 
 /// Handles on the process-wide counters (no-ops when no recorder is installed).
@@ -44,6 +44,10 @@ struct Totals {
     send_oct: metrics::Counter,
 }
 
+/// The process-wide series, looked up once per process (at the first connection, after the
+/// recorder is installed at start) rather than held by every connection.
+static TOTALS: OnceLock<Totals> = OnceLock::new();
+
 impl Default for Counters {
     fn default() -> Self {
         Self {
@@ -51,12 +55,12 @@ impl Default for Counters {
             send_msg: AtomicU64::new(0),
             recv_oct: AtomicU64::new(0),
             send_oct: AtomicU64::new(0),
-            total: Totals {
+            total: TOTALS.get_or_init(|| Totals {
                 recv_msg: metrics::counter!(MESSAGES_RECEIVED_TOTAL),
                 send_msg: metrics::counter!(MESSAGES_SENT_TOTAL),
                 recv_oct: metrics::counter!(RECEIVED_BYTES_TOTAL),
                 send_oct: metrics::counter!(SENT_BYTES_TOTAL),
-            },
+            }),
         }
     }
 }

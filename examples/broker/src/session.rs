@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::broker::{
-    Broker, ClientInfo, CloseReason, ConnMeta, ConnSignal, Delivery, Expiry, Limits, PendingWill,
-    Registration, min_qos, shared_filter, valid_filter, valid_topic,
+    Broker, ClientInfo, ClientMeta, CloseReason, ConnMeta, ConnSignal, Delivery, Expiry, Limits,
+    PendingWill, Registration, min_qos, shared_filter, valid_filter, valid_topic,
 };
 use crate::codec::{self, ConnackCode, DisconnectReason, Inbound, Version};
 use crate::metrics::{Counters, Metered};
@@ -218,21 +218,52 @@ async fn expiry(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
 
 /// Writes and flushes `out`, within [`WRITE_TIMEOUT`], then gives its buffer back (an idle
 /// connection holds none).
+///
+/// What the stream takes at once is written without a timer; only a write that has to wait
+/// sets one, in a boxed future of its own: held inline, the timer and the write would be part
+/// of every connection's task for as long as it lives, idle or not.
 async fn send<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut BytesMut) -> Result<(), End> {
     if out.is_empty() {
         return Ok(());
     }
-    let write = async {
-        io.write_all(out).await?;
-        io.flush().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => {
-            *out = BytesMut::new();
-            Ok(())
+    let done = std::future::poll_fn(|cx| Poll::Ready(write_now(io, out, cx)))
+        .await
+        .map_err(End::Io)?;
+    if !done {
+        let write = async {
+            io.write_all(out).await?;
+            io.flush().await
+        };
+        match Box::pin(tokio::time::timeout(WRITE_TIMEOUT, write)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(End::Io(e)),
+            Err(_) => return Err(End::WriteTimeout),
         }
-        Ok(Err(e)) => Err(End::Io(e)),
-        Err(_) => Err(End::WriteTimeout),
+    }
+    *out = BytesMut::new();
+    Ok(())
+}
+
+/// Writes what `io` takes without waiting and removes it from `out`, then flushes:
+/// `Ok(true)` once all of `out` is written and flushed, `Ok(false)` when the stream has to
+/// wait (the rest is left in `out`).
+fn write_now<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> std::io::Result<bool> {
+    while !out.is_empty() {
+        match Pin::new(&mut *io).poll_write(cx, out) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => out.advance(n),
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(false),
+        }
+    }
+    match Pin::new(&mut *io).poll_flush(cx) {
+        Poll::Ready(result) => result.map(|()| true),
+        Poll::Pending => Ok(false),
     }
 }
 
@@ -246,8 +277,8 @@ fn encode_err(e: codec::EncodeError) -> End {
 struct Admitted {
     info: Arc<ClientInfo>,
     version: Version,
-    /// The client id the broker assigned, for CONNACK (MQTT 5).
-    assigned: Option<String>,
+    /// Whether the broker assigned the client id, which CONNACK then carries (MQTT 5).
+    assigned: bool,
     keep_alive: u16,
     /// The client's Receive Maximum [MQTT-3.3.4-9].
     receive_maximum: u16,
@@ -264,6 +295,11 @@ struct Admitted {
 ///
 /// `received` are bytes of the connection already read from `io` (what followed a PROXY
 /// header in the same read): they are read first.
+///
+/// Every connected client keeps this future, in its task, for as long as it is connected:
+/// it holds the connection's state and what waiting on it takes, no more. The CONNECT phase
+/// and writes that have to wait run boxed (an async fn also keeps a copy of its arguments,
+/// so the block below uses what it captures in place).
 pub(crate) fn run<IO>(
     io: IO,
     received: Vec<u8>,
@@ -280,158 +316,167 @@ where
         reader.buf = BytesMut::from(&received[..]);
         counters.add_received_bytes(received.len() as u64);
     }
-    let io = Metered::new(io, Arc::clone(&counters));
-    // An async fn's future keeps its arguments for as long as it runs: the connection
-    // record is passed boxed, and the CONNECT phase takes it out.
-    serve(io, reader, Box::new(meta), counters, open, broker)
+    let mut io = Metered::new(io, Arc::clone(&counters));
+    // The connection record is passed boxed, and the CONNECT phase takes it out.
+    let meta = Box::new(meta);
+    async move {
+        let guard = broker.track();
+        // Boxed: the CONNECT phase (the packet, the metadata, its timer) is held only while
+        // it runs.
+        let admitted = Box::pin(admit(&mut io, &mut reader, meta, &counters, &broker)).await;
+        serve(admitted, &mut io, &mut reader, &broker).await;
+        drop(guard);
+        drop(open);
+    }
 }
 
-async fn serve<IO>(
-    mut io: Metered<IO>,
-    mut reader: Reader,
-    meta: Box<ConnMeta>,
-    counters: Arc<Counters>,
-    _open: OpenConnection,
-    broker: Arc<Broker>,
-) where
+/// Serves a client whose CONNECT was accepted (`None`: it was not): registration, CONNACK,
+/// packets and deliveries, then the will, unregistration and the audit line.
+///
+/// Not an async fn, whose future would hold its arguments twice (it moves them into
+/// locals): the block uses what it captures in place, and keeps across its waits only what
+/// an idle connection needs.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn's future would keep a second copy of its arguments"
+)]
+fn serve<'a, IO>(
+    mut admitted: Option<Admitted>,
+    io: &'a mut IO,
+    reader: &'a mut Reader,
+    broker: &'a Broker,
+) -> impl Future<Output = ()> + 'a
+where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let _guard = broker.track();
-    // Boxed: the CONNECT phase (the packet, the metadata, its timer) is held only while it
-    // runs, so it does not size the task that every idle session keeps.
-    let admitted = Box::pin(admit(&mut io, &mut reader, meta, &counters, &broker)).await;
-    let Some(Admitted {
-        info,
-        version,
-        assigned,
-        keep_alive,
-        receive_maximum,
-        session_expiry,
-        max_packet_size,
-        topic_alias_max,
-        will,
-    }) = admitted
-    else {
-        return;
-    };
-    let clientid = info.clientid.as_str();
-    let meta = &info.meta;
-    let registration = broker.register(Arc::clone(&info));
-    let conn_id = registration.conn_id;
-    // Unregisters even if this task panics (the explicit call below runs first normally).
-    let _registered = Registered {
-        broker: &broker,
-        clientid,
-        conn_id,
-    };
-    tracing::info!(
-        target: "realip_broker::audit",
-        event = "connected",
-        client = %clientid,
-        peername = %meta.client,
-        socket_peer = %meta.socket_peer,
-        listener = meta.listener,
-        source = %meta.client.source(),
-        proto_ver = version.level(),
-        keepalive = keep_alive,
-        clean_start = info.clean_start,
-        "client connected"
-    );
+    async move {
+        let Some(admitted) = admitted.as_mut() else {
+            return;
+        };
+        let version = admitted.version;
+        let Registration {
+            conn_id,
+            session_present,
+            signal,
+            resend,
+        } = broker.register(Arc::clone(&admitted.info));
+        let info = &*admitted.info;
+        tracing::info!(
+            target: "realip_broker::audit",
+            event = "connected",
+            client = %info.clientid,
+            peername = %info.meta.client,
+            socket_peer = %info.meta.socket_peer,
+            listener = info.meta.listener,
+            source = %info.meta.client.source(),
+            proto_ver = version.level(),
+            keepalive = admitted.keep_alive,
+            clean_start = info.clean_start,
+            "client connected"
+        );
 
-    let session_present = registration.session_present;
-    let (end, disconnect_expiry) = match connack(
-        &mut io,
-        version,
-        ConnackCode::Accepted,
-        session_present,
-        assigned.as_deref(),
-        broker.limits(),
-    )
-    .await
-    {
-        Ok(()) => {
-            let mut conn = Connection {
-                version,
-                counters: &counters,
-                broker: &broker,
-                clientid,
-                conn_id,
-                receive_max: receive_maximum,
-                session_expiry,
-                client_max_packet: max_packet_size
-                    .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
-                out: BytesMut::new(),
-                disconnect_expiry: None,
-                client_alias_max: topic_alias_max,
-                aliases: None,
-            };
-            let end = conn
-                .run(&mut io, &mut reader, keep_alive, registration)
-                .await;
+        // Unregisters when dropped, also if this task panics (the explicit call below runs
+        // first normally).
+        let mut conn = Connection {
+            version,
+            info: &admitted.info,
+            broker,
+            conn_id,
+            receive_max: admitted.receive_maximum,
+            session_expiry: admitted.session_expiry,
+            client_max_packet: admitted
+                .max_packet_size
+                .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+            out: BytesMut::new(),
+            disconnect_expiry: None,
+            client_alias_max: admitted.topic_alias_max,
+            aliases: None,
+        };
+        // A resumed session re-sends what was in flight, in order, with DUP set (PUBREL for
+        // QoS 2 messages already received) [MQTT-4.4.0-1], [MQTT-4.6.0-1]: queued here, sent
+        // after CONNACK.
+        let resent = conn.resend(resend);
+        let connacked = connack(
+            io,
+            version,
+            ConnackCode::Accepted,
+            session_present,
+            admitted.assigned.then_some(conn.info.clientid.as_str()),
+            broker.limits(),
+        )
+        .await;
+        // (`if let`: the failed result is not held while the connection runs.)
+        let end = if let Err(end) = connacked.and(resent) {
+            end
+        } else {
+            let end = conn.run(io, reader, admitted.keep_alive, &signal).await;
             if let Some(reason) = end.disconnect_reason() {
                 let mut out = BytesMut::new();
                 if version.disconnect(&mut out, reason).is_ok() {
-                    let _ = send(&mut io, &mut out).await;
+                    let _ = send(io, &mut out).await;
                 }
             }
-            (end, conn.disconnect_expiry)
-        }
-        Err(end) => (end, None),
-    };
+            end
+        };
 
-    let will = match end {
-        End::Normal => None,
-        _ => will.filter(|w| valid_topic(&w.topic)),
-    };
-    let will = will.map(|will| {
-        let will = *will;
-        PendingWill {
-            msg: Delivery {
-                topic: Arc::from(will.topic.as_str()),
-                payload: will.payload,
-                qos: will.qos,
-                retain: will.retain,
-                props: Arc::new(will.props),
-                sub_ids: Vec::new(),
-            },
-            delay: Duration::from_secs(u64::from(will.delay)),
-            message_expiry: will.message_expiry,
+        let will = match end {
+            End::Normal => None,
+            _ => admitted.will.take().filter(|w| valid_topic(&w.topic)),
+        };
+        let will = will.map(|will| {
+            let will = *will;
+            PendingWill {
+                msg: Delivery {
+                    topic: Arc::from(will.topic.as_str()),
+                    payload: will.payload,
+                    qos: will.qos,
+                    retain: will.retain,
+                    props: Arc::new(will.props),
+                    sub_ids: Vec::new(),
+                },
+                delay: Duration::from_secs(u64::from(will.delay)),
+                message_expiry: will.message_expiry,
+            }
+        });
+        let clientid = conn.info.clientid.as_str();
+        broker.unregister(
+            clientid,
+            conn_id,
+            conn.disconnect_expiry
+                .map(|secs| Expiry::from_interval(Some(secs))),
+            will,
+        );
+        close(io).await;
+        let clientid = conn.info.clientid.as_str();
+        let meta = &conn.info.meta;
+        let level_info = matches!(
+            end,
+            End::Normal
+                | End::NormalWithWill
+                | End::Closed
+                | End::Broker(_)
+                | End::Shutdown
+                | End::KeepaliveTimeout(_)
+        );
+        if level_info {
+            audit_line!(
+                info,
+                "disconnected",
+                clientid,
+                meta,
+                end,
+                "client disconnected"
+            );
+        } else {
+            audit_line!(
+                warn,
+                "disconnected",
+                clientid,
+                meta,
+                end,
+                "client disconnected"
+            );
         }
-    });
-    broker.unregister(
-        clientid,
-        conn_id,
-        disconnect_expiry.map(|secs| Expiry::from_interval(Some(secs))),
-        will,
-    );
-    close(&mut io).await;
-    let level_info = matches!(
-        end,
-        End::Normal
-            | End::NormalWithWill
-            | End::Closed
-            | End::Broker(_)
-            | End::Shutdown
-            | End::KeepaliveTimeout(_)
-    );
-    if level_info {
-        audit_line!(
-            info,
-            "disconnected",
-            clientid,
-            meta,
-            end,
-            "client disconnected"
-        );
-    } else {
-        audit_line!(
-            warn,
-            "disconnected",
-            clientid,
-            meta,
-            end,
-            "client disconnected"
-        );
     }
 }
 
@@ -495,7 +540,7 @@ where
         auth_method,
     } = connect;
 
-    let mut assigned = None;
+    let mut assigned = false;
     if clientid.is_empty() {
         // 3.1.1 needs clean session for an assigned id; MQTT 5 allows it either way.
         if version == Version::V4 && !clean_start {
@@ -513,7 +558,7 @@ where
             return None;
         }
         clientid = format!("realip-{:016x}", rand_id());
-        assigned = Some(clientid.clone());
+        assigned = true;
     }
 
     if let Some(method) = &auth_method {
@@ -568,7 +613,7 @@ where
         clientid,
         username,
         counters: Arc::clone(counters),
-        meta: *meta,
+        meta: ClientMeta::from(*meta),
         proto_ver: version.level(),
         keepalive: keep_alive,
         clean_start,
@@ -594,9 +639,9 @@ where
 }
 
 /// Shuts the stream down (TCP FIN, WebSocket close frame) without waiting on a peer that
-/// does not read.
+/// does not read. (Boxed: its timer is not held by the task of every connection.)
 async fn close<IO: AsyncWrite + Unpin>(io: &mut IO) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), io.shutdown())).await;
 }
 
 /// A client refused after its CONNECT for who it is: an audit `warn` line with the reason,
@@ -629,20 +674,6 @@ async fn refuse<IO: AsyncWrite + Unpin>(
 ) {
     let _ = connack(io, version, code, false, None, broker.limits()).await;
     close(io).await;
-}
-
-/// Removes the connection from the broker when dropped.
-struct Registered<'a> {
-    broker: &'a Broker,
-    clientid: &'a str,
-    conn_id: u64,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.broker
-            .unregister(self.clientid, self.conn_id, None, None);
-    }
 }
 
 fn max_packet(broker: &Broker) -> usize {
@@ -717,10 +748,10 @@ const BATCH: usize = 256;
 /// live in the broker's session, so that a resumed session continues where this one stopped.
 struct Connection<'a> {
     version: Version,
-    /// This connection's message and byte counters.
-    counters: &'a Counters,
+    /// The admin API's record: the client id, and this connection's message and byte
+    /// counters.
+    info: &'a ClientInfo,
     broker: &'a Broker,
-    clientid: &'a str,
     conn_id: u64,
     /// The client's Receive Maximum [MQTT-3.3.4-9].
     receive_max: u16,
@@ -737,6 +768,14 @@ struct Connection<'a> {
     out: BytesMut,
 }
 
+/// Removes the connection from the broker.
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.broker
+            .unregister(self.info.clientid.as_str(), self.conn_id, None, None);
+    }
+}
+
 /// The topic aliases of one connection (MQTT 5 §3.3.2.3.4).
 #[derive(Debug, Default)]
 struct Aliases {
@@ -747,90 +786,96 @@ struct Aliases {
 }
 
 impl Connection<'_> {
-    /// Packets in, deliveries out, keep-alive; returns why the connection ended.
-    async fn run<IO>(
-        &mut self,
-        io: &mut IO,
-        reader: &mut Reader,
-        keepalive: u16,
-        registration: Registration,
-    ) -> End
-    where
-        IO: AsyncRead + AsyncWrite + Unpin,
-    {
-        let signal = registration.signal;
-        // A resumed session re-sends what was in flight, in order, with DUP set (PUBREL for
-        // QoS 2 messages already received) [MQTT-4.4.0-1], [MQTT-4.6.0-1].
-        for f in registration.resend {
+    /// Queues what a resumed session had in flight, to be sent first.
+    fn resend(&mut self, resend: Vec<crate::broker::InFlight>) -> Result<(), End> {
+        for f in resend {
             let written = if f.released {
                 self.version.pubrel(&mut self.out, f.pkid)
             } else {
                 self.write_publish(&f.msg, f.pkid, true)
             };
-            if let Err(e) = written {
-                return encode_err(e);
-            }
+            written.map_err(encode_err)?;
         }
-        // MQTT 3.1.1 §3.1.2.10, MQTT 5 §3.1.2.10: the server disconnects after one and a
-        // half keep-alive periods without a packet. The timer is set once and, when it
-        // fires, moved to the last read's deadline if there was one since: no timer work
-        // per packet, and none at all for a client without keep-alive.
-        let idle_limit =
-            (keepalive > 0).then(|| Duration::from_millis(u64::from(keepalive) * 1500));
-        let mut last_read = Instant::now();
-        let mut timer =
-            idle_limit.map(|limit| Box::pin(tokio::time::sleep_until(last_read + limit)));
+        Ok(())
+    }
 
-        loop {
-            // The broker's close (takeover, kick, shutdown) comes before anything else.
-            if let Some(end) = closed(&signal) {
-                return end;
-            }
-            // Packets already buffered (pipelined after CONNECT, or several in one read).
+    /// Packets in, deliveries out, keep-alive; returns why the connection ended.
+    ///
+    /// Not an async fn, whose future would hold its arguments twice: this future is what an
+    /// idle connection waits in.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future would keep a second copy of its arguments"
+    )]
+    fn run<'s, IO>(
+        &'s mut self,
+        io: &'s mut IO,
+        reader: &'s mut Reader,
+        keepalive: u16,
+        signal: &'s ConnSignal,
+    ) -> impl Future<Output = End> + 's
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        async move {
+            // MQTT 3.1.1 §3.1.2.10, MQTT 5 §3.1.2.10: the server disconnects after one and a
+            // half keep-alive periods without a packet. The timer is set once and, when it
+            // fires, moved to the last read's deadline if there was one since: no timer work
+            // per packet, and none at all for a client without keep-alive.
+            let idle_limit = Duration::from_millis(u64::from(keepalive) * 1500);
+            let mut last_read = Instant::now();
+            let mut timer =
+                (keepalive > 0).then(|| Box::pin(tokio::time::sleep_until(last_read + idle_limit)));
+
             loop {
-                match reader.next(self.version, max_packet(self.broker)) {
-                    Ok(Some(packet)) => {
-                        if let Some(end) = self.handle(packet) {
-                            let _ = send(io, &mut self.out).await;
+                // The broker's close (takeover, kick, shutdown) comes before anything else.
+                if let Some(end) = closed(signal) {
+                    return end;
+                }
+                // Packets already buffered (pipelined after CONNECT, or several in one read).
+                loop {
+                    let packet = match reader.next(self.version, max_packet(self.broker)) {
+                        Ok(Some(packet)) => packet,
+                        Ok(None) => break,
+                        Err(end) => return end,
+                    };
+                    if let Some(end) = self.handle(packet) {
+                        let _ = send(io, &mut self.out).await;
+                        return end;
+                    }
+                }
+                if let Err(end) = send(io, &mut self.out).await {
+                    return end;
+                }
+
+                // Reads before deliveries: a subscriber's acknowledgements make room for more.
+                tokio::select! {
+                    biased;
+                    filled = reader.fill(io) => match filled {
+                        Ok(true) => {
+                            if timer.is_some() {
+                                last_read = Instant::now();
+                            }
+                        }
+                        Ok(false) => return End::Closed,
+                        Err(end) => return end,
+                    },
+                    () = signal.notified() => {
+                        if let Some(end) = closed(signal) {
+                            return end;
+                        }
+                        if let Err(end) = self.pull(signal) {
                             return end;
                         }
                     }
-                    Ok(None) => break,
-                    Err(end) => return end,
-                }
-            }
-            if let Err(end) = send(io, &mut self.out).await {
-                return end;
-            }
-
-            // Reads before deliveries: a subscriber's acknowledgements make room for more.
-            tokio::select! {
-                biased;
-                filled = reader.fill(io) => match filled {
-                    Ok(true) => {
-                        if timer.is_some() {
-                            last_read = Instant::now();
+                    () = expiry(&mut timer) => {
+                        let due = last_read + idle_limit;
+                        if due <= Instant::now() {
+                            return End::KeepaliveTimeout(idle_limit);
                         }
-                    }
-                    Ok(false) => return End::Closed,
-                    Err(end) => return end,
-                },
-                () = signal.notified() => {
-                    if let Some(end) = closed(&signal) {
-                        return end;
-                    }
-                    if let Err(end) = self.pull(&signal) {
-                        return end;
-                    }
-                }
-                () = expiry(&mut timer) => {
-                    let limit = idle_limit.unwrap_or_default();
-                    let due = last_read + limit;
-                    if due <= Instant::now() {
-                        return End::KeepaliveTimeout(limit);
-                    }
-                    if let Some(timer) = timer.as_mut() {
-                        timer.as_mut().reset(due);
+                        if let Some(timer) = timer.as_mut() {
+                            timer.as_mut().reset(due);
+                        }
                     }
                 }
             }
@@ -866,12 +911,13 @@ impl Connection<'_> {
         )?;
         if self.out.len() - start > self.client_max_packet {
             self.out.truncate(start);
-            tracing::debug!(client = %self.clientid, topic = %msg.topic, "message larger than the client's Maximum Packet Size: dropped");
+            tracing::debug!(client = %self.info.clientid.as_str(), topic = %msg.topic, "message larger than the client's Maximum Packet Size: dropped");
             if msg.qos != QoS::AtMostOnce {
-                self.broker.discard(self.clientid, self.conn_id, pkid);
+                self.broker
+                    .discard(self.info.clientid.as_str(), self.conn_id, pkid);
             }
         } else {
-            self.counters.sent_message();
+            self.info.counters.sent_message();
             if let Some(alias) = new_alias {
                 self.aliases
                     .get_or_insert_with(Box::default)
@@ -884,9 +930,12 @@ impl Connection<'_> {
 
     /// Sends what the session's queue holds, within the client's Receive Maximum.
     fn pull(&mut self, signal: &ConnSignal) -> Result<(), End> {
-        let batch = self
-            .broker
-            .take(self.clientid, self.conn_id, self.receive_max, BATCH);
+        let batch = self.broker.take(
+            self.info.clientid.as_str(),
+            self.conn_id,
+            self.receive_max,
+            BATCH,
+        );
         if batch.len() == BATCH {
             // More may be waiting: come back after this batch is written.
             signal.wake();
@@ -921,7 +970,7 @@ impl Connection<'_> {
                 topic_alias,
                 ..
             } => {
-                self.counters.received_message();
+                self.info.counters.received_message();
                 if let Some(alias) = topic_alias {
                     let max = self.broker.limits().topic_alias_maximum;
                     if alias == 0 || alias > max {
@@ -965,18 +1014,21 @@ impl Connection<'_> {
                 };
                 match qos {
                     QoS::AtMostOnce => {
-                        self.broker.publish(Some(self.clientid), msg);
+                        self.broker.publish(Some(self.info.clientid.as_str()), msg);
                         Ok(())
                     }
                     QoS::AtLeastOnce => {
-                        self.broker.publish(Some(self.clientid), msg);
+                        self.broker.publish(Some(self.info.clientid.as_str()), msg);
                         version.puback(out, pkid)
                     }
                     QoS::ExactlyOnce => {
                         // Delivered on the first receipt only; a re-sent PUBLISH (same
                         // packet identifier, before PUBREL) is only acknowledged again.
-                        let (new, unreleased) =
-                            self.broker.inbound_qos2(self.clientid, self.conn_id, pkid);
+                        let (new, unreleased) = self.broker.inbound_qos2(
+                            self.info.clientid.as_str(),
+                            self.conn_id,
+                            pkid,
+                        );
                         if unreleased > usize::from(limits.receive_maximum)
                             && version == Version::V5
                         {
@@ -988,7 +1040,7 @@ impl Connection<'_> {
                             ));
                         }
                         if new {
-                            self.broker.publish(Some(self.clientid), msg);
+                            self.broker.publish(Some(self.info.clientid.as_str()), msg);
                         }
                         version.pubrec(out, pkid)
                     }
@@ -996,16 +1048,17 @@ impl Connection<'_> {
             }
             Inbound::PubRel(pkid) => {
                 self.broker
-                    .inbound_release(self.clientid, self.conn_id, pkid);
+                    .inbound_release(self.info.clientid.as_str(), self.conn_id, pkid);
                 version.pubcomp(out, pkid)
             }
             Inbound::PubAck(pkid) => {
-                self.broker.puback(self.clientid, self.conn_id, pkid);
+                self.broker
+                    .puback(self.info.clientid.as_str(), self.conn_id, pkid);
                 Ok(())
             }
             Inbound::PubRec { pkid, failed } => {
                 self.broker
-                    .pubrec(self.clientid, self.conn_id, pkid, failed);
+                    .pubrec(self.info.clientid.as_str(), self.conn_id, pkid, failed);
                 if failed {
                     Ok(())
                 } else {
@@ -1013,7 +1066,8 @@ impl Connection<'_> {
                 }
             }
             Inbound::PubComp(pkid) => {
-                self.broker.pubcomp(self.clientid, self.conn_id, pkid);
+                self.broker
+                    .pubcomp(self.info.clientid.as_str(), self.conn_id, pkid);
                 Ok(())
             }
             Inbound::Subscribe { pkid, filters } => {
@@ -1044,12 +1098,14 @@ impl Connection<'_> {
                 if let Err(e) = version.suback(out, pkid, &granted) {
                     return Some(encode_err(e));
                 }
-                self.broker.subscribe(self.clientid, &accepted);
-                tracing::debug!(client = %self.clientid, filters = ?accepted, "subscribed");
+                self.broker
+                    .subscribe(self.info.clientid.as_str(), &accepted);
+                tracing::debug!(client = %self.info.clientid.as_str(), filters = ?accepted, "subscribed");
                 Ok(())
             }
             Inbound::Unsubscribe { pkid, filters } => {
-                self.broker.unsubscribe(self.clientid, &filters);
+                self.broker
+                    .unsubscribe(self.info.clientid.as_str(), &filters);
                 version.unsuback(out, pkid, filters.len())
             }
             Inbound::PingReq => version.pingresp(out),
@@ -1198,6 +1254,26 @@ mod tests {
             reader.next(Version::V4, 1 << 20),
             Ok(Some(Inbound::Disconnect { .. }))
         ));
+    }
+
+    /// Bytes of a session's future over TCP (tokio adds its task header and trailer).
+    const SESSION_FUTURE_MAX: usize = 640;
+
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<F, A, B, C, D, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every connected session keeps its task, and the task its future, for as long as it
+    /// lives: the future must not carry the state of the CONNECT phase, of writes that wait
+    /// or of closing, which are boxed while they run.
+    #[test]
+    fn a_session_future_stays_small() {
+        let tcp = returned_size(run::<tokio::net::TcpStream>);
+        assert!(tcp <= SESSION_FUTURE_MAX, "{tcp} bytes");
     }
 
     #[test]
