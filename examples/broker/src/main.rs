@@ -21,6 +21,8 @@ mod broker;
 mod codec;
 mod config;
 mod ctl;
+#[cfg(target_os = "linux")]
+mod fd_table;
 mod metrics;
 mod presets;
 mod prom;
@@ -50,8 +52,26 @@ use crate::config::{Cli, Command};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before the runtime starts its threads (see `fd_table`).
+    #[cfg(target_os = "linux")]
+    let fd_slots = fd_table::reserve();
+    #[cfg(not(target_os = "linux"))]
+    let fd_slots = None;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("realip-broker: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(fd_slots))
+}
+
+async fn run(fd_slots: Option<usize>) -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Ctl(args)) => ctl::run(args).await,
@@ -63,6 +83,9 @@ async fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
+            if let Some(slots) = fd_slots {
+                tracing::debug!(slots, "file descriptor table grown at start-up");
+            }
             server::run(cli.run).await
         }
     }
