@@ -159,14 +159,15 @@ fn count_commas(s: &[u8]) -> usize {
     const ONES: u64 = u64::from_le_bytes([1; 8]);
     const LOW7: u64 = ONES * 0x7f;
     const COMMAS: u64 = ONES * b',' as u64;
-    let mut chunks = s.chunks_exact(8);
+    let mut rest = s;
     let mut n = 0;
-    for chunk in &mut chunks {
-        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ COMMAS;
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        let x = u64::from_le_bytes(*word) ^ COMMAS;
         let zero_flags = !(((x & LOW7) + LOW7) | x) & !LOW7;
         n += ((zero_flags >> 7).wrapping_mul(ONES) >> 56) as usize;
+        rest = tail;
     }
-    n + chunks.remainder().iter().filter(|&&b| b == b',').count()
+    n + rest.iter().filter(|&&b| b == b',').count()
 }
 
 /// The position of the last byte of `s` that is `a` or `b`, eight bytes at a time (the
@@ -177,17 +178,17 @@ fn rposition_either(s: &[u8], a: u8, b: u8) -> Option<usize> {
     const LOW7: u64 = ONES * 0x7f;
     let zero_flags = |x: u64| !(((x & LOW7) + LOW7) | x) & !LOW7;
     let (a_word, b_word) = (ONES * u64::from(a), ONES * u64::from(b));
-    let mut end = s.len();
-    while end >= 8 {
-        let word = u64::from_le_bytes(s[end - 8..end].try_into().expect("eight bytes"));
+    let mut rest = s;
+    while let Some((head, word)) = rest.split_last_chunk::<8>() {
+        let word = u64::from_le_bytes(*word);
         let flags = zero_flags(word ^ a_word) | zero_flags(word ^ b_word);
         if flags != 0 {
             // Little-endian: the highest flag is the last matching byte.
-            return Some(end - 8 + (63 - flags.leading_zeros() as usize) / 8);
+            return Some(head.len() + (63 - flags.leading_zeros() as usize) / 8);
         }
-        end -= 8;
+        rest = head;
     }
-    s[..end].iter().rposition(|&x| x == a || x == b)
+    rest.iter().rposition(|&x| x == a || x == b)
 }
 
 /// Whether the `"` at `i` is escaped by an odd number of backslashes before it.

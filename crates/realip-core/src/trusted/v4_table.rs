@@ -44,10 +44,7 @@ impl V4Table {
     /// The table of `ranges` (inclusive `(first, last)` pairs, sorted and disjoint, as
     /// `merge` makes them), or `None` when it would take more than [`MAX_BYTES`].
     pub(super) fn build(ranges: &[(u32, u32)]) -> Option<Self> {
-        let l1: Box<[u16; L1_LEN]> = vec![EMPTY; L1_LEN]
-            .into_boxed_slice()
-            .try_into()
-            .expect("a boxed slice of L1_LEN entries");
+        let l1: Box<[u16; L1_LEN]> = vec![EMPTY; L1_LEN].into_boxed_slice().try_into().ok()?;
         let mut table = Self {
             l1,
             l2: Vec::new(),
