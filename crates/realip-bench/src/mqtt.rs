@@ -270,6 +270,14 @@ pub struct IdleResult {
     /// The broker's CPU time (all its threads) from the first CONNECT to the last CONNACK,
     /// per session, microseconds.
     pub cpu_us_per_session: f64,
+    /// The CPU time of this process (the load client) over the same time, per session,
+    /// microseconds. When it is about the time per session (1 ÷ rate), the client's core,
+    /// not the broker, sets the rate.
+    pub client_cpu_us_per_session: f64,
+    /// Times the broker's threads went to sleep over the same time, per session. Each time,
+    /// the next packet that arrives for it has to wake it up, and over loopback the sender
+    /// (the client's core) does that work.
+    pub broker_sleeps_per_session: f64,
     /// The sessions, still open.
     pub held: Vec<Session>,
 }
@@ -337,14 +345,19 @@ pub async fn idle_sessions(
     tag: &str,
 ) -> io::Result<IdleResult> {
     let before = crate::procfs::vm_rss_kib(broker.pid())?;
+    let client = std::process::id();
     let cpu_before = crate::procfs::cpu_ns(broker.pid())?;
+    let sleeps_before = crate::procfs::voluntary_switches(broker.pid())?;
+    let client_before = crate::procfs::cpu_ns(client)?;
     let Opened {
         held,
         latencies,
         errors,
         elapsed,
     } = connect_many(broker.addr, n, in_flight, tag).await;
+    let client_cpu = crate::procfs::cpu_ns(client)?.saturating_sub(client_before);
     let cpu = crate::procfs::cpu_ns(broker.pid())?.saturating_sub(cpu_before);
+    let sleeps = crate::procfs::voluntary_switches(broker.pid())?.saturating_sub(sleeps_before);
     if errors > 0 {
         eprintln!("  {errors} of {n} CONNECTs failed");
     }
@@ -358,6 +371,8 @@ pub async fn idle_sessions(
         latencies,
         rss_per_session: (after.saturating_sub(before) * 1024) as f64 / sessions.max(1) as f64,
         cpu_us_per_session: cpu as f64 / 1e3 / sessions.max(1) as f64,
+        client_cpu_us_per_session: client_cpu as f64 / 1e3 / sessions.max(1) as f64,
+        broker_sleeps_per_session: sleeps as f64 / sessions.max(1) as f64,
         held,
     })
 }

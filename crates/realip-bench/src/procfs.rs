@@ -36,6 +36,25 @@ pub fn cpu_ns(pid: u32) -> io::Result<u64> {
     Ok(total)
 }
 
+/// Times the threads of process `pid` went to sleep waiting for something (the sum of
+/// `voluntary_ctxt_switches` in `/proc/<pid>/task/*/status`); preemptions are not counted.
+pub fn voluntary_switches(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("status");
+        // A thread can exit between read_dir and read.
+        let Ok(s) = fs::read_to_string(path) else {
+            continue;
+        };
+        total += s
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
 /// Number of open file descriptors of process `pid`.
 pub fn fd_count(pid: u32) -> io::Result<usize> {
     Ok(fs::read_dir(format!("/proc/{pid}/fd"))?.count())

@@ -808,14 +808,17 @@ async fn mqtt_connect(
     in_flight: usize,
     tag: &str,
 ) -> io::Result<()> {
+    let cpu_before = procfs::cpu_ns(std::process::id())?;
     let opened = realip_bench::mqtt::connect_many(addr, sessions, in_flight, tag).await;
+    let cpu = procfs::cpu_ns(std::process::id())?.saturating_sub(cpu_before);
     println!(
-        "sessions={} errors={} secs={:.3} p50_us={:.0} p99_us={:.0}",
+        "sessions={} errors={} secs={:.3} p50_us={:.0} p99_us={:.0} client_cpu_us={:.1}",
         opened.held.len(),
         opened.errors,
         opened.elapsed.as_secs_f64(),
         us(percentile(&opened.latencies, 50.0)),
         us(percentile(&opened.latencies, 99.0)),
+        cpu as f64 / 1e3 / opened.held.len().max(1) as f64,
     );
     io::stdout().flush()?;
     // Held until stdin ends, so that the broker can be measured with every session open.
@@ -1610,6 +1613,8 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
     let mut rate = [Vec::new(), Vec::new()];
     let mut conn_p99 = [Vec::new(), Vec::new()];
     let mut conn_cpu = [Vec::new(), Vec::new()];
+    let mut client_cpu = [Vec::new(), Vec::new()];
+    let mut broker_sleeps = [Vec::new(), Vec::new()];
     let mut fan_rate = vec![[Vec::new(), Vec::new()]; fans.len()];
     let mut fan_p99 = vec![[Vec::new(), Vec::new()]; fans.len()];
     let mut lost = vec![[0u64, 0u64]; fans.len()];
@@ -1623,7 +1628,8 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
             let idle =
                 mqtt::idle_sessions(&b, args.idle_sessions, args.connect_in_flight, "idle").await?;
             eprintln!(
-                "broker round {}/{}: {}: {} sessions, {:.0} B/session, {:.0} CONNECT/s, {:.1} µs CPU/CONNECT",
+                "broker round {}/{}: {}: {} sessions, {:.0} B/session, {:.0} CONNECT/s, {:.1} µs CPU/CONNECT, \
+                 client {:.1} µs CPU/CONNECT, broker slept {:.2} times/CONNECT",
                 round + 1,
                 args.broker_rounds,
                 kind.name(),
@@ -1631,11 +1637,15 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
                 idle.rss_per_session,
                 idle.rate,
                 idle.cpu_us_per_session,
+                idle.client_cpu_us_per_session,
+                idle.broker_sleeps_per_session,
             );
             rss[ki].push(idle.rss_per_session);
             rate[ki].push(idle.rate);
             conn_p99[ki].push(us(percentile(&idle.latencies, 99.0)));
             conn_cpu[ki].push(idle.cpu_us_per_session);
+            client_cpu[ki].push(idle.client_cpu_us_per_session);
+            broker_sleeps[ki].push(idle.broker_sleeps_per_session);
             drop(idle);
             drop(b);
             if args.broker_idle_only {
@@ -1664,7 +1674,10 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
          Both brokers log nothing per connection (realip-broker `RUST_LOG=warn`, mosquitto `log_dest none`), \
          mosquitto without persistence and with `set_tcp_nodelay true` (realip-broker sets `TCP_NODELAY`). Idle: {} sessions (clean session, keep alive 0, {} CONNECTs in flight); \
          RSS = VmRSS growth ÷ sessions, rate = sessions ÷ time from the first CONNECT to the last CONNACK, \
-         broker CPU = the broker process's CPU time (all threads, /proc schedstat) over that time ÷ sessions. \
+         broker CPU = the broker process's CPU time (all threads, /proc schedstat) over that time ÷ sessions; \
+         load client CPU = this process's CPU time over that time ÷ sessions (about 1 ÷ rate when the client's core sets the rate); \
+         broker sleeps = the times the broker's threads blocked over that time (voluntary context switches) ÷ sessions \
+         (each makes the client's core wake it up, over loopback). \
          {fan}Per broker: median of the rounds, min–max in brackets. Ratio = realip-broker ÷ mosquitto: the median of \
          the rounds' ratios (each round's two measurements side by side), their min–max in brackets. \
          Load average before: {load_before}; after: {}.\n",
@@ -1688,8 +1701,9 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
     );
     println!("| measure | realip-broker | mosquitto | ratio | goal | verdict |");
     println!("|---|---:|---:|---:|---|---|");
-    // `higher`: the goal is ratio ≥ 1 (rates), else ratio ≤ 1 (memory, latency).
-    let row = |name: &str, v: &[Vec<f64>; 2], unit: &str, higher: bool| {
+    // `goal`: Some(true) is ratio ≥ 1 (rates), Some(false) ratio ≤ 1 (memory, latency), None
+    // a row that explains the others (no goal); `digits` after the decimal point.
+    let row = |name: &str, v: &[Vec<f64>; 2], unit: &str, goal: Option<bool>, digits: usize| {
         if v[0].is_empty() {
             return;
         }
@@ -1698,30 +1712,61 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
         let ratios: Vec<f64> = v[0].iter().zip(&v[1]).map(|(a, b)| a / b).collect();
         let ratio = median(&ratios);
         let (r0, r1) = min_max(&ratios);
-        let (goal, met) = if higher {
-            ("≥ 1.0", ratio >= 1.0)
+        let unit = if unit.is_empty() {
+            String::new()
         } else {
-            ("≤ 1.0", ratio <= 1.0)
+            format!(" {unit}")
+        };
+        let (goal, verdict) = match goal {
+            Some(true) => ("≥ 1.0", if ratio >= 1.0 { "met" } else { "missed" }),
+            Some(false) => ("≤ 1.0", if ratio <= 1.0 { "met" } else { "missed" }),
+            None => ("—", "—"),
         };
         println!(
-            "| {name} | {:.0} {unit} [{a0:.0}–{a1:.0}] | {:.0} {unit} [{b0:.0}–{b1:.0}] | {ratio:.2} [{r0:.2}–{r1:.2}] | {goal} | {} |",
+            "| {name} | {:.digits$}{unit} [{a0:.digits$}–{a1:.digits$}] | {:.digits$}{unit} [{b0:.digits$}–{b1:.digits$}] | {ratio:.2} [{r0:.2}–{r1:.2}] | {goal} | {verdict} |",
             median(&v[0]),
             median(&v[1]),
-            if met { "met" } else { "missed" },
         );
     };
-    row("RSS per idle session", &rss, "B", false);
-    row("CONNECT → CONNACK rate", &rate, "/s", true);
-    row("CONNECT → CONNACK p99", &conn_p99, "µs", false);
+    row("RSS per idle session", &rss, "B", Some(false), 0);
+    row("CONNECT → CONNACK rate", &rate, "/s", Some(true), 0);
+    row("CONNECT → CONNACK p99", &conn_p99, "µs", Some(false), 0);
     row(
         "CONNECT → CONNACK: broker CPU per session",
         &conn_cpu,
         "µs",
-        false,
+        Some(false),
+        0,
+    );
+    row(
+        "CONNECT → CONNACK: load client CPU per session",
+        &client_cpu,
+        "µs",
+        None,
+        1,
+    );
+    row(
+        "CONNECT → CONNACK: broker sleeps per session",
+        &broker_sleeps,
+        "",
+        None,
+        2,
     );
     for (fi, &(name, ..)) in fans.iter().enumerate() {
-        row(&format!("{name}: deliveries"), &fan_rate[fi], "/s", true);
-        row(&format!("{name}: p99 latency"), &fan_p99[fi], "µs", false);
+        row(
+            &format!("{name}: deliveries"),
+            &fan_rate[fi],
+            "/s",
+            Some(true),
+            0,
+        );
+        row(
+            &format!("{name}: p99 latency"),
+            &fan_p99[fi],
+            "µs",
+            Some(false),
+            0,
+        );
     }
     for (fi, &(name, ..)) in fans.iter().enumerate() {
         if lost[fi] != [0, 0] {
