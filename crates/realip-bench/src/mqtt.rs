@@ -336,6 +336,139 @@ pub async fn connect_many(addr: SocketAddr, n: usize, in_flight: usize, tag: &st
     }
 }
 
+/// Result of [`connect_bursts`].
+#[derive(Debug)]
+pub struct BurstResult {
+    /// Sessions that got their CONNACK.
+    pub sessions: usize,
+    /// Sessions per second of the broker's time: sessions ÷ the sum over the bursts of the
+    /// time from resuming the broker to the burst's last CONNACK.
+    pub rate: f64,
+    /// The broker's CPU time over the bursts (from resuming it to the last CONNACK), per
+    /// session, microseconds.
+    pub cpu_us_per_session: f64,
+    /// The sessions, still open.
+    pub held: Vec<Session>,
+}
+
+/// Connects and sends CONNECT, without waiting for CONNACK.
+async fn send_connect(
+    addr: SocketAddr,
+    client_id: &str,
+) -> io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (r, mut w) = stream.into_split();
+    w.write_all(&connect_packet(client_id)).await?;
+    Ok((BufReader::new(r), w))
+}
+
+/// Opens `n` MQTT 3.1.1 sessions in bursts of `burst`, with the broker as the bottleneck:
+/// per burst the broker is stopped (SIGSTOP), `burst` clients connect and send their CONNECT
+/// (the kernel completes the TCP handshakes into the listen backlog and queues the CONNECTs,
+/// so `burst` must stay within the broker's backlog: mosquitto's is 100), the broker is
+/// resumed (SIGCONT) and the time until the burst's last CONNACK is taken. Meanwhile this
+/// runtime polls its sockets without sleeping, so that a CONNACK never has to wake the
+/// client: the broker works through a full queue and neither side waits for the other.
+///
+/// The connection rate of [`connect_many`] is set by the client's core on a two-core
+/// machine (over loopback the client's core also does most of the kernel's TCP work); a
+/// broker that sleeps between arrivals then costs the client a wake-up per sleep, so a
+/// broker that is idle more often, because it is quicker, measures slower there. This
+/// measures what the broker itself takes per CONNECT, including its waits on its own
+/// runtime.
+pub async fn connect_bursts(
+    broker: &BrokerProc,
+    n: usize,
+    burst: usize,
+    tag: &str,
+) -> io::Result<BurstResult> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(
+        i32::try_from(broker.pid()).map_err(|_| io::Error::other("broker PID out of range"))?,
+    );
+    let signal = |s: Signal| kill(pid, s).map_err(io::Error::from);
+    let burst = burst.max(1);
+    let mut held = Vec::with_capacity(n);
+    let mut busy = Duration::ZERO;
+    let mut cpu = 0;
+    let mut i = 0;
+    while i < n {
+        let k = burst.min(n - i);
+        signal(Signal::SIGSTOP)?;
+        let mut waiting = Vec::with_capacity(k);
+        for j in i..i + k {
+            // A connection beyond the stopped broker's backlog would wait for SYN
+            // retransmissions, seconds.
+            let sent = tokio::time::timeout(
+                Duration::from_secs(2),
+                send_connect(broker.addr, &format!("{tag}-{j}")),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::other(format!(
+                    "connection {} of a burst of {burst} not established in 2 s: \
+                     more than the broker's listen backlog?",
+                    j - i + 1
+                )))
+            });
+            match sent {
+                Ok(half) => waiting.push(half),
+                Err(e) => {
+                    signal(Signal::SIGCONT)?;
+                    return Err(e);
+                }
+            }
+        }
+        // Every CONNECT is in its socket; the broker runs from here on.
+        let spinning = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let spinner = {
+            let spinning = Arc::clone(&spinning);
+            tokio::spawn(async move {
+                while spinning.load(Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let cpu_before = crate::procfs::cpu_ns(broker.pid())?;
+        let start = Instant::now();
+        signal(Signal::SIGCONT)?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (mut r, w) in waiting {
+            tasks.spawn(async move {
+                let (first, body) = read_packet(&mut r).await?;
+                if first != 0x20 || body.len() != 2 || body[1] != 0 {
+                    return Err(io::Error::other(format!(
+                        "CONNACK expected, got {first:#04x} {body:?}"
+                    )));
+                }
+                Ok(Session { r, w })
+            });
+        }
+        let mut result = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            match done.map_err(io::Error::other).and_then(|s| s) {
+                Ok(session) => held.push(session),
+                Err(e) => result = Err(e),
+            }
+        }
+        busy += start.elapsed();
+        cpu += crate::procfs::cpu_ns(broker.pid())?.saturating_sub(cpu_before);
+        spinning.store(false, Ordering::Relaxed);
+        let _ = spinner.await;
+        result?;
+        i += k;
+    }
+    let sessions = held.len();
+    Ok(BurstResult {
+        sessions,
+        rate: sessions as f64 / busy.as_secs_f64(),
+        cpu_us_per_session: cpu as f64 / 1e3 / sessions.max(1) as f64,
+        held,
+    })
+}
+
 /// Opens `n` sessions (`in_flight` handshakes at a time) and measures the broker's RSS per
 /// session once they are idle.
 pub async fn idle_sessions(

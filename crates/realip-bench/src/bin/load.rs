@@ -168,6 +168,10 @@ struct BrokerArgs {
     /// CONNECTs in flight while opening them.
     #[arg(long, default_value_t = 64)]
     connect_in_flight: usize,
+    /// CONNECTs queued per burst while the broker is stopped, for the broker-bound CONNECT
+    /// rate (at most mosquitto's listen backlog, 100).
+    #[arg(long, default_value_t = 64)]
+    connect_burst: usize,
     /// Clients on the wide side of fan-out (1 → N) and fan-in (N → 1).
     #[arg(long, default_value_t = 100)]
     fan_width: usize,
@@ -1615,6 +1619,8 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
     let mut conn_cpu = [Vec::new(), Vec::new()];
     let mut client_cpu = [Vec::new(), Vec::new()];
     let mut broker_sleeps = [Vec::new(), Vec::new()];
+    let mut burst_rate = [Vec::new(), Vec::new()];
+    let mut burst_cpu = [Vec::new(), Vec::new()];
     let mut fan_rate = vec![[Vec::new(), Vec::new()]; fans.len()];
     let mut fan_p99 = vec![[Vec::new(), Vec::new()]; fans.len()];
     let mut lost = vec![[0u64, 0u64]; fans.len()];
@@ -1648,6 +1654,20 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
             broker_sleeps[ki].push(idle.broker_sleeps_per_session);
             drop(idle);
             drop(b);
+            let b = BrokerProc::start(kind, &args.realip_broker, &args.mosquitto, pin).await?;
+            let bursts =
+                mqtt::connect_bursts(&b, args.idle_sessions, args.connect_burst, "burst").await?;
+            eprintln!(
+                "  {}: bursts of {}: {:.0} CONNECT/s of the broker's time, {:.1} µs CPU/CONNECT",
+                kind.name(),
+                args.connect_burst,
+                bursts.rate,
+                bursts.cpu_us_per_session,
+            );
+            burst_rate[ki].push(bursts.rate);
+            burst_cpu[ki].push(bursts.cpu_us_per_session);
+            drop(bursts);
+            drop(b);
             if args.broker_idle_only {
                 continue;
             }
@@ -1678,6 +1698,9 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
          load client CPU = this process's CPU time over that time ÷ sessions (about 1 ÷ rate when the client's core sets the rate); \
          broker sleeps = the times the broker's threads blocked over that time (voluntary context switches) ÷ sessions \
          (each makes the client's core wake it up, over loopback). \
+         Broker-bound bursts: on another fresh broker process, as many sessions in bursts of {burst}: the broker stopped (SIGSTOP), \
+         {burst} clients connect and send CONNECT into its listen backlog, the broker resumed (SIGCONT); rate = sessions ÷ the sum of the times \
+         from resuming it to each burst's last CONNACK, the client polling without sleeping meanwhile. \
          {fan}Per broker: median of the rounds, min–max in brackets. Ratio = realip-broker ÷ mosquitto: the median of \
          the rounds' ratios (each round's two measurements side by side), their min–max in brackets. \
          Load average before: {load_before}; after: {}.\n",
@@ -1685,6 +1708,7 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
         args.idle_sessions,
         args.connect_in_flight,
         procfs::load_average(),
+        burst = args.connect_burst,
         fan = if args.broker_idle_only {
             String::new()
         } else {
@@ -1751,6 +1775,20 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
         "",
         None,
         2,
+    );
+    row(
+        "CONNECT → CONNACK rate, broker-bound bursts",
+        &burst_rate,
+        "/s",
+        Some(true),
+        0,
+    );
+    row(
+        "CONNECT → CONNACK bursts: broker CPU per session",
+        &burst_cpu,
+        "µs",
+        Some(false),
+        1,
     );
     for (fi, &(name, ..)) in fans.iter().enumerate() {
         row(
