@@ -345,6 +345,55 @@ async fn a_header_arriving_during_a_wave_of_timeouts_waits_behind_one_batch_at_m
     }
 }
 
+/// Counts its wake-ups.
+#[derive(Default)]
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_lone_waiting_handshake_does_not_wake_the_listener_again() {
+    // One peer that has not sent its header yet: the listener waits for its socket, and
+    // does not schedule itself to be polled again for nothing.
+    let (_client, server) = tokio::io::duplex(64);
+    let mut listener = ProxyListener::builder().listen(Scripted::new(Vec::new(), false));
+    // A listener that has been waiting for connections (its first poll sets it up).
+    assert!(poll_accept_once(&mut listener).await.is_pending());
+    listener
+        .get_mut()
+        .queue
+        .push_back((server, sa("10.0.0.1:1")));
+    let counter = std::sync::Arc::new(CountingWaker::default());
+    let waker = std::task::Waker::from(counter.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(listener.poll_accept(&mut cx).is_pending());
+    assert_eq!(listener.pending(), 1);
+    assert_eq!(
+        counter.0.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the listener woke itself with nothing to do"
+    );
+    // Its header arrives: that wakes the listener, which then hands the connection out.
+    let mut client = _client;
+    client
+        .write_all(&ProxyHeader::v1(sa("198.51.100.7:4000"), sa("127.0.0.1:1883")).to_bytes())
+        .await
+        .unwrap();
+    assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let Poll::Ready((_stream, addr)) = listener.poll_accept(&mut cx) else {
+        panic!("not handed out after its header arrived");
+    };
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    assert_eq!(listener.pending(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn try_accept_returns_a_finished_connection_before_the_due_timeouts() {
     const STALLED: u16 = 12;
