@@ -603,13 +603,17 @@ impl<L: Accept> ProxyListener<L> {
                         }
                     };
                     // A connection finished here (skipped, or its header already there) is
-                    // returned by this poll, after the batch is accepted, when nothing else
-                    // waited before it. Otherwise it is queued: returning it before the
-                    // handshakes already waiting would leave them unpolled for as long as
-                    // more such peers keep connecting. The pending set is polled before the
-                    // queue.
+                    // returned by this poll at once when nothing else waited before it; the
+                    // next poll, which a server makes as soon as it has taken this one,
+                    // accepts the rest. (Accepting on until the accept queue is empty would
+                    // end most batches in a failed `accept4` when peers arrive one at a time;
+                    // a little later, the next peer has often arrived.) Otherwise it is
+                    // queued: returning it before the handshakes already waiting would leave
+                    // them unpolled for as long as more such peers keep connecting. The
+                    // pending set is polled before the queue.
                     if first.is_none() && self.waiting() == 0 && self.ready.is_empty() {
                         first = Some(done);
+                        break 'accept;
                     } else {
                         self.ready.push_back(done);
                     }

@@ -137,12 +137,12 @@ async fn skipped_connections_keep_their_bytes_and_socket_address() {
 async fn header_timeout_runs_from_accept_not_from_first_poll() {
     let timeout = Duration::from_secs(3);
     let (_lb, good, good_peer) = with_header("10.0.0.1:1", "198.51.100.7:4000").await;
-    // Connected at the same time, but never sends anything.
+    // Connected just before, but never sends anything: accepted in the same poll.
     let (_silent_client, silent) = tokio::io::duplex(64);
     let mut listener = ProxyListener::builder()
         .header_timeout(timeout)
         .listen(Scripted::new(
-            vec![(good, good_peer), (silent, sa("10.0.0.2:2"))],
+            vec![(silent, sa("10.0.0.2:2")), (good, good_peer)],
             false,
         ));
 
@@ -343,6 +343,30 @@ async fn a_header_arriving_during_a_wave_of_timeouts_waits_behind_one_batch_at_m
         polls += 1;
         assert!(polls <= usize::from(STALLED), "timeouts left behind");
     }
+}
+
+#[tokio::test]
+async fn a_connection_ready_at_accept_is_handed_out_before_the_next_accept() {
+    // Nothing else waits: the first connection, header already there, is handed out at
+    // once; the second stays in the accept queue until the next poll (no accept that would
+    // find the queue empty when peers arrive one at a time).
+    let (_lb1, first, peer1) = with_header("10.0.0.1:1", "198.51.100.7:4000").await;
+    let (_lb2, second, peer2) = with_header("10.0.0.2:2", "198.51.100.8:4000").await;
+    let mut listener = ProxyListener::builder()
+        .listen(Scripted::new(vec![(first, peer1), (second, peer2)], false));
+    let Poll::Ready((_s1, addr)) = poll_accept_once(&mut listener).await else {
+        panic!("the first connection was not handed out");
+    };
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    assert_eq!(
+        listener.get_ref().queue.len(),
+        1,
+        "accepted on past a ready connection"
+    );
+    let Poll::Ready((_s2, addr)) = poll_accept_once(&mut listener).await else {
+        panic!("the second connection was not handed out");
+    };
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.8:4000");
 }
 
 /// Counts its wake-ups.
