@@ -44,7 +44,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
@@ -226,9 +226,11 @@ impl Builder {
             max_pending: self.max_pending,
             accept_batch: self.accept_batch,
             max_header_len: self.max_header_len,
-            pending: FuturesUnordered::new(),
+            pending: pending_set(),
             ready: VecDeque::new(),
             failures_this_turn: 0,
+            expired_to_wake: VecDeque::new(),
+            woke_expired_this_turn: false,
             backoff: None,
             backoff_delay: BACKOFF_MIN,
             expiry: None,
@@ -297,6 +299,7 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     max_pending: usize,
     accept_batch: usize,
     max_header_len: usize,
+    /// The handshakes waiting for their header, and one idle entry ([`Handshake::idle`]).
     pending: FuturesUnordered<Handshake<L>>,
     /// Handshakes that finished at accept (their header had arrived with the connection,
     /// or [`Policy::Skip`]), not handed out yet: no pending-set node for them.
@@ -313,6 +316,12 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     /// Polls of the listener since the expiry timer was last polled (it is polled at least
     /// every `accept_batch` of them, even when every poll hands out a connection).
     since_expiry_poll: usize,
+    /// The wakers of handshakes the expiry walk marked expired, not woken yet: a batch is
+    /// woken per turn of the runtime, so that a wave of timeouts never queues ahead of a
+    /// handshake whose header arrived by more than one batch.
+    expired_to_wake: VecDeque<Waker>,
+    /// Whether this turn's batch of `expired_to_wake` was woken.
+    woke_expired_this_turn: bool,
     /// Accept errors (`EMFILE`, ...) since the last socket accepted: a burst is logged at its
     /// first failure and when it ends, not at every retry.
     accept_failures: u64,
@@ -397,7 +406,12 @@ impl<L: Accept> ProxyListener<L> {
 
     /// How many handshakes are in progress, counting finished ones not handed out yet.
     pub fn pending(&self) -> usize {
-        self.pending.len() + self.ready.len()
+        self.waiting() + self.ready.len()
+    }
+
+    /// Handshakes waiting in the pending set (its idle entry not counted).
+    fn waiting(&self) -> usize {
+        self.pending.len().saturating_sub(1)
     }
 
     /// Accepts the next connection whose header was read and accepted.
@@ -460,6 +474,13 @@ impl<L: Accept> ProxyListener<L> {
             }
             return Poll::Ready(handed_out(done));
         }
+        if !self.woke_expired_this_turn {
+            self.woke_expired_this_turn = true;
+            let batch = self.expired_to_wake.len().min(self.accept_batch);
+            for waker in self.expired_to_wake.drain(..batch) {
+                waker.wake();
+            }
+        }
         while self.failures_this_turn < self.accept_batch {
             match self.pending.poll_next_unpin(cx) {
                 Poll::Ready(Some(result)) => {
@@ -495,7 +516,12 @@ impl<L: Accept> ProxyListener<L> {
             }
             return Poll::Ready(handed_out(result));
         }
-        if self.failures_this_turn >= self.accept_batch {
+        if self.expiry.is_some() {
+            // Polled on the way to `Pending` (and after every batch handed out without
+            // waiting): when it fires it wakes this task.
+            self.poll_expiry(cx);
+        }
+        if self.failures_this_turn >= self.accept_batch || !self.expired_to_wake.is_empty() {
             // More failures may be due: back after the runtime's other work, as tokio's
             // own cooperative yield does.
             yield_to_runtime(cx);
@@ -503,11 +529,7 @@ impl<L: Accept> ProxyListener<L> {
             cx.waker().wake_by_ref();
         }
         self.failures_this_turn = 0;
-        if self.expiry.is_some() {
-            // Polled on the way to `Pending` (and after every batch handed out without
-            // waiting): when it fires it wakes this task.
-            self.poll_expiry(cx);
-        }
+        self.woke_expired_this_turn = false;
         Poll::Pending
     }
 
@@ -581,13 +603,17 @@ impl<L: Accept> ProxyListener<L> {
                         }
                     };
                     // A connection finished here (skipped, or its header already there) is
-                    // returned by this poll, after the batch is accepted, when nothing else
-                    // waited before it. Otherwise it is queued: returning it before the
-                    // handshakes already waiting would leave them unpolled for as long as
-                    // more such peers keep connecting. The pending set is polled before the
-                    // queue.
-                    if first.is_none() && self.pending.is_empty() && self.ready.is_empty() {
+                    // returned by this poll at once when nothing else waited before it; the
+                    // next poll, which a server makes as soon as it has taken this one,
+                    // accepts the rest. (Accepting on until the accept queue is empty would
+                    // end most batches in a failed `accept4` when peers arrive one at a time;
+                    // a little later, the next peer has often arrived.) Otherwise it is
+                    // queued: returning it before the handshakes already waiting would leave
+                    // them unpolled for as long as more such peers keep connecting. The
+                    // pending set is polled before the queue.
+                    if first.is_none() && self.waiting() == 0 && self.ready.is_empty() {
                         first = Some(done);
+                        break 'accept;
                     } else {
                         self.ready.push_back(done);
                     }
@@ -619,8 +645,10 @@ impl<L: Accept> ProxyListener<L> {
 
 impl<L: Accept> ProxyListener<L> {
     /// Polls the expiry timer; when it has fired, walks the waiting handshakes: those whose
-    /// deadline has passed are marked expired and woken (the pending set then ends them,
-    /// at most [`accept_batch`](Builder::accept_batch) per turn), and the timer is set again
+    /// deadline has passed are marked expired and queued to be woken, at most
+    /// [`accept_batch`](Builder::accept_batch) per turn (the pending set then ends them, as
+    /// many per turn; a handshake whose header arrived meanwhile is woken by its socket and
+    /// waits behind at most one batch of them, not behind the whole wave), and the timer is set again
     /// for the earliest deadline still to come, or [`expiry_step`] from now if that is
     /// later; with nothing left to wait for, it is dropped.
     ///
@@ -640,7 +668,7 @@ impl<L: Accept> ProxyListener<L> {
         let now = tokio::time::Instant::now();
         let mut next: Option<tokio::time::Instant> = None;
         for handshake in Pin::new(&mut self.pending).iter_pin_mut() {
-            if let Some(deadline) = handshake.expire_if_due(now) {
+            if let Some(deadline) = handshake.expire_if_due(now, &mut self.expired_to_wake) {
                 next = Some(next.map_or(deadline, |next| next.min(deadline)));
             }
         }
@@ -655,6 +683,13 @@ impl<L: Accept> ProxyListener<L> {
             None => self.expiry = None,
         }
     }
+}
+
+/// An empty pending set: its idle entry only ([`Handshake::idle`]).
+fn pending_set<L: Accept>() -> FuturesUnordered<Handshake<L>> {
+    let set = FuturesUnordered::new();
+    set.push(Handshake::idle());
+    set
 }
 
 /// The least time between two walks of the pending set for expired handshakes: 1/64 of
