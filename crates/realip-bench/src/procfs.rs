@@ -107,4 +107,12 @@ mod tests {
         assert!(fd_count(pid).unwrap() >= 3);
         assert!(nofile_limit().is_ok());
     }
+
+    #[test]
+    fn counts_a_sleep_of_this_process() {
+        let pid = std::process::id();
+        let before = voluntary_switches(pid).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(voluntary_switches(pid).unwrap() > before);
+    }
 }
