@@ -20,37 +20,31 @@ fn status_field(pid: u32, field: &str) -> io::Result<u64> {
 /// CPU time consumed by all threads of process `pid`, in nanoseconds (sum of the first field
 /// of `/proc/<pid>/task/*/schedstat`).
 pub fn cpu_ns(pid: u32) -> io::Result<u64> {
-    let mut total = 0;
-    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
-        // A thread can exit between read_dir and read.
-        let Ok(s) = fs::read_to_string(path) else {
-            continue;
-        };
-        total += s
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(total)
+    sum_over_threads(pid, "schedstat", |s| {
+        s.split_whitespace().next().and_then(|v| v.parse().ok())
+    })
 }
 
 /// Times the threads of process `pid` went to sleep waiting for something (the sum of
 /// `voluntary_ctxt_switches` in `/proc/<pid>/task/*/status`); preemptions are not counted.
 pub fn voluntary_switches(pid: u32) -> io::Result<u64> {
+    sum_over_threads(pid, "status", |s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// The sum over the threads of process `pid` of what `parse` reads in their `file` under
+/// `/proc/<pid>/task/<tid>/` (0 where it reads nothing).
+fn sum_over_threads(pid: u32, file: &str, parse: impl Fn(&str) -> Option<u64>) -> io::Result<u64> {
     let mut total = 0;
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("status");
         // A thread can exit between read_dir and read.
-        let Ok(s) = fs::read_to_string(path) else {
+        let Ok(s) = fs::read_to_string(task?.path().join(file)) else {
             continue;
         };
-        total += s
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        total += parse(&s).unwrap_or(0);
     }
     Ok(total)
 }
