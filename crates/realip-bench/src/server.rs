@@ -42,6 +42,8 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// realip-listener's cap on handshakes in progress (`None`: its default).
     pub max_pending: Option<usize>,
+    /// realip-listener's accept batch (`None`: its default).
+    pub accept_batch: Option<usize>,
 }
 
 /// Serves connections from `listener` until the process ends.
@@ -68,6 +70,9 @@ async fn serve_ours(listener: TcpListener, opts: ServeOptions) -> io::Result<()>
     let mut builder = realip_listener::ProxyListener::builder().header_timeout(opts.header_timeout);
     if let Some(max) = opts.max_pending {
         builder = builder.max_pending(max);
+    }
+    if let Some(batch) = opts.accept_batch {
+        builder = builder.accept_batch(batch);
     }
     let mut listener = builder.listen(listener);
     loop {

@@ -8,6 +8,7 @@
 //! it is complete, known to be absent, or refused.
 
 use std::future::Future;
+use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -149,10 +150,17 @@ impl<L: Accept> Handshake<L> {
     }
 
     /// [`ReadHandshake::expire_if_due`].
-    pub(crate) fn expire_if_due(self: Pin<&mut Self>, now: Instant) -> Option<Instant> {
+    pub(crate) fn expire_if_due(
+        self: Pin<&mut Self>,
+        now: Instant,
+        to_wake: &mut VecDeque<Waker>,
+    ) -> Option<Instant> {
         match self.project() {
-            HandshakeProj::Read { read } => read.expire_if_due(now),
-            HandshakeProj::Traced { read } => read.as_mut().inner_pin_mut().expire_if_due(now),
+            HandshakeProj::Read { read } => read.expire_if_due(now, to_wake),
+            HandshakeProj::Traced { read } => read
+                .as_mut()
+                .inner_pin_mut()
+                .expire_if_due(now, to_wake),
         }
     }
 }
@@ -184,7 +192,7 @@ pin_project! {
         policy: Policy,
         // When the header timeout falls due, fixed at accept (`None`: the timeout is too
         // long to be a deadline). No timer of its own: the listener's expiry walk
-        // ([`Self::expire_if_due`]) marks it expired and wakes it.
+        // ([`Self::expire_if_due`]) marks it expired and has it woken.
         deadline: Option<Instant>,
         // Set by the expiry walk once the deadline has passed.
         expired: bool,
@@ -223,12 +231,16 @@ impl<L: Accept> ReadHandshake<L> {
         }
     }
 
-    /// The expiry walk's step: marks the handshake expired and wakes it when its deadline
-    /// is at or before `now` (its next poll then ends it with
-    /// [`HandshakeError::Timeout`] unless the header has arrived meanwhile); otherwise
-    /// returns the deadline still to come. `None` when there is none to come (no
-    /// deadline, or already expired).
-    pub(crate) fn expire_if_due(self: Pin<&mut Self>, now: Instant) -> Option<Instant> {
+    /// The expiry walk's step: marks the handshake expired when its deadline is at or
+    /// before `now`, and hands its waker to `to_wake` (the listener wakes them a batch per
+    /// turn; its next poll then ends it with [`HandshakeError::Timeout`] unless the header
+    /// has arrived meanwhile); otherwise returns the deadline still to come. `None` when
+    /// there is none to come (no deadline, or already expired).
+    pub(crate) fn expire_if_due(
+        self: Pin<&mut Self>,
+        now: Instant,
+        to_wake: &mut VecDeque<Waker>,
+    ) -> Option<Instant> {
         let this = self.project();
         let deadline = (*this.deadline)?;
         if *this.expired {
@@ -239,7 +251,7 @@ impl<L: Accept> ReadHandshake<L> {
         }
         *this.expired = true;
         if let Some(waker) = this.waker.take() {
-            waker.wake();
+            to_wake.push_back(waker);
         }
         None
     }
@@ -782,14 +794,16 @@ mod tests {
         );
         // Not due yet: the walk gives the deadline back and leaves it alone.
         assert_eq!(
-            hs.as_mut().expire_if_due(Instant::now()),
+            hs.as_mut().expire_if_due(Instant::now(), &mut VecDeque::new()),
             Some(accepted + DEFAULT_HEADER_TIMEOUT)
         );
         tokio::time::advance(Duration::from_millis(10)).await;
         // Due, but no walk has marked it: still waiting (the walk is the only clock).
         assert!(poll_once(&mut hs).await.is_pending());
-        assert_eq!(hs.as_mut().expire_if_due(Instant::now()), None);
-        assert!(hs.waker.is_none(), "woken by the walk");
+        let mut to_wake = VecDeque::new();
+        assert_eq!(hs.as_mut().expire_if_due(Instant::now(), &mut to_wake), None);
+        assert!(hs.waker.is_none(), "its waker went to the walk");
+        assert_eq!(to_wake.len(), 1, "handed to the listener to wake");
         assert!(matches!(
             poll_once(&mut hs).await,
             Poll::Ready(Err(HandshakeError::Timeout { .. }))
@@ -804,7 +818,7 @@ mod tests {
         let mut hs = Box::pin(hs);
         assert!(poll_once(&mut hs).await.is_pending());
         tokio::time::advance(DEFAULT_HEADER_TIMEOUT).await;
-        assert_eq!(hs.as_mut().expire_if_due(Instant::now()), None);
+        assert_eq!(hs.as_mut().expire_if_due(Instant::now(), &mut VecDeque::new()), None);
         client.write_all(&v1_header()).await.unwrap();
         // As `tokio::time::timeout`: the read first, then the deadline.
         assert!(matches!(poll_once(&mut hs).await, Poll::Ready(Ok(_))));
@@ -820,7 +834,7 @@ mod tests {
         assert_eq!(hs.deadline, None);
         assert!(poll_once(&mut hs).await.is_pending());
         let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-        assert_eq!(hs.as_mut().expire_if_due(far), None);
+        assert_eq!(hs.as_mut().expire_if_due(far, &mut VecDeque::new()), None);
         assert!(!hs.expired);
     }
 
@@ -830,7 +844,7 @@ mod tests {
         let mut hs = Box::pin(hs);
         assert!(poll_once(&mut hs).await.is_pending());
         tokio::time::sleep(DEFAULT_HEADER_TIMEOUT).await;
-        assert_eq!(hs.as_mut().expire_if_due(Instant::now()), None);
+        assert_eq!(hs.as_mut().expire_if_due(Instant::now(), &mut VecDeque::new()), None);
         match poll_once(&mut hs).await {
             Poll::Ready(Err(HandshakeError::Timeout { timeout, .. })) => {
                 assert_eq!(timeout, DEFAULT_HEADER_TIMEOUT);

@@ -44,7 +44,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
@@ -229,6 +229,8 @@ impl Builder {
             pending: FuturesUnordered::new(),
             ready: VecDeque::new(),
             failures_this_turn: 0,
+            expired_to_wake: VecDeque::new(),
+            woke_expired_this_turn: false,
             backoff: None,
             backoff_delay: BACKOFF_MIN,
             expiry: None,
@@ -313,6 +315,12 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     /// Polls of the listener since the expiry timer was last polled (it is polled at least
     /// every `accept_batch` of them, even when every poll hands out a connection).
     since_expiry_poll: usize,
+    /// The wakers of handshakes the expiry walk marked expired, not woken yet: a batch is
+    /// woken per turn of the runtime, so that a wave of timeouts never queues ahead of a
+    /// handshake whose header arrived by more than one batch.
+    expired_to_wake: VecDeque<Waker>,
+    /// Whether this turn's batch of `expired_to_wake` was woken.
+    woke_expired_this_turn: bool,
     /// Accept errors (`EMFILE`, ...) since the last socket accepted: a burst is logged at its
     /// first failure and when it ends, not at every retry.
     accept_failures: u64,
@@ -460,6 +468,13 @@ impl<L: Accept> ProxyListener<L> {
             }
             return Poll::Ready(handed_out(done));
         }
+        if !self.woke_expired_this_turn {
+            self.woke_expired_this_turn = true;
+            let batch = self.expired_to_wake.len().min(self.accept_batch);
+            for waker in self.expired_to_wake.drain(..batch) {
+                waker.wake();
+            }
+        }
         while self.failures_this_turn < self.accept_batch {
             match self.pending.poll_next_unpin(cx) {
                 Poll::Ready(Some(result)) => {
@@ -495,7 +510,12 @@ impl<L: Accept> ProxyListener<L> {
             }
             return Poll::Ready(handed_out(result));
         }
-        if self.failures_this_turn >= self.accept_batch {
+        if self.expiry.is_some() {
+            // Polled on the way to `Pending` (and after every batch handed out without
+            // waiting): when it fires it wakes this task.
+            self.poll_expiry(cx);
+        }
+        if self.failures_this_turn >= self.accept_batch || !self.expired_to_wake.is_empty() {
             // More failures may be due: back after the runtime's other work, as tokio's
             // own cooperative yield does.
             yield_to_runtime(cx);
@@ -503,11 +523,7 @@ impl<L: Accept> ProxyListener<L> {
             cx.waker().wake_by_ref();
         }
         self.failures_this_turn = 0;
-        if self.expiry.is_some() {
-            // Polled on the way to `Pending` (and after every batch handed out without
-            // waiting): when it fires it wakes this task.
-            self.poll_expiry(cx);
-        }
+        self.woke_expired_this_turn = false;
         Poll::Pending
     }
 
@@ -619,8 +635,10 @@ impl<L: Accept> ProxyListener<L> {
 
 impl<L: Accept> ProxyListener<L> {
     /// Polls the expiry timer; when it has fired, walks the waiting handshakes: those whose
-    /// deadline has passed are marked expired and woken (the pending set then ends them,
-    /// at most [`accept_batch`](Builder::accept_batch) per turn), and the timer is set again
+    /// deadline has passed are marked expired and queued to be woken, at most
+    /// [`accept_batch`](Builder::accept_batch) per turn (the pending set then ends them, as
+    /// many per turn; a handshake whose header arrived meanwhile is woken by its socket and
+    /// waits behind at most one batch of them, not behind the whole wave), and the timer is set again
     /// for the earliest deadline still to come, or [`expiry_step`] from now if that is
     /// later; with nothing left to wait for, it is dropped.
     ///
@@ -640,7 +658,7 @@ impl<L: Accept> ProxyListener<L> {
         let now = tokio::time::Instant::now();
         let mut next: Option<tokio::time::Instant> = None;
         for handshake in Pin::new(&mut self.pending).iter_pin_mut() {
-            if let Some(deadline) = handshake.expire_if_due(now) {
+            if let Some(deadline) = handshake.expire_if_due(now, &mut self.expired_to_wake) {
                 next = Some(next.map_or(deadline, |next| next.min(deadline)));
             }
         }

@@ -291,6 +291,61 @@ async fn a_finished_handshake_is_handed_out_while_a_wave_of_timeouts_is_due() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_header_arriving_during_a_wave_of_timeouts_waits_behind_one_batch_at_most() {
+    const STALLED: u16 = 40;
+    let timeout = Duration::from_secs(3);
+    let (_clients, sockets) = stalled(STALLED).await;
+    let mut listener = ProxyListener::builder()
+        .header_timeout(timeout)
+        .accept_batch(WAVE_BATCH)
+        .listen(Scripted::new(sockets, false));
+    while !listener.get_ref().queue.is_empty() {
+        assert!(poll_accept_once(&mut listener).await.is_pending());
+    }
+    // A peer accepted later, still waiting for its header when the others' timeouts fall due.
+    tokio::time::advance(timeout / 2).await;
+    let (mut lb, server) = tokio::io::duplex(1024);
+    listener
+        .get_mut()
+        .queue
+        .push_back((server, sa("10.0.0.1:1")));
+    assert!(poll_accept_once(&mut listener).await.is_pending());
+    assert_eq!(listener.pending(), usize::from(STALLED) + 1);
+    tokio::time::advance(timeout / 2 + Duration::from_millis(100)).await;
+    // The expiry walk finds the whole wave due; its header arrives right after.
+    assert!(poll_accept_once(&mut listener).await.is_pending());
+    lb.write_all(&ProxyHeader::v1(sa("198.51.100.7:4000"), sa("127.0.0.1:1883")).to_bytes())
+        .await
+        .unwrap();
+
+    // Handed out after at most one batch of the due timeouts was ended, not the whole wave.
+    let before = listener.pending();
+    let mut polls = 0;
+    let addr = loop {
+        polls += 1;
+        assert!(polls <= 2, "not handed out within two polls");
+        if let Poll::Ready((_stream, addr)) = poll_accept_once(&mut listener).await {
+            break addr;
+        }
+    };
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    let ended = before - listener.pending() - 1;
+    assert!(
+        ended <= WAVE_BATCH,
+        "{ended} timeouts ended before the connection was handed out"
+    );
+    // The rest of the wave still ends, a batch per poll.
+    let mut polls = 0;
+    while listener.pending() > 0 {
+        let before = listener.pending();
+        assert!(poll_accept_once(&mut listener).await.is_pending());
+        assert!(before - listener.pending() <= WAVE_BATCH);
+        polls += 1;
+        assert!(polls <= usize::from(STALLED), "timeouts left behind");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn try_accept_returns_a_finished_connection_before_the_due_timeouts() {
     const STALLED: u16 = 12;
     let (mut listener, _clients) = wave_of_due_timeouts(STALLED).await;

@@ -55,6 +55,9 @@ enum Cmd {
         /// realip-listener's cap on handshakes in progress (default: the crate's).
         #[arg(long)]
         max_pending: Option<usize>,
+        /// realip-listener's accept batch (default: the crate's).
+        #[arg(long)]
+        accept_batch: Option<usize>,
     },
     /// Run requests through the forwarded-header middleware (`RealIp::call`) or another
     /// step of a layer case, for counting instructions per request under callgrind
@@ -297,6 +300,10 @@ struct IsolationArgs {
     /// crate's default).
     #[arg(long, default_value_t = 1024)]
     iso_max_pending: usize,
+    /// realip-listener's accept batch in further configurations (default max_pending), one
+    /// per value: how the work done per turn of the runtime moves the good client's latency.
+    #[arg(long, value_delimiter = ',')]
+    iso_accept_batch: Vec<usize>,
     /// Which passes to run: both (static, then churn), or only one of them.
     #[arg(long, value_enum, default_value_t = IsoPass::Both)]
     iso_pass: IsoPass,
@@ -347,10 +354,12 @@ fn main() -> ExitCode {
                 kind,
                 header_timeout_ms,
                 max_pending,
+                accept_batch,
             } => {
                 let opts = ServeOptions {
                     header_timeout: Duration::from_millis(header_timeout_ms),
                     max_pending,
+                    accept_batch,
                 };
                 run_server(kind, opts).await
             }
@@ -565,6 +574,9 @@ impl ServerProc {
         if let Some(max) = opts.max_pending {
             args.extend(["--max-pending".to_owned(), max.to_string()]);
         }
+        if let Some(batch) = opts.accept_batch {
+            args.extend(["--accept-batch".to_owned(), batch.to_string()]);
+        }
         Self::spawn_with(&args, kind.name(), pin)
     }
 
@@ -688,6 +700,7 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
     let opts = ServeOptions {
         header_timeout: timeout,
         max_pending: None,
+        accept_batch: None,
     };
     let scenarios = accept_scenarios();
     let servers = scenario_servers(&scenarios, opts, pin)?;
@@ -950,6 +963,7 @@ async fn drain(args: &DrainArgs, pin: bool) -> io::Result<()> {
     let opts = ServeOptions {
         header_timeout: Duration::from_secs(5),
         max_pending: None,
+        accept_batch: None,
     };
     let scenarios = accept_scenarios();
     let servers = scenario_servers(&scenarios, opts, pin)?;
@@ -1060,7 +1074,7 @@ async fn isolation_pass(
     let partial: Arc<[u8]> = v2_header()[..14].into();
     let mut levels = vec![0];
     levels.extend(args.attackers.iter().copied().filter(|&n| n > 0));
-    // (label, kind, max_pending)
+    // (label, kind, max_pending, accept_batch)
     let mut kinds = vec![(
         format!(
             "realip-listener (default max_pending {})",
@@ -1068,28 +1082,39 @@ async fn isolation_pass(
         ),
         ServerKind::Ours,
         None,
+        None,
     )];
+    for &batch in &args.iso_accept_batch {
+        kinds.push((
+            format!("realip-listener, accept_batch {batch}"),
+            ServerKind::Ours,
+            None,
+            Some(batch),
+        ));
+    }
     // The other cap, unless it is the default.
     if args.iso_max_pending != realip_listener::DEFAULT_MAX_PENDING {
         kinds.push((
             format!("realip-listener, max_pending {}", args.iso_max_pending),
             ServerKind::Ours,
             Some(args.iso_max_pending),
+            None,
         ));
     }
     if !args.iso_no_peer {
-        kinds.push(("proxy-protocol-rs".to_owned(), ServerKind::Peer, None));
+        kinds.push(("proxy-protocol-rs".to_owned(), ServerKind::Peer, None, None));
     }
     // samples[kind][level]
     let mut samples = vec![vec![Vec::<Option<Duration>>::new(); levels.len()]; kinds.len()];
     let mut stalled_seen = vec![vec![Vec::<usize>::new(); levels.len()]; kinds.len()];
     let mut dropped_seen = vec![vec![Vec::<u64>::new(); levels.len()]; kinds.len()];
     for round in 0..args.iso_rounds {
-        for (ki, (label, kind, max_pending)) in kinds.iter().enumerate() {
+        for (ki, (label, kind, max_pending, accept_batch)) in kinds.iter().enumerate() {
             for (li, &n) in levels.iter().enumerate() {
                 let opts = ServeOptions {
                     header_timeout,
                     max_pending: *max_pending,
+                    accept_batch: *accept_batch,
                 };
                 let server = ServerProc::spawn(*kind, opts, pin)?;
                 // The server must answer before the attack starts.
@@ -1156,7 +1181,7 @@ async fn isolation_pass(
         "| server | stalled conns (median reached) | attacker conns closed by the server during the window (median) | good requests | timed out | p50 | p90 | p99 | p99 ÷ no-attack p99 |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (ki, (label, _, _)) in kinds.iter().enumerate() {
+    for (ki, (label, _, _, _)) in kinds.iter().enumerate() {
         let base_p99 = p99_with_timeouts(&samples[ki][0], request_timeout);
         for (li, &n) in levels.iter().enumerate() {
             let s = &samples[ki][li];
@@ -1319,6 +1344,7 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
                     header_timeout,
                     // Room for every connection to be pending inside the listener.
                     max_pending: Some(args.conns + 1024),
+                    accept_batch: None,
                 };
                 let mut server = ServerProc::spawn(kind, opts, pin)?;
                 let header = if kind == ServerKind::Plain {
