@@ -7,8 +7,8 @@
 //! costs no heap buffer, and the header is parsed by [`parse_header`] on every read until
 //! it is complete, known to be absent, or refused.
 
-use std::future::Future;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -157,10 +157,9 @@ impl<L: Accept> Handshake<L> {
     ) -> Option<Instant> {
         match self.project() {
             HandshakeProj::Read { read } => read.expire_if_due(now, to_wake),
-            HandshakeProj::Traced { read } => read
-                .as_mut()
-                .inner_pin_mut()
-                .expire_if_due(now, to_wake),
+            HandshakeProj::Traced { read } => {
+                read.as_mut().inner_pin_mut().expire_if_due(now, to_wake)
+            }
         }
     }
 }
@@ -794,14 +793,18 @@ mod tests {
         );
         // Not due yet: the walk gives the deadline back and leaves it alone.
         assert_eq!(
-            hs.as_mut().expire_if_due(Instant::now(), &mut VecDeque::new()),
+            hs.as_mut()
+                .expire_if_due(Instant::now(), &mut VecDeque::new()),
             Some(accepted + DEFAULT_HEADER_TIMEOUT)
         );
         tokio::time::advance(Duration::from_millis(10)).await;
         // Due, but no walk has marked it: still waiting (the walk is the only clock).
         assert!(poll_once(&mut hs).await.is_pending());
         let mut to_wake = VecDeque::new();
-        assert_eq!(hs.as_mut().expire_if_due(Instant::now(), &mut to_wake), None);
+        assert_eq!(
+            hs.as_mut().expire_if_due(Instant::now(), &mut to_wake),
+            None
+        );
         assert!(hs.waker.is_none(), "its waker went to the walk");
         assert_eq!(to_wake.len(), 1, "handed to the listener to wake");
         assert!(matches!(
@@ -818,7 +821,11 @@ mod tests {
         let mut hs = Box::pin(hs);
         assert!(poll_once(&mut hs).await.is_pending());
         tokio::time::advance(DEFAULT_HEADER_TIMEOUT).await;
-        assert_eq!(hs.as_mut().expire_if_due(Instant::now(), &mut VecDeque::new()), None);
+        assert_eq!(
+            hs.as_mut()
+                .expire_if_due(Instant::now(), &mut VecDeque::new()),
+            None
+        );
         client.write_all(&v1_header()).await.unwrap();
         // As `tokio::time::timeout`: the read first, then the deadline.
         assert!(matches!(poll_once(&mut hs).await, Poll::Ready(Ok(_))));
@@ -844,7 +851,11 @@ mod tests {
         let mut hs = Box::pin(hs);
         assert!(poll_once(&mut hs).await.is_pending());
         tokio::time::sleep(DEFAULT_HEADER_TIMEOUT).await;
-        assert_eq!(hs.as_mut().expire_if_due(Instant::now(), &mut VecDeque::new()), None);
+        assert_eq!(
+            hs.as_mut()
+                .expire_if_due(Instant::now(), &mut VecDeque::new()),
+            None
+        );
         match poll_once(&mut hs).await {
             Poll::Ready(Err(HandshakeError::Timeout { timeout, .. })) => {
                 assert_eq!(timeout, DEFAULT_HEADER_TIMEOUT);

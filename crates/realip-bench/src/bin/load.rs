@@ -42,6 +42,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run one server (used by the other commands; prints `LISTENING <addr>`, exits on stdin EOF).
