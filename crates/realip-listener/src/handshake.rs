@@ -123,10 +123,24 @@ pin_project! {
         /// Reading the header inside its `proxy_protocol` span, when a subscriber wants it
         /// (boxed so that untraced handshakes do not carry the span).
         Traced { read: Pin<Box<Instrumented<ReadHandshake<L>>>> },
+        /// Not a handshake: the entry the listener keeps in its pending set for as long as
+        /// the set lives ([`Handshake::idle`]). Never finishes, never wakes.
+        Idle,
     }
 }
 
 impl<L: Accept> Handshake<L> {
+    /// The pending set's idle entry. `futures::stream::FuturesUnordered` yields to the
+    /// runtime (wakes its task and returns `Pending`) whenever one poll has polled as many
+    /// futures as it holds; with one handshake waiting, that is every time the handshake is
+    /// first polled, so the listener would be polled again, and the runtime would poll its
+    /// I/O driver, for nothing, once per connection. An entry that is never ready keeps
+    /// the count of futures above the count of those polled. It costs one node, allocated
+    /// once per listener.
+    pub(crate) const fn idle() -> Self {
+        Self::Idle
+    }
+
     /// Runs `read` in its `proxy_protocol` span when a subscriber wants the span.
     fn new(read: ReadHandshake<L>) -> Self {
         let span = tracing::debug_span!("proxy_protocol", peer = %read.peer);
@@ -146,6 +160,7 @@ impl<L: Accept> Handshake<L> {
         match self {
             Self::Read { read } => read.deadline,
             Self::Traced { read } => read.inner().deadline,
+            Self::Idle => None,
         }
     }
 
@@ -160,6 +175,7 @@ impl<L: Accept> Handshake<L> {
             HandshakeProj::Traced { read } => {
                 read.as_mut().inner_pin_mut().expire_if_due(now, to_wake)
             }
+            HandshakeProj::Idle => None,
         }
     }
 }
@@ -171,6 +187,7 @@ impl<L: Accept> Future for Handshake<L> {
         match self.project() {
             HandshakeProj::Read { read } => read.poll(cx),
             HandshakeProj::Traced { read } => read.as_mut().poll(cx),
+            HandshakeProj::Idle => Poll::Pending,
         }
     }
 }

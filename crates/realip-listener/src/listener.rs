@@ -226,7 +226,7 @@ impl Builder {
             max_pending: self.max_pending,
             accept_batch: self.accept_batch,
             max_header_len: self.max_header_len,
-            pending: FuturesUnordered::new(),
+            pending: pending_set(),
             ready: VecDeque::new(),
             failures_this_turn: 0,
             expired_to_wake: VecDeque::new(),
@@ -299,6 +299,7 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     max_pending: usize,
     accept_batch: usize,
     max_header_len: usize,
+    /// The handshakes waiting for their header, and one idle entry ([`Handshake::idle`]).
     pending: FuturesUnordered<Handshake<L>>,
     /// Handshakes that finished at accept (their header had arrived with the connection,
     /// or [`Policy::Skip`]), not handed out yet: no pending-set node for them.
@@ -405,7 +406,12 @@ impl<L: Accept> ProxyListener<L> {
 
     /// How many handshakes are in progress, counting finished ones not handed out yet.
     pub fn pending(&self) -> usize {
-        self.pending.len() + self.ready.len()
+        self.waiting() + self.ready.len()
+    }
+
+    /// Handshakes waiting in the pending set (its idle entry not counted).
+    fn waiting(&self) -> usize {
+        self.pending.len().saturating_sub(1)
     }
 
     /// Accepts the next connection whose header was read and accepted.
@@ -597,13 +603,17 @@ impl<L: Accept> ProxyListener<L> {
                         }
                     };
                     // A connection finished here (skipped, or its header already there) is
-                    // returned by this poll, after the batch is accepted, when nothing else
-                    // waited before it. Otherwise it is queued: returning it before the
-                    // handshakes already waiting would leave them unpolled for as long as
-                    // more such peers keep connecting. The pending set is polled before the
-                    // queue.
-                    if first.is_none() && self.pending.is_empty() && self.ready.is_empty() {
+                    // returned by this poll at once when nothing else waited before it; the
+                    // next poll, which a server makes as soon as it has taken this one,
+                    // accepts the rest. (Accepting on until the accept queue is empty would
+                    // end most batches in a failed `accept4` when peers arrive one at a time;
+                    // a little later, the next peer has often arrived.) Otherwise it is
+                    // queued: returning it before the handshakes already waiting would leave
+                    // them unpolled for as long as more such peers keep connecting. The
+                    // pending set is polled before the queue.
+                    if first.is_none() && self.waiting() == 0 && self.ready.is_empty() {
                         first = Some(done);
+                        break 'accept;
                     } else {
                         self.ready.push_back(done);
                     }
@@ -673,6 +683,13 @@ impl<L: Accept> ProxyListener<L> {
             None => self.expiry = None,
         }
     }
+}
+
+/// An empty pending set: its idle entry only ([`Handshake::idle`]).
+fn pending_set<L: Accept>() -> FuturesUnordered<Handshake<L>> {
+    let set = FuturesUnordered::new();
+    set.push(Handshake::idle());
+    set
 }
 
 /// The least time between two walks of the pending set for expired handshakes: 1/64 of

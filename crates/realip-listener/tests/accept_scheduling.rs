@@ -137,12 +137,12 @@ async fn skipped_connections_keep_their_bytes_and_socket_address() {
 async fn header_timeout_runs_from_accept_not_from_first_poll() {
     let timeout = Duration::from_secs(3);
     let (_lb, good, good_peer) = with_header("10.0.0.1:1", "198.51.100.7:4000").await;
-    // Connected at the same time, but never sends anything.
+    // Connected just before, but never sends anything: accepted in the same poll.
     let (_silent_client, silent) = tokio::io::duplex(64);
     let mut listener = ProxyListener::builder()
         .header_timeout(timeout)
         .listen(Scripted::new(
-            vec![(good, good_peer), (silent, sa("10.0.0.2:2"))],
+            vec![(silent, sa("10.0.0.2:2")), (good, good_peer)],
             false,
         ));
 
@@ -343,6 +343,79 @@ async fn a_header_arriving_during_a_wave_of_timeouts_waits_behind_one_batch_at_m
         polls += 1;
         assert!(polls <= usize::from(STALLED), "timeouts left behind");
     }
+}
+
+#[tokio::test]
+async fn a_connection_ready_at_accept_is_handed_out_before_the_next_accept() {
+    // Nothing else waits: the first connection, header already there, is handed out at
+    // once; the second stays in the accept queue until the next poll (no accept that would
+    // find the queue empty when peers arrive one at a time).
+    let (_lb1, first, peer1) = with_header("10.0.0.1:1", "198.51.100.7:4000").await;
+    let (_lb2, second, peer2) = with_header("10.0.0.2:2", "198.51.100.8:4000").await;
+    let mut listener = ProxyListener::builder()
+        .listen(Scripted::new(vec![(first, peer1), (second, peer2)], false));
+    let Poll::Ready((_s1, addr)) = poll_accept_once(&mut listener).await else {
+        panic!("the first connection was not handed out");
+    };
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    assert_eq!(
+        listener.get_ref().queue.len(),
+        1,
+        "accepted on past a ready connection"
+    );
+    let Poll::Ready((_s2, addr)) = poll_accept_once(&mut listener).await else {
+        panic!("the second connection was not handed out");
+    };
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.8:4000");
+}
+
+/// Counts its wake-ups.
+#[derive(Default)]
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_lone_waiting_handshake_does_not_wake_the_listener_again() {
+    // One peer that has not sent its header yet: the listener waits for its socket, and
+    // does not schedule itself to be polled again for nothing.
+    let (_client, server) = tokio::io::duplex(64);
+    let mut listener = ProxyListener::builder().listen(Scripted::new(Vec::new(), false));
+    // A listener that has been waiting for connections (its first poll sets it up).
+    assert!(poll_accept_once(&mut listener).await.is_pending());
+    listener
+        .get_mut()
+        .queue
+        .push_back((server, sa("10.0.0.1:1")));
+    let counter = std::sync::Arc::new(CountingWaker::default());
+    let waker = std::task::Waker::from(counter.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(listener.poll_accept(&mut cx).is_pending());
+    assert_eq!(listener.pending(), 1);
+    assert_eq!(
+        counter.0.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the listener woke itself with nothing to do"
+    );
+    // Its header arrives: that wakes the listener, which then hands the connection out.
+    let mut client = _client;
+    client
+        .write_all(&ProxyHeader::v1(sa("198.51.100.7:4000"), sa("127.0.0.1:1883")).to_bytes())
+        .await
+        .unwrap();
+    assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let Poll::Ready((_stream, addr)) = listener.poll_accept(&mut cx) else {
+        panic!("not handed out after its header arrived");
+    };
+    assert_eq!(addr.client().unwrap().to_string(), "198.51.100.7:4000");
+    assert_eq!(listener.pending(), 0);
 }
 
 #[tokio::test(start_paused = true)]

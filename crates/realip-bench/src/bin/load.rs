@@ -42,7 +42,7 @@ struct Cli {
     command: Cmd,
 }
 
-// Parsed once per run: the size of the largest variant does not matter.
+// Parsed once at start-up: `All`, which holds every section's arguments, is not boxed.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Cmd {
