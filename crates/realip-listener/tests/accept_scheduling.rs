@@ -219,13 +219,12 @@ async fn stalled(n: u16) -> (Vec<DuplexStream>, Vec<(DuplexStream, SocketAddr)>)
     (clients, sockets)
 }
 
-/// A listener (header timeout 3 s, accept batch 4) holding `n` stalled handshakes whose
-/// timeouts are all due, with the stalled peers' client ends.
-async fn wave_of_due_timeouts(n: u16) -> (ProxyListener<Scripted>, Vec<DuplexStream>) {
-    let timeout = Duration::from_secs(3);
+/// A listener (header timeout [`WAVE_TIMEOUT`], accept batch [`WAVE_BATCH`]) that accepted
+/// `n` stalled handshakes just now, with the stalled peers' client ends.
+async fn stalled_listener(n: u16) -> (ProxyListener<Scripted>, Vec<DuplexStream>) {
     let (clients, sockets) = stalled(n).await;
     let mut listener = ProxyListener::builder()
-        .header_timeout(timeout)
+        .header_timeout(WAVE_TIMEOUT)
         .accept_batch(WAVE_BATCH)
         .listen(Scripted::new(sockets, false));
     // Accepted a batch per poll; each waits for the rest of its header.
@@ -233,8 +232,16 @@ async fn wave_of_due_timeouts(n: u16) -> (ProxyListener<Scripted>, Vec<DuplexStr
         assert!(poll_accept_once(&mut listener).await.is_pending());
     }
     assert_eq!(listener.pending(), usize::from(n));
+    (listener, clients)
+}
+
+const WAVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// [`stalled_listener`] once every one of its header timeouts is due.
+async fn wave_of_due_timeouts(n: u16) -> (ProxyListener<Scripted>, Vec<DuplexStream>) {
+    let (listener, clients) = stalled_listener(n).await;
     // Every header timeout falls due at once.
-    tokio::time::advance(timeout + Duration::from_millis(1)).await;
+    tokio::time::advance(WAVE_TIMEOUT + Duration::from_millis(1)).await;
     (listener, clients)
 }
 
@@ -293,15 +300,8 @@ async fn a_finished_handshake_is_handed_out_while_a_wave_of_timeouts_is_due() {
 #[tokio::test(start_paused = true)]
 async fn a_header_arriving_during_a_wave_of_timeouts_waits_behind_one_batch_at_most() {
     const STALLED: u16 = 40;
-    let timeout = Duration::from_secs(3);
-    let (_clients, sockets) = stalled(STALLED).await;
-    let mut listener = ProxyListener::builder()
-        .header_timeout(timeout)
-        .accept_batch(WAVE_BATCH)
-        .listen(Scripted::new(sockets, false));
-    while !listener.get_ref().queue.is_empty() {
-        assert!(poll_accept_once(&mut listener).await.is_pending());
-    }
+    let timeout = WAVE_TIMEOUT;
+    let (mut listener, _clients) = stalled_listener(STALLED).await;
     // A peer accepted later, still waiting for its header when the others' timeouts fall due.
     tokio::time::advance(timeout / 2).await;
     let (mut lb, server) = tokio::io::duplex(1024);

@@ -131,7 +131,7 @@ impl<'a> Iterator for RevItems<'a> {
     }
 
     /// Counts the remaining items in one pass, without splitting them out.
-    fn count(mut self) -> usize {
+    fn count(self) -> usize {
         match self.split {
             Split::Commas => {
                 let items = |s: &[u8]| 1 + count_commas(s);
@@ -140,8 +140,9 @@ impl<'a> Iterator for RevItems<'a> {
                 })
             }
             Split::CommasOutsideQuotes => {
+                let mut items = self;
                 let mut n = 0;
-                while self.next().is_some() {
+                while items.next().is_some() {
                     n += 1;
                 }
                 n
@@ -153,21 +154,35 @@ impl<'a> Iterator for RevItems<'a> {
 /// The number of commas in `s`, eight bytes at a time: in `x = word ^ ",,,,,,,,"` a comma is
 /// a zero byte, found exactly (no carry crosses a byte) by setting the high bit of every
 /// byte that is not zero: `((x & 0x7f…) + 0x7f…) | x`. The zero bytes' flags, one per byte,
-/// are summed by a multiplication into the top byte. A third of the cost of a byte loop on
-/// the 30 bytes left of the last entry of a four-entry header.
+/// are summed by a multiplication into the top byte. The bytes after the last whole word
+/// are read as the last eight bytes of `s`, those already counted masked off; only a
+/// string shorter than a word is read byte by byte.
+#[inline(never)]
 fn count_commas(s: &[u8]) -> usize {
     const ONES: u64 = u64::from_le_bytes([1; 8]);
     const LOW7: u64 = ONES * 0x7f;
     const COMMAS: u64 = ONES * b',' as u64;
+    // One flag (the byte's high bit) per comma of `word`.
+    let comma_flags = |word: &[u8; 8]| {
+        let x = u64::from_le_bytes(*word) ^ COMMAS;
+        !(((x & LOW7) + LOW7) | x) & !LOW7
+    };
+    let sum_flags = |flags: u64| ((flags >> 7).wrapping_mul(ONES) >> 56) as usize;
+    let Some((_, last)) = s.split_last_chunk::<8>() else {
+        return s.iter().filter(|&&b| b == b',').count();
+    };
     let mut rest = s;
     let mut n = 0;
     while let Some((word, tail)) = rest.split_first_chunk::<8>() {
-        let x = u64::from_le_bytes(*word) ^ COMMAS;
-        let zero_flags = !(((x & LOW7) + LOW7) | x) & !LOW7;
-        n += ((zero_flags >> 7).wrapping_mul(ONES) >> 56) as usize;
+        n += sum_flags(comma_flags(word));
         rest = tail;
     }
-    n + rest.iter().filter(|&&b| b == b',').count()
+    if rest.is_empty() {
+        return n;
+    }
+    // Little-endian: the `rest.len()` (1 to 7) bytes not yet counted are the word's top ones.
+    let uncounted = u64::MAX << (8 * (8 - rest.len()));
+    n + sum_flags(comma_flags(last) & uncounted)
 }
 
 /// The position of the last byte of `s` that is `a` or `b`, eight bytes at a time (the
@@ -238,7 +253,11 @@ pub(crate) fn parse_entry(entry: &[u8]) -> Node {
     }
 }
 
-#[inline]
+/// Inlined into the walks, so that an IPv4 address reaches the caller in registers: a
+/// returned `Node` goes through memory, written as a tag byte and four address bytes and
+/// read back as wider words, a load the CPU cannot serve from its pending stores (it
+/// waits for them to reach the cache).
+#[inline(always)]
 fn parse_addr(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
     // Fast path for the common `a.b.c.d` and `a.b.c.d:port`; anything it does not accept
     // whole goes through the general parser below, which gives the same answer for

@@ -3,7 +3,7 @@
 //! The header's lines are split into items from the right ([`RevItems`]); each strategy
 //! walks them, then the port is looked up at the chosen position.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
@@ -132,7 +132,7 @@ pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer<'
                 port: port_source,
                 stopped,
             };
-            let client = ClientAddr::new(ip, port, config.source.clone());
+            let client = ClientAddr::new(ip.get(), port, config.source.clone());
             Resolution::header(client, peer, choice)
         }
         Walk::Empty => Resolution::fallback(peer, Fallback::NoHeader),
@@ -147,11 +147,47 @@ pub(crate) fn resolve(config: &Config, headers: &HeaderMap, peer: Option<&Peer<'
 /// whole header, empty items included.
 #[derive(Debug, PartialEq, Eq)]
 struct Found {
-    ip: IpAddr,
+    ip: PackedIp,
     port: Option<u16>,
     position: usize,
     entries: usize,
     stopped: Option<StopReason>,
+}
+
+/// An address as a flag and a 128-bit word while the walk and the port lookup run. An
+/// [`IpAddr`] is an enum of byte arrays: kept across calls, it is split into its bytes, each
+/// saved and moved on its own; this is two registers, and becomes an `IpAddr` once, in the
+/// [`ClientAddr`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PackedIp {
+    v4: bool,
+    bits: u128,
+}
+
+impl PackedIp {
+    #[inline]
+    fn new(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self {
+                v4: true,
+                bits: u128::from(v4.to_bits()),
+            },
+            IpAddr::V6(v6) => Self {
+                v4: false,
+                bits: v6.to_bits(),
+            },
+        }
+    }
+
+    #[inline]
+    fn get(self) -> IpAddr {
+        if self.v4 {
+            // `bits` came from a `u32`: the truncation keeps all of it.
+            IpAddr::V4(Ipv4Addr::from_bits(self.bits as u32))
+        } else {
+            IpAddr::V6(Ipv6Addr::from_bits(self.bits))
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -180,13 +216,13 @@ fn walk_trusted<'a>(
     recursive: bool,
     trusted: &TrustedProxies,
 ) -> Walk {
-    let mut found: Option<(IpAddr, Option<u16>, usize)> = None;
+    let mut found: Option<(PackedIp, Option<u16>, usize)> = None;
     let mut position = 0;
     while let Some(item) = items.next() {
         if !item.is_empty() {
             match parse(item) {
                 Node::Ip(ip, port) => {
-                    found = Some((ip, port, position));
+                    found = Some((PackedIp::new(ip), port, position));
                     if !recursive || !trusted.contains(ip) {
                         return finish(found, None, position + 1 + items.count());
                     }
@@ -206,7 +242,7 @@ fn walk_trusted<'a>(
 
 /// The walk's result once the total number of positions is known.
 fn finish(
-    found: Option<(IpAddr, Option<u16>, usize)>,
+    found: Option<(PackedIp, Option<u16>, usize)>,
     stopped: Option<StopReason>,
     entries: usize,
 ) -> Walk {
@@ -239,14 +275,14 @@ fn walk_hops<'a>(items: impl Fn() -> RevItems<'a>, hops: usize) -> Walk {
         };
     }
     let mut items = items();
-    let mut found: Option<(IpAddr, Option<u16>, usize)> = None;
+    let mut found: Option<(PackedIp, Option<u16>, usize)> = None;
     let mut seen = 0;
     let mut position = 0;
     while seen < hops {
         let Some(item) = items.next() else { break };
         if !item.is_empty() {
             match parse_entry(item) {
-                Node::Ip(ip, port) => found = Some((ip, port, position)),
+                Node::Ip(ip, port) => found = Some((PackedIp::new(ip), port, position)),
                 Node::Stop(reason) => {
                     return match found {
                         Some(_) => finish(found, Some(reason), position + 1 + items.count()),
@@ -276,7 +312,7 @@ fn walk_leftmost(items: RevItems<'_>) -> Walk {
     };
     match parse_entry(item) {
         Node::Ip(ip, port) => Walk::Found(Found {
-            ip,
+            ip: PackedIp::new(ip),
             port,
             position,
             entries: positions,
@@ -294,7 +330,7 @@ fn walk_single(line: &[u8]) -> Walk {
     }
     match parse_entry(line) {
         Node::Ip(ip, port) => Walk::Found(Found {
-            ip,
+            ip: PackedIp::new(ip),
             port,
             position: 0,
             entries: 1,
@@ -386,6 +422,15 @@ mod tests {
                 "{:?}",
                 headers
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// A packed address is the address it was made from, IPv4 and IPv6 alike (an
+        /// IPv4-mapped IPv6 address stays IPv6 until `ClientAddr` canonicalizes it).
+        #[test]
+        fn a_packed_address_is_the_address(ip in proptest::arbitrary::any::<IpAddr>()) {
+            proptest::prop_assert_eq!(PackedIp::new(ip).get(), ip);
         }
     }
 

@@ -113,7 +113,7 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyInfo, usize)>, HeaderError> {
         max: V1_MAX_LEN,
     };
     let window = &buf[..buf.len().min(V1_MAX_LEN)];
-    let len = match window.iter().position(|&b| b == b'\r' || b == b'\n') {
+    let len = match memchr::memchr2(b'\r', b'\n', window) {
         Some(i) if window[i] == b'\n' => return Err(HeaderError::LineBreak),
         Some(i) if i + 2 > V1_MAX_LEN => return Err(oversized),
         Some(i) => match buf.get(i + 1) {
@@ -132,6 +132,86 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyInfo, usize)>, HeaderError> {
 ///
 /// The forms accepted are listed in the crate documentation ("Accepted v1 lines").
 fn parse_v1_line(
+    line: &[u8],
+) -> Result<(Family, Option<ProxyAddr>, Option<ProxyAddr>), HeaderError> {
+    if let Some((source, destination)) = tcp4_line(line) {
+        return Ok((
+            Family::Inet,
+            Some(ProxyAddr::Inet(source)),
+            Some(ProxyAddr::Inet(destination)),
+        ));
+    }
+    parse_v1_fields(line)
+}
+
+/// The usual v1 line, `TCP4 <dotted quad> <dotted quad> <port> <port>`, read in one pass
+/// over its bytes; `None` for any other line, which [`parse_v1_fields`] then reads. Of the
+/// lines of this form, accepts exactly those `parse_v1_fields` accepts, with the same
+/// addresses.
+fn tcp4_line(line: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+    let mut rest = line.strip_prefix(b"TCP4 ")?;
+    let source = leading_quad(&mut rest)?;
+    skip_byte(&mut rest, b' ')?;
+    let destination = leading_quad(&mut rest)?;
+    skip_byte(&mut rest, b' ')?;
+    let source_port = leading_decimal(&mut rest, 5)?;
+    skip_byte(&mut rest, b' ')?;
+    let destination_port = leading_decimal(&mut rest, 5)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    Some((
+        SocketAddr::new(IpAddr::V4(source), u16::try_from(source_port).ok()?),
+        SocketAddr::new(
+            IpAddr::V4(destination),
+            u16::try_from(destination_port).ok()?,
+        ),
+    ))
+}
+
+/// The dotted quad at the start of `rest` ([`dotted_quad`]'s form), consumed.
+fn leading_quad(rest: &mut &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0; 4];
+    for (i, octet) in octets.iter_mut().enumerate() {
+        if i > 0 {
+            skip_byte(rest, b'.')?;
+        }
+        *octet = u8::try_from(leading_decimal(rest, 3)?).ok()?;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
+/// The digits at the start of `rest`, consumed, as [`decimal`] reads them: one to
+/// `max_digits` (at most 9) without a leading zero (`0` itself excepted).
+fn leading_decimal(rest: &mut &[u8], max_digits: usize) -> Option<u32> {
+    let mut n = 0;
+    let mut len = 0;
+    while let Some(&byte) = rest.get(len) {
+        if !byte.is_ascii_digit() {
+            break;
+        }
+        if len == max_digits {
+            return None;
+        }
+        n = n * 10 + u32::from(byte - b'0');
+        len += 1;
+    }
+    let (field, tail) = rest.split_at_checked(len)?;
+    if field.is_empty() || (len > 1 && field.first() == Some(&b'0')) {
+        return None;
+    }
+    *rest = tail;
+    Some(n)
+}
+
+/// Consumes `byte` at the start of `rest`; `None` if something else is there.
+fn skip_byte(rest: &mut &[u8], byte: u8) -> Option<()> {
+    let (&first, tail) = rest.split_first()?;
+    (first == byte).then(|| *rest = tail)
+}
+
+/// [`parse_v1_line`] for any line: split at single spaces, each field read on its own.
+fn parse_v1_fields(
     line: &[u8],
 ) -> Result<(Family, Option<ProxyAddr>, Option<ProxyAddr>), HeaderError> {
     let invalid = |what: &str| HeaderError::V1(what.to_owned());
@@ -468,6 +548,50 @@ mod tests {
             field in "[0-9.]{0,18}|([0-9]{0,4}\\.){3}[0-9]{0,4}(\\.[0-9]{1,3})?",
         ) {
             proptest::prop_assert_eq!(dotted_quad(field.as_bytes()), field.parse::<Ipv4Addr>().ok());
+        }
+
+        #[test]
+        fn the_tcp4_fast_path_reads_what_the_general_reading_reads(
+            line in "TCP4 ((0|[1-9][0-9]?|1[0-9][0-9]|2[0-5][0-9]|0[0-9]|[0-9]{0,4})\\.){3}(0|[1-9][0-9]?|2[0-5][0-9]|[0-9]{0,4}) (([0-9]{1,3}\\.){3}[0-9]{1,3}|[0-9a-f:.]{0,16})( |  )(0|[1-9][0-9]{0,4}|[+0-9]{0,6}) (0|[1-9][0-9]{0,4}|[0-9]{0,6})( ?| x)",
+        ) {
+            let general = parse_v1_fields(line.as_bytes()).ok();
+            match tcp4_line(line.as_bytes()) {
+                Some((source, destination)) => proptest::prop_assert_eq!(
+                    general,
+                    Some((
+                        Family::Inet,
+                        Some(ProxyAddr::Inet(source)),
+                        Some(ProxyAddr::Inet(destination))
+                    ))
+                ),
+                // Left to the general reading: only lines of other forms, or invalid ones.
+                None => proptest::prop_assert!(
+                    general.as_ref().is_none_or(|(_, _, destination)| !matches!(
+                        destination,
+                        Some(ProxyAddr::Inet(d)) if d.is_ipv4()
+                    )),
+                    "{line:?} is a plain TCP4 line the fast path refused: {general:?}"
+                ),
+            }
+        }
+
+        #[test]
+        fn the_tcp4_fast_path_takes_every_plain_tcp4_line(
+            source: [u8; 4],
+            destination: [u8; 4],
+            source_port: u16,
+            destination_port: u16,
+        ) {
+            let source = SocketAddr::from((source, source_port));
+            let destination = SocketAddr::from((destination, destination_port));
+            let line = format!(
+                "TCP4 {} {} {} {}",
+                source.ip(),
+                destination.ip(),
+                source_port,
+                destination_port
+            );
+            proptest::prop_assert_eq!(tcp4_line(line.as_bytes()), Some((source, destination)));
         }
 
         #[test]
