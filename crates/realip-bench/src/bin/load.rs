@@ -61,6 +61,26 @@ enum Cmd {
         #[arg(long)]
         accept_batch: Option<usize>,
     },
+    /// Run the stalled attackers of the isolation passes against `addr` (used by `load
+    /// isolation`, which starts it at the lowest CPU priority on the load core): prints
+    /// `STALLED <n>` once all are stalled or `ramp_secs` has passed, answers `stats` on
+    /// stdin with `STATS <stalled> <dropped>`, exits on stdin EOF.
+    Attack {
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Attacker connections.
+        #[arg(long)]
+        n: usize,
+        #[arg(long)]
+        ramp_secs: f64,
+    },
+    /// Measure how late this thread wakes from 0.5 ms sleeps for `secs` seconds (run under
+    /// `taskset -c <core>`): the machine's own stalls, which set the floor of every tail
+    /// latency measured here. Prints one line.
+    Jitter {
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+    },
     /// Run requests through the forwarded-header middleware (`RealIp::call`) or another
     /// step of a layer case, for counting instructions per request under callgrind
     /// (`callgrind.sh`); prints nothing.
@@ -316,6 +336,10 @@ struct IsolationArgs {
     /// Leaves `proxy-protocol-rs` out of the isolation passes (to compare builds of ours).
     #[arg(long)]
     iso_no_peer: bool,
+    /// Appends every good-client request of the isolation passes to this file, one line
+    /// each: server label, attackers, round, request index, latency in µs (-1: timed out).
+    #[arg(long)]
+    iso_samples: Option<std::path::PathBuf>,
 }
 
 /// The isolation passes to run.
@@ -343,7 +367,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(
         cli.command,
-        Cmd::Serve { .. } | Cmd::ServeUdp { .. } | Cmd::LayerCalls { .. }
+        Cmd::Serve { .. }
+            | Cmd::ServeUdp { .. }
+            | Cmd::LayerCalls { .. }
+            | Cmd::Attack { .. }
+            | Cmd::Jitter { .. }
     );
     if !serving && !cli.no_pin && std::env::var_os(PINNED_ENV).is_none() && can_pin() {
         return reexec_pinned();
@@ -370,6 +398,11 @@ fn main() -> ExitCode {
                 run_server(kind, opts).await
             }
             Cmd::ServeUdp { kind } => run_udp_server(kind).await,
+            Cmd::Attack { addr, n, ramp_secs } => run_attack(addr, n, ramp_secs).await,
+            Cmd::Jitter { secs } => {
+                println!("{}", jitter(Duration::from_secs_f64(secs)));
+                Ok(())
+            }
             Cmd::LayerCalls {
                 requests,
                 case,
@@ -503,6 +536,55 @@ fn preface(pin: bool) {
             "none"
         }
     );
+    if pin {
+        for core in ["0", "1"] {
+            match jitter_on(core) {
+                Ok(line) => println!("Stalls, core {core}: {line}"),
+                Err(err) => println!("Stalls, core {core}: not measured ({err})"),
+            }
+        }
+    }
+}
+
+/// `load jitter` on `core`, one core after the other.
+fn jitter_on(core: &str) -> io::Result<String> {
+    let out = Command::new("taskset")
+        .args(["-c", core])
+        .arg(std::env::current_exe()?)
+        .args(["jitter", "--secs", "3"])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// How late this thread wakes from 0.5 ms sleeps during `secs`.
+fn jitter(secs: Duration) -> String {
+    let sleep = Duration::from_micros(500);
+    let start = std::time::Instant::now();
+    let mut late = Vec::new();
+    let mut wakes = 0u64;
+    let mut last = start;
+    while last.duration_since(start) < secs {
+        std::thread::sleep(sleep);
+        let now = std::time::Instant::now();
+        late.push(now.duration_since(last).saturating_sub(sleep));
+        wakes += 1;
+        last = now;
+    }
+    let over = |ms: u64| {
+        late.iter()
+            .filter(|l| **l > Duration::from_millis(ms))
+            .count()
+    };
+    let max = late.iter().max().copied().unwrap_or_default();
+    format!(
+        "{wakes} wake-ups from 0.5 ms sleeps in {:.0} s: {} late by more than 1 ms, {} by \
+         more than 2 ms, {} by more than 5 ms; the latest {:.1} ms",
+        secs.as_secs_f64(),
+        over(1),
+        over(2),
+        over(5),
+        max.as_secs_f64() * 1e3
+    )
 }
 
 async fn run_server(kind: ServerKind, opts: ServeOptions) -> io::Result<()> {
@@ -524,6 +606,25 @@ async fn run_udp_server(kind: UdpKind) -> io::Result<()> {
     io::stdout().flush()?;
     exit_with_stdin();
     serve.await
+}
+
+/// The `attack` command: [`Attack`] in its own process, driven over stdin/stdout.
+async fn run_attack(addr: SocketAddr, n: usize, ramp_secs: f64) -> io::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    // Half a v2 header (14 of its 28 bytes).
+    let partial: Arc<[u8]> = v2_header()[..14].into();
+    let attack = Attack::start(addr, n, partial, Duration::from_secs_f64(ramp_secs)).await;
+    println!("STALLED {}", attack.stalled());
+    io::stdout().flush()?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim() == "stats" {
+            println!("STATS {} {}", attack.stalled(), attack.dropped());
+            io::stdout().flush()?;
+        }
+    }
+    attack.stop().await;
+    Ok(())
 }
 
 /// Ends the process when the parent, which holds our stdin, closes it. A `stats` line on
@@ -626,6 +727,78 @@ impl ServerProc {
             addr,
             pid,
         })
+    }
+}
+
+/// The isolation passes' attackers, in their own process (`load attack`) on the load core
+/// at the lowest CPU priority (`nice -n 19`), so that the good client, which shares that
+/// core, is not queued behind the attack generator's own work: what is measured is how
+/// the server under attack treats the good client.
+struct AttackProc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    /// Attackers stalled when the ramp ended.
+    stalled_at_start: usize,
+}
+
+impl AttackProc {
+    fn start(addr: SocketAddr, n: usize, ramp: Duration) -> io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new("nice")
+            .arg("-n")
+            .arg("19")
+            .arg(exe)
+            .arg("--no-pin")
+            .arg("attack")
+            .arg("--addr")
+            .arg(addr.to_string())
+            .arg("--n")
+            .arg(n.to_string())
+            .arg("--ramp-secs")
+            .arg(ramp.as_secs_f64().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let stalled_at_start = line
+            .trim()
+            .strip_prefix("STALLED ")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                let _ = child.kill();
+                io::Error::other(format!("attackers did not start: {line:?}"))
+            })?;
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            stalled_at_start,
+        })
+    }
+
+    /// Attacker connections the server has closed so far.
+    fn dropped(&mut self) -> io::Result<u64> {
+        self.stdin.write_all(b"stats\n")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        line.split_whitespace()
+            .nth(2)
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("attackers' stats: {line:?}")))
+    }
+}
+
+impl Drop for AttackProc {
+    fn drop(&mut self) {
+        // Its stdin closes with it: the attackers close their connections and exit.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -1079,8 +1252,6 @@ async fn isolation_pass(
     let request_timeout = Duration::from_millis(args.request_timeout_ms);
     let window = Duration::from_secs_f64(args.window_secs);
     let good = client::preamble(&v2_header());
-    // Half a v2 header (14 of its 28 bytes).
-    let partial: Arc<[u8]> = v2_header()[..14].into();
     let mut levels = vec![0];
     levels.extend(args.attackers.iter().copied().filter(|&n| n > 0));
     // (label, kind, max_pending, accept_batch)
@@ -1128,29 +1299,40 @@ async fn isolation_pass(
                 let server = ServerProc::spawn(*kind, opts, pin)?;
                 // The server must answer before the attack starts.
                 client::request(server.addr, &good).await?;
-                let attack = if n > 0 {
-                    Some(
-                        Attack::start(
-                            server.addr,
-                            n,
-                            partial.clone(),
-                            Duration::from_secs_f64(args.ramp_secs),
-                        )
-                        .await,
-                    )
+                let target = server.addr;
+                let mut attack = if n > 0 {
+                    let ramp = Duration::from_secs_f64(args.ramp_secs);
+                    // Blocks until the attackers are stalled or the ramp has passed.
+                    let start =
+                        tokio::task::spawn_blocking(move || AttackProc::start(target, n, ramp));
+                    Some(start.await.map_err(io::Error::other)??)
                 } else {
                     None
                 };
-                let stalled = attack.as_ref().map_or(0, Attack::stalled);
-                let dropped_before = attack.as_ref().map_or(0, Attack::dropped);
+                let stalled = attack.as_ref().map_or(0, |a| a.stalled_at_start);
+                let dropped_before = match attack.as_mut() {
+                    Some(a) => a.dropped()?,
+                    None => 0,
+                };
                 sleep(Duration::from_millis(200)).await;
                 let got =
                     probe_on_own_thread(server.addr, good.clone(), window, request_timeout).await?;
-                let dropped = attack.as_ref().map_or(0, Attack::dropped) - dropped_before;
-                if let Some(a) = attack {
-                    a.stop().await;
-                }
+                let dropped = match attack.as_mut() {
+                    Some(a) => a.dropped()? - dropped_before,
+                    None => 0,
+                };
+                drop(attack);
                 drop(server);
+                if let Some(path) = &args.iso_samples {
+                    let mut file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)?;
+                    for (i, latency) in got.iter().enumerate() {
+                        let micros = latency.map_or(-1.0, |d| d.as_secs_f64() * 1e6);
+                        writeln!(file, "{label}\t{n}\t{round}\t{i}\t{micros:.0}")?;
+                    }
+                }
                 let ok: Vec<_> = got.iter().flatten().copied().collect();
                 eprintln!(
                     "isolation (header timeout {} ms) round {}/{} {label} attackers={n}: stalled \
@@ -1175,16 +1357,18 @@ async fn isolation_pass(
          server drops one (header timeout {} ms, both listeners) it reconnects, so the attack is \
          sustained. The good client starts once all attackers are stalled or after {} s (\
          \"stalled conns\" = how many were by then; the others are still in SYN retransmission \
-         because the server stopped taking connections). The good client, on its own thread and \
-         tokio runtime (same core as the attackers), then loops connect → v2 header + \
-         `ping\\n` → `pong\\n` → close (5 ms apart) for {} s; a request slower than {} ms counts \
-         as timed out (and as {} ms in the percentiles).\n",
+         because the server stopped taking connections). The attackers run in their own \
+         process on the load core at the lowest CPU priority (`nice -n 19`), so that the good \
+         client is not queued behind the attack generator's own work on that core. The good \
+         client, on its own thread and tokio runtime in the harness (the same core), then \
+         loops connect → v2 header + `ping\\n` → `pong\\n` → close (5 ms apart) for {} s; a \
+         request slower than {} ms counts as timed out (and as {} ms in the percentiles).\n",
         args.iso_rounds,
         header_timeout.as_millis(),
         args.ramp_secs,
         args.window_secs,
         args.request_timeout_ms,
-        args.request_timeout_ms
+        args.request_timeout_ms,
     );
     println!(
         "| server | stalled conns (median reached) | attacker conns closed by the server during the window (median) | good requests | timed out | p50 | p90 | p99 | p99 ÷ no-attack p99 |"
