@@ -178,11 +178,12 @@ impl Builder {
     }
 
     /// How many sockets are accepted (or per-connection accept errors skipped) in one poll
-    /// before finished handshakes are handed out, and how many failed handshakes (timed out,
-    /// refused, closed by the peer) are ended between two returns of the listener to the
-    /// runtime; past that, a connection that finished is still handed out, and the
-    /// listener then yields until the runtime has polled its I/O and run its other tasks.
-    /// At least 1; [`DEFAULT_ACCEPT_BATCH`] by default.
+    /// before finished handshakes are handed out, how many handshakes whose header timeout
+    /// has passed are woken, and how many failed handshakes (timed out, refused, closed by
+    /// the peer) are ended, between two returns of the listener to the runtime; past that, a
+    /// connection that finished is still handed out, and the listener then yields until the
+    /// runtime has polled its I/O and run its other tasks. At least 1;
+    /// [`DEFAULT_ACCEPT_BATCH`] by default.
     #[must_use]
     pub const fn accept_batch(mut self, batch: usize) -> Self {
         self.accept_batch = if batch == 0 { 1 } else { batch };
