@@ -702,23 +702,9 @@ impl ServerProc {
         } else {
             Command::new(exe)
         };
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn()?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        stdout.read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| {
-                let _ = child.kill();
-                io::Error::other(format!("{name} server did not start: {line:?}"))
-            })?;
+        cmd.args(args);
+        let (child, stdin, stdout, addr) =
+            spawn_announcing(cmd, "LISTENING ", &format!("{name} server"))?;
         let pid = child.id();
         Ok(Self {
             child,
@@ -727,6 +713,36 @@ impl ServerProc {
             addr,
             pid,
         })
+    }
+}
+
+/// Starts `cmd` with piped stdin and stdout and reads its first line, which must be `prefix`
+/// followed by a value (a server's address, the attackers stalled): the child, its pipes and
+/// the value. The child is killed if the line is anything else.
+fn spawn_announcing<T: std::str::FromStr>(
+    mut cmd: Command,
+    prefix: &str,
+    what: &str,
+) -> io::Result<(Child, ChildStdin, BufReader<std::process::ChildStdout>, T)> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    match line
+        .trim()
+        .strip_prefix(prefix)
+        .and_then(|value| value.parse().ok())
+    {
+        Some(value) => Ok((child, stdin, stdout, value)),
+        None => {
+            let _ = child.kill();
+            Err(io::Error::other(format!("{what} did not start: {line:?}")))
+        }
     }
 }
 
@@ -744,35 +760,17 @@ struct AttackProc {
 
 impl AttackProc {
     fn start(addr: SocketAddr, n: usize, ramp: Duration) -> io::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new("nice")
-            .arg("-n")
-            .arg("19")
-            .arg(exe)
-            .arg("--no-pin")
-            .arg("attack")
-            .arg("--addr")
+        let mut cmd = Command::new("nice");
+        cmd.args(["-n", "19"])
+            .arg(std::env::current_exe()?)
+            .args(["--no-pin", "attack", "--addr"])
             .arg(addr.to_string())
             .arg("--n")
             .arg(n.to_string())
             .arg("--ramp-secs")
-            .arg(ramp.as_secs_f64().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let stalled_at_start = line
-            .trim()
-            .strip_prefix("STALLED ")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| {
-                let _ = child.kill();
-                io::Error::other(format!("attackers did not start: {line:?}"))
-            })?;
+            .arg(ramp.as_secs_f64().to_string());
+        let (child, stdin, stdout, stalled_at_start) =
+            spawn_announcing(cmd, "STALLED ", "attackers")?;
         Ok(Self {
             child,
             stdin,
