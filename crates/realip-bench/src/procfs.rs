@@ -103,10 +103,11 @@ mod tests {
     }
 
     #[test]
-    fn counts_a_sleep_of_this_process() {
+    fn counts_a_sleep_of_this_process() -> io::Result<()> {
         let pid = std::process::id();
-        let before = voluntary_switches(pid).unwrap();
+        let before = voluntary_switches(pid)?;
         std::thread::sleep(std::time::Duration::from_millis(5));
-        assert!(voluntary_switches(pid).unwrap() > before);
+        assert!(voluntary_switches(pid)? > before);
+        Ok(())
     }
 }

@@ -809,11 +809,7 @@ mod tests {
             "a waiting poll leaves its waker for the walk"
         );
         // Not due yet: the walk gives the deadline back and leaves it alone.
-        assert_eq!(
-            hs.as_mut()
-                .expire_if_due(Instant::now(), &mut VecDeque::new()),
-            Some(accepted + DEFAULT_HEADER_TIMEOUT)
-        );
+        assert_eq!(expire_now(&mut hs), Some(accepted + DEFAULT_HEADER_TIMEOUT));
         tokio::time::advance(Duration::from_millis(10)).await;
         // Due, but no walk has marked it: still waiting (the walk is the only clock).
         assert!(poll_once(&mut hs).await.is_pending());
@@ -830,6 +826,12 @@ mod tests {
         ));
     }
 
+    /// One step of the listener's expiry walk over `hs` alone, at the current time.
+    fn expire_now(hs: &mut Pin<Box<ReadHandshake<Pipes>>>) -> Option<Instant> {
+        hs.as_mut()
+            .expire_if_due(Instant::now(), &mut VecDeque::new())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_header_that_arrived_beats_an_expiry_not_yet_polled() {
         use tokio::io::AsyncWriteExt;
@@ -838,11 +840,7 @@ mod tests {
         let mut hs = Box::pin(hs);
         assert!(poll_once(&mut hs).await.is_pending());
         tokio::time::advance(DEFAULT_HEADER_TIMEOUT).await;
-        assert_eq!(
-            hs.as_mut()
-                .expire_if_due(Instant::now(), &mut VecDeque::new()),
-            None
-        );
+        assert_eq!(expire_now(&mut hs), None);
         client.write_all(&v1_header()).await.unwrap();
         // As `tokio::time::timeout`: the read first, then the deadline.
         assert!(matches!(poll_once(&mut hs).await, Poll::Ready(Ok(_))));
@@ -868,11 +866,7 @@ mod tests {
         let mut hs = Box::pin(hs);
         assert!(poll_once(&mut hs).await.is_pending());
         tokio::time::sleep(DEFAULT_HEADER_TIMEOUT).await;
-        assert_eq!(
-            hs.as_mut()
-                .expire_if_due(Instant::now(), &mut VecDeque::new()),
-            None
-        );
+        assert_eq!(expire_now(&mut hs), None);
         match poll_once(&mut hs).await {
             Poll::Ready(Err(HandshakeError::Timeout { timeout, .. })) => {
                 assert_eq!(timeout, DEFAULT_HEADER_TIMEOUT);

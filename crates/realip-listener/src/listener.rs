@@ -481,6 +481,12 @@ impl<L: Accept> ProxyListener<L> {
             for waker in self.expired_to_wake.drain(..batch) {
                 waker.wake();
             }
+            if self.expired_to_wake.is_empty()
+                && self.expired_to_wake.capacity() > self.accept_batch
+            {
+                // A wave's queue is not kept.
+                self.expired_to_wake.shrink_to(self.accept_batch);
+            }
         }
         while self.failures_this_turn < self.accept_batch {
             match self.pending.poll_next_unpin(cx) {

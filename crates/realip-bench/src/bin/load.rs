@@ -729,8 +729,11 @@ fn spawn_announcing<T: std::str::FromStr>(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
-    let stdin = child.stdin.take().expect("piped stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill();
+        return Err(io::Error::other(format!("{what}: no pipes to the child")));
+    };
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
     stdout.read_line(&mut line)?;
     match line
