@@ -85,6 +85,16 @@ pub trait Accept: Send {
         let _ = (io, buf);
         None
     }
+
+    /// Closes a socket this listener accepted with a reset rather than an orderly close,
+    /// where its kind of socket has one; the default closes it. Used on the sockets whose
+    /// header timeout ran out (see
+    /// [`Builder::reset_on_timeout`](crate::listener::Builder::reset_on_timeout)). Tokio's
+    /// TCP sockets are reset (`SO_LINGER` 0: the close sends an RST and frees the socket
+    /// at once, without `FIN_WAIT` or `TIME_WAIT`).
+    fn reset(io: Self::Io) {
+        drop(io);
+    }
 }
 
 impl Accept for TcpListener {
@@ -124,6 +134,12 @@ impl Accept for TcpListener {
                 .map_ok(|(io, peer)| (io, PeerAddr::Inet(peer), Some(local))),
             None => self.poll_accept_io(cx),
         }
+    }
+
+    fn reset(io: Self::Io) {
+        // On failure (the socket is already gone), a plain close is all there is.
+        let _ = socket2::SockRef::from(&io).set_linger(Some(std::time::Duration::ZERO));
+        drop(io);
     }
 
     #[cfg(target_os = "linux")]

@@ -41,6 +41,17 @@ pub type Connection<IO> = (ProxiedStream<IO>, ProxiedAddr);
 /// client costs no buffer at all.
 pub(crate) const STACK_READ: usize = 256;
 
+/// What a listener's handshakes are held to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// The header timeout.
+    pub(crate) timeout: Duration,
+    /// The longest v2 header.
+    pub(crate) max_len: usize,
+    /// Whether a socket whose header timeout ran out is reset ([`Accept::reset`]).
+    pub(crate) reset_on_timeout: bool,
+}
+
 /// How a handshake ended without an error.
 enum Outcome {
     /// A header of this many bytes, and what it said (`None` when it is discarded).
@@ -67,38 +78,34 @@ pub(crate) fn start<L: Accept>(
     peer: PeerAddr,
     local: Option<SocketAddr>,
     policy: Policy,
-    timeout: Duration,
-    max_len: usize,
+    limits: Limits,
     cx: &mut Context<'_>,
 ) -> Started<L> {
+    let max_len = limits.max_len;
     let mut first = [0; STACK_READ];
-    let buf = match L::read_accepted(&io, &mut first) {
-        Some(Ok(n)) => {
+    let read = match L::read_accepted(&io, &mut first) {
+        Some(read) => Poll::Ready(read),
+        // No direct read for this listener's sockets: the first read goes through
+        // `AsyncRead`, here with the listener's waker.
+        None => poll_first_read::<L>(&mut io, &mut first, false, cx),
+    };
+    let buf = match read {
+        Poll::Ready(Ok(n)) => {
             let got = &first[..n];
             if let Some(outcome) = examine_read(got, n, policy, max_len) {
                 return Started::Done(finish(io, got, peer, local, outcome));
             }
             got.to_vec()
         }
-        Some(Err(err)) if !is_not_ready(&err) => {
+        Poll::Ready(Err(err)) if !is_not_ready(&err) => {
             let failure = Failure::from_read_error(err, 0);
             return Started::Done(Err(failure.into_error(peer)));
         }
-        Some(Err(_)) => Vec::new(),
-        None => {
-            // No direct read for this listener's sockets: the first read goes through
-            // `AsyncRead`, here with the listener's waker.
-            let mut buf = Vec::new();
-            if let Poll::Ready(outcome) =
-                poll_read_header::<L>(&mut io, &mut buf, policy, max_len, false, cx)
-            {
-                return Started::Done(finish(io, &buf, peer, local, outcome));
-            }
-            buf
-        }
+        Poll::Ready(Err(_)) | Poll::Pending => Vec::new(),
     };
-    let mut read = ReadHandshake::new(io, peer, local, policy, timeout, max_len);
+    let mut read = ReadHandshake::new(io, peer, local, policy, limits.timeout, max_len);
     read.buf = buf;
+    read.reset_on_timeout = limits.reset_on_timeout;
     // Tried above: the pending set's polls wait for the runtime's readiness.
     read.direct = false;
     Started::Pending(Handshake::new(read))
@@ -212,6 +219,8 @@ pin_project! {
         deadline: Option<Instant>,
         // Set by the expiry walk once the deadline has passed.
         expired: bool,
+        // Whether the socket is reset when the timeout ends the handshake ([`Accept::reset`]).
+        reset_on_timeout: bool,
         // The waker of the last poll that waited, for the expiry walk.
         waker: Option<Waker>,
         // Whether the first read may still go around the runtime's readiness
@@ -241,6 +250,7 @@ impl<L: Accept> ReadHandshake<L> {
             policy,
             deadline: Instant::now().checked_add(timeout),
             expired: false,
+            reset_on_timeout: true,
             waker: None,
             direct: true,
             pending: PendingGuard::new(),
@@ -281,8 +291,33 @@ impl<L: Accept> Future for ReadHandshake<L> {
         let Some(io) = this.io.as_mut() else {
             panic!("handshake polled after completion");
         };
-        let polled =
-            poll_read_header::<L>(io, this.buf, *this.policy, *this.max_len, *this.direct, cx);
+        // Nothing read yet: the first read goes to the stack and is examined there, as
+        // `start` does, so that a header arriving whole (the usual case) finishes the
+        // handshake without a buffer; only a partial header is copied into `buf`.
+        let mut first = [0; STACK_READ];
+        let mut on_stack = None;
+        let polled = if this.buf.is_empty() {
+            let direct = std::mem::replace(this.direct, false);
+            match poll_first_read::<L>(io, &mut first, direct, cx) {
+                Poll::Ready(Ok(n)) => {
+                    let got = &first[..n];
+                    match examine_read(got, n, *this.policy, *this.max_len) {
+                        Some(outcome) => {
+                            on_stack = Some(n);
+                            Poll::Ready(outcome)
+                        }
+                        None => {
+                            this.buf.extend_from_slice(got);
+                            poll_read_header::<L>(io, this.buf, *this.policy, *this.max_len, cx)
+                        }
+                    }
+                }
+                Poll::Ready(Err(err)) => Poll::Ready(Err(Failure::from_read_error(err, 0))),
+                Poll::Pending => Poll::Pending,
+            }
+        } else {
+            poll_read_header::<L>(io, this.buf, *this.policy, *this.max_len, cx)
+        };
         let accepted = this
             .deadline
             .and_then(|deadline| deadline.checked_sub(*this.timeout));
@@ -294,7 +329,12 @@ impl<L: Accept> Future for ReadHandshake<L> {
                     if let Some(accepted) = accepted {
                         metrics::header_wait(accepted);
                     }
-                    *this.io = None;
+                    // Reset, or else closed as it drops.
+                    if let Some(io) = this.io.take() {
+                        if *this.reset_on_timeout {
+                            L::reset(io);
+                        }
+                    }
                     *this.waker = None;
                     let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
                     return Poll::Ready(Err(HandshakeError::Timeout {
@@ -316,7 +356,8 @@ impl<L: Accept> Future for ReadHandshake<L> {
         let io = this.io.take().expect("checked above");
         let peer = std::mem::replace(this.peer, PeerAddr::Unix(None));
         let buf = std::mem::take(this.buf);
-        Poll::Ready(finish(io, &buf, peer, *this.local, outcome))
+        let read = on_stack.map_or(&buf[..], |n| &first[..n]);
+        Poll::Ready(finish(io, read, peer, *this.local, outcome))
     }
 }
 
@@ -419,13 +460,11 @@ fn examine_read(
 }
 
 /// Reads until the header is complete (or known to be absent); `buf` keeps what was read.
-/// `direct`: whether a first read may go around the runtime's readiness.
 fn poll_read_header<L: Accept>(
     io: &mut L::Io,
     buf: &mut Vec<u8>,
     policy: Policy,
     max_len: usize,
-    direct: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Outcome, Failure>> {
     if let Some(outcome) = examine(buf, policy, max_len) {
@@ -440,7 +479,7 @@ fn poll_read_header<L: Accept>(
             0
         };
         let old = buf.len();
-        let n = match ready!(poll_read_some::<L>(io, buf, need, direct, cx)) {
+        let n = match ready!(poll_read_some::<L>(io, buf, need, cx)) {
             Ok(n) => n,
             Err(err) => return Poll::Ready(Err(Failure::from_read_error(err, old))),
         };
@@ -451,15 +490,13 @@ fn poll_read_header<L: Accept>(
 }
 
 /// Reads once, appending to `buf`, which grows only by what arrived: the bytes go through
-/// a buffer on the stack, and a socket that is not readable yet costs no allocation. A
-/// socket with nothing read yet is first read directly when `direct` and its listener can
-/// ([`Accept::read_accepted`]). When more than a stack read is `need`ed, exactly that is
-/// reserved and read into `buf`'s spare capacity.
+/// a buffer on the stack, and a socket that is not readable yet costs no allocation. When
+/// more than a stack read is `need`ed, exactly that is reserved and read into `buf`'s
+/// spare capacity.
 fn poll_read_some<L: Accept>(
     io: &mut L::Io,
     buf: &mut Vec<u8>,
     need: usize,
-    direct: bool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     if need > STACK_READ {
@@ -468,24 +505,32 @@ fn poll_read_some<L: Accept>(
         return std::pin::pin!(io.read_buf(buf)).poll(cx);
     }
     let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
-    if direct && buf.is_empty() {
-        // Nothing read yet: tokio knows a socket is readable only once its driver has
-        // polled it, which for a socket accepted just now is after a turn of the runtime
-        // (and the handshake waits in the pending set meanwhile). The header is usually there
-        // already.
-        let mut first = [0; STACK_READ];
-        match L::read_accepted(io, &mut first) {
-            Some(Ok(n)) => {
-                buf.extend_from_slice(&first[..n]);
-                return Poll::Ready(Ok(n));
-            }
+    let mut read = ReadBuf::uninit(&mut stack);
+    ready!(Pin::new(io).poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
+}
+
+/// The first read of a handshake that has read nothing yet, into `first`: the number of
+/// bytes read. When `direct` and its listener can ([`Accept::read_accepted`]), the socket
+/// is read directly first: tokio knows a socket is readable only once its driver has
+/// polled it, which for a socket accepted just now is after a turn of the runtime, while
+/// the header is usually there already.
+fn poll_first_read<L: Accept>(
+    io: &mut L::Io,
+    first: &mut [u8; STACK_READ],
+    direct: bool,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if direct {
+        match L::read_accepted(io, first) {
+            Some(Ok(n)) => return Poll::Ready(Ok(n)),
             Some(Err(err)) if !is_not_ready(&err) => return Poll::Ready(Err(err)),
             Some(Err(_)) | None => {}
         }
     }
-    let mut read = ReadBuf::uninit(&mut stack);
+    let mut read = ReadBuf::new(first);
     ready!(Pin::new(io).poll_read(cx, &mut read))?;
-    buf.extend_from_slice(read.filled());
     Poll::Ready(Ok(read.filled().len()))
 }
 
@@ -694,8 +739,11 @@ mod tests {
                     peer,
                     Some(addr),
                     Policy::Require,
-                    DEFAULT_HEADER_TIMEOUT,
-                    DEFAULT_MAX_HEADER_LEN,
+                    Limits {
+                        timeout: DEFAULT_HEADER_TIMEOUT,
+                        max_len: DEFAULT_MAX_HEADER_LEN,
+                        reset_on_timeout: true,
+                    },
                     cx,
                 );
                 Poll::Ready(started)

@@ -55,7 +55,7 @@ use tokio::time::Sleep;
 use crate::accept::{Accept, bind_tcp, bind_unix, default_backlog, is_connection_error};
 use crate::connect_info::ProxiedAddr;
 use crate::error::HandshakeError;
-use crate::handshake::{Connection, Handshake, Started, start};
+use crate::handshake::{Connection, Handshake, Limits, Started, start};
 use crate::metrics;
 use crate::policy::{Policy, PolicySource};
 use crate::stream::ProxiedStream;
@@ -93,6 +93,7 @@ pub struct Builder {
     max_pending: usize,
     accept_batch: usize,
     max_header_len: usize,
+    reset_on_timeout: bool,
     backlog: Option<u32>,
 }
 
@@ -114,6 +115,7 @@ impl Builder {
             max_pending: DEFAULT_MAX_PENDING,
             accept_batch: DEFAULT_ACCEPT_BATCH,
             max_header_len: DEFAULT_MAX_HEADER_LEN,
+            reset_on_timeout: true,
             backlog: None,
         }
     }
@@ -158,6 +160,23 @@ impl Builder {
     #[must_use]
     pub const fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
+        self
+    }
+
+    /// Whether a connection whose [header timeout](Self::header_timeout) ran out is reset
+    /// (closed with a TCP RST, through `SO_LINGER` 0) instead of closed with a FIN; `true`
+    /// by default. Only sockets that have one are reset ([`Accept::reset`]: TCP); the
+    /// others are closed.
+    ///
+    /// As NGINX's `reset_timedout_connection`: a handshake that timed out has nothing left
+    /// to send, so the reset loses nothing, and it frees the socket at once, where an
+    /// orderly close leaves it in `FIN_WAIT` and then `TIME_WAIT` and costs the listener's
+    /// core more when thousands of stalled peers time out together (BENCHMARKS.md,
+    /// goal 3). The peer's next read fails with `ECONNRESET` instead of returning the end
+    /// of the stream. Other failed handshakes are closed as usual.
+    #[must_use]
+    pub const fn reset_on_timeout(mut self, reset: bool) -> Self {
+        self.reset_on_timeout = reset;
         self
     }
 
@@ -223,10 +242,13 @@ impl Builder {
         ProxyListener {
             inner,
             policy: self.policy_source_for_build(),
-            header_timeout: self.header_timeout,
+            limits: Limits {
+                timeout: self.header_timeout,
+                max_len: self.max_header_len,
+                reset_on_timeout: self.reset_on_timeout,
+            },
             max_pending: self.max_pending,
             accept_batch: self.accept_batch,
-            max_header_len: self.max_header_len,
             pending: pending_set(),
             ready: VecDeque::new(),
             failures_this_turn: 0,
@@ -296,10 +318,10 @@ impl Builder {
 pub struct ProxyListener<L: Accept = TcpListener> {
     inner: L,
     policy: PolicySource,
-    header_timeout: Duration,
+    /// The header timeout, the longest header, and what happens at the timeout.
+    limits: Limits,
     max_pending: usize,
     accept_batch: usize,
-    max_header_len: usize,
     /// The handshakes waiting for their header, and one idle entry ([`Handshake::idle`]).
     pending: FuturesUnordered<Handshake<L>>,
     /// Handshakes that finished at accept (their header had arrived with the connection,
@@ -335,10 +357,11 @@ impl<L: Accept + fmt::Debug> fmt::Debug for ProxyListener<L> {
         f.debug_struct("ProxyListener")
             .field("inner", &self.inner)
             .field("policy", &self.policy)
-            .field("header_timeout", &self.header_timeout)
+            .field("header_timeout", &self.limits.timeout)
             .field("max_pending", &self.max_pending)
             .field("accept_batch", &self.accept_batch)
-            .field("max_header_len", &self.max_header_len)
+            .field("max_header_len", &self.limits.max_len)
+            .field("reset_on_timeout", &self.limits.reset_on_timeout)
             .field("pending", &self.pending())
             .finish_non_exhaustive()
     }
@@ -578,15 +601,7 @@ impl<L: Accept> ProxyListener<L> {
                         let addr = ProxiedAddr::from_connection(peer, local, None);
                         Ok((ProxiedStream::new(io, addr.clone()), addr))
                     } else {
-                        let started = start::<L>(
-                            io,
-                            peer,
-                            local,
-                            policy,
-                            self.header_timeout,
-                            self.max_header_len,
-                            cx,
-                        );
+                        let started = start::<L>(io, peer, local, policy, self.limits, cx);
                         match started {
                             Started::Done(result) => {
                                 metrics::finished(&result);
@@ -681,7 +696,7 @@ impl<L: Accept> ProxyListener<L> {
         }
         match next {
             Some(deadline) => {
-                let step = now.checked_add(expiry_step(self.header_timeout));
+                let step = now.checked_add(expiry_step(self.limits.timeout));
                 timer
                     .as_mut()
                     .reset(step.map_or(deadline, |step| deadline.max(step)));

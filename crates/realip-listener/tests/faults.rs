@@ -81,6 +81,43 @@ async fn client_reset_mid_header_fails_that_connection_only() {
     }
 }
 
+/// What a peer that stalled mid-header reads once its header timeout has run out, with
+/// `reset_on_timeout` set to `reset`.
+async fn read_after_header_timeout(reset: bool) -> std::io::Result<usize> {
+    let (mut listener, addr) = listen(
+        ProxyListener::builder()
+            .policy(Policy::Require)
+            .header_timeout(Duration::from_millis(100))
+            .reset_on_timeout(reset),
+    )
+    .await;
+    let header = ProxyHeader::v2("203.0.113.5:5000".parse().unwrap(), addr).to_bytes();
+    let mut tcp = connect(addr).await;
+    tcp.write_all(&header[..10]).await.unwrap();
+    let Err(err) = within("the stalled peer's timeout", listener.try_accept()).await else {
+        panic!("a stalled peer must time out");
+    };
+    assert!(matches!(err, HandshakeError::Timeout { .. }), "{err:?}");
+    let mut buf = [0u8; 16];
+    within("the stalled peer's read", tcp.read(&mut buf)).await
+}
+
+#[tokio::test]
+async fn a_timed_out_peer_is_reset_by_default_and_closed_when_asked() {
+    let reset = read_after_header_timeout(true).await;
+    assert_eq!(
+        reset.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionReset),
+        "default: the timeout resets the connection, got {reset:?}"
+    );
+    let closed = read_after_header_timeout(false).await;
+    assert_eq!(
+        closed.ok(),
+        Some(0),
+        "reset_on_timeout(false): an orderly close, the end of the stream"
+    );
+}
+
 #[tokio::test]
 async fn header_timeout_under_load_frees_every_stalled_peer() {
     const STALLED: usize = 1000;
