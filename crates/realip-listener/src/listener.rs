@@ -76,8 +76,16 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 /// stalled peers are expected.
 pub const DEFAULT_MAX_PENDING: usize = 16384;
 /// Default number of sockets accepted per poll before finished handshakes are looked at,
-/// and of failed handshakes ended per turn of the runtime: 64.
-pub const DEFAULT_ACCEPT_BATCH: usize = 64;
+/// and of failed handshakes ended per turn of the runtime: 16.
+///
+/// When thousands of stalled peers time out together and reconnect at once, each turn of
+/// the listener ends a batch of them and accepts the reconnections of the batch before,
+/// so a good client's connection waits behind about one batch of both. Measured with 5,000
+/// stalled peers on one core: with 64, 13 to 17 of a good client's ~620 requests per round
+/// took over 0.7 ms; with 16, 6 to 14 (2 to 9 without the attack); 8 did no better than 16
+/// (BENCHMARKS.md, goal 3). A smaller batch costs one more turn of the runtime (an
+/// `epoll_wait`) per batch, only when there is that much to do.
+pub const DEFAULT_ACCEPT_BATCH: usize = 16;
 /// Default maximum length of a v2 header, its 16-byte fixed part included.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
