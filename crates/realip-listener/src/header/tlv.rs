@@ -381,6 +381,10 @@ fn walk(
 /// Walks and validates the TLVs from `start` to the end of `header`; `None` when there
 /// are none.
 pub(crate) fn parse_tlvs(header: &[u8], start: usize) -> Result<Option<Box<Tlvs>>, HeaderError> {
+    if start >= header.len() {
+        // No TLV: the usual header, with nothing to build or drop.
+        return Ok(None);
+    }
     let mut tlvs = Tlvs::default();
     let mut crc_at = Vec::new();
     walk(header, start, header.len(), |kind, at, value| {
