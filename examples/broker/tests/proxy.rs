@@ -140,7 +140,7 @@ fn direct_clients_without_a_header_are_closed_and_others_are_unaffected() {
         "a client without a PROXY header was served"
     );
 
-    // Silence: closed after the header timeout.
+    // Silence: reset after the header timeout.
     let start = Instant::now();
     let mut silent = RawClient::connect_from("127.0.0.37", broker.tcp(), b"");
     assert!(silent.recv().is_none());
