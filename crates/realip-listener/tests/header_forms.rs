@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use realip_core::{AddrSource, PeerAddr};
 use realip_listener::{
-    Command, Family, HandshakeError, HeaderError, ProxyHeader, ProxyListener, ProxyVersion,
+    Command, Family, HandshakeError, HeaderError, Policy, ProxyHeader, ProxyListener, ProxyVersion,
     SslInfo, Transport, parse_header, tlv_type,
 };
 use support::*;
@@ -384,6 +384,82 @@ async fn header_delivered_one_byte_at_a_time() {
         assert!(proxied.proxy_info().is_some(), "{name}");
         assert_eq!(read_n(&mut stream, 3).await, b"xyz", "{name}");
         drop(writer.await.unwrap());
+    }
+}
+
+/// Connects and lets `listener` accept the silent connection, so that its handshake waits
+/// with nothing read; then sends `bytes` in one write and returns the listener's result.
+/// The header is then read by a handshake that has already waited, not at accept.
+async fn send_after_accept(
+    listener: &mut ProxyListener<tokio::net::TcpListener>,
+    addr: SocketAddr,
+    bytes: &[u8],
+) -> (
+    tokio::net::TcpStream,
+    Result<realip_listener::Connection<tokio::net::TcpStream>, HandshakeError>,
+) {
+    let mut client = connect(addr).await;
+    within("accepting the silent connection", async {
+        while listener.pending() == 0 {
+            let polled =
+                tokio::time::timeout(Duration::from_millis(5), listener.try_accept()).await;
+            assert!(
+                polled.is_err(),
+                "a connection that sent nothing finished its handshake"
+            );
+        }
+    })
+    .await;
+    client.write_all(bytes).await.unwrap();
+    let result = next(listener).await;
+    (client, result)
+}
+
+#[tokio::test]
+async fn header_sent_after_the_handshake_waited_gives_the_same_address_and_data() {
+    let big_tlvs = ProxyHeader::v2(sa("198.51.100.20:52000"), sa("10.0.0.1:1883"))
+        .with_tlv(tlv_type::NOOP, vec![0; 600])
+        .with_authority(&"a".repeat(300))
+        .to_bytes();
+    let mut forms = all_forms();
+    forms.push(("v2 with 900 bytes of TLVs", big_tlvs));
+    let (mut listener, addr) = listen(ProxyListener::builder()).await;
+    // Data shorter than what is left of a 256-byte first read, and longer than it.
+    for data_len in [4, 300] {
+        let data: Vec<u8> = (0..data_len).map(|i| (i % 251) as u8).collect();
+        for (name, header) in &forms {
+            let (info, len) = parse_header(header, 4096).unwrap().unwrap();
+            assert_eq!(len, header.len(), "{name}");
+            let mut bytes = header.clone();
+            bytes.extend_from_slice(&data);
+            let (_client, result) = send_after_accept(&mut listener, addr, &bytes).await;
+            let (mut stream, proxied) =
+                result.unwrap_or_else(|e| panic!("{name}, {data_len} bytes of data: {e}"));
+            assert_eq!(proxied.proxy_info(), Some(&info), "{name}");
+            if let Some(source) = info.source_inet() {
+                assert_eq!(
+                    proxied.client().unwrap().to_string(),
+                    source.to_string(),
+                    "{name}"
+                );
+            }
+            assert_eq!(
+                read_n(&mut stream, data.len()).await,
+                data,
+                "{name}, {data_len} bytes of data"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn optional_peer_without_a_header_after_the_handshake_waited_keeps_its_bytes() {
+    let (mut listener, addr) = listen(ProxyListener::builder().policy(Policy::Optional)).await;
+    for data in [b"\x10\x0c\x00\x04MQTT".to_vec(), vec![b'x'; 300]] {
+        let (_client, result) = send_after_accept(&mut listener, addr, &data).await;
+        let (mut stream, proxied) = result.unwrap();
+        assert_eq!(proxied.client().unwrap().source(), &AddrSource::Socket);
+        assert_eq!(read_n(&mut stream, data.len()).await, data);
     }
 }
 
