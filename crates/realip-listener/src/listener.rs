@@ -113,7 +113,8 @@ impl Default for Builder {
 
 impl Builder {
     /// Default settings: [`Policy::Require`] for every peer, [`DEFAULT_HEADER_TIMEOUT`],
-    /// [`DEFAULT_MAX_PENDING`], [`DEFAULT_ACCEPT_BATCH`], [`DEFAULT_MAX_HEADER_LEN`].
+    /// [`DEFAULT_MAX_PENDING`], [`DEFAULT_ACCEPT_BATCH`], [`DEFAULT_MAX_HEADER_LEN`], and
+    /// timed-out peers reset ([`reset_on_timeout`](Self::reset_on_timeout)).
     pub const fn new() -> Self {
         Self {
             policy: Policy::Require,
@@ -178,8 +179,8 @@ impl Builder {
     ///
     /// As NGINX's `reset_timedout_connection`: a handshake that timed out has nothing left
     /// to send, so the reset loses nothing, and it frees the socket at once, where an
-    /// orderly close leaves it in `FIN_WAIT` and then `TIME_WAIT` and costs the listener's
-    /// core more when thousands of stalled peers time out together (BENCHMARKS.md,
+    /// orderly close leaves it in `FIN_WAIT` and then, for 60 s on Linux, `TIME_WAIT`
+    /// (2,000 peers that stalled and timed out left 1,940 such sockets; BENCHMARKS.md,
     /// goal 3). The peer's next read fails with `ECONNRESET` instead of returning the end
     /// of the stream. Other failed handshakes are closed as usual.
     #[must_use]
