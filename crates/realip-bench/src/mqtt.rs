@@ -54,11 +54,12 @@ impl Drop for TempDir {
 }
 
 impl BrokerProc {
-    /// Starts `kind` on a free loopback port (under `taskset -c 1` if `pin`) and waits until
-    /// it accepts connections.
+    /// Starts `kind` on a free loopback port (under `taskset -c 1` if `pin`; realip-broker
+    /// with `realip_args` added) and waits until it accepts connections.
     pub async fn start(
         kind: BrokerKind,
         realip_bin: &Path,
+        realip_args: &[String],
         mosquitto_bin: &Path,
         pin: bool,
     ) -> io::Result<Self> {
@@ -78,6 +79,7 @@ impl BrokerProc {
             BrokerKind::Realip => {
                 cmd.arg(realip_bin)
                     .args(["--tcp", &addr.to_string(), "--ws", "off", "--admin", "off"])
+                    .args(realip_args)
                     // Per-connection log lines off, as mosquitto's below.
                     .env("RUST_LOG", "warn");
             }

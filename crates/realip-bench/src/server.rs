@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub max_pending: Option<usize>,
     /// realip-listener's accept batch (`None`: its default).
     pub accept_batch: Option<usize>,
+    /// `TCP_DEFER_ACCEPT` on the listening socket, whatever the server kind (zero: off).
+    pub defer_accept: Duration,
 }
 
 /// Serves connections from `listener` until the process ends.

@@ -21,6 +21,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use realip_core::PeerAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -295,6 +296,100 @@ fn bind_tcp_addr(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
+}
+
+/// Has the kernel hand `listener`'s connections over only once their first bytes have
+/// arrived, or after `wait` if none have: Linux's `TCP_DEFER_ACCEPT` (man 7 tcp), as NGINX's
+/// `listen ... deferred` and HAProxy's `defer-accept` set it. [`Duration::ZERO`] turns it
+/// off.
+///
+/// A proxy sends its PROXY header as soon as it has connected, so on a deferred listener
+/// the header is there when the connection is accepted: the handshake finishes at its
+/// first read, and the server is woken once per connection instead of once for the
+/// connection and once for its header (BENCHMARKS.md, goal 1). A peer that connects and
+/// sends nothing is held in the kernel (its SYN-ACK retransmitted) and accepted after about
+/// `wait`; the header timeout then runs as usual.
+///
+/// Only for protocols whose client speaks first (PROXY, HTTP, TLS, MQTT): a peer that waits
+/// for the server to speak (SMTP, ...) is accepted only after `wait`, on every connection.
+///
+/// `wait` is rounded up to whole seconds (at most `i32::MAX`); the kernel then counts it in
+/// SYN-ACK retransmissions, 1 s, 2 s, 4 s, ... apart, so the wait is what the retransmissions
+/// that cover it take (2 s takes two, 3 s), and [`defer_accept`] reports that.
+///
+/// # Errors
+/// The system's error if the option cannot be set; [`io::ErrorKind::Unsupported`] outside
+/// Linux and Android.
+pub fn set_defer_accept(listener: &TcpListener, wait: Duration) -> io::Result<()> {
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    let secs = i32::try_from(secs).unwrap_or(i32::MAX);
+    tcp_defer::set(listener, secs)
+}
+
+/// The wait of `TCP_DEFER_ACCEPT` on `listener`, as the kernel keeps it (see
+/// [`set_defer_accept`]); `None` when the option is off.
+///
+/// # Errors
+/// As [`set_defer_accept`].
+pub fn defer_accept(listener: &TcpListener) -> io::Result<Option<Duration>> {
+    tcp_defer::get(listener).map(|secs| {
+        u64::try_from(secs)
+            .ok()
+            .filter(|&secs| secs > 0)
+            .map(Duration::from_secs)
+    })
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod tcp_defer {
+    use std::io;
+
+    use nix::sys::socket::{getsockopt, setsockopt};
+    use nix::{getsockopt_impl, setsockopt_impl, sockopt_impl};
+    use tokio::net::TcpListener;
+
+    // nix declares the options it knows with this macro and exports it for the others;
+    // `TCP_DEFER_ACCEPT` takes and gives an `int` of seconds.
+    sockopt_impl!(
+        /// `TCP_DEFER_ACCEPT`, seconds.
+        TcpDeferAccept,
+        Both,
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        libc::c_int
+    );
+
+    pub(super) fn set(listener: &TcpListener, secs: i32) -> io::Result<()> {
+        setsockopt(listener, TcpDeferAccept, &secs).map_err(io::Error::from)
+    }
+
+    pub(super) fn get(listener: &TcpListener) -> io::Result<i32> {
+        getsockopt(listener, TcpDeferAccept).map_err(io::Error::from)
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod tcp_defer {
+    use std::io;
+
+    use tokio::net::TcpListener;
+
+    fn unsupported() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "TCP_DEFER_ACCEPT is a Linux option",
+        )
+    }
+
+    pub(super) fn set(_listener: &TcpListener, _secs: i32) -> io::Result<()> {
+        Err(unsupported())
+    }
+
+    pub(super) fn get(_listener: &TcpListener) -> io::Result<i32> {
+        Err(unsupported())
+    }
 }
 
 /// Binds a Unix socket listener at `path` with a listen backlog of `backlog` (see

@@ -108,7 +108,10 @@ mod stream;
 #[cfg(feature = "udp")]
 pub mod udp;
 
-pub use accept::{Accept, Accepted, FALLBACK_BACKLOG, bind_tcp, bind_unix, default_backlog};
+pub use accept::{
+    Accept, Accepted, FALLBACK_BACKLOG, bind_tcp, bind_unix, default_backlog, defer_accept,
+    set_defer_accept,
+};
 pub use connect_info::ProxiedAddr;
 pub use error::{HandshakeError, HeaderError};
 pub use handshake::Connection;

@@ -52,7 +52,9 @@ use realip_core::TrustedProxies;
 use tokio::net::{TcpListener, ToSocketAddrs, UnixListener};
 use tokio::time::Sleep;
 
-use crate::accept::{Accept, bind_tcp, bind_unix, default_backlog, is_connection_error};
+use crate::accept::{
+    Accept, bind_tcp, bind_unix, default_backlog, is_connection_error, set_defer_accept,
+};
 use crate::connect_info::ProxiedAddr;
 use crate::error::HandshakeError;
 use crate::handshake::{Connection, Handshake, Limits, Started, start};
@@ -103,6 +105,7 @@ pub struct Builder {
     max_header_len: usize,
     reset_on_timeout: bool,
     backlog: Option<u32>,
+    defer_accept: Duration,
 }
 
 impl Default for Builder {
@@ -126,6 +129,7 @@ impl Builder {
             max_header_len: DEFAULT_MAX_HEADER_LEN,
             reset_on_timeout: true,
             backlog: None,
+            defer_accept: Duration::ZERO,
         }
     }
 
@@ -238,6 +242,28 @@ impl Builder {
         self
     }
 
+    /// Has the kernel hand over the connections of the socket [`bind`](Self::bind) creates
+    /// only once their first bytes (the PROXY header) have arrived, or after `wait` if none
+    /// have: Linux's `TCP_DEFER_ACCEPT`, as NGINX's `listen ... deferred` and HAProxy's
+    /// `defer-accept`. Off ([`Duration::ZERO`]) by default; 1 second is HAProxy's choice.
+    ///
+    /// With it, a header is read at accept and no handshake waits for it, which saves the
+    /// server a wake-up per connection; a peer that sends nothing waits in the kernel for
+    /// about `wait` (whole seconds, rounded up), and only then gets the
+    /// [header timeout](Self::header_timeout). Use it only when every peer speaks first:
+    /// under [`Policy::Optional`] or [`Policy::Skip`], a client whose protocol waits for the
+    /// server (SMTP, ...) is delayed by `wait`. See [`set_defer_accept`] for a listener bound
+    /// elsewhere. Linux and Android only: elsewhere `bind` fails with
+    /// [`io::ErrorKind::Unsupported`] when it is set. It does not apply to
+    /// [`listen`](Self::listen) or [`bind_unix`](Self::bind_unix).
+    ///
+    /// [`set_defer_accept`]: crate::set_defer_accept
+    #[must_use]
+    pub const fn defer_accept(mut self, wait: Duration) -> Self {
+        self.defer_accept = wait;
+        self
+    }
+
     fn policy_source_for_build(&self) -> PolicySource {
         match (&self.source, &self.trusted) {
             (Some(source), _) => source.clone(),
@@ -278,7 +304,11 @@ impl Builder {
     /// can be bound is used.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<ProxyListener<TcpListener>> {
         let backlog = self.backlog.unwrap_or_else(default_backlog);
-        Ok(self.listen(bind_tcp(addr, backlog).await?))
+        let listener = bind_tcp(addr, backlog).await?;
+        if !self.defer_accept.is_zero() {
+            set_defer_accept(&listener, self.defer_accept)?;
+        }
+        Ok(self.listen(listener))
     }
 
     /// Binds a Unix socket listener at `path` with the [listen backlog](Self::backlog) and

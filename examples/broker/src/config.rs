@@ -35,6 +35,10 @@ pub(crate) const DEFAULT_WSS_PORT: u16 = 8084;
 pub(crate) const DEFAULT_WS_PATH: &str = "/mqtt";
 /// Default time allowed for a PROXY protocol header, in seconds.
 pub(crate) const DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS: f64 = 3.0;
+/// Default `TCP_DEFER_ACCEPT` of the MQTT listeners, in seconds: HAProxy's `defer-accept`
+/// (one SYN-ACK retransmission). Every client of an MQTT listener speaks first: a PROXY
+/// header, a TLS ClientHello, the WebSocket upgrade request, or CONNECT [MQTT-3.1.0-1].
+pub(crate) const DEFAULT_DEFER_ACCEPT_SECS: u32 = 1;
 
 /// An MQTT 3.1.1 / 5.0 broker that knows who its clients really are behind reverse proxies.
 #[derive(Debug, Parser)]
@@ -207,6 +211,11 @@ pub(crate) struct RunArgs {
     /// accepts them [default: the system's maximum, net.core.somaxconn on Linux].
     #[arg(long, value_name = "N")]
     pub(crate) backlog: Option<u32>,
+    /// Seconds the kernel holds a new connection on the MQTT listeners until its first bytes
+    /// arrive (Linux TCP_DEFER_ACCEPT; every client of these listeners speaks first); 0 turns
+    /// it off [default: 1].
+    #[arg(long, value_name = "SECS")]
+    pub(crate) defer_accept: Option<u32>,
 
     /// Only clients whose real address is in one of these ranges may connect (repeatable).
     #[arg(long, value_name = "CIDR")]
@@ -261,6 +270,7 @@ struct FileConfig {
     wss_proxy_protocol: Option<bool>,
     admin: Option<String>,
     backlog: Option<u32>,
+    defer_accept: Option<u32>,
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
     max_packet_size: Option<u32>,
@@ -316,6 +326,8 @@ pub(crate) struct Config {
     pub(crate) warnings: Vec<String>,
     /// Listen backlog of every listener.
     pub(crate) backlog: u32,
+    /// `TCP_DEFER_ACCEPT` of the MQTT listeners (zero: off).
+    pub(crate) defer_accept: Duration,
     pub(crate) allow: Option<TrustedProxies>,
     pub(crate) deny: TrustedProxies,
     pub(crate) limits: Limits,
@@ -372,6 +384,11 @@ impl Config {
             Some(n) => n,
             None => realip_listener::default_backlog(),
         };
+        let defer_accept = Duration::from_secs(u64::from(
+            args.defer_accept
+                .or(file.defer_accept)
+                .unwrap_or(DEFAULT_DEFER_ACCEPT_SECS),
+        ));
 
         let timeout_given = args.proxy_protocol_timeout.or(file.proxy_protocol_timeout);
         let timeout = timeout_given.unwrap_or(DEFAULT_PROXY_PROTOCOL_TIMEOUT_SECS);
@@ -568,6 +585,7 @@ impl Config {
             tls_files,
             admin,
             backlog,
+            defer_accept,
             warnings,
             allow,
             deny,
@@ -806,6 +824,18 @@ mod tests {
                 .unwrap_err()
                 .contains("backlog")
         );
+    }
+
+    #[test]
+    fn defer_accept_is_a_second_unless_the_flag_or_the_file_says_otherwise() {
+        let config = Config::merge(parse(&[]), FileConfig::default()).unwrap();
+        assert_eq!(config.defer_accept, Duration::from_secs(1));
+        let file: FileConfig = toml::from_str("defer-accept = 5").unwrap();
+        let config = Config::merge(parse(&[]), file).unwrap();
+        assert_eq!(config.defer_accept, Duration::from_secs(5));
+        let file: FileConfig = toml::from_str("defer-accept = 5").unwrap();
+        let config = Config::merge(parse(&["--defer-accept", "0"]), file).unwrap();
+        assert_eq!(config.defer_accept, Duration::ZERO);
     }
 
     #[test]

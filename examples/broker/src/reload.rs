@@ -154,7 +154,7 @@ impl Reloader {
                 }
             }
         }
-        let fixed: [(&'static str, bool); 14] = [
+        let fixed: [(&'static str, bool); 15] = [
             ("tcp", differs(&current.tcp, &new.tcp)),
             ("ws", differs(&current.ws, &new.ws)),
             ("tls", differs(&current.tls, &new.tls)),
@@ -185,6 +185,7 @@ impl Reloader {
             ),
             ("tls-identity", current.cn_as_username != new.cn_as_username),
             ("backlog", current.backlog != new.backlog),
+            ("defer-accept", current.defer_accept != new.defer_accept),
             (
                 "max-packet-size",
                 current.limits.max_packet_size != new.limits.max_packet_size,

@@ -59,18 +59,34 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
+/// Binds a listener with `backlog`, and `TCP_DEFER_ACCEPT` of `defer_accept` when it is not
+/// zero (where the system has no such option, it is logged and left off).
 async fn bind(
     name: &str,
     addr: Option<SocketAddr>,
     backlog: u32,
+    defer_accept: Duration,
 ) -> Result<Option<TcpListener>, String> {
-    match addr {
-        Some(addr) => realip_listener::bind_tcp(addr, backlog)
-            .await
-            .map(Some)
-            .map_err(|e| format!("cannot bind the {name} listener on {addr}: {e}")),
-        None => Ok(None),
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = realip_listener::bind_tcp(addr, backlog)
+        .await
+        .map_err(|e| format!("cannot bind the {name} listener on {addr}: {e}"))?;
+    if !defer_accept.is_zero() {
+        match realip_listener::set_defer_accept(&listener, defer_accept) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::warn!(listener = name, "--defer-accept: {e}; left off");
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot set TCP_DEFER_ACCEPT on the {name} listener: {e}"
+                ));
+            }
+        }
     }
+    Ok(Some(listener))
 }
 
 fn local(listener: &Option<TcpListener>) -> String {
@@ -118,11 +134,13 @@ async fn serve(config: Config, args: RunArgs) -> Result<(), String> {
     ));
     #[cfg(unix)]
     let sighup = reload::sighup();
-    let tcp = bind("tcp", config.tcp, config.backlog).await?;
-    let ws = bind("ws", config.ws, config.backlog).await?;
-    let tls = bind("tls", config.tls, config.backlog).await?;
-    let wss = bind("wss", config.wss, config.backlog).await?;
-    let admin = bind("admin", config.admin, config.backlog).await?;
+    let defer = config.defer_accept;
+    let tcp = bind("tcp", config.tcp, config.backlog, defer).await?;
+    let ws = bind("ws", config.ws, config.backlog, defer).await?;
+    let tls = bind("tls", config.tls, config.backlog, defer).await?;
+    let wss = bind("wss", config.wss, config.backlog, defer).await?;
+    // Not the admin API, where connections do not arrive in numbers.
+    let admin = bind("admin", config.admin, config.backlog, Duration::ZERO).await?;
     // `Config` holds the files whenever --tls or --wss is on.
     let tls_config = |alpn: &[&[u8]]| match &config.tls_files {
         Some(files) => tls::server_config(files, alpn),
@@ -477,5 +495,28 @@ mod tests {
             accepted.set_nodelay(true).expect("nodelay");
         }
         assert!(accepted.nodelay().expect("nodelay"));
+    }
+
+    /// The MQTT listeners are deferred by `--defer-accept`; zero leaves the socket alone.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn bind_sets_defer_accept_unless_zero() {
+        let addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let deferred = bind("tcp", addr, 16, Duration::from_secs(1))
+            .await
+            .expect("bind")
+            .expect("on");
+        assert_eq!(
+            realip_listener::defer_accept(&deferred).expect("getsockopt"),
+            Some(Duration::from_secs(1))
+        );
+        let plain = bind("admin", addr, 16, Duration::ZERO)
+            .await
+            .expect("bind")
+            .expect("on");
+        assert_eq!(
+            realip_listener::defer_accept(&plain).expect("getsockopt"),
+            None
+        );
     }
 }

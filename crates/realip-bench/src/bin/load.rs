@@ -60,6 +60,9 @@ enum Cmd {
         /// realip-listener's accept batch (default: the crate's).
         #[arg(long)]
         accept_batch: Option<usize>,
+        /// `TCP_DEFER_ACCEPT` on the listening socket, seconds (0: off).
+        #[arg(long, default_value_t = 0)]
+        defer_accept_secs: u64,
     },
     /// Run the stalled attackers of the isolation passes against `addr` (used by `load
     /// isolation`, which starts it at the lowest CPU priority on the load core): prints
@@ -212,6 +215,10 @@ struct BrokerArgs {
     /// The realip-broker binary.
     #[arg(long, default_value = "target/release/realip-broker")]
     realip_broker: std::path::PathBuf,
+    /// One more argument for realip-broker (repeatable), e.g.
+    /// `--realip-broker-arg=--defer-accept --realip-broker-arg=0`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    realip_broker_arg: Vec<String>,
     /// The mosquitto binary.
     #[arg(long, default_value = "mosquitto")]
     mosquitto: std::path::PathBuf,
@@ -389,11 +396,13 @@ fn main() -> ExitCode {
                 header_timeout_ms,
                 max_pending,
                 accept_batch,
+                defer_accept_secs,
             } => {
                 let opts = ServeOptions {
                     header_timeout: Duration::from_millis(header_timeout_ms),
                     max_pending,
                     accept_batch,
+                    defer_accept: Duration::from_secs(defer_accept_secs),
                 };
                 run_server(kind, opts).await
             }
@@ -594,6 +603,9 @@ async fn run_server(kind: ServerKind, opts: ServeOptions) -> io::Result<()> {
     socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let listener = socket.listen(BACKLOG)?;
+    if !opts.defer_accept.is_zero() {
+        realip_listener::set_defer_accept(&listener, opts.defer_accept)?;
+    }
     println!("LISTENING {}", listener.local_addr()?);
     io::stdout().flush()?;
     exit_with_stdin();
@@ -683,6 +695,12 @@ impl ServerProc {
         }
         if let Some(batch) = opts.accept_batch {
             args.extend(["--accept-batch".to_owned(), batch.to_string()]);
+        }
+        if !opts.defer_accept.is_zero() {
+            args.extend([
+                "--defer-accept-secs".to_owned(),
+                opts.defer_accept.as_secs().max(1).to_string(),
+            ]);
         }
         Self::spawn_with(&args, kind.name(), pin)
     }
@@ -864,6 +882,8 @@ struct Scenario {
     name: &'static str,
     kind: ServerKind,
     preamble: Arc<[u8]>,
+    /// The server's listening socket has `TCP_DEFER_ACCEPT` (1 s).
+    deferred: bool,
 }
 
 #[derive(Default)]
@@ -881,8 +901,9 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
         header_timeout: timeout,
         max_pending: None,
         accept_batch: None,
+        defer_accept: Duration::ZERO,
     };
-    let scenarios = accept_scenarios();
+    let scenarios = accept_scenarios(true);
     let servers = scenario_servers(&scenarios, opts, pin)?;
     let duration = Duration::from_secs_f64(args.secs);
     eprintln!("accept: warm-up");
@@ -901,6 +922,9 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
     let mut to_peer: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
     let mut cpu_to_plain: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
     let mut cpu_to_peer: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
+    // The deferred rows' CPU against the deferred plain (e) and peer (h) servers.
+    let mut cpu_to_plain_deferred: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
+    let mut cpu_to_peer_deferred: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
     for round in 0..args.rounds {
         let mut this_round = Vec::new();
         let mut this_cpu = Vec::new();
@@ -926,12 +950,19 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
             to_peer[i].push(this_round[i] / this_round[3]);
             cpu_to_plain[i].push(this_cpu[i] / this_cpu[0]);
             cpu_to_peer[i].push(this_cpu[i] / this_cpu[3]);
+            if scenarios[i].deferred {
+                cpu_to_plain_deferred[i].push(this_cpu[i] / this_cpu[4]);
+                cpu_to_peer_deferred[i].push(this_cpu[i] / this_cpu[7]);
+            }
         }
         progress("accept", round, args.rounds, &this_round);
     }
     println!(
         "\n### Accept throughput\n\n{} rounds × {} s per server, {} concurrent client tasks, \
-         interleaved (a b c d a b c d …); each loop = connect, send header + `ping\\n` in one \
+         interleaved (a b c … h a b c … h …); (e) to (h) are (a) to (d) with `TCP_DEFER_ACCEPT` \
+         (1 s) on the listening socket (realip-listener's `Builder::defer_accept`; the same \
+         socket option for the others), the last two columns their CPU against (e) and (h); \
+         each loop = connect, send header + `ping\\n` in one \
          write, read `pong\\n`, close. Ratios are medians of the per-round ratios. Server CPU = \
          the server process's CPU time (sum of /proc/<pid>/task/*/schedstat) / completed \
          connections; server core busy = that CPU time / wall time. When the server core is \
@@ -940,13 +971,20 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
         args.rounds, args.secs, args.concurrency
     );
     println!(
-        "| server | conn/s (median) | min–max | ÷ (a) plain | ÷ (d) peer | server CPU µs/conn (median) | ÷ (a) | ÷ (d) | server core busy | errors |"
+        "| server | conn/s (median) | min–max | ÷ (a) plain | ÷ (d) peer | server CPU µs/conn (median) | ÷ (a) | ÷ (d) | server core busy | errors | CPU ÷ (e) | CPU ÷ (h) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, (s, acc)) in scenarios.iter().zip(&samples).enumerate() {
         let (min, max) = min_max(&acc.per_sec);
+        let deferred_ratio = |ratios: &[f64]| {
+            if ratios.is_empty() {
+                "—".to_owned()
+            } else {
+                format!("{:.3}", median(ratios))
+            }
+        };
         println!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {:.1} | {:.3} | {:.3} | {:.0} % | {} |",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {:.1} | {:.3} | {:.3} | {:.0} % | {} | {} | {} |",
             s.name,
             median(&acc.per_sec),
             min,
@@ -957,7 +995,9 @@ async fn accept(args: &AcceptArgs, pin: bool) -> io::Result<()> {
             median(&cpu_to_plain[i]),
             median(&cpu_to_peer[i]),
             median(&acc.cpu_util) * 100.0,
-            acc.errors
+            acc.errors,
+            deferred_ratio(&cpu_to_plain_deferred[i]),
+            deferred_ratio(&cpu_to_peer_deferred[i]),
         );
     }
     for (s, acc) in scenarios.iter().zip(&samples) {
@@ -1048,33 +1088,85 @@ fn scenario_servers(
 ) -> io::Result<Vec<ServerProc>> {
     scenarios
         .iter()
-        .map(|s| ServerProc::spawn(s.kind, opts, pin))
+        .map(|s| {
+            let defer_accept = if s.deferred {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
+            ServerProc::spawn(
+                s.kind,
+                ServeOptions {
+                    defer_accept,
+                    ..opts
+                },
+                pin,
+            )
+        })
         .collect()
 }
 
-fn accept_scenarios() -> [Scenario; 4] {
-    [
+/// Plain, ours v1, ours v2, the peer; then, with `deferred`, the same four again with
+/// `TCP_DEFER_ACCEPT` on their listening sockets ((e) to (h)).
+fn accept_scenarios(deferred: bool) -> Vec<Scenario> {
+    let v1 = client::preamble(&header::v1(header::src4(), header::dst4()));
+    let v2 = client::preamble(&v2_header());
+    let none = client::preamble(&[]);
+    let mut all = vec![
         Scenario {
             name: "(a) plain TcpListener",
             kind: ServerKind::Plain,
-            preamble: client::preamble(&[]),
+            preamble: none.clone(),
+            deferred: false,
         },
         Scenario {
             name: "(b) realip-listener, v1",
             kind: ServerKind::Ours,
-            preamble: client::preamble(&header::v1(header::src4(), header::dst4())),
+            preamble: v1.clone(),
+            deferred: false,
         },
         Scenario {
             name: "(c) realip-listener, v2",
             kind: ServerKind::Ours,
-            preamble: client::preamble(&v2_header()),
+            preamble: v2.clone(),
+            deferred: false,
         },
         Scenario {
             name: "(d) proxy-protocol-rs, v2",
             kind: ServerKind::Peer,
-            preamble: client::preamble(&v2_header()),
+            preamble: v2.clone(),
+            deferred: false,
         },
-    ]
+    ];
+    if deferred {
+        all.extend([
+            Scenario {
+                name: "(e) plain TcpListener, deferred",
+                kind: ServerKind::Plain,
+                preamble: none,
+                deferred: true,
+            },
+            Scenario {
+                name: "(f) realip-listener, v1, deferred",
+                kind: ServerKind::Ours,
+                preamble: v1,
+                deferred: true,
+            },
+            Scenario {
+                name: "(g) realip-listener, v2, deferred",
+                kind: ServerKind::Ours,
+                preamble: v2.clone(),
+                deferred: true,
+            },
+            Scenario {
+                name: "(h) proxy-protocol-rs, v2, deferred",
+                kind: ServerKind::Peer,
+                preamble: v2,
+                deferred: true,
+            },
+        ]);
+    }
+    all
 }
 
 /// One burst: stop the server, queue `burst` connections that have sent their header and
@@ -1147,8 +1239,9 @@ async fn drain(args: &DrainArgs, pin: bool) -> io::Result<()> {
         header_timeout: Duration::from_secs(5),
         max_pending: None,
         accept_batch: None,
+        defer_accept: Duration::ZERO,
     };
-    let scenarios = accept_scenarios();
+    let scenarios = accept_scenarios(false);
     let servers = scenario_servers(&scenarios, opts, pin)?;
     eprintln!("drain: warm-up");
     for (s, p) in scenarios.iter().zip(&servers) {
@@ -1296,6 +1389,7 @@ async fn isolation_pass(
                     header_timeout,
                     max_pending: *max_pending,
                     accept_batch: *accept_batch,
+                    defer_accept: Duration::ZERO,
                 };
                 let server = ServerProc::spawn(*kind, opts, pin)?;
                 // The server must answer before the attack starts.
@@ -1539,6 +1633,7 @@ async fn memory(args: &MemoryArgs, pin: bool) -> io::Result<()> {
                     // Room for every connection to be pending inside the listener.
                     max_pending: Some(args.conns + 1024),
                     accept_batch: None,
+                    defer_accept: Duration::ZERO,
                 };
                 let mut server = ServerProc::spawn(kind, opts, pin)?;
                 let header = if kind == ServerKind::Plain {
@@ -1843,7 +1938,14 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for ki in order {
             let kind = kinds[ki];
-            let b = BrokerProc::start(kind, &args.realip_broker, &args.mosquitto, pin).await?;
+            let b = BrokerProc::start(
+                kind,
+                &args.realip_broker,
+                &args.realip_broker_arg,
+                &args.mosquitto,
+                pin,
+            )
+            .await?;
             let idle =
                 mqtt::idle_sessions(&b, args.idle_sessions, args.connect_in_flight, "idle").await?;
             eprintln!(
@@ -1867,7 +1969,14 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
             broker_sleeps[ki].push(idle.broker_sleeps_per_session);
             drop(idle);
             drop(b);
-            let b = BrokerProc::start(kind, &args.realip_broker, &args.mosquitto, pin).await?;
+            let b = BrokerProc::start(
+                kind,
+                &args.realip_broker,
+                &args.realip_broker_arg,
+                &args.mosquitto,
+                pin,
+            )
+            .await?;
             let bursts =
                 mqtt::connect_bursts(&b, args.idle_sessions, args.connect_burst, "burst").await?;
             eprintln!(
@@ -1884,7 +1993,14 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
             if args.broker_idle_only {
                 continue;
             }
-            let b = BrokerProc::start(kind, &args.realip_broker, &args.mosquitto, pin).await?;
+            let b = BrokerProc::start(
+                kind,
+                &args.realip_broker,
+                &args.realip_broker_arg,
+                &args.mosquitto,
+                pin,
+            )
+            .await?;
             for (fi, &(name, pubs, subs, msgs, qos)) in fans.iter().enumerate() {
                 let tag = format!("f{fi}");
                 let r = mqtt::fan(&b, pubs, subs, msgs, qos, args.fan_window, &tag).await?;
