@@ -26,10 +26,12 @@ mod addr;
 mod live;
 #[cfg(feature = "presets")]
 pub mod presets;
+mod throttle;
 mod trusted;
 
 pub use addr::{AddrSource, ClientAddr, HeaderSource, PeerAddr, canonical_ip};
 pub use live::Live;
+pub use throttle::LogThrottle;
 pub use trusted::{ParseTrustedProxiesError, TrustedProxies};
 
 /// The former name of [`ParseTrustedProxiesError`].

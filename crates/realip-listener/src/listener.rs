@@ -45,10 +45,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
-use realip_core::TrustedProxies;
+use realip_core::{LogThrottle, TrustedProxies};
 use tokio::net::{TcpListener, ToSocketAddrs, UnixListener};
 use tokio::time::Sleep;
 
@@ -106,6 +106,7 @@ pub struct Builder {
     reset_on_timeout: bool,
     backlog: Option<u32>,
     defer_accept: Duration,
+    rejection_log: (Duration, u32),
 }
 
 impl Default for Builder {
@@ -130,6 +131,7 @@ impl Builder {
             reset_on_timeout: true,
             backlog: None,
             defer_accept: Duration::ZERO,
+            rejection_log: (LogThrottle::DEFAULT_INTERVAL, LogThrottle::DEFAULT_BURST),
         }
     }
 
@@ -264,6 +266,23 @@ impl Builder {
         self
     }
 
+    /// How many rejected connections of each reason (`timeout`, `invalid`, `missing`, ...)
+    /// are logged at their level (`info` for a timeout, `warn` for the others): at most
+    /// `burst` per `interval`, counted from the first; by default 10 per 5 seconds, the
+    /// Linux kernel's `printk_ratelimit` ([`LogThrottle`]). Beyond that, rejections of the
+    /// same reason are logged at `debug`, and the next line at its level carries their count
+    /// as `suppressed`. A peer can be rejected as often as it connects: a wave of 5,000
+    /// header timeouts is then 10 `info` lines, not 5,000. [`Duration::ZERO`] logs every
+    /// rejection at its level. The `metrics` feature counts every rejection whatever this
+    /// says.
+    ///
+    /// [`LogThrottle`]: realip_core::LogThrottle
+    #[must_use]
+    pub const fn rejection_log(mut self, interval: Duration, burst: u32) -> Self {
+        self.rejection_log = (interval, burst);
+        self
+    }
+
     fn policy_source_for_build(&self) -> PolicySource {
         match (&self.source, &self.trusted) {
             (Some(source), _) => source.clone(),
@@ -295,6 +314,7 @@ impl Builder {
             since_expiry_poll: 0,
             accept_failures: 0,
             shared_local: None,
+            rejection_log: RejectionLog::new(self.rejection_log),
         }
     }
 
@@ -389,6 +409,8 @@ pub struct ProxyListener<L: Accept = TcpListener> {
     accept_failures: u64,
     /// [`Accept::shared_local_addr`], asked at the first accept (`None` until then).
     shared_local: Option<Option<SocketAddr>>,
+    /// Throttles the `info`/`warn` lines of rejected connections.
+    rejection_log: RejectionLog,
 }
 
 impl<L: Accept + fmt::Debug> fmt::Debug for ProxyListener<L> {
@@ -535,7 +557,7 @@ impl<L: Accept> ProxyListener<L> {
             if more_to_accept {
                 cx.waker().wake_by_ref();
             }
-            return Poll::Ready(handed_out(done));
+            return Poll::Ready(self.handed_out(done));
         }
         if !self.woke_expired_this_turn {
             self.woke_expired_this_turn = true;
@@ -558,7 +580,7 @@ impl<L: Accept> ProxyListener<L> {
                         self.failures_this_turn += 1;
                         if failures == Failures::Close {
                             // Logged; its socket was closed when the handshake ended.
-                            let _ = handed_out(result);
+                            let _ = self.handed_out(result);
                             continue;
                         }
                     }
@@ -566,7 +588,7 @@ impl<L: Accept> ProxyListener<L> {
                         if more_to_accept {
                             cx.waker().wake_by_ref();
                         }
-                        return Poll::Ready(handed_out(result));
+                        return Poll::Ready(self.handed_out(result));
                     }
                     // Behind the connections that finished at accept.
                     self.ready.push_back(result);
@@ -583,7 +605,7 @@ impl<L: Accept> ProxyListener<L> {
             if more_to_accept {
                 cx.waker().wake_by_ref();
             }
-            return Poll::Ready(handed_out(result));
+            return Poll::Ready(self.handed_out(result));
         }
         if self.expiry.is_some() {
             // Polled on the way to `Pending` (and after every batch handed out without
@@ -705,6 +727,12 @@ impl<L: Accept> ProxyListener<L> {
 }
 
 impl<L: Accept> ProxyListener<L> {
+    /// Logs what is handed out ([`RejectionLog::log`]) and returns it.
+    fn handed_out(&self, result: Finished<L::Io>) -> Finished<L::Io> {
+        self.rejection_log.log(&result);
+        result
+    }
+
     /// Polls the expiry timer; when it has fired, walks the waiting handshakes: those whose
     /// deadline has passed are marked expired and queued to be woken, at most
     /// [`accept_batch`](Builder::accept_batch) per turn (the pending set then ends them, as
@@ -782,32 +810,70 @@ fn yield_to_runtime(cx: &mut Context<'_>) {
     let _ = yielding.as_mut().poll(cx);
 }
 
-/// Logs a connection or handshake failure as it is handed out.
-fn handed_out<IO>(
-    result: Result<Connection<IO>, HandshakeError>,
-) -> Result<Connection<IO>, HandshakeError> {
-    match &result {
-        Ok((_, addr)) => {
-            let info = addr.proxy_info();
-            tracing::debug!(
-                peer = %addr.socket_peer(),
-                client = %DisplayOpt(addr.client().as_ref()),
-                version = info.map_or("none", |i| i.version().as_str()),
-                command = info.map_or("none", |i| i.command().as_str()),
-                "accepted",
-            );
-        }
-        Err(err) if err.is_quiet() => {
-            tracing::debug!(peer = %err.peer(), reason = err.reason(), "connection closed before a header");
-        }
-        Err(err @ HandshakeError::Timeout { .. }) => {
-            tracing::info!(peer = %err.peer(), reason = err.reason(), error = %err, "connection rejected");
-        }
-        Err(err) => {
-            tracing::warn!(peer = %err.peer(), reason = err.reason(), error = %err, "connection rejected");
+/// The reasons whose rejections are logged at `info` or `warn`, each throttled on its own
+/// (see [`Builder::rejection_log`]); `closed` is logged at `debug` only.
+const THROTTLED_REASONS: [&str; 8] = [
+    "truncated",
+    "timeout",
+    "oversized",
+    "crc32c",
+    "invalid",
+    "missing",
+    "forbidden",
+    "io",
+];
+
+/// One [`LogThrottle`] per reason of [`THROTTLED_REASONS`].
+#[derive(Debug)]
+struct RejectionLog([LogThrottle; THROTTLED_REASONS.len()]);
+
+impl RejectionLog {
+    fn new((interval, burst): (Duration, u32)) -> Self {
+        Self(std::array::from_fn(|_| LogThrottle::new(interval, burst)))
+    }
+
+    /// Logs a connection or handshake failure as it is handed out: a rejection at `info`
+    /// (timeout) or `warn` (the others) within its reason's limit, with the count of those
+    /// of the same reason logged at `debug` since (`suppressed`).
+    fn log<IO>(&self, result: &Result<Connection<IO>, HandshakeError>) {
+        match result {
+            Ok((_, addr)) => {
+                let info = addr.proxy_info();
+                tracing::debug!(
+                    peer = %addr.socket_peer(),
+                    client = %DisplayOpt(addr.client().as_ref()),
+                    version = info.map_or("none", |i| i.version().as_str()),
+                    command = info.map_or("none", |i| i.command().as_str()),
+                    "accepted",
+                );
+            }
+            Err(err) if err.is_quiet() => {
+                tracing::debug!(peer = %err.peer(), reason = err.reason(), "connection closed before a header");
+            }
+            Err(err) => {
+                let reason = err.reason();
+                let throttle = THROTTLED_REASONS
+                    .iter()
+                    .position(|r| *r == reason)
+                    .and_then(|i| self.0.get(i));
+                let admitted = match throttle {
+                    Some(throttle) => throttle.admit(Instant::now()),
+                    None => Some(0),
+                };
+                match admitted {
+                    None => {
+                        tracing::debug!(peer = %err.peer(), reason, error = %err, "connection rejected");
+                    }
+                    Some(suppressed) if matches!(err, HandshakeError::Timeout { .. }) => {
+                        tracing::info!(peer = %err.peer(), reason, error = %err, suppressed, "connection rejected");
+                    }
+                    Some(suppressed) => {
+                        tracing::warn!(peer = %err.peer(), reason, error = %err, suppressed, "connection rejected");
+                    }
+                }
+            }
         }
     }
-    result
 }
 
 impl<L: Accept + Unpin> Stream for ProxyListener<L> {

@@ -1,7 +1,9 @@
 //! Log levels chosen for operators: a load balancer's probe is `debug`, a forged or
 //! malformed header is `warn` with the peer and the reason, a timeout is `info`.
 //!
-//! One test in its own binary, with a recording subscriber set for this thread only.
+//! A flood of rejections is a burst of lines per interval and reason at its level, the rest `debug`.
+//!
+//! Tests in their own binary, each with a recording subscriber set for its thread only.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -196,4 +198,88 @@ async fn log_levels_and_fields_for_each_kind_of_connection() {
         .unwrap();
     assert!(listener.try_accept().await.is_err());
     assert_one(&recorder.take(), Level::WARN, "forbidden", peer);
+}
+
+/// The events of rejected connections for `reason`, by level.
+fn rejections(events: &[Logged], reason: &str) -> (Vec<Logged>, Vec<Logged>) {
+    events
+        .iter()
+        .filter(|e| e.field("reason") == Some(reason))
+        .cloned()
+        .partition(|e| e.level == Level::DEBUG)
+}
+
+/// Connects `n` peers that send nothing and waits for each to time out.
+async fn time_out(listener: &mut ProxyListener, addr: SocketAddr, n: usize) {
+    let mut silent = Vec::new();
+    for _ in 0..n {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    for _ in 0..n {
+        let failed = tokio::time::timeout(Duration::from_secs(5), listener.try_accept())
+            .await
+            .expect("every silent peer times out");
+        assert!(failed.is_err());
+    }
+}
+
+#[tokio::test]
+async fn a_wave_of_rejections_is_a_burst_of_lines_per_interval_and_reason_and_the_rest_debug() {
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let mut listener = ProxyListener::builder()
+        .policy(Policy::Require)
+        .header_timeout(Duration::from_millis(100))
+        .rejection_log(Duration::from_millis(700), 3)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    // 20 timeouts within a few milliseconds: three `info` lines, 17 at `debug`.
+    time_out(&mut listener, addr, 20).await;
+    let (debug, louder) = rejections(&recorder.take(), "timeout");
+    assert_eq!(louder.len(), 3, "{louder:#?}");
+    assert!(
+        louder
+            .iter()
+            .all(|e| e.level == Level::INFO && e.field("suppressed") == Some("0")),
+        "{louder:#?}"
+    );
+    assert_eq!(debug.len(), 17, "{debug:#?}");
+
+    // Another reason in the same interval has its own limit.
+    let mut direct = TcpStream::connect(addr).await.unwrap();
+    direct.write_all(b"CONNECT").await.unwrap();
+    assert!(listener.try_accept().await.is_err());
+    let (debug, louder) = rejections(&recorder.take(), "missing");
+    assert_eq!((louder.len(), debug.len()), (1, 0));
+    assert_eq!(louder[0].level, Level::WARN);
+
+    // After the interval, the next timeout's line counts the 17.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    time_out(&mut listener, addr, 1).await;
+    let (debug, louder) = rejections(&recorder.take(), "timeout");
+    assert_eq!((louder.len(), debug.len()), (1, 0));
+    assert_eq!(louder[0].field("suppressed"), Some("17"));
+
+    // The default (10 per 5 s) and zero (every rejection at its level).
+    for (builder, logged) in [
+        (ProxyListener::builder(), 10),
+        (
+            ProxyListener::builder().rejection_log(Duration::ZERO, 1),
+            12,
+        ),
+    ] {
+        let mut listener = builder
+            .policy(Policy::Require)
+            .header_timeout(Duration::from_millis(100))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        time_out(&mut listener, addr, 12).await;
+        let (debug, louder) = rejections(&recorder.take(), "timeout");
+        assert_eq!((louder.len(), debug.len()), (logged, 12 - logged));
+    }
 }

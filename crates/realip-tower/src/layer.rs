@@ -123,6 +123,23 @@ impl RealIpLayer {
         Arc::make_mut(&mut self.config)
     }
 
+    /// How many requests whose forwarded header was rejected (untrusted peer, bad syntax,
+    /// ...) are logged at `warn`, and, separately, how many walks stopped at an entry that is
+    /// not an address: at most `burst` per `interval`, counted from the first; by default 10
+    /// per 5 seconds, the Linux kernel's `printk_ratelimit`
+    /// ([`LogThrottle`](realip_core::LogThrottle)). Beyond that they are logged at `debug`,
+    /// and the next `warn` line carries their count as `suppressed`: any client can send a
+    /// forged header with every request. [`Duration::ZERO`](std::time::Duration::ZERO) logs
+    /// each at `warn`. Clones of the layer share the count; the `metrics` feature counts
+    /// every request whatever this says.
+    #[must_use]
+    pub fn rejection_log(mut self, interval: std::time::Duration, burst: u32) -> Self {
+        let config = self.config_mut();
+        config.rejected_log = realip_core::LogThrottle::new(interval, burst);
+        config.stopped_log = realip_core::LogThrottle::new(interval, burst);
+        self
+    }
+
     /// Reads the address from `header` instead of the strategy's default (EMQX
     /// `proxy_address_header`). Header names are case-insensitive.
     #[must_use]
@@ -373,13 +390,23 @@ fn trace_resolution(layer: &RealIpLayer, resolution: &Resolution) {
     match resolution.outcome() {
         Outcome::Header(choice) => {
             if let Some(reason) = choice.stopped_by() {
-                tracing::warn!(
-                    client,
-                    peer,
-                    header = %choice.header(),
-                    %reason,
-                    "realip: walk stopped at an entry that is not an address; kept the last good one"
-                );
+                match layer.config.stopped_log.admit(std::time::Instant::now()) {
+                    Some(suppressed) => tracing::warn!(
+                        client,
+                        peer,
+                        header = %choice.header(),
+                        %reason,
+                        suppressed,
+                        "realip: walk stopped at an entry that is not an address; kept the last good one"
+                    ),
+                    None => tracing::debug!(
+                        client,
+                        peer,
+                        header = %choice.header(),
+                        %reason,
+                        "realip: walk stopped at an entry that is not an address; kept the last good one"
+                    ),
+                }
             } else {
                 tracing::debug!(
                     client,
@@ -391,13 +418,23 @@ fn trace_resolution(layer: &RealIpLayer, resolution: &Resolution) {
             }
         }
         Outcome::Fallback(fallback) if fallback.is_rejection() => {
-            tracing::warn!(
-                client,
-                peer,
-                header = %layer.header_name(),
-                reason = %fallback,
-                "realip: header rejected; using the transport peer"
-            );
+            match layer.config.rejected_log.admit(std::time::Instant::now()) {
+                Some(suppressed) => tracing::warn!(
+                    client,
+                    peer,
+                    header = %layer.header_name(),
+                    reason = %fallback,
+                    suppressed,
+                    "realip: header rejected; using the transport peer"
+                ),
+                None => tracing::debug!(
+                    client,
+                    peer,
+                    header = %layer.header_name(),
+                    reason = %fallback,
+                    "realip: header rejected; using the transport peer"
+                ),
+            }
         }
         Outcome::Fallback(fallback) => {
             tracing::debug!(client, peer, reason = %fallback, "realip: client is the transport peer");

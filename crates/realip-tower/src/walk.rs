@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
-use realip_core::{AddrSource, ClientAddr, Live, TrustedProxies};
+use realip_core::{AddrSource, ClientAddr, Live, LogThrottle, TrustedProxies};
 
 use crate::forwarded::parse_element;
 use crate::lines::{LineIter, Lines, PortHeader, may_contain};
@@ -28,6 +28,10 @@ pub(crate) struct Config {
     pub(crate) live_trusted: Option<Live<TrustedProxies>>,
     pub(crate) websocket_only: bool,
     pub(crate) unconditional: bool,
+    /// Throttles the `warn` lines of rejected headers and of walks stopped early, each on its
+    /// own ([`RealIpLayer::rejection_log`](crate::RealIpLayer::rejection_log)).
+    pub(crate) rejected_log: LogThrottle,
+    pub(crate) stopped_log: LogThrottle,
 }
 
 impl Config {
@@ -46,6 +50,8 @@ impl Config {
             live_trusted: None,
             websocket_only: false,
             unconditional: false,
+            rejected_log: LogThrottle::default(),
+            stopped_log: LogThrottle::default(),
         }
     }
 

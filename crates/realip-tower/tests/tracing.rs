@@ -1,9 +1,10 @@
 //! The layer's logs: the client recorded on the request span, `debug` for a resolution,
-//! `warn` for a rejected header.
+//! `warn` for a rejected header, a burst per interval in a flood.
 
 use std::convert::Infallible;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::Request;
 use realip_core::TrustedProxies;
@@ -124,4 +125,54 @@ async fn header_bytes_never_reach_the_logs() {
             "{logs}"
         );
     }
+}
+
+/// `n` requests with a forged `X-Forwarded-For` from an untrusted peer through one layer.
+async fn forged_requests(layer: RealIpLayer, n: usize) -> String {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let svc = layer.layer(service_fn(|_req: Request<()>| async move {
+        Ok::<_, Infallible>(())
+    }));
+    for _ in 0..n {
+        let mut req = Request::get("/")
+            .header("x-forwarded-for", "10.0.0.1")
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(PeerAddr::Inet("198.51.100.7:4000".parse().unwrap()));
+        svc.clone().oneshot(req).await.unwrap();
+    }
+    buffer.text()
+}
+
+/// Any client can send a forged header with every request: a burst of `warn` lines per
+/// interval, the others at `debug`.
+#[tokio::test]
+async fn a_flood_of_forged_headers_is_one_warning_per_interval() {
+    let trusted = || "10.0.0.0/8".parse::<TrustedProxies>().unwrap();
+    let rejected = |logs: &str, level: &str| {
+        logs.lines()
+            .filter(|l| l.contains("header rejected") && l.contains(level))
+            .count()
+    };
+    // The default: 10 per 5 seconds.
+    let logs = forged_requests(RealIpLayer::x_forwarded_for(trusted()), 25).await;
+    assert_eq!(rejected(&logs, "WARN"), 10, "{logs}");
+    assert_eq!(rejected(&logs, "DEBUG"), 15, "{logs}");
+    assert!(logs.contains("suppressed=0"), "{logs}");
+
+    let two = RealIpLayer::x_forwarded_for(trusted()).rejection_log(Duration::from_secs(60), 2);
+    let logs = forged_requests(two, 5).await;
+    assert_eq!(rejected(&logs, "WARN"), 2, "{logs}");
+
+    let every = RealIpLayer::x_forwarded_for(trusted()).rejection_log(Duration::ZERO, 1);
+    let logs = forged_requests(every, 5).await;
+    assert_eq!(rejected(&logs, "WARN"), 5, "{logs}");
 }

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BytesMut};
+use realip_core::LogThrottle;
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -480,6 +481,12 @@ where
     }
 }
 
+/// Refusals before CONNECT, which any peer can cause as often as it connects: at most 10
+/// `warn` lines per 5 seconds for each (`printk_ratelimit`'s limit; the others at `debug`,
+/// counted in the next line), as the PROXY listener's rejections.
+static UNSUPPORTED_VERSION_LOG: LazyLock<LogThrottle> = LazyLock::new(LogThrottle::default);
+static BAD_FIRST_PACKET_LOG: LazyLock<LogThrottle> = LazyLock::new(LogThrottle::default);
+
 /// Reads CONNECT (within [`CONNECT_TIMEOUT`]) and decides whether the client may connect:
 /// `None` when it may not, after the refusing CONNACK (if any) and the log line.
 async fn admit<IO>(
@@ -512,7 +519,14 @@ where
             return None;
         }
         Ok(Err(End::UnsupportedProtocol(level))) => {
-            tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, protocol_level = level, "unsupported protocol version, only MQTT 3.1.1 (level 4) and 5 are served");
+            match UNSUPPORTED_VERSION_LOG.admit(std::time::Instant::now()) {
+                Some(suppressed) => {
+                    tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, protocol_level = level, suppressed, "unsupported protocol version, only MQTT 3.1.1 (level 4) and 5 are served")
+                }
+                None => {
+                    tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, protocol_level = level, "unsupported protocol version, only MQTT 3.1.1 (level 4) and 5 are served")
+                }
+            }
             Reject::ProtocolVersion.count();
             // MQTT 3.1.1 §3.1.2.2: CONNACK return code 1 (unacceptable protocol level).
             let mut out = BytesMut::from(&[0x20, 0x02, 0x00, 0x01][..]);
@@ -520,7 +534,14 @@ where
             return None;
         }
         Ok(Err(end)) => {
-            tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %end, "bad first packet, closing");
+            match BAD_FIRST_PACKET_LOG.admit(std::time::Instant::now()) {
+                Some(suppressed) => {
+                    tracing::warn!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %end, suppressed, "bad first packet, closing")
+                }
+                None => {
+                    tracing::debug!(peername = %meta.client, socket_peer = %meta.socket_peer, listener = meta.listener, reason = %end, "bad first packet, closing")
+                }
+            }
             Reject::MalformedConnect.count();
             return None;
         }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::Listener;
+use realip_core::LogThrottle;
 use realip_listener::{ProxiedAddr, ProxiedStream};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -165,6 +166,9 @@ impl TlsListener {
         let local = Listener::local_addr(&listener)?;
         let (tx, ready) = mpsc::channel(64);
         let tls = TlsAcceptor::from(config);
+        // Any peer can fail a handshake as often as it connects: at most 10 `info` lines per
+        // 5 seconds (`printk_ratelimit`'s limit; the others at `debug`, counted in the next).
+        let failures = Arc::new(LogThrottle::default());
         let acceptor = tokio::spawn(async move {
             loop {
                 let (stream, addr) = listener.accept().await;
@@ -172,10 +176,12 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
-                let (tls, tx) = (tls.clone(), tx.clone());
+                let (tls, tx, failures) = (tls.clone(), tx.clone(), Arc::clone(&failures));
                 tokio::spawn(async move {
                     let peer = addr.socket_peer().clone();
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                    let failed = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream))
+                        .await
+                    {
                         Ok(Ok(stream)) => {
                             let facts = TlsFacts::of(stream.get_ref().1);
                             let addr = TlsAddr {
@@ -183,16 +189,16 @@ impl TlsListener {
                                 tls: Some(facts),
                             };
                             let _ = tx.send((stream, addr)).await;
+                            return;
                         }
-                        Ok(Err(e)) => {
-                            tracing::info!(peer = %peer, "TLS handshake with {peer} failed: {e}");
-                        }
-                        Err(_) => {
-                            tracing::info!(
-                                peer = %peer,
-                                "TLS handshake with {peer} did not finish within {HANDSHAKE_TIMEOUT:?}"
-                            );
-                        }
+                        Ok(Err(e)) => format!("TLS handshake with {peer} failed: {e}"),
+                        Err(_) => format!(
+                            "TLS handshake with {peer} did not finish within {HANDSHAKE_TIMEOUT:?}"
+                        ),
+                    };
+                    match failures.admit(std::time::Instant::now()) {
+                        Some(suppressed) => tracing::info!(peer = %peer, suppressed, "{failed}"),
+                        None => tracing::debug!(peer = %peer, "{failed}"),
                     }
                 });
             }

@@ -35,12 +35,10 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use realip_core::TrustedProxies;
+use realip_core::{LogThrottle, TrustedProxies};
 use tokio::net::{ToSocketAddrs, UdpSocket};
-use tokio::time::Instant;
 
 use super::decoder::{UdpDecoder, UdpStats};
 use super::error::DatagramError;
@@ -320,45 +318,17 @@ impl From<UdpSocket> for ProxyUdpSocket {
 
 /// Rate-limited `warn` lines for dropped datagrams.
 #[derive(Debug)]
-struct DropLog {
-    interval: Duration,
-    state: Mutex<DropLogState>,
-}
-
-#[derive(Debug, Default)]
-struct DropLogState {
-    last_warn: Option<Instant>,
-    suppressed: u64,
-}
+struct DropLog(LogThrottle);
 
 impl DropLog {
     fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            state: Mutex::default(),
-        }
-    }
-
-    /// Whether a drop at `now` gets a `warn` line, and how many drops were logged at
-    /// `debug` since the last one.
-    fn warn_now(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state
-            .last_warn
-            .is_some_and(|last| now.saturating_duration_since(last) < self.interval)
-        {
-            state.suppressed += 1;
-            None
-        } else {
-            state.last_warn = Some(now);
-            Some(std::mem::take(&mut state.suppressed))
-        }
+        Self(LogThrottle::new(interval, 1))
     }
 
     fn dropped(&self, err: &DatagramError) {
         let peer = err.peer().map(ToString::to_string);
         let peer = peer.as_deref().unwrap_or("-");
-        match self.warn_now(Instant::now()) {
+        match self.0.admit(std::time::Instant::now()) {
             Some(suppressed) => tracing::warn!(
                 peer,
                 reason = err.reason(),
@@ -368,22 +338,5 @@ impl DropLog {
             ),
             None => tracing::debug!(peer, reason = err.reason(), error = %err, "datagram dropped"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_warn_per_interval_with_the_count_of_the_others() {
-        let log = DropLog::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(log.warn_now(t0), Some(0));
-        assert_eq!(log.warn_now(t0 + Duration::from_secs(1)), None);
-        assert_eq!(log.warn_now(t0 + Duration::from_secs(9)), None);
-        assert_eq!(log.warn_now(t0 + Duration::from_secs(10)), Some(2));
-        assert_eq!(log.warn_now(t0 + Duration::from_secs(11)), None);
-        assert_eq!(log.warn_now(t0 + Duration::from_secs(30)), Some(1));
     }
 }
