@@ -40,6 +40,9 @@ pub(crate) struct MqttListener {
     inner: ProxyListener,
     /// The flag that requires a header, when it is on, and the rules.
     require: Option<(&'static str, Live<ProxyRules>)>,
+    /// Accepted sockets have `TCP_NODELAY` from the listener (see [`nodelay_on_listener`]);
+    /// otherwise `accept` sets it on each.
+    nodelay_inherited: bool,
 }
 
 impl MqttListener {
@@ -52,6 +55,7 @@ impl MqttListener {
         rules: &Live<ProxyRules>,
         timeout: Duration,
     ) -> Self {
+        let nodelay_inherited = nodelay_on_listener(&listener);
         let builder = ProxyListener::builder().header_timeout(timeout);
         let builder = if proxy_protocol {
             // Peers outside the ranges get `Policy::Reject`: their header is refused unread,
@@ -67,13 +71,22 @@ impl MqttListener {
         Self {
             inner: builder.listen(listener),
             require: proxy_protocol.then(|| (flag, rules.clone())),
+            nodelay_inherited,
         }
     }
 
-    /// The next connection that may be served. Connections refused by the rules above are
-    /// logged and closed here (bad or missing headers from trusted peers are logged by
-    /// `realip-listener`). Cancel-safe.
+    /// The next connection that may be served, with `TCP_NODELAY` on. Connections refused by
+    /// the rules above are logged and closed here (bad or missing headers from trusted peers
+    /// are logged by `realip-listener`). Cancel-safe.
     pub(crate) async fn accept(&mut self) -> Connection<TcpStream> {
+        let (stream, addr) = self.accept_any().await;
+        if !self.nodelay_inherited {
+            let _ = stream.get_ref().set_nodelay(true);
+        }
+        (stream, addr)
+    }
+
+    async fn accept_any(&mut self) -> Connection<TcpStream> {
         loop {
             match self.inner.try_accept().await {
                 Ok((stream, addr)) => match &self.require {
@@ -104,6 +117,18 @@ impl MqttListener {
             }
         }
     }
+}
+
+/// Sets `TCP_NODELAY` on a listening socket; true where accepted sockets inherit it (Linux
+/// copies the listener's options into each accepted socket), which then need no
+/// `setsockopt` of their own. MQTT traffic is small packets answered at once, on every
+/// transport: with Nagle's algorithm, a PUBLISH written right after a PUBACK on the same
+/// connection waits for the peer's delayed ACK (40 ms on Linux).
+pub(crate) fn nodelay_on_listener(listener: &TcpListener) -> bool {
+    cfg!(target_os = "linux")
+        && socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
 }
 
 /// The WebSocket server's connect info: the [`ProxiedAddr`] of the connection, and the TLS

@@ -217,7 +217,6 @@ async fn serve(config: Config, args: RunArgs) -> Result<(), String> {
     }
     tasks.spawn(sweep_loop(Arc::clone(&broker), stop.clone()));
     if let Some(listener) = tcp {
-        let nodelay_inherited = nodelay_on_listener(&listener);
         let listener = MqttListener::new(
             listener,
             "--tcp-proxy-protocol",
@@ -225,12 +224,7 @@ async fn serve(config: Config, args: RunArgs) -> Result<(), String> {
             &proxy_rules,
             config.proxy_protocol_timeout,
         );
-        tasks.spawn(tcp_loop(
-            listener,
-            nodelay_inherited,
-            Arc::clone(&broker),
-            stop.clone(),
-        ));
+        tasks.spawn(tcp_loop(listener, Arc::clone(&broker), stop.clone()));
     }
     let listener = |listener, flag, proxy_protocol| {
         MqttListener::new(
@@ -351,21 +345,9 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// Sets `TCP_NODELAY` on a listening socket; true where accepted sockets inherit it (Linux
-/// copies the listener's options into each accepted socket), which then need no
-/// `setsockopt` of their own.
-fn nodelay_on_listener(listener: &TcpListener) -> bool {
-    cfg!(target_os = "linux")
-        && socket2::SockRef::from(listener)
-            .set_tcp_nodelay(true)
-            .is_ok()
-}
-
-/// MQTT over TCP. `nodelay_inherited`: accepted sockets have `TCP_NODELAY` already (see
-/// [`nodelay_on_listener`]); otherwise it is set on each.
+/// MQTT over TCP.
 async fn tcp_loop(
     mut listener: MqttListener,
-    nodelay_inherited: bool,
     broker: Arc<Broker>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -375,9 +357,6 @@ async fn tcp_loop(
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
-        if !nodelay_inherited {
-            let _ = stream.get_ref().set_nodelay(true);
-        }
         let meta = conn_meta(TCP_LISTENER, &addr);
         // The session keeps the socket alone: the addresses are in `meta`, and the bytes
         // that came with the PROXY header go to its reader.
@@ -480,21 +459,39 @@ mod tests {
     use super::*;
 
     /// MQTT traffic is small packets answered at once: Nagle's algorithm must be off on every
-    /// accepted connection, whether the listener passes it on or each socket gets its own.
+    /// accepted connection of every MQTT listener (TCP, WebSocket, TLS and secure WebSocket
+    /// all accept through `MqttListener`), with or without PROXY protocol, whether the
+    /// listener passes it on or each socket gets its own.
     #[tokio::test]
     async fn accepted_sockets_have_nodelay() {
-        let listener = realip_listener::bind_tcp("127.0.0.1:0", 16)
-            .await
-            .expect("bind");
-        let inherited = nodelay_on_listener(&listener);
-        assert_eq!(inherited, cfg!(target_os = "linux"));
-        let addr = listener.local_addr().expect("address");
-        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (accepted, _) = listener.accept().await.expect("accept");
-        if !inherited {
-            accepted.set_nodelay(true).expect("nodelay");
+        for proxy_protocol in [false, true] {
+            let listener = realip_listener::bind_tcp("127.0.0.1:0", 16)
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let rules = Live::new(crate::proxy_rules::ProxyRules::default());
+            let mut listener = MqttListener::new(
+                listener,
+                "--ws-proxy-protocol",
+                proxy_protocol,
+                &rules,
+                Duration::from_secs(3),
+            );
+            let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            if proxy_protocol {
+                tokio::io::AsyncWriteExt::write_all(
+                    &mut client,
+                    b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 1883\r\n",
+                )
+                .await
+                .expect("write");
+            }
+            let (accepted, _) = listener.accept().await;
+            assert!(
+                accepted.get_ref().nodelay().expect("nodelay"),
+                "proxy_protocol={proxy_protocol}"
+            );
         }
-        assert!(accepted.nodelay().expect("nodelay"));
     }
 
     /// The MQTT listeners are deferred by `--defer-accept`; zero leaves the socket alone.

@@ -172,7 +172,6 @@ impl TlsListener {
         let acceptor = tokio::spawn(async move {
             loop {
                 let (stream, addr) = listener.accept().await;
-                let _ = stream.get_ref().set_nodelay(true);
                 if tx.is_closed() {
                     return;
                 }
