@@ -17,6 +17,8 @@
 # header is never there when the server accepts: the handshake waits in the pending set with
 # its timer (the closed loop's usual case), and plain's handler waits for its first read.
 # ACCEPT_ONLY=1 skips the forwarded-header middleware's figures.
+# DEFER=<secs> sets `TCP_DEFER_ACCEPT` on every server's listening socket (with DELAY_MS: the
+# kernel then hands the connection over only once the header has arrived).
 # Prints a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,9 +37,9 @@ run() {
     local tool=$1 kind=$2 header=$3 conns=$4 file="$out/$2-$3-$4.$1"
     if [ "$tool" = callgrind ]; then
         coproc SERVER { exec valgrind --tool=callgrind --callgrind-out-file="$file" \
-            "$load" serve --kind "$kind" 2>/dev/null; }
+            "$load" serve --kind "$kind" --defer-accept-secs "${DEFER:-0}" 2>/dev/null; }
     else
-        coproc SERVER { exec strace -f -c -o "$file" "$load" serve --kind "$kind" 2>/dev/null; }
+        coproc SERVER { exec strace -f -c -o "$file" "$load" serve --kind "$kind" --defer-accept-secs "${DEFER:-0}" 2>/dev/null; }
     fi
     local line addr
     read -r line <&"${SERVER[0]}"

@@ -6,7 +6,8 @@
 # core 1 under `perf stat`, `load client` drives it from core 0 for SECS seconds; the counts
 # are divided by the connections completed. Columns: all system calls, failed `recvfrom`
 # (EAGAIN: a read that found nothing), failed `accept4`, `epoll_wait` (the runtime's waits),
-# context switches, and the server's CPU time per connection (load-dependent).
+# context switches, and the server's CPU time per connection (load-dependent). Each server runs
+# twice: as it ships, and with `TCP_DEFER_ACCEPT` (1 s) on its listening socket ("deferred").
 # Usage: crates/realip-bench/syscalls.sh [SECS]   (default 5; needs perf with tracepoint access)
 # LOAD=<path> runs that `load` binary instead of building one.
 set -euo pipefail
@@ -17,15 +18,15 @@ if [ -z "${LOAD:-}" ]; then
     cargo build -p realip-bench --release --bin load >&2
 fi
 
-# One server: kind, header. Prints the Markdown row.
+# One server: kind, header, defer seconds (0: off). Prints the Markdown row.
 count() {
-    local kind=$1 header=$2 out
+    local kind=$1 header=$2 defer=$3 out
     out=$(mktemp)
     coproc SERVER { exec taskset -c 1 perf stat -x, -o "$out" -e task-clock -e context-switches \
         -e raw_syscalls:sys_enter -e syscalls:sys_enter_epoll_wait \
         -e syscalls:sys_exit_recvfrom --filter 'ret < 0' \
         -e syscalls:sys_exit_accept4 --filter 'ret < 0' \
-        -- "$load" serve --kind "$kind" 2>/dev/null; }
+        -- "$load" serve --kind "$kind" --defer-accept-secs "$defer" 2>/dev/null; }
     local line
     read -r line <&"${SERVER[0]}"
     local res
@@ -33,9 +34,11 @@ count() {
     sleep 0.3
     exec {SERVER[1]}>&-
     wait "$SERVER_PID" || true
-    python3 - "$out" "$kind" "$header" "$res" <<'PY'
+    python3 - "$out" "$kind" "$header" "$res" "$defer" <<'PY'
 import sys
-path, kind, header, res = sys.argv[1:5]
+path, kind, header, res, defer = sys.argv[1:6]
+if defer != "0":
+    kind += ", deferred"
 n = int(res.split("connections=")[1].split()[0])
 v = [float(l.split(",")[0]) for l in open(path) if l.strip() and not l.startswith("#")]
 cpu_ms, cs, calls, epoll, recv_err, accept_err = v
@@ -49,6 +52,8 @@ echo "Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| server | header | connections | system calls per connection | failed recvfrom | failed accept4 | epoll_wait | context switches | server CPU µs/conn |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
-for case in "plain none" "ours v1" "ours v2" "peer v2"; do
-    count $case
+for defer in 0 1; do
+    for case in "plain none" "ours v1" "ours v2" "peer v2"; do
+        count $case "$defer"
+    done
 done
