@@ -32,7 +32,8 @@ impl Buffer {
     }
 }
 
-async fn run(headers: &[(&str, &str)], peer: &str) -> String {
+/// Records this thread's events at `debug` and above, as text, while the guard lives.
+fn capture() -> (Buffer, tracing::subscriber::DefaultGuard) {
     let buffer = Buffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -40,7 +41,11 @@ async fn run(headers: &[(&str, &str)], peer: &str) -> String {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+async fn run(headers: &[(&str, &str)], peer: &str) -> String {
+    let (buffer, _guard) = capture();
 
     let svc =
         RealIpLayer::x_forwarded_for_recursive("10.0.0.0/8".parse::<TrustedProxies>().unwrap())
@@ -129,14 +134,7 @@ async fn header_bytes_never_reach_the_logs() {
 
 /// `n` requests with a forged `X-Forwarded-For` from an untrusted peer through one layer.
 async fn forged_requests(layer: RealIpLayer, n: usize) -> String {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = capture();
     let svc = layer.layer(service_fn(|_req: Request<()>| async move {
         Ok::<_, Infallible>(())
     }));

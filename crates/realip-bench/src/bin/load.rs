@@ -1933,19 +1933,21 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
     let mut fan_p99 = vec![[Vec::new(), Vec::new()]; fans.len()];
     let mut lost = vec![[0u64, 0u64]; fans.len()];
     let load_before = procfs::load_average();
+    let start = |kind| {
+        BrokerProc::start(
+            kind,
+            &args.realip_broker,
+            &args.realip_broker_arg,
+            &args.mosquitto,
+            pin,
+        )
+    };
     for round in 0..args.broker_rounds {
         // A B, then B A: drift over the run hits both brokers alike.
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for ki in order {
             let kind = kinds[ki];
-            let b = BrokerProc::start(
-                kind,
-                &args.realip_broker,
-                &args.realip_broker_arg,
-                &args.mosquitto,
-                pin,
-            )
-            .await?;
+            let b = start(kind).await?;
             let idle =
                 mqtt::idle_sessions(&b, args.idle_sessions, args.connect_in_flight, "idle").await?;
             eprintln!(
@@ -1969,14 +1971,7 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
             broker_sleeps[ki].push(idle.broker_sleeps_per_session);
             drop(idle);
             drop(b);
-            let b = BrokerProc::start(
-                kind,
-                &args.realip_broker,
-                &args.realip_broker_arg,
-                &args.mosquitto,
-                pin,
-            )
-            .await?;
+            let b = start(kind).await?;
             let bursts =
                 mqtt::connect_bursts(&b, args.idle_sessions, args.connect_burst, "burst").await?;
             eprintln!(
@@ -1993,14 +1988,7 @@ async fn broker(args: &BrokerArgs, pin: bool) -> io::Result<()> {
             if args.broker_idle_only {
                 continue;
             }
-            let b = BrokerProc::start(
-                kind,
-                &args.realip_broker,
-                &args.realip_broker_arg,
-                &args.mosquitto,
-                pin,
-            )
-            .await?;
+            let b = start(kind).await?;
             for (fi, &(name, pubs, subs, msgs, qos)) in fans.iter().enumerate() {
                 let tag = format!("f{fi}");
                 let r = mqtt::fan(&b, pubs, subs, msgs, qos, args.fan_window, &tag).await?;
