@@ -203,6 +203,7 @@ async fn serve(config: Config, args: RunArgs) -> Result<(), String> {
         wss_proxy_protocol = config.wss_proxy_protocol,
         tls_client_ca = config.tls_files.as_ref().is_some_and(|f| f.client_ca.is_some()),
         admin = %local(&admin),
+        defer_accept_secs = config.defer_accept.as_secs(),
         "realip-broker started"
     );
 
