@@ -14,7 +14,12 @@
 //!   with a [cap on pending handshakes](DEFAULT_MAX_PENDING) and on
 //!   [header size](DEFAULT_MAX_HEADER_LEN): a silent or slow client never delays others.
 //! * [`ProxyListener::bind`] listens with a backlog sized for bursts: the system's maximum
-//!   ([`default_backlog`]), or [`Builder::backlog`].
+//!   ([`default_backlog`]), or [`Builder::backlog`]. [`Builder::defer_accept`] (Linux
+//!   `TCP_DEFER_ACCEPT`, as NGINX's `listen … deferred`) has the kernel hand a connection over
+//!   only with its header, so that no handshake waits and the server is woken once per
+//!   connection: the setting for a listener whose peers all speak first.
+//! * Rejected connections are logged with the peer and the reason, at most 10 lines per 5
+//!   seconds per reason at their level ([`Builder::rejection_log`]), the rest at `debug`.
 //! * A [`Policy`] per peer: require (default), optional, ignore, reject, skip; or trust
 //!   headers only from a [`TrustedProxies`](realip_core::TrustedProxies) set; or a
 //!   [`PolicyTable`] of ranges (load balancers, health checkers) with a default.
