@@ -170,6 +170,9 @@ pub enum HandshakeError {
     },
 }
 
+/// How many reasons [`HandshakeError::logged_reason_slot`] tells apart.
+pub(crate) const LOGGED_REASONS: usize = 8;
+
 impl HandshakeError {
     /// The socket peer of the failed connection.
     pub fn peer(&self) -> &PeerAddr {
@@ -206,6 +209,29 @@ impl HandshakeError {
         }
     }
 
+    /// Where [`reason`](Self::reason) stands among the [`LOGGED_REASONS`] reasons logged
+    /// above `debug`, for state kept per reason (the listener's log limits); `None` for
+    /// `closed`, which is logged at `debug` only.
+    pub(crate) const fn logged_reason_slot(&self) -> Option<usize> {
+        Some(match self {
+            Self::Closed { .. } => return None,
+            Self::Truncated { .. } => 0,
+            Self::Timeout { .. } => 1,
+            Self::Header {
+                source: HeaderError::Oversized { .. },
+                ..
+            } => 2,
+            Self::Header {
+                source: HeaderError::Crc32c { .. },
+                ..
+            } => 3,
+            Self::Header { .. } => 4,
+            Self::Missing { .. } => 5,
+            Self::Forbidden { .. } => 6,
+            Self::Io { .. } => 7,
+        })
+    }
+
     /// The header error, for [`HandshakeError::Header`].
     pub fn header_error(&self) -> Option<&HeaderError> {
         match self {
@@ -218,5 +244,59 @@ impl HandshakeError {
     /// at `debug` rather than `warn`.
     pub fn is_quiet(&self) -> bool {
         matches!(self, Self::Closed { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every reason logged above `debug` has a slot of its own, and `closed` none.
+    #[test]
+    fn each_logged_reason_has_its_own_slot() {
+        let peer = || PeerAddr::Unix(None);
+        let header = |source| HandshakeError::Header {
+            peer: peer(),
+            source,
+        };
+        let errors = [
+            HandshakeError::Truncated {
+                peer: peer(),
+                received: 3,
+            },
+            HandshakeError::Timeout {
+                peer: peer(),
+                timeout: Duration::from_secs(3),
+            },
+            header(HeaderError::Oversized {
+                len: 5000,
+                max: 4096,
+            }),
+            header(HeaderError::Crc32c {
+                expected: 1,
+                computed: 2,
+            }),
+            header(HeaderError::Signature),
+            HandshakeError::Missing { peer: peer() },
+            HandshakeError::Forbidden {
+                peer: peer(),
+                policy: Policy::Reject,
+            },
+            HandshakeError::Io {
+                peer: peer(),
+                source: io::ErrorKind::ConnectionReset.into(),
+            },
+        ];
+        let mut seen = std::collections::BTreeMap::new();
+        for err in &errors {
+            let slot = err.logged_reason_slot().expect("logged above debug");
+            assert!(slot < LOGGED_REASONS, "{}", err.reason());
+            assert_eq!(seen.insert(slot, err.reason()), None, "{}", err.reason());
+        }
+        assert_eq!(seen.len(), LOGGED_REASONS);
+        assert_eq!(
+            HandshakeError::Closed { peer: peer() }.logged_reason_slot(),
+            None
+        );
     }
 }

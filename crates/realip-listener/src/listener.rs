@@ -56,7 +56,7 @@ use crate::accept::{
     Accept, bind_tcp, bind_unix, default_backlog, is_connection_error, set_defer_accept,
 };
 use crate::connect_info::ProxiedAddr;
-use crate::error::HandshakeError;
+use crate::error::{HandshakeError, LOGGED_REASONS};
 use crate::handshake::{Connection, Handshake, Limits, Started, start};
 use crate::metrics;
 use crate::policy::{Policy, PolicySource};
@@ -810,22 +810,10 @@ fn yield_to_runtime(cx: &mut Context<'_>) {
     let _ = yielding.as_mut().poll(cx);
 }
 
-/// The reasons whose rejections are logged at `info` or `warn`, each throttled on its own
-/// (see [`Builder::rejection_log`]); `closed` is logged at `debug` only.
-const THROTTLED_REASONS: [&str; 8] = [
-    "truncated",
-    "timeout",
-    "oversized",
-    "crc32c",
-    "invalid",
-    "missing",
-    "forbidden",
-    "io",
-];
-
-/// One [`LogThrottle`] per reason of [`THROTTLED_REASONS`].
+/// One [`LogThrottle`] per reason logged above `debug` (`closed` is logged at `debug` only):
+/// see [`Builder::rejection_log`].
 #[derive(Debug)]
-struct RejectionLog([LogThrottle; THROTTLED_REASONS.len()]);
+struct RejectionLog([LogThrottle; LOGGED_REASONS]);
 
 impl RejectionLog {
     fn new((interval, burst): (Duration, u32)) -> Self {
@@ -850,12 +838,11 @@ impl RejectionLog {
             Err(err) if err.is_quiet() => {
                 tracing::debug!(peer = %err.peer(), reason = err.reason(), "connection closed before a header");
             }
+            // Nothing above `debug` would be written: no need to count.
+            Err(_) if !tracing::enabled!(tracing::Level::WARN) => {}
             Err(err) => {
                 let reason = err.reason();
-                let throttle = THROTTLED_REASONS
-                    .iter()
-                    .position(|r| *r == reason)
-                    .and_then(|i| self.0.get(i));
+                let throttle = err.logged_reason_slot().and_then(|i| self.0.get(i));
                 let admitted = match throttle {
                     Some(throttle) => throttle.admit(Instant::now()),
                     None => Some(0),
