@@ -1,6 +1,7 @@
 //! Flags and logs that say what they mean: host bits in a network flag, a dual-stack listener's
 //! IPv4 peers written as IPv4, a slow subscriber's drops counted and rate-limited, a
-//! WebSocket request on the wrong path, a broker with no listener.
+//! WebSocket request on the wrong path, a flood of bad first packets logged within a limit, a
+//! broker with no listener.
 
 mod common;
 
@@ -86,6 +87,32 @@ fn a_slow_subscriber_gets_counted_rate_limited_drop_reports() {
     let lines = logs.matches("session queue full").count();
     assert_eq!(lines, 1, "{logs}");
     drop(slow);
+}
+
+/// Any peer can send a first packet that is not a CONNECT as often as it connects: a burst
+/// of 10 `warn` lines per 5 seconds, the rest at `debug`; every such client is still closed,
+/// and a good client is served meanwhile.
+#[test]
+fn a_flood_of_bad_first_packets_is_ten_warn_lines() {
+    let broker = BrokerProcess::start(&[]);
+    for _ in 0..15 {
+        let mut junk = TcpStream::connect(broker.tcp()).unwrap();
+        // PINGREQ as the first packet.
+        junk.write_all(&[0xc0, 0x00]).unwrap();
+        junk.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        junk.read_to_end(&mut rest)
+            .expect("closed by the broker, not timed out");
+    }
+    let mut good = RawClient::connect_from("127.0.0.175", broker.tcp(), b"");
+    assert_eq!(good.handshake(connect_packet("after-the-flood", 60)), 0);
+    let logs = broker.wait_log("after-the-flood");
+    let warned = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("bad first packet"))
+        .count();
+    assert_eq!(warned, 10, "{logs}");
 }
 
 #[test]
